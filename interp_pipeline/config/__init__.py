@@ -1,0 +1,1 @@
+"""Structured-config schemas (one dataclass per concern) registered in Hydra's ConfigStore."""

@@ -1,0 +1,45 @@
+"""User-facing errors: one line naming the config key, what was expected and what was found."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(Exception):
+    """A problem with the experiment's configuration, found before any work (exit status 2)."""
+
+    def __init__(self, key: str, message: str, *, suggestion: str | None = None):
+        self.key = key
+        self.message = message
+        self.suggestion = suggestion
+        text = f"{key}: {message}" if key else message
+        if suggestion:
+            text += f" ({suggestion})"
+        super().__init__(text)
+
+
+class StageFailed(Exception):
+    """A stage raised while running (exit status 1); ``__cause__`` holds the original error."""
+
+    def __init__(self, stage: str, error: BaseException):
+        self.stage = stage
+        super().__init__(f"stage '{stage}' failed: {type(error).__name__}: {error}")
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM so runs end KILLED, like Ctrl-C does.
+
+    A BaseException, as KeyboardInterrupt is, so ``except Exception`` in stage
+    code cannot swallow it.
+    """
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    """A "did you mean 'x'?" hint for the closest choice, or None when nothing is close."""
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
+
+
+def one_of(choices: Iterable[str]) -> str:
+    return ", ".join(sorted(choices)) or "(none)"

@@ -1,0 +1,105 @@
+"""The ``expect:`` block: published values and tolerances, checked after a run.
+
+Keys are ``stage.metric`` (the last value that stage logged for that metric);
+entries are ``{value, atol}``, ``{value, rtol}``, ``{min}``, ``{max}`` or
+``{min, max}``. This is how CI re-runs a published result and fails when a number
+drifts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+
+
+@dataclass(frozen=True)
+class ExpectResult:
+    key: str
+    expected: str
+    got: float | None
+    passed: bool
+
+
+def _entry(spec: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in spec.items() if v is not None}
+
+
+def validate_expectations(expect: Mapping[str, Mapping[str, Any]], stage_names: list[str]) -> None:
+    for key, spec in expect.items():
+        stage, dot, metric = key.partition(".")
+        if not dot or not metric:
+            raise ConfigError(f"expect.{key}", "expected a key of the form STAGE.METRIC")
+        if stage not in stage_names:
+            raise ConfigError(
+                f"expect.{key}",
+                f"expected a stage of this pipeline ({one_of(stage_names)}), found '{stage}'",
+                suggestion=did_you_mean(stage, stage_names),
+            )
+        entry = _entry(spec)
+        if "value" in entry and "atol" not in entry and "rtol" not in entry:
+            raise ConfigError(f"expect.{key}", "expected atol or rtol beside value")
+        if "value" not in entry and ("atol" in entry or "rtol" in entry):
+            raise ConfigError(f"expect.{key}", "expected value beside atol/rtol")
+        if not {"value", "min", "max"} & entry.keys():
+            raise ConfigError(f"expect.{key}", "expected value (with atol or rtol), min or max")
+
+
+def describe(entry: Mapping[str, float]) -> str:
+    parts = []
+    if "value" in entry:
+        tolerance = entry.get("atol", 0.0) + entry.get("rtol", 0.0) * abs(entry["value"])
+        parts.append(f"{entry['value']:g} ± {tolerance:g}")
+    if "min" in entry:
+        parts.append(f">= {entry['min']:g}")
+    if "max" in entry:
+        parts.append(f"<= {entry['max']:g}")
+    return ", ".join(parts)
+
+
+def check(entry: Mapping[str, float], got: float | None) -> bool:
+    if got is None or math.isnan(got):
+        return False
+    ok = True
+    if "value" in entry:
+        tolerance = entry.get("atol", 0.0) + entry.get("rtol", 0.0) * abs(entry["value"])
+        ok &= abs(got - entry["value"]) <= tolerance
+    if "min" in entry:
+        ok &= got >= entry["min"]
+    if "max" in entry:
+        ok &= got <= entry["max"]
+    return bool(ok)
+
+
+def check_expectations(
+    expect: Mapping[str, Mapping[str, Any]], metrics: Mapping[str, float]
+) -> list[ExpectResult]:
+    """Compare each expectation with ``metrics`` (keyed ``stage.metric``); a missing metric fails."""
+    results = []
+    for key, spec in expect.items():
+        entry = _entry(spec)
+        got = metrics.get(key)
+        results.append(ExpectResult(key, describe(entry), got, check(entry, got)))
+    return results
+
+
+def render_table(results: list[ExpectResult]) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="expect", title_justify="left")
+    table.add_column("metric")
+    table.add_column("expected")
+    table.add_column("got", justify="right")
+    table.add_column("", justify="center")
+    for result in results:
+        got = "missing" if result.got is None else f"{result.got:.6g}"
+        table.add_row(result.key, result.expected, got, "ok" if result.passed else "FAIL")
+    buffer = StringIO()
+    Console(file=buffer, width=100, color_system=None).print(table)
+    return buffer.getvalue().rstrip()

@@ -1,0 +1,207 @@
+"""One invocation, from composed config to exit status: validate, track, run, check ``expect:``.
+
+Hydra-free (it takes the composed config and a few facts about the invocation), so
+tests can drive it directly; ``interp_pipeline.cli`` is the Hydra wrapper.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from interp_pipeline.errors import ConfigError, StageFailed, Terminated, did_you_mean, one_of
+from interp_pipeline.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
+from interp_pipeline.expect import check_expectations, render_table, validate_expectations
+from interp_pipeline.paths import project_root
+from interp_pipeline.pipeline.registry import load_stage_modules
+from interp_pipeline.pipeline.spec import PipelineSpec, load_pipeline, run_preflight
+from interp_pipeline.runner.runner import CACHED, COMPUTED, PipelineRunner, StageOutcome, flatten
+from interp_pipeline.runner.stage_cache import StageCache
+from interp_pipeline.tracking.base import NullRun, RunLogger
+from interp_pipeline.tracking.run_info import git_state, version_tags
+
+log = logging.getLogger("interp_pipeline")
+
+
+@dataclass
+class Invocation:
+    experiment: str
+    output_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    sweep_id: str | None = None
+    job_num: int | None = None
+
+
+@dataclass
+class Prepared:
+    spec: PipelineSpec
+    expect: dict[str, dict[str, Any]]
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Every check that needs no model and no data; raises :class:`ConfigError`."""
+    load_stage_modules(cfg.runner.plugins)
+    spec = load_pipeline(cfg)
+    names = [s.name for s in spec.stages]
+    if cfg.runner.from_stage is not None and cfg.runner.from_stage not in names:
+        raise ConfigError(
+            "runner.from_stage",
+            f"expected a stage of pipeline '{spec.name}' ({one_of(names)}), found '{cfg.runner.from_stage}'",
+            suggestion=did_you_mean(cfg.runner.from_stage, names),
+        )
+    expect = OmegaConf.to_container(cfg.expect, resolve=True)
+    assert isinstance(expect, dict)
+    validate_expectations(expect, names)
+    return Prepared(spec, expect)
+
+
+def _open_tracking(cfg: DictConfig, invocation: Invocation) -> tuple[Any, str | None]:
+    if not cfg.tracking.enabled:
+        return None, None
+    from interp_pipeline.tracking.mlflow_tracking import MlflowTracking, resolve_tracking_uri
+
+    tracking = MlflowTracking(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs))
+    experiment_id = tracking.experiment_id(cfg.tracking.experiment_name or invocation.experiment)
+    ended = tracking.end_orphaned_runs(experiment_id)
+    if ended:
+        log.info("marked %d run(s) KILLED whose process had died without ending them", ended)
+    return tracking, experiment_id
+
+
+def _parent_tags(prepared: Prepared, invocation: Invocation) -> dict[str, str]:
+    tags = {
+        "experiment": invocation.experiment,
+        "pipeline": prepared.spec.name,
+        "hydra.overrides": " ".join(invocation.overrides),
+        "run_dir": str(invocation.output_dir),
+        "mlflow.source.name": "interp_pipeline",
+        **git_state(project_root()),
+        **version_tags(),
+    }
+    if invocation.sweep_id is not None:
+        tags["sweep.id"] = invocation.sweep_id
+        tags["sweep.job_num"] = str(invocation.job_num)
+    return tags
+
+
+def _run_name(invocation: Invocation) -> str:
+    return " ".join([invocation.experiment, *invocation.overrides])[:250]
+
+
+def _log_file_artifact(run: RunLogger, name: str, text: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        path.write_text(text)
+        run.log_artifact(path)
+
+
+def _summary(index: int, total: int, outcome: StageOutcome) -> str:
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in list(outcome.metrics.items())[:4])
+    status = outcome.status
+    if outcome.status == CACHED and outcome.cached_from:
+        status = f"cached (from run {outcome.cached_from[:8]})"
+    line = f"[{index + 1}/{total}] {outcome.name:<16} {status:<28} {outcome.seconds:7.2f} s"
+    return f"{line}  {shown}" if shown else line
+
+
+def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
+    """Run one experiment; returns the exit status. Re-raises KeyboardInterrupt and Terminated
+    after ending the runs KILLED, so the process stops as the user asked."""
+    try:
+        prepared = prepare(cfg)
+        runner = PipelineRunner(
+            prepared.spec,
+            StageCache(cfg.runner.cache_dir),
+            force=cfg.runner.force,
+            from_stage=cfg.runner.from_stage,
+        )
+        run_preflight(runner.stages_to_compute())
+    except ConfigError as error:
+        log.debug("configuration error", exc_info=True)
+        log.error("error: %s", error)
+        return EXIT_CONFIG
+
+    tracking, experiment_id = _open_tracking(cfg, invocation)
+    parent: RunLogger = NullRun()
+    if tracking is not None:
+        parent = tracking.start_run(experiment_id, _run_name(invocation), _parent_tags(prepared, invocation))
+
+    def start_child(name: str, tags: Mapping[str, str]) -> RunLogger:
+        if tracking is None:
+            return NullRun()
+        return tracking.start_run(experiment_id, name, tags, parent=parent)
+
+    try:
+        return _run_tracked(cfg, invocation, prepared, runner, parent, start_child, tracking, experiment_id)
+    except KeyboardInterrupt:
+        log.error("interrupted: runs marked KILLED, no partial result kept")
+        parent.end("KILLED")
+        raise
+    except Terminated:
+        log.error("terminated (SIGTERM): runs marked KILLED, no partial result kept")
+        parent.end("KILLED")
+        raise
+    except BaseException:
+        parent.end("FAILED")
+        raise
+
+
+def _run_tracked(cfg, invocation, prepared, runner, parent, start_child, tracking, experiment_id) -> int:
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    parent.log_params(flatten("", resolved))
+    _log_file_artifact(parent, "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+    parent.set_tags({f"cache_key.{name}": key for name, key in runner.keys.items()})
+    total = len(prepared.spec.stages)
+    log.info("%s: pipeline '%s', %d stages, %d to compute", invocation.experiment, prepared.spec.name,
+             total, len(runner.to_compute))
+    started = time.perf_counter()
+    try:
+        outcomes = runner.run(start_child, on_outcome=lambda i, o: log.info(_summary(i, total, o)))
+    except StageFailed as failure:
+        cause = failure.__cause__
+        text = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)) if cause else ""
+        log.debug("traceback of stage '%s':\n%s", failure.stage, text)
+        _log_file_artifact(parent, "traceback.txt", text)
+        parent.end("FAILED")
+        if isinstance(cause, ConfigError):
+            stage = prepared.spec.stage(failure.stage)
+            log.error("error: %s", ConfigError(stage.param_key(cause.key), cause.message, suggestion=cause.suggestion))
+            return EXIT_CONFIG
+        log.error("error: %s (traceback in %s)", failure, invocation.output_dir)
+        return EXIT_FAILED
+
+    metrics = {f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()}
+    if metrics:
+        parent.log_metrics(metrics)
+    computed = sum(o.status == COMPUTED for o in outcomes)
+    log.info("done in %.2f s: %d computed, %d cached", time.perf_counter() - started, computed,
+             sum(o.status == CACHED for o in outcomes))
+
+    status = EXIT_OK
+    if prepared.expect:
+        results = check_expectations(prepared.expect, metrics)
+        table = render_table(results)
+        log.info("%s", table)
+        _log_file_artifact(parent, "expect.txt", table + "\n")
+        parent.log_metrics({f"expect.{r.key}": r.got for r in results if r.got is not None})
+        passed = all(r.passed for r in results)
+        parent.set_tags({"expect.passed": str(passed).lower()})
+        if not passed:
+            failed = ", ".join(r.key for r in results if not r.passed)
+            log.error("error: expect not met for %s", failed)
+            status = EXIT_EXPECT
+
+    parent.end("FINISHED")
+    log.info("outputs: %s", invocation.output_dir)
+    if tracking is not None:
+        log.info("mlflow: %s", tracking.run_url(experiment_id, parent.run_id))
+    return status

@@ -1,0 +1,63 @@
+"""Turn Hydra's and OmegaConf's composition errors into one line that names the config key."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from interp_pipeline.errors import did_you_mean, one_of
+
+
+def _fields(object_type: Any) -> list[str]:
+    if isinstance(object_type, type) and dataclasses.is_dataclass(object_type):
+        return [f.name for f in dataclasses.fields(object_type)]
+    return []
+
+
+def _from_omegaconf(error: Any) -> str | None:
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    if not isinstance(error, OmegaConfBaseException):
+        return None
+    key = getattr(error, "full_key", None) or getattr(error, "key", None) or "config"
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    object_type = getattr(error, "object_type", None)
+    if isinstance(error, (ConfigKeyError, ConfigAttributeError)) and _fields(object_type):
+        allowed = _fields(object_type)
+        name = str(getattr(error, "key", key))
+        hint = did_you_mean(name, allowed)
+        line = f"{key}: expected a key of {object_type.__name__} ({one_of(allowed)}), found '{name}'"
+        return f"{line} ({hint})" if hint else line
+    if isinstance(error, (ConfigKeyError, ConfigAttributeError)) and "not in struct" in first:
+        name = str(getattr(error, "key", key))
+        parent = getattr(error, "parent_node", None)
+        existing = [str(k) for k in parent.keys()] if hasattr(parent, "keys") else []
+        hint = did_you_mean(name, existing)
+        line = f"{key}: expected an existing key, found '{name}'"
+        if hint:
+            line += f" ({hint})"
+        return f"{line}; to add a new key write +{key}=VALUE"
+    value = re.match(r"Value '(.*)' of type '(.*)' could not be converted to (\w+)", first)
+    if value:
+        return f"{key}: expected {value.group(3).lower()}, found '{value.group(1)}' ({value.group(2)})"
+    return f"{key}: {first}"
+
+
+def describe(error: BaseException) -> str:
+    """The one line shown for a Hydra composition error (the traceback goes to the log)."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file:
+        group, _, option = str(error.missing_cfg_file).rpartition("/")
+        options = list(error.options or [])
+        if group:
+            line = f"{group}={option}: expected one of {one_of(options)}, found '{option}'"
+            hint = did_you_mean(option, options)
+            return f"{line} ({hint})" if hint else line
+    for candidate in (error, error.__cause__):
+        line = _from_omegaconf(candidate) if candidate is not None else None
+        if line:
+            return line
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or type(error).__name__

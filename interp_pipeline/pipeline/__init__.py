@@ -1,0 +1,1 @@
+"""Pipelines: the stage registry, the pipeline format and its validation."""

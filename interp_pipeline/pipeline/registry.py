@@ -1,0 +1,92 @@
+"""The stage registry: ``@stage`` declares a plain function as a pipeline stage.
+
+Modelled on Kedro's ``node``: a stage is a function with named outputs. Its inputs
+are its parameters whose names a pipeline wires to earlier outputs; its other
+parameters come from the config. A parameter named ``tracker`` receives the
+runner's tracker (a null one when called from a notebook), which is how a stage
+logs metrics and figures without importing mlflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+TRACKER_PARAM = "tracker"
+BUILTIN_STAGE_MODULES = (
+    "interp_pipeline.stages.models",
+    "interp_pipeline.stages.tokens",
+    "interp_pipeline.stages.activation_stats",
+)
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    fn: Callable[..., Any]
+    outputs: tuple[str, ...]
+    # False: never stored (cheap to recompute, e.g. a model rebuilt from its config);
+    # its cache key is still computed so everything downstream stays cacheable.
+    cache: bool = True
+    # Bump when the function's results change for the same parameters, so old
+    # cache entries stop matching.
+    version: int = 1
+    # Called with the stage's params before any stage runs (pre-flight); raises
+    # ConfigError with a key relative to the params, e.g. "cfg.n_layers".
+    preflight: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
+    @property
+    def wants_tracker(self) -> bool:
+        return TRACKER_PARAM in self.signature.parameters
+
+
+_REGISTRY: dict[str, StageDef] = {}
+_loaded_modules: set[str] = set()
+
+
+def stage(
+    name: str | None = None,
+    *,
+    outputs: Iterable[str] = ("out",),
+    cache: bool = True,
+    version: int = 1,
+    preflight: Callable[[dict[str, Any]], None] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn`` as a stage. A one-output stage returns the value itself;
+    a several-output stage returns a mapping with exactly those keys."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        stage_name = name or fn.__name__
+        definition = StageDef(stage_name, fn, tuple(outputs), cache, version, preflight)
+        if not definition.outputs:
+            raise ValueError(f"stage {stage_name!r} declares no outputs")
+        existing = _REGISTRY.get(stage_name)
+        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
+            raise ValueError(f"stage name {stage_name!r} is registered twice")
+        _REGISTRY[stage_name] = definition
+        fn.stage_def = definition  # type: ignore[attr-defined]
+        return fn
+
+    return register
+
+
+def load_stage_modules(extra: Iterable[str] = ()) -> None:
+    """Import the built-in stage modules and any plugin modules (``runner.plugins``).
+
+    Stage modules import torch and friends inside their functions, so this stays cheap.
+    """
+    for module in (*BUILTIN_STAGE_MODULES, *extra):
+        if module not in _loaded_modules:
+            importlib.import_module(module)
+            _loaded_modules.add(module)
+
+
+def registered_stages() -> dict[str, StageDef]:
+    return dict(_REGISTRY)

@@ -1,0 +1,267 @@
+"""The pipeline format: read ``pipelines/NAME.yaml`` against the composed config and validate it.
+
+A pipeline file holds ``stages:``, a list of ``{name, fn, inputs, params}``. ``params``
+usually interpolates a config group (``params: ${model}``), so it is resolved against
+the experiment's composed config. Everything that can be checked without running
+anything is checked here, and each problem is one :class:`ConfigError` naming its key.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.paths import pipelines_dir
+from interp_pipeline.pipeline.registry import TRACKER_PARAM, StageDef, registered_stages
+
+STAGE_KEYS = ("name", "fn", "inputs", "params", "description")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_WHOLE_INTERPOLATION = re.compile(r"^\$\{([A-Za-z0-9_.]+)\}$")
+
+
+@dataclass(frozen=True)
+class InputRef:
+    stage: str
+    output: str
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    definition: StageDef
+    inputs: dict[str, InputRef] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    # Where the params come from, for error messages: "model" for `params: ${model}`.
+    params_key: str = ""
+
+    def param_key(self, relative: str) -> str:
+        return f"{self.params_key}.{relative}" if relative else self.params_key
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    source: str
+    stages: tuple[StageSpec, ...]  # in execution order
+
+    def stage(self, name: str) -> StageSpec:
+        return next(s for s in self.stages if s.name == name)
+
+    def downstream_of(self, name: str) -> set[str]:
+        """``name`` and every stage that depends on it, directly or not."""
+        found = {name}
+        for spec in self.stages:  # execution order: producers come before consumers
+            if any(ref.stage in found for ref in spec.inputs.values()):
+                found.add(spec.name)
+        return found
+
+
+def find_pipeline_file(name: str) -> Path:
+    as_path = Path(name).expanduser()
+    if as_path.suffix in (".yaml", ".yml"):
+        if as_path.is_file():
+            return as_path.resolve()
+        raise ConfigError("pipeline", f"expected a pipeline file, found no file at '{name}'")
+    candidate = pipelines_dir() / f"{name}.yaml"
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in pipelines_dir().glob("*.yaml"))
+    raise ConfigError(
+        "pipeline",
+        f"expected one of {one_of(known)} (files in {pipelines_dir()}), found '{name}'",
+        suggestion=did_you_mean(name, known),
+    )
+
+
+def load_pipeline(cfg: DictConfig) -> PipelineSpec:
+    """Read the pipeline ``cfg.pipeline`` names, resolve its params against ``cfg`` and validate it."""
+    if OmegaConf.is_missing(cfg, "pipeline"):
+        raise ConfigError(
+            "pipeline", "expected a pipeline name; pick an experiment with +experiment=NAME"
+        )
+    path = find_pipeline_file(cfg.pipeline)
+    label = f"pipelines/{path.name}" if path.parent == pipelines_dir() else str(path)
+    raw = OmegaConf.load(path)
+    if not isinstance(raw, DictConfig) or "stages" not in raw:
+        raise ConfigError(label, "expected a mapping with a 'stages:' list")
+    # Resolve the stages inside the experiment's config so `${model}` and friends work.
+    scope = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    OmegaConf.set_struct(scope, False)
+    scope["__pipeline__"] = raw.stages
+    raw_stages = OmegaConf.to_container(raw.stages, resolve=False)
+    params_keys = [_params_source(entry) for entry in raw_stages] if isinstance(raw_stages, list) else []
+    try:
+        stages = OmegaConf.to_container(scope["__pipeline__"], resolve=True)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", "") or "stages"
+        raise ConfigError(f"{label}: {key.replace('__pipeline__', 'stages')}", str(error).splitlines()[0]) from error
+    return parse_stages(stages, name=path.stem, label=label, params_keys=params_keys)
+
+
+def _params_source(entry: Any) -> str | None:
+    params = entry.get("params") if isinstance(entry, dict) else None
+    match = _WHOLE_INTERPOLATION.match(params) if isinstance(params, str) else None
+    return match.group(1) if match else None
+
+
+def parse_stages(
+    stages: Any, *, name: str, label: str, params_keys: list[str | None] | None = None
+) -> PipelineSpec:
+    """Validate a plain list of stage mappings and order it; see the module docstring."""
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{label}: stages", f"expected a non-empty list, found {stages!r}")
+    known = registered_stages()
+    entries: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for index, entry in enumerate(stages):
+        key = f"{label}: stages[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(key, f"expected a mapping with {', '.join(STAGE_KEYS)}, found {entry!r}")
+        for field_name in entry:
+            if field_name not in STAGE_KEYS:
+                raise ConfigError(
+                    f"{key}.{field_name}",
+                    f"expected one of {', '.join(STAGE_KEYS)}",
+                    suggestion=did_you_mean(str(field_name), STAGE_KEYS),
+                )
+        stage_name = entry.get("name")
+        if not isinstance(stage_name, str) or not _NAME.match(stage_name):
+            raise ConfigError(f"{key}.name", f"expected an identifier, found {stage_name!r}")
+        if stage_name in entries:
+            raise ConfigError(f"{key}.name", f"expected a unique stage name, found '{stage_name}' twice")
+        fn = entry.get("fn")
+        if fn not in known:
+            raise ConfigError(
+                f"{key}.fn",
+                f"expected a registered stage function, found {fn!r} (registered: {one_of(known)})",
+                suggestion=did_you_mean(str(fn), known),
+            )
+        entries[stage_name] = (key, entry)
+
+    sources = list(params_keys or [])
+    sources += [None] * (len(stages) - len(sources))
+    specs = {}
+    for (stage_name, (key, entry)), source in zip(entries.items(), sources):
+        specs[stage_name] = _parse_stage(stage_name, key, entry, entries, known, source or f"{key}.params")
+    order = _execution_order(specs, label)
+    return PipelineSpec(name=name, source=label, stages=tuple(specs[n] for n in order))
+
+
+def _parse_stage(
+    stage_name: str,
+    key: str,
+    entry: Mapping[str, Any],
+    entries: Mapping[str, tuple[str, Mapping[str, Any]]],
+    known: Mapping[str, StageDef],
+    params_key: str,
+) -> StageSpec:
+    definition = known[entry["fn"]]
+    raw_inputs = entry.get("inputs") or {}
+    params = entry.get("params") or {}
+    if not isinstance(raw_inputs, Mapping):
+        raise ConfigError(f"{key}.inputs", f"expected a mapping of argument: stage[.output], found {raw_inputs!r}")
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{key}.params", f"expected a mapping, found {params!r}")
+
+    inputs: dict[str, InputRef] = {}
+    for arg, ref in raw_inputs.items():
+        ref_key = f"{key}.inputs.{arg}"
+        if not isinstance(ref, str):
+            raise ConfigError(ref_key, f"expected 'stage' or 'stage.output', found {ref!r}")
+        producer, _, output = ref.partition(".")
+        if producer == stage_name:
+            raise ConfigError(ref_key, f"expected another stage's output, found the stage itself ('{ref}')")
+        if producer not in entries:
+            raise ConfigError(
+                ref_key,
+                f"expected the output of a stage in this pipeline ({one_of(entries)}), found '{ref}'",
+                suggestion=did_you_mean(producer, entries),
+            )
+        produced = known[entries[producer][1]["fn"]].outputs
+        if not output:
+            if len(produced) != 1:
+                raise ConfigError(
+                    ref_key, f"stage '{producer}' has outputs {', '.join(produced)}: name one, as '{producer}.OUTPUT'"
+                )
+            output = produced[0]
+        elif output not in produced:
+            raise ConfigError(
+                ref_key,
+                f"expected an output of stage '{producer}' ({', '.join(produced)}), found '{output}'",
+                suggestion=did_you_mean(output, produced),
+            )
+        inputs[str(arg)] = InputRef(producer, output)
+
+    _check_signature(definition, key, inputs, params)
+    return StageSpec(stage_name, definition, inputs, dict(params), params_key)
+
+
+def run_preflight(stages: Iterable[StageSpec]) -> None:
+    """The stages' own pre-flight checks (which may import heavy libraries), keys made absolute.
+
+    The runner calls this for the stages it is about to compute, before any of them
+    runs; a fully cached pipeline skips it and never imports torch.
+    """
+    for spec in stages:
+        if spec.definition.preflight is None:
+            continue
+        try:
+            spec.definition.preflight(dict(spec.params))
+        except ConfigError as error:
+            raise ConfigError(spec.param_key(error.key), error.message, suggestion=error.suggestion) from error
+
+
+def _check_signature(
+    definition: StageDef, key: str, inputs: Mapping[str, InputRef], params: Mapping[str, Any]
+) -> None:
+    """Bind inputs and params to the function's signature, Kedro-style, before anything runs."""
+    signature = definition.signature
+    accepted = {n for n in signature.parameters if n != TRACKER_PARAM}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    for arg in inputs:
+        if arg in params:
+            raise ConfigError(f"{key}.inputs.{arg}", "is given both as an input and as a param")
+    for source, names in (("inputs", inputs), ("params", params)):
+        for arg in names:
+            if arg not in accepted and not takes_any:
+                raise ConfigError(
+                    f"{key}.{source}.{arg}",
+                    f"expected an argument of {definition.name}() ({one_of(accepted)}), found '{arg}'",
+                    suggestion=did_you_mean(str(arg), accepted),
+                )
+    for arg, parameter in signature.parameters.items():
+        if arg == TRACKER_PARAM or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+            continue
+        if parameter.default is inspect.Parameter.empty and arg not in inputs and arg not in params:
+            raise ConfigError(
+                f"{key}", f"{definition.name}() requires '{arg}': expected it under inputs or params, found neither"
+            )
+
+
+def _execution_order(specs: Mapping[str, StageSpec], label: str) -> list[str]:
+    """Topological order that keeps the file's order where dependencies allow; names any cycle."""
+    order: list[str] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = path[path.index(name):] + [name]
+            raise ConfigError(f"{label}: stages", f"expected no cycles, found {' -> '.join(cycle)}")
+        state[name] = "visiting"
+        for ref in specs[name].inputs.values():
+            visit(ref.stage, [*path, name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in specs:
+        visit(name, [])
+    return order

@@ -1,0 +1,14 @@
+"""Progress bars for long stages (tqdm; ``TQDM_DISABLE=1`` turns them off)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it", **kwargs: Any) -> Iterator[T]:
+    from tqdm.auto import tqdm
+
+    yield from tqdm(iterable, desc=desc, total=total, unit=unit, dynamic_ncols=True, leave=False, **kwargs)

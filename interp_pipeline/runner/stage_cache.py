@@ -1,0 +1,165 @@
+"""The on-disk stage cache: one directory per (stage function, cache key), complete or absent.
+
+A result is built in a hidden temporary directory beside its final place; its
+``complete.json`` is written last, everything is fsynced, and the directory is
+renamed into place in one atomic step. So a crash, a kill -9 or a failing stage
+leaves at worst a temporary directory, which is never read and is swept up later;
+a directory under its final name is always a finished result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from interp_pipeline.process import pid_alive
+from interp_pipeline.runner.codecs import codec_for, codec_named
+
+MARKER = "complete.json"
+ARTIFACTS = "artifacts"
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _, filenames in os.walk(root):
+        for filename in filenames:
+            fd = os.open(os.path.join(dirpath, filename), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A complete result: its outputs, the metrics it logged, and its small artifacts."""
+
+    path: Path
+    record: Mapping[str, Any]
+
+    @property
+    def run_id(self) -> str | None:
+        return self.record.get("run_id")
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(self.record.get("metrics", {}))
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.record["outputs"])
+
+    def load_output(self, name: str) -> Any:
+        info = self.record["outputs"][name]
+        return codec_named(info["codec"]).load(self.path / info["file"])
+
+    def artifacts(self) -> list[Path]:
+        folder = self.path / ARTIFACTS
+        return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+class PendingEntry:
+    """A result being written; nothing is visible under the final name until :meth:`commit`."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.dir = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.dir.mkdir(parents=True)
+        self.artifacts_dir = self.dir / ARTIFACTS
+        self.artifacts_dir.mkdir()
+        self._outputs: dict[str, dict[str, str]] = {}
+
+    def write_output(self, name: str, value: Any) -> Path:
+        codec = codec_for(value)
+        path = self.dir / f"{name}{codec.suffix}"
+        codec.save(value, path)
+        self._outputs[name] = {"codec": codec.name, "file": path.name}
+        return path
+
+    def commit(self, *, run_id: str | None, metrics: Mapping[str, float], extra: Mapping[str, Any]) -> CacheEntry:
+        record = {
+            "run_id": run_id,
+            "created": time.time(),
+            "outputs": self._outputs,
+            "metrics": dict(metrics),
+            **extra,
+        }
+        (self.dir / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True))
+        _fsync_tree(self.dir)
+        try:
+            os.rename(self.dir, self.final)
+        except OSError:
+            # Another process finished the same key first: its result is as good as ours.
+            if not (self.final / MARKER).is_file():
+                raise
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return StageCache.read_entry(self.final)
+        return CacheEntry(self.final, record)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class StageCache:
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+
+    def entry_path(self, fn_name: str, key: str) -> Path:
+        return self.root / fn_name / key
+
+    def lookup(self, fn_name: str, key: str) -> CacheEntry | None:
+        path = self.entry_path(fn_name, key)
+        if not (path / MARKER).is_file():
+            return None
+        return self.read_entry(path)
+
+    @staticmethod
+    def read_entry(path: Path) -> CacheEntry:
+        return CacheEntry(path, json.loads((path / MARKER).read_text()))
+
+    def begin(self, fn_name: str, key: str) -> PendingEntry:
+        final = self.entry_path(fn_name, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._sweep_abandoned(final)
+        if final.exists() and not (final / MARKER).is_file():
+            # Only reachable if someone hand-made the directory; it is not a result.
+            shutil.rmtree(final)
+        elif final.exists():
+            # runner.force: the old result is replaced only once the new one is complete.
+            return _ReplacingEntry(final)
+        return PendingEntry(final)
+
+    @staticmethod
+    def _sweep_abandoned(final: Path) -> None:
+        """Remove temporary directories for this key left by processes that no longer run."""
+        for leftover in final.parent.glob(f".tmp-{final.name}-*"):
+            try:
+                pid = int(leftover.name.split("-")[2])
+            except (IndexError, ValueError):
+                continue
+            if not pid_alive(pid):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+class _ReplacingEntry(PendingEntry):
+    """A recomputation of a key that already has a result: swap the old one out only at the end."""
+
+    def commit(self, *, run_id: str | None, metrics: Mapping[str, float], extra: Mapping[str, Any]) -> CacheEntry:
+        retired = self.final.parent / f".tmp-{self.final.name}-{os.getpid()}-retired-{uuid.uuid4().hex[:8]}"
+        os.rename(self.final, retired)
+        try:
+            return super().commit(run_id=run_id, metrics=metrics, extra=extra)
+        finally:
+            shutil.rmtree(retired, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Tracking: the interface stages log through, and its MLflow and null implementations."""

@@ -1,0 +1,132 @@
+"""What a stage logs through, without knowing about MLflow.
+
+A stage that takes a ``tracker`` argument gets a :class:`Tracker`: metrics (with a
+step for anything iterative), figures (matplotlib to PNG, plotly to HTML) and
+small JSON or text files. Called from a notebook it gets :class:`NullTracker`,
+which drops everything. The runner hands it a :class:`RecordingTracker`, which
+keeps the last value of each metric and a copy of each file in the stage's cache
+entry (so a cached stage can show them again) and forwards all to the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-/ ]")
+
+
+class Tracker:
+    """The stage-facing logging interface; this base class logs nothing."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        pass
+
+    def log_dict(self, data: Any, name: str) -> None:
+        pass
+
+    def log_text(self, text: str, name: str) -> None:
+        pass
+
+
+NullTracker = Tracker
+NULL_TRACKER = Tracker()
+
+
+class RunLogger(Protocol):
+    """One tracked run, as the runner sees it (implemented by MlflowRun and NullRun)."""
+
+    run_id: str | None
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def end(self, status: str) -> None: ...
+
+
+class NullRun:
+    """A run that records nothing: ``tracking.enabled=false`` and unit tests."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def end(self, status: str) -> None:
+        pass
+
+
+def save_figure(figure: Any, path_without_suffix: Path) -> Path:
+    """Write a matplotlib figure as PNG or a plotly figure as self-contained HTML."""
+    if hasattr(figure, "savefig"):
+        path = path_without_suffix.with_suffix(".png")
+        figure.savefig(path, dpi=130, bbox_inches="tight")
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        return path
+    if hasattr(figure, "write_html"):
+        path = path_without_suffix.with_suffix(".html")
+        # Self-contained: the figure opens offline, as everything here must.
+        figure.write_html(path, include_plotlyjs=True, full_html=True)
+        return path
+    raise TypeError(f"expected a matplotlib or plotly figure, found {type(figure).__name__}")
+
+
+class RecordingTracker(Tracker):
+    """Forwards to a run and keeps what the stage logged in ``artifacts_dir`` and :attr:`last`."""
+
+    def __init__(self, run: RunLogger, artifacts_dir: Path):
+        self.run = run
+        self.artifacts_dir = artifacts_dir
+        self.last: dict[str, float] = {}
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        clean = {}
+        for name, value in metrics.items():
+            value = float(value)
+            self.last[name] = value
+            if math.isfinite(value):
+                clean[name] = value
+        if clean:
+            self.run.log_metrics(clean, step=step)
+
+    def _path(self, name: str) -> Path:
+        safe = _SAFE_NAME.sub("_", name).strip("/") or "artifact"
+        path = self.artifacts_dir / safe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _forward(self, path: Path) -> None:
+        relative = path.relative_to(self.artifacts_dir).parent.as_posix()
+        self.run.log_artifact(path, None if relative == "." else relative)
+
+    def log_figure(self, figure: Any, name: str) -> None:
+        self._forward(save_figure(figure, self._path(name)))
+
+    def log_dict(self, data: Any, name: str) -> None:
+        path = self._path(name if name.endswith(".json") else f"{name}.json")
+        path.write_text(json.dumps(data, indent=2, sort_keys=True))
+        self._forward(path)
+
+    def log_text(self, text: str, name: str) -> None:
+        path = self._path(name)
+        path.write_text(text)
+        self._forward(path)

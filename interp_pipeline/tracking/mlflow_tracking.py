@@ -1,0 +1,159 @@
+"""MLflow tracking through ``MlflowClient`` (not the fluent API).
+
+The client lets the runner hold a parent run and one child run per stage at the
+same time, set each one's final status itself (FINISHED, FAILED, KILLED), and
+avoid the fluent API's atexit hook, which would mark an interrupted run FINISHED.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from interp_pipeline.process import pid_alive
+
+# MLflow refuses longer values; a 50-element list in a param is rarely read anyway.
+MAX_PARAM_LENGTH = 6000
+BATCH = 100  # log_batch's per-call limit for params and tags
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def resolve_tracking_uri(configured: str | None, outputs_dir: str | os.PathLike[str]) -> str:
+    """``tracking.uri`` if set, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<outputs>/mlflow.db``."""
+    if configured:
+        return configured
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{Path(outputs_dir).resolve() / 'mlflow.db'}"
+
+
+def local_artifact_root(uri: str) -> Path | None:
+    """Artifacts go beside a local store (``mlartifacts/`` next to the .db); a server decides its own."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        db = Path(uri[len("sqlite:///"):])
+        return db.parent / "mlartifacts"
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path).resolve()
+    return None
+
+
+def _chunks(items: list[Any], size: int = BATCH) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class MlflowRun:
+    """One MLflow run, parent or child; implements ``RunLogger``."""
+
+    def __init__(self, client: Any, run_id: str):
+        self.client = client
+        self.run_id = run_id
+        self._ended = False
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for chunk in _chunks(items):
+            self.client.log_batch(self.run_id, params=chunk)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now, step or 0) for k, v in metrics.items()]
+        for chunk in _chunks(items, 1000):
+            self.client.log_batch(self.run_id, metrics=chunk)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in tags.items()]
+        for chunk in _chunks(items):
+            self.client.log_batch(self.run_id, tags=chunk)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end(self, status: str) -> None:
+        if not self._ended:
+            self._ended = True
+            self.client.set_terminated(self.run_id, status)
+
+
+class MlflowTracking:
+    """The store: experiments, runs, and clean-up of runs whose process died."""
+
+    def __init__(self, uri: str):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def experiment_id(self, name: str) -> str:
+        """Get or create the experiment; safe when parallel jobs race to create it."""
+        existing = self.client.get_experiment_by_name(name)
+        if existing is not None:
+            return existing.experiment_id
+        root = local_artifact_root(self.uri)
+        location = (root / _UNSAFE.sub("_", name)).as_uri() if root is not None else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except Exception:
+            existing = self.client.get_experiment_by_name(name)
+            if existing is None:
+                raise
+            return existing.experiment_id
+
+    def start_run(
+        self,
+        experiment_id: str,
+        run_name: str,
+        tags: Mapping[str, Any],
+        parent: MlflowRun | None = None,
+    ) -> MlflowRun:
+        all_tags = {str(k): str(v) for k, v in tags.items()}
+        all_tags["host"] = socket.gethostname()
+        all_tags["pid"] = str(os.getpid())
+        if parent is not None:
+            all_tags["mlflow.parentRunId"] = parent.run_id
+        run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
+        return MlflowRun(self.client, run.info.run_id)
+
+    def end_orphaned_runs(self, experiment_id: str) -> int:
+        """Mark KILLED the runs left RUNNING by a process on this host that no longer exists.
+
+        A kill -9 gives the process no chance to end its runs; the next invocation does it.
+        """
+        host = socket.gethostname()
+        runs = self.client.search_runs(
+            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=500
+        )
+        ended = 0
+        for run in runs:
+            tags = run.data.tags
+            if tags.get("host") != host or not tags.get("pid", "").isdigit():
+                continue
+            pid = int(tags["pid"])
+            if pid == os.getpid() or pid_alive(pid):
+                continue
+            self.client.set_terminated(run.info.run_id, "KILLED")
+            ended += 1
+        return ended
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        parsed = urlparse(self.uri)
+        if parsed.scheme in ("http", "https"):
+            return f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"experiment {experiment_id}, run {run_id} in {self.uri}"
+
