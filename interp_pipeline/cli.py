@@ -27,20 +27,15 @@ from interp_pipeline.exit_status import (
     EXIT_TERMINATED,
     write_status,
 )
+from interp_pipeline.compose import register
 from interp_pipeline.paths import conf_dir, default_outputs_dir
 
 log = logging.getLogger("interp_pipeline")
 _RUN_STATUSES: list[int] = []
 
-
-def _register() -> None:
-    from omegaconf import OmegaConf
-
-    from interp_pipeline.config.schema import register_configs
-
-    if not OmegaConf.has_resolver("interp.outputs_dir"):
-        OmegaConf.register_new_resolver("interp.outputs_dir", lambda: str(default_outputs_dir()))
-    register_configs()
+# At import, not in main(): parallel launchers (joblib) unpickle `task` in worker
+# processes that never ran main(), and their configs need the resolver too.
+register()
 
 
 def task(cfg: Any) -> int:
@@ -95,7 +90,7 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises; we print one line and pick the status
     # MLflow logs its store migrations at INFO on its own handler; keep the terminal to our lines.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    _register()
+    register()
     import hydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException

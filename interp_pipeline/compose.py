@@ -1,0 +1,30 @@
+"""Compose an experiment's config without the CLI: for notebooks and tests.
+
+    from interp_pipeline.compose import compose
+    cfg = compose(["+experiment=smoke", "seed=1"])
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from interp_pipeline.paths import conf_dir, default_outputs_dir
+
+
+def register() -> None:
+    """The ``interp.outputs_dir`` resolver and the schemas; idempotent."""
+    from interp_pipeline.config.schema import register_configs
+
+    if not OmegaConf.has_resolver("interp.outputs_dir"):
+        OmegaConf.register_new_resolver("interp.outputs_dir", lambda: str(default_outputs_dir()))
+    register_configs()
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """The job config the CLI would run for these overrides (without its ``hydra`` node)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register()
+    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
+        return hydra_compose("config", overrides=list(overrides or []))

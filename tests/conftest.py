@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+import tests.support.stages  # noqa: E402,F401  (registers the t_* stages)
+
+
+@pytest.fixture
+def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh outputs directory (stage cache, MLflow store) for one test."""
+    folder = tmp_path / "outputs"
+    monkeypatch.setenv("INTERP_PIPELINE_OUTPUTS", str(folder))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return folder
+
+
+def cli_env(outputs: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
+    env.update(
+        INTERP_PIPELINE_OUTPUTS=str(outputs),
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+        TQDM_DISABLE="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], outputs: Path, *, cwd: Path | None = None, timeout: float = 300,
+            **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "interp_pipeline", *args],
+        cwd=cwd or outputs.parent, env=cli_env(outputs, **env),
+        capture_output=True, text=True, timeout=timeout,
+    )

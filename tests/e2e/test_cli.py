@@ -1,0 +1,176 @@
+"""The real CLI in a subprocess: smoke, the cache, sweeps, signals, and a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import cli_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def parents(uri: str, experiment: str):
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r} in {uri}"
+    runs = client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+    return [r for r in runs if "mlflow.parentRunId" not in r.data.tags], runs
+
+
+def sqlite_uri(outputs: Path) -> str:
+    return f"sqlite:///{outputs / 'mlflow.db'}"
+
+
+def test_smoke_then_served_from_the_cache(outputs):
+    first = run_cli(["+experiment=smoke"], outputs)
+    assert first.returncode == 0, first.stderr
+    assert "[3/3] stats" in first.stdout and "computed" in first.stdout
+    assert "│ stats.loss_mean │" in first.stdout and "ok" in first.stdout  # the expect table
+    second = run_cli(["+experiment=smoke"], outputs)
+    assert second.returncode == 0, second.stderr
+    assert "0 to compute" in second.stdout and "cached (from run" in second.stdout
+    runs, all_runs = parents(sqlite_uri(outputs), "smoke")
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    assert all(r.info.status == "FINISHED" for r in all_runs)
+    assert runs[0].data.metrics["stats.loss_mean"] == runs[1].data.metrics["stats.loss_mean"]
+
+
+def test_user_error_is_one_line_status_2_and_no_traceback(outputs):
+    done = run_cli(["+experiment=smoke", "stats.batch_sise=4"], outputs)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: stats.batch_sise: expected a key of ActivationStatsConfig (batch_size, hooks), "
+        "found 'batch_sise' (did you mean 'batch_size'?)"
+    ]
+    assert "Traceback" in (outputs / "errors.log").read_text()
+
+
+def test_hook_typo_stops_with_status_2(outputs):
+    done = run_cli(["+experiment=smoke", "stats.hooks=[blocks.0.hook_resid_prex]"], outputs)
+    assert done.returncode == 2
+    assert "error: stats.hooks: expected a hook name of this model" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_help_lists_groups_and_experiments(outputs):
+    done = run_cli(["--help"], outputs)
+    assert done.returncode == 0
+    assert "experiment: smoke" in done.stdout and "model: tiny" in done.stdout
+    assert "Exit status" in done.stdout
+
+
+def test_parallel_sweep_of_three_jobs_shares_one_store(outputs):
+    done = run_cli(["-m", "+experiment=smoke", "seed=0,1,2", "hydra/launcher=joblib",
+                    "hydra.launcher.n_jobs=3"], outputs, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs, all_runs = parents(sqlite_uri(outputs), "smoke")
+    assert len(runs) == 3 and len(all_runs) == 12
+    assert all(r.info.status == "FINISHED" for r in all_runs)
+    assert len({r.data.tags["sweep.id"] for r in runs}) == 1
+    assert sorted(r.data.tags["hydra.overrides"] for r in runs) == [f"+experiment=smoke seed={i}" for i in range(3)]
+    assert sorted(r.data.tags["sweep.job_num"] for r in runs) == ["0", "1", "2"]
+    assert len({r.data.metrics["stats.loss_mean"] for r in runs}) == 3
+
+
+def write_test_pipeline(folder: Path, *extra: dict) -> Path:
+    stages = [{"name": "numbers", "fn": "t_numbers", "params": {"n": 3}},
+              {"name": "scaled", "fn": "t_scale", "inputs": {"numbers": "numbers"}, "params": {"factor": "${seed}"}},
+              *extra]
+    path = folder / "pipe.yaml"
+    path.write_text(yaml.safe_dump({"stages": stages}))
+    return path
+
+
+def test_sweep_status_is_its_worst_job(outputs, tmp_path):
+    pipeline = write_test_pipeline(tmp_path)
+    done = run_cli(["-m", f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]",
+                    "++expect={scaled.total: {max: 7}}", "seed=1,5"], outputs)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "sweep: 2 jobs, 1 not ok" in done.stdout
+
+
+def test_sigterm_mid_stage_ends_runs_killed_and_keeps_no_partial_result(outputs, tmp_path):
+    started = tmp_path / "started.json"
+    pipeline = write_test_pipeline(tmp_path, {"name": "wait", "fn": "t_wait", "inputs": {"numbers": "numbers"},
+                                              "params": {"started_file": str(started)}})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "interp_pipeline", f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]",
+         "tracking.experiment_name=sigterm"],
+        cwd=tmp_path, env=cli_env(outputs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the waiting stage never started"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, stdout + stderr
+    assert "terminated (SIGTERM)" in stdout
+    runs, all_runs = parents(sqlite_uri(outputs), "sigterm")
+    assert runs[0].info.status == "KILLED"
+    statuses = {r.data.tags.get("stage"): r.info.status for r in all_runs if "stage" in r.data.tags}
+    assert statuses == {"numbers": "FINISHED", "scaled": "FINISHED", "wait": "KILLED"}
+    wait_entries = outputs / "cache" / "t_wait"
+    assert not any((p / "complete.json").exists() for p in wait_entries.glob("*"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    import urllib.request
+
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert server.poll() is None, (tmp_path / "server.log").read_text()
+        assert time.monotonic() < deadline, "mlflow server did not start"
+        time.sleep(0.5)
+    yield url
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
+def test_logs_to_a_real_mlflow_server(outputs, mlflow_server, tmp_path):
+    done = run_cli(["+experiment=smoke"], outputs, MLFLOW_TRACKING_URI=mlflow_server)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"mlflow: {mlflow_server}/#/experiments/" in done.stdout
+    assert not (outputs / "mlflow.db").exists()  # nothing went to the default store
+    runs, all_runs = parents(mlflow_server, "smoke")
+    assert len(runs) == 1 and len(all_runs) == 4
+    client = MlflowClient(mlflow_server)
+    stats = next(r for r in all_runs if r.data.tags.get("stage") == "stats")
+    names = {a.path for a in client.list_artifacts(stats.info.run_id)}
+    assert "activation_norms.png" in names
+    assert (tmp_path / "server-artifacts").is_dir()
