@@ -155,5 +155,5 @@ class MlflowTracking:
         parsed = urlparse(self.uri)
         if parsed.scheme in ("http", "https"):
             return f"{self.uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-        return f"experiment {experiment_id}, run {run_id} in {self.uri}"
+        return f"run {run_id} (experiment {experiment_id}); view: mlflow ui --backend-store-uri {self.uri}"
 
