@@ -25,6 +25,7 @@ class RunnerConfig:
     from_stage: Optional[str] = None  # recompute this stage and everything downstream of it
     cache_dir: str = SI("${paths.outputs}/cache")
     plugins: List[str] = field(default_factory=list)  # modules to import that register more stages
+    check_expect: bool = True  # false: skip the expect: block (e.g. the experiment run on another model)
 
 
 @dataclass
@@ -37,27 +38,79 @@ class TrackingConfig:
 
 
 @dataclass
-class ModelConfig:
-    # How the model is had; "config": a HookedTransformer built from `cfg`, randomly initialised.
-    source: str = "config"
-    cfg: Dict[str, Any] = field(default_factory=dict)  # HookedTransformerConfig fields
-    seed: int = SI("${seed}")
-    device: str = "auto"  # auto: cuda when present, else cpu
-    dtype: str = "float32"
+class TrainConfig:
+    """Training a toy model on a synthetic task (model.source=trained)."""
+
+    task: Dict[str, Any] = field(default_factory=lambda: {"name": "induction"})  # name + the task's fields
+    steps: int = 2000
+    batch_size: int = 64  # ignored by full-batch tasks (modular_addition)
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 0
+    log_every: int = 10
+    eval_every: int = 100
+    checkpoint_every: int = 500
+    # Stop once eval metric early_stop_metric is >= early_stop_min / <= early_stop_max.
+    early_stop_metric: Optional[str] = None
+    early_stop_min: Optional[float] = None
+    early_stop_max: Optional[float] = None
 
 
 @dataclass
-class RandomTokensConfig:
-    n_sequences: int = 64
-    seq_len: int = 32
-    d_vocab: int = MISSING
+class ModelConfig:
+    # tl: TransformerLens name (HookedTransformer.from_pretrained); hf: hub id or local
+    # directory (TransformerBridge); config: built from `cfg`, random init; trained:
+    # built from `cfg` and trained on `train.task`, stored in the stage cache;
+    # saved: a directory this pipeline saved (safetensors + config.json).
+    source: str = "config"
+    name: Optional[str] = None  # tl
+    name_or_path: Optional[str] = None  # hf
+    path: Optional[str] = None  # saved
+    revision: Optional[str] = None  # tl, hf
+    cfg: Dict[str, Any] = field(default_factory=dict)  # config, trained: HookedTransformerConfig fields
+    train: Optional[TrainConfig] = None  # trained
     seed: int = SI("${seed}")
+    device: str = "auto"  # auto: cuda when present, else cpu
+    dtype: str = "float32"
+    # TransformerLens's weight processing (tl), as from_pretrained names them
+    fold_ln: bool = True
+    center_writing_weights: bool = True
+    center_unembed: bool = True
+    fold_value_biases: bool = True
+    compatibility_mode: bool = True  # hf: HookedTransformer hook names and numerics
+
+
+@dataclass
+class DataConfig:
+    """A token dataset: which dataset stage makes it, and that stage's params.
+
+    The options in conf/data/ pick a stage (random_tokens, repeated_tokens,
+    prompt_tokens, text_file_tokens, hf_dataset_tokens, task_tokens); its params
+    are checked against that stage's signature before anything runs.
+    """
+
+    fn: str = MISSING
+    params: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ActivationStatsConfig:
     hooks: List[str] = field(default_factory=lambda: ["hook_embed", "blocks.0.hook_resid_post"])
     batch_size: int = 16
+
+
+@dataclass
+class HeadScoresConfig:
+    batch_size: int = 16
+    top_k: int = 10
+    exclude_bos: bool = True
+
+
+@dataclass
+class FourierConfig:
+    p: int = 113
+    top_k: int = 5
 
 
 @dataclass
@@ -79,8 +132,10 @@ class ExperimentConfig:
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     model: Optional[ModelConfig] = None
-    data: Optional[RandomTokensConfig] = None
+    data: Optional[DataConfig] = None
     stats: Optional[ActivationStatsConfig] = None
+    scores: Optional[HeadScoresConfig] = None
+    fourier: Optional[FourierConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
 

@@ -16,10 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 TRACKER_PARAM = "tracker"
+# A parameter named `workdir` receives a directory that is the same for every attempt
+# at the same cache key (checkpoints to resume from); it is removed once the result is stored.
+WORKDIR_PARAM = "workdir"
+INJECTED_PARAMS = (TRACKER_PARAM, WORKDIR_PARAM)
 BUILTIN_STAGE_MODULES = (
     "interp_pipeline.stages.models",
     "interp_pipeline.stages.tokens",
+    "interp_pipeline.stages.datasets",
+    "interp_pipeline.stages.text_datasets",
     "interp_pipeline.stages.activation_stats",
+    "interp_pipeline.stages.head_scores",
+    "interp_pipeline.stages.fourier",
 )
 
 
@@ -30,13 +38,16 @@ class StageDef:
     outputs: tuple[str, ...]
     # False: never stored (cheap to recompute, e.g. a model rebuilt from its config);
     # its cache key is still computed so everything downstream stays cacheable.
-    cache: bool = True
+    # A callable decides from the params (a model is stored when trained, not when downloaded).
+    cache: bool | Callable[[dict[str, Any]], bool] = True
     # Bump when the function's results change for the same parameters, so old
     # cache entries stop matching.
     version: int = 1
     # Called with the stage's params before any stage runs (pre-flight); raises
     # ConfigError with a key relative to the params, e.g. "cfg.n_layers".
     preflight: Callable[[dict[str, Any]], None] | None = None
+    # Metric names (glob patterns) for the one-line summary after the stage; default: the first few.
+    summary: tuple[str, ...] = ()
 
     @property
     def signature(self) -> inspect.Signature:
@@ -45,6 +56,13 @@ class StageDef:
     @property
     def wants_tracker(self) -> bool:
         return TRACKER_PARAM in self.signature.parameters
+
+    @property
+    def wants_workdir(self) -> bool:
+        return WORKDIR_PARAM in self.signature.parameters
+
+    def cacheable(self, params: dict[str, Any]) -> bool:
+        return self.cache(params) if callable(self.cache) else bool(self.cache)
 
 
 _REGISTRY: dict[str, StageDef] = {}
@@ -55,16 +73,17 @@ def stage(
     name: str | None = None,
     *,
     outputs: Iterable[str] = ("out",),
-    cache: bool = True,
+    cache: bool | Callable[[dict[str, Any]], bool] = True,
     version: int = 1,
     preflight: Callable[[dict[str, Any]], None] | None = None,
+    summary: Iterable[str] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as a stage. A one-output stage returns the value itself;
     a several-output stage returns a mapping with exactly those keys."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         stage_name = name or fn.__name__
-        definition = StageDef(stage_name, fn, tuple(outputs), cache, version, preflight)
+        definition = StageDef(stage_name, fn, tuple(outputs), cache, version, preflight, tuple(summary))
         if not definition.outputs:
             raise ValueError(f"stage {stage_name!r} declares no outputs")
         existing = _REGISTRY.get(stage_name)

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.paths import pipelines_dir
-from interp_pipeline.pipeline.registry import TRACKER_PARAM, StageDef, registered_stages
+from interp_pipeline.pipeline.registry import INJECTED_PARAMS, StageDef, registered_stages
 
 STAGE_KEYS = ("name", "fn", "inputs", "params", "description")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -41,6 +41,10 @@ class StageSpec:
     params: dict[str, Any] = field(default_factory=dict)
     # Where the params come from, for error messages: "model" for `params: ${model}`.
     params_key: str = ""
+
+    @property
+    def cacheable(self) -> bool:
+        return self.definition.cacheable(self.params)
 
     def param_key(self, relative: str) -> str:
         return f"{self.params_key}.{relative}" if relative else self.params_key
@@ -97,31 +101,39 @@ def load_pipeline(cfg: DictConfig) -> PipelineSpec:
     OmegaConf.set_struct(scope, False)
     scope["__pipeline__"] = raw.stages
     raw_stages = OmegaConf.to_container(raw.stages, resolve=False)
-    params_keys = [_params_source(entry) for entry in raw_stages] if isinstance(raw_stages, list) else []
+    origins = [_origins(entry) for entry in raw_stages] if isinstance(raw_stages, list) else []
     try:
         stages = OmegaConf.to_container(scope["__pipeline__"], resolve=True)
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or "stages"
         raise ConfigError(f"{label}: {key.replace('__pipeline__', 'stages')}", str(error).splitlines()[0]) from error
-    return parse_stages(stages, name=path.stem, label=label, params_keys=params_keys)
+    return parse_stages(stages, name=path.stem, label=label, origins=origins)
 
 
-def _params_source(entry: Any) -> str | None:
-    params = entry.get("params") if isinstance(entry, dict) else None
-    match = _WHOLE_INTERPOLATION.match(params) if isinstance(params, str) else None
-    return match.group(1) if match else None
+def _origins(entry: Any) -> dict[str, str]:
+    """Config keys that a stage's fields interpolate whole (`params: ${model}` -> "model"),
+    so errors can name the key the user wrote rather than the pipeline file."""
+    found = {}
+    for field_name in ("fn", "params"):
+        value = entry.get(field_name) if isinstance(entry, dict) else None
+        match = _WHOLE_INTERPOLATION.match(value) if isinstance(value, str) else None
+        if match:
+            found[field_name] = match.group(1)
+    return found
 
 
 def parse_stages(
-    stages: Any, *, name: str, label: str, params_keys: list[str | None] | None = None
+    stages: Any, *, name: str, label: str, origins: list[dict[str, str]] | None = None
 ) -> PipelineSpec:
     """Validate a plain list of stage mappings and order it; see the module docstring."""
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{label}: stages", f"expected a non-empty list, found {stages!r}")
     known = registered_stages()
+    origins = list(origins or []) + [{}] * len(stages)
     entries: dict[str, tuple[str, Mapping[str, Any]]] = {}
     for index, entry in enumerate(stages):
         key = f"{label}: stages[{index}]"
+        origin = origins[index]
         if not isinstance(entry, Mapping):
             raise ConfigError(key, f"expected a mapping with {', '.join(STAGE_KEYS)}, found {entry!r}")
         for field_name in entry:
@@ -139,17 +151,15 @@ def parse_stages(
         fn = entry.get("fn")
         if fn not in known:
             raise ConfigError(
-                f"{key}.fn",
+                origin.get("fn", f"{key}.fn"),
                 f"expected a registered stage function, found {fn!r} (registered: {one_of(known)})",
                 suggestion=did_you_mean(str(fn), known),
             )
         entries[stage_name] = (key, entry)
 
-    sources = list(params_keys or [])
-    sources += [None] * (len(stages) - len(sources))
     specs = {}
-    for (stage_name, (key, entry)), source in zip(entries.items(), sources):
-        specs[stage_name] = _parse_stage(stage_name, key, entry, entries, known, source or f"{key}.params")
+    for (stage_name, (key, entry)), origin in zip(entries.items(), origins):
+        specs[stage_name] = _parse_stage(stage_name, key, entry, entries, known, origin.get("params", f"{key}.params"))
     order = _execution_order(specs, label)
     return PipelineSpec(name=name, source=label, stages=tuple(specs[n] for n in order))
 
@@ -199,7 +209,7 @@ def _parse_stage(
             )
         inputs[str(arg)] = InputRef(producer, output)
 
-    _check_signature(definition, key, inputs, params)
+    _check_signature(definition, key, inputs, params, params_key)
     return StageSpec(stage_name, definition, inputs, dict(params), params_key)
 
 
@@ -219,29 +229,29 @@ def run_preflight(stages: Iterable[StageSpec]) -> None:
 
 
 def _check_signature(
-    definition: StageDef, key: str, inputs: Mapping[str, InputRef], params: Mapping[str, Any]
+    definition: StageDef, key: str, inputs: Mapping[str, InputRef], params: Mapping[str, Any], params_key: str
 ) -> None:
     """Bind inputs and params to the function's signature, Kedro-style, before anything runs."""
     signature = definition.signature
-    accepted = {n for n in signature.parameters if n != TRACKER_PARAM}
+    accepted = {n for n in signature.parameters if n not in INJECTED_PARAMS}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     for arg in inputs:
         if arg in params:
             raise ConfigError(f"{key}.inputs.{arg}", "is given both as an input and as a param")
-    for source, names in (("inputs", inputs), ("params", params)):
+    for prefix, names in ((f"{key}.inputs", inputs), (params_key, params)):
         for arg in names:
             if arg not in accepted and not takes_any:
                 raise ConfigError(
-                    f"{key}.{source}.{arg}",
+                    f"{prefix}.{arg}",
                     f"expected an argument of {definition.name}() ({one_of(accepted)}), found '{arg}'",
                     suggestion=did_you_mean(str(arg), accepted),
                 )
     for arg, parameter in signature.parameters.items():
-        if arg == TRACKER_PARAM or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+        if arg in INJECTED_PARAMS or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
             continue
         if parameter.default is inspect.Parameter.empty and arg not in inputs and arg not in params:
             raise ConfigError(
-                f"{key}", f"{definition.name}() requires '{arg}': expected it under inputs or params, found neither"
+                f"{params_key}.{arg}", f"{definition.name}() requires it: expected a value (or an input), found none"
             )
 
 

@@ -11,6 +11,7 @@ therefore loads nothing and computes nothing.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import time
 import traceback
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from interp_pipeline.errors import StageFailed
-from interp_pipeline.pipeline.registry import TRACKER_PARAM
+from interp_pipeline.pipeline.registry import TRACKER_PARAM, WORKDIR_PARAM
 from interp_pipeline.pipeline.spec import PipelineSpec, StageSpec
 from interp_pipeline.runner.cache_keys import library_versions, stage_cache_key
 from interp_pipeline.runner.stage_cache import CacheEntry, PendingEntry, StageCache
@@ -84,7 +85,7 @@ class PipelineRunner:
             forced = spec.downstream_of(from_stage)
         self.forced = forced
         self.entries: dict[str, CacheEntry | None] = {
-            s.name: (None if (s.name in forced or not s.definition.cache)
+            s.name: (None if (s.name in forced or not s.cacheable)
                      else cache.lookup(s.definition.name, self.keys[s.name]))
             for s in spec.stages
         }
@@ -98,7 +99,7 @@ class PipelineRunner:
                 consumers[ref.stage].append(stage.name)
         compute: set[str] = set()
         for stage in reversed(self.spec.stages):  # consumers are decided before producers
-            if stage.definition.cache:
+            if stage.cacheable:
                 if self.entries[stage.name] is None:
                     compute.add(stage.name)
             elif not consumers[stage.name] or any(c in compute for c in consumers[stage.name]):
@@ -173,6 +174,7 @@ class PipelineRunner:
             if entry is not None:
                 # Show the cached metrics and figures again, so this run reads like the one that made them.
                 run.log_metrics(entry.metrics)
+                run.set_tags(entry.record.get("tags", {}))
                 for path in entry.artifacts():
                     relative = path.relative_to(entry.path / "artifacts").parent.as_posix()
                     run.log_artifact(path, None if relative == "." else relative)
@@ -196,7 +198,7 @@ class PipelineRunner:
         started = time.perf_counter()
         try:
             run.log_params(flatten("", stage.params))
-            if definition.cache:
+            if stage.cacheable:
                 pending = self.cache.begin(definition.name, key)
                 artifacts_dir = pending.artifacts_dir
             else:
@@ -207,6 +209,9 @@ class PipelineRunner:
             kwargs.update(stage.params)
             if definition.wants_tracker:
                 kwargs[TRACKER_PARAM] = tracker
+            if definition.wants_workdir:
+                workdir = self.cache.workdir(definition.name, key)
+                kwargs[WORKDIR_PARAM] = workdir
             outputs = _as_outputs(definition.name, definition.outputs, definition.fn(**kwargs))
             for name, value in outputs.items():
                 self._values[(stage.name, name)] = value
@@ -215,8 +220,11 @@ class PipelineRunner:
                     if path.suffix == ".json" and path.stat().st_size <= 1_000_000:
                         run.log_artifact(path, "outputs")
             if pending is not None:
-                pending.commit(run_id=run.run_id, metrics=tracker.last, extra={"stage": stage.name, "key": key})
+                pending.commit(run_id=run.run_id, metrics=tracker.last,
+                               extra={"stage": stage.name, "key": key, "tags": tracker.tags})
                 pending = None
+            if definition.wants_workdir:
+                shutil.rmtree(workdir, ignore_errors=True)  # the stored result supersedes its checkpoints
         except (KeyboardInterrupt, SystemExit) as interrupt:
             self._abandon(pending, run, "KILLED")
             raise interrupt

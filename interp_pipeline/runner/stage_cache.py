@@ -129,6 +129,12 @@ class StageCache:
     def read_entry(path: Path) -> CacheEntry:
         return CacheEntry(path, json.loads((path / MARKER).read_text()))
 
+    def workdir(self, fn_name: str, key: str) -> Path:
+        """A scratch directory kept across attempts at one key (a killed run resumes from it)."""
+        path = self.root / fn_name / f"{key}.work"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def begin(self, fn_name: str, key: str) -> PendingEntry:
         final = self.entry_path(fn_name, key)
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ def check_hooks(model: HookedTransformer, hooks: list[str]) -> None:
                               suggestion=did_you_mean(hook, model.hook_dict))
 
 
-@stage("activation_stats", outputs=("stats",))
+@stage("activation_stats", outputs=("stats",), summary=("loss_mean", "norm_mean.*"))
 def activation_stats(
     model: HookedTransformer,
     tokens: Int[Tensor, "batch pos"],

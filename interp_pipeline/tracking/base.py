@@ -35,6 +35,9 @@ class Tracker:
     def log_text(self, text: str, name: str) -> None:
         pass
 
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
 
 NullTracker = Tracker
 NULL_TRACKER = Tracker()
@@ -97,6 +100,7 @@ class RecordingTracker(Tracker):
         self.run = run
         self.artifacts_dir = artifacts_dir
         self.last: dict[str, float] = {}
+        self.tags: dict[str, str] = {}
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         clean = {}
@@ -130,3 +134,7 @@ class RecordingTracker(Tracker):
         path = self._path(name)
         path.write_text(text)
         self._forward(path)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.tags.update({str(k): str(v) for k, v in tags.items()})
+        self.run.set_tags(tags)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import json
 import signal
 import socket
@@ -65,7 +66,7 @@ def test_hook_typo_stops_with_status_2(outputs):
 def test_help_lists_groups_and_experiments(outputs):
     done = run_cli(["--help"], outputs)
     assert done.returncode == 0
-    assert "experiment: smoke" in done.stdout and "model: tiny" in done.stdout
+    assert re.search(r"^experiment: .*\bsmoke\b", done.stdout, re.M) and re.search(r"^model: .*\btoy_induction\b", done.stdout, re.M)
     assert "Exit status" in done.stdout
 
 
@@ -174,3 +175,46 @@ def test_logs_to_a_real_mlflow_server(outputs, mlflow_server, tmp_path):
     names = {a.path for a in client.list_artifacts(stats.info.run_id)}
     assert "activation_norms.png" in names
     assert (tmp_path / "server-artifacts").is_dir()
+
+
+def test_an_unobtainable_hub_model_stops_before_any_work(outputs):
+    done = run_cli(["+experiment=smoke", "model=gpt2_small"], outputs, HF_HUB_OFFLINE="1",
+                   HF_HOME=str(outputs.parent / "empty_hf_home"))
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "gpt2" in lines[0] and "offline" in lines[0]
+    assert not (outputs / "mlflow.db").exists()  # stopped before any run was opened
+
+
+def test_smoke_on_a_local_hugging_face_checkpoint(outputs, tmp_path):
+    from tests.support.tiny_gpt2 import save_tiny_gpt2
+
+    directory = save_tiny_gpt2(tmp_path / "tiny_gpt2")
+    done = run_cli(["+experiment=smoke", "model=hf", f"model.name_or_path={directory}", "runner.check_expect=false"], outputs,
+                   HF_HUB_OFFLINE="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs, all_runs = parents(sqlite_uri(outputs), "smoke")
+    model_run = next(r for r in all_runs if r.data.tags.get("stage") == "model")
+    assert model_run.data.tags["model.source"] == "hf"
+    assert model_run.data.metrics["n_params"] > 0 and len(model_run.data.tags["model.checksum"]) == 16
+
+
+def test_quickstart_end_to_end(outputs):
+    done = run_cli(["+experiment=quickstart"], outputs, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "│ scores.induction.layer1.max" in done.stdout
+    runs, _ = parents(sqlite_uri(outputs), "quickstart")
+    metrics = runs[0].data.metrics
+    assert metrics["scores.induction.layer1.max"] >= 0.5 and metrics["scores.induction.layer0.max"] <= 0.3
+    assert metrics["model.eval/repeated_half_loss"] <= 1.0
+    again = run_cli(["+experiment=quickstart"], outputs, timeout=600)
+    assert again.returncode == 0 and "0 to compute" in again.stdout
+
+
+def test_grokking_end_to_end(outputs):
+    done = run_cli(["+experiment=grokking"], outputs, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs, _ = parents(sqlite_uri(outputs), "grokking")
+    metrics = runs[0].data.metrics
+    assert metrics["model.eval/test_accuracy"] >= 0.99
+    assert metrics["fourier.top_k_energy_fraction"] >= 0.5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import os
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def test_installed_package_runs_from_another_directory(tmp_path):
     where = python(["-c", "import interp_pipeline, sys; print(interp_pipeline.__file__)"], tmp_path, clean_env())
     assert Path(where.stdout.strip()).parent == REPO / "interp_pipeline"
     done = python(["-m", "interp_pipeline", "--help"], tmp_path, clean_env())
-    assert done.returncode == 0 and "experiment: smoke" in done.stdout, done.stderr
+    assert done.returncode == 0 and re.search(r"^experiment: .*\bsmoke\b", done.stdout, re.M), done.stderr
 
 
 def test_wheel_carries_configs_and_pipelines_and_runs_smoke(tmp_path):

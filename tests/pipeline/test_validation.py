@@ -43,7 +43,7 @@ def test_wrong_type_names_key_expected_and_found(outputs):
 
 def test_unknown_option_of_a_group_lists_options(outputs):
     line = composition_error(["+experiment=smoke", "model=tinny"])
-    assert line.startswith("model=tinny: expected one of tiny")
+    assert line.startswith("model=tinny: expected one of ") and " tiny," in line
     assert "did you mean 'tiny'?" in line
 
 
@@ -64,7 +64,7 @@ def test_missing_pipeline_tells_how_to_pick_an_experiment(outputs):
 
 
 def test_unknown_pipeline_name(outputs):
-    with pytest.raises(ConfigError, match=r"pipeline: expected one of smoke.*did you mean 'smoke'"):
+    with pytest.raises(ConfigError, match=r"pipeline: expected one of .*smoke.*did you mean 'smoke'"):
         prepare(compose(["+experiment=smoke", "pipeline=smok"]))
 
 
@@ -132,7 +132,7 @@ def test_param_the_function_does_not_take():
 
 def test_required_argument_missing():
     error = pipeline_error([{"name": "a", "fn": "t_numbers", "params": {}}])
-    assert "t_numbers() requires 'n'" in str(error)
+    assert error.key == "pipelines/p.yaml: stages[0].params.n" and "t_numbers() requires it" in str(error)
 
 
 def test_order_follows_dependencies_not_the_file():

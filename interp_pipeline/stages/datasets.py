@@ -1,0 +1,168 @@
+"""Token datasets built for a model: induction probes and prompts listed in YAML.
+
+Every stage takes the model first (for its tokenizer, ``cfg.d_vocab`` and
+``cfg.n_ctx``) and returns ``tokens``: an int64 CPU tensor of shape [batch, pos].
+Text files and Hugging Face datasets are in text_datasets.py.
+
+BOS: the tokenizer's ``bos_token_id`` (TransformerLens sets it to EOS when a
+tokenizer has none). A model built from a config has no tokenizer; there BOS is
+token 0, and only :func:`repeated_tokens` works, drawing its tokens from 1..d_vocab-1
+so that BOS never appears after position 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from interp_pipeline.errors import ConfigError
+from interp_pipeline.pipeline.registry import stage
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
+
+if TYPE_CHECKING:
+    from jaxtyping import Int
+    from torch import Tensor
+    from transformer_lens import HookedTransformer
+
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _check_int(params: dict[str, Any], key: str, minimum: int = 1, *, optional: bool = False) -> None:
+    value = params.get(key)
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(key, f"expected an integer >= {minimum}, found {value!r}")
+
+
+def _check_fits_context(model: HookedTransformer, length: int, key: str) -> None:
+    if length > model.cfg.n_ctx:
+        raise ConfigError(key, f"expected sequences of at most n_ctx={model.cfg.n_ctx} tokens, found {length}")
+
+
+def _require_tokenizer(model: HookedTransformer, key: str) -> Any:
+    if model.tokenizer is None:
+        raise ConfigError(key, "tokenizing text needs the model's tokenizer, and this model has none "
+                               "(a model built from a config has none; load a pretrained one)")
+    return model.tokenizer
+
+
+def _bos_id(model: HookedTransformer) -> int:
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        return 0
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if bos is None:
+        raise ConfigError("prepend_bos", "the model's tokenizer has no BOS (nor EOS) token; set prepend_bos: false")
+    return bos
+
+
+def _as_tokens(rows: Any, model: HookedTransformer) -> Int[Tensor, "batch pos"]:
+    import torch
+
+    tokens = torch.as_tensor(rows, dtype=torch.int64).cpu()
+    # A tokenizer larger than the embedding would only fail later, as an index error deep in the model.
+    if tokens.numel() and int(tokens.max()) >= model.cfg.d_vocab:
+        raise ValueError(f"token id {int(tokens.max())} is outside the model's vocabulary "
+                         f"(d_vocab={model.cfg.d_vocab}): tokenizer and model do not match")
+    return tokens
+
+
+# ---------------------------------------------------------------- repeated tokens
+
+
+def _check_repeated_params(params: dict[str, Any]) -> None:
+    for key in ("n_sequences", "half_len"):
+        _check_int(params, key)
+    _check_int(params, "seed", minimum=0)
+
+
+@stage("repeated_tokens", outputs=("tokens",), preflight=_check_repeated_params)
+def repeated_tokens(
+    model: HookedTransformer,
+    n_sequences: int,
+    half_len: int,
+    seed: int,
+    prepend_bos: bool = True,
+    tracker: Tracker = NULL_TRACKER,
+) -> Int[Tensor, "batch pos"]:
+    """The induction probe: [BOS] + r + r, r uniform over the vocabulary, length 2 * half_len (+1).
+
+    r excludes the tokenizer's special tokens (without a tokenizer: excludes BOS = 0),
+    and comes from a generator seeded with ``seed``, never the global RNG. The draws
+    do not depend on ``prepend_bos``: without it the rows are the same, minus BOS.
+    """
+    import torch
+
+    _check_repeated_params({"n_sequences": n_sequences, "half_len": half_len, "seed": seed})
+    _check_fits_context(model, int(prepend_bos) + 2 * half_len, "half_len")
+    candidates = _plain_token_ids(model)
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(candidates), (n_sequences, half_len), generator=generator)
+    half = candidates[picks]
+    parts = [half, half]
+    if prepend_bos:
+        parts.insert(0, torch.full((n_sequences, 1), _bos_id(model), dtype=torch.int64))
+    tokens = _as_tokens(torch.cat(parts, dim=1), model)
+    tracker.log_metrics({"n_sequences": n_sequences, "seq_len": tokens.shape[1]})
+    return tokens
+
+
+def _plain_token_ids(model: HookedTransformer) -> Tensor:
+    """Sorted ids the model can embed that are not special tokens (sorted: same draws for the same seed)."""
+    import torch
+
+    d_vocab = model.cfg.d_vocab
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        ids = list(range(1, d_vocab))
+    else:
+        special = set(tokenizer.all_special_ids)
+        ids = sorted(i for i in set(tokenizer.get_vocab().values()) if i < d_vocab and i not in special)
+    if not ids:
+        raise ValueError(f"the vocabulary (d_vocab={d_vocab}) has no non-special token to draw")
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def _check_prompt_params(params: dict[str, Any]) -> None:
+    prompts = params.get("prompts")
+    if not isinstance(prompts, Sequence) or isinstance(prompts, str) or not prompts:
+        raise ConfigError("prompts", f"expected a non-empty list of strings, found {prompts!r}")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompts.{i}", f"expected a string, found {prompt!r}")
+
+
+@stage("prompt_tokens", outputs=("tokens",), preflight=_check_prompt_params)
+def prompt_tokens(
+    model: HookedTransformer,
+    prompts: list[str],
+    prepend_bos: bool = True,
+    tracker: Tracker = NULL_TRACKER,
+) -> Int[Tensor, "batch pos"]:
+    """Prompts tokenized as ``model.to_tokens`` does, right-padded with the pad token (EOS when none).
+
+    A prompt longer than n_ctx is an error, not silently truncated. Padding is not
+    marked: where pad is EOS, a downstream stage cannot tell the two apart.
+    """
+    import torch
+
+    _check_prompt_params({"prompts": prompts})
+    tokenizer = _require_tokenizer(model, "prompts")
+    # One at a time: each prompt's length is known (for the error below), and no
+    # pad token is needed to tokenize.
+    rows = [model.to_tokens(p, prepend_bos=prepend_bos, padding_side="right", move_to_device=False,
+                            truncate=False)[0].cpu() for p in prompts]
+    for i, row in enumerate(rows):
+        if len(row) > model.cfg.n_ctx:
+            raise ConfigError(f"prompts.{i}", f"expected at most n_ctx={model.cfg.n_ctx} tokens, found {len(row)}")
+    pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, _bos_id(model)) if t is not None))
+    tokens = _as_tokens(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad), model)
+    tracker.log_metrics({"n_sequences": len(rows), "seq_len": tokens.shape[1],
+                         "pad_fraction": 1 - sum(len(r) for r in rows) / tokens.numel()})
+    return tokens

@@ -1,0 +1,1 @@
+"""Synthetic tasks that small HookedTransformers are trained on, each with its own config."""

@@ -1,0 +1,1 @@
+"""Training small HookedTransformers on synthetic tasks."""

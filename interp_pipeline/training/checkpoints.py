@@ -1,0 +1,65 @@
+"""Training checkpoints that a killed run resumes from, never half-written.
+
+Weights and the data generator's state go to safetensors; the optimizer state
+(nested dicts of tensors and numbers) goes through ``torch.save`` and comes back
+with ``torch.load(weights_only=True)``, which refuses anything but tensors and
+plain containers, so nothing arbitrary is unpickled. A checkpoint is written to a
+temporary directory and renamed into place; the newest complete one wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PREFIX, DONE = "step-", "done.json"
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    path: Path
+
+
+def latest(workdir: Path) -> Checkpoint | None:
+    found = []
+    for path in workdir.glob(f"{PREFIX}*"):
+        if (path / DONE).is_file():
+            found.append(Checkpoint(int(path.name[len(PREFIX):]), path))
+    return max(found, key=lambda c: c.step, default=None)
+
+
+def save(workdir: Path, step: int, model: Any, optimizer: Any, generator: Any, extra: dict[str, Any]) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    final = workdir / f"{PREFIX}{step:09d}"
+    temporary = workdir / f".tmp-{PREFIX}{step:09d}-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(temporary / "model.safetensors"))
+    save_file({"state": generator.get_state()}, str(temporary / "generator.safetensors"))
+    torch.save(optimizer.state_dict(), temporary / "optimizer.pt")
+    (temporary / DONE).write_text(json.dumps({"step": step, **extra}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(temporary, final)
+    for older in workdir.glob(f"{PREFIX}*"):  # keep only the newest
+        if older != final:
+            shutil.rmtree(older, ignore_errors=True)
+    return final
+
+
+def restore(checkpoint: Checkpoint, model: Any, optimizer: Any, generator: Any) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(checkpoint.path / "model.safetensors"), device=str(model.cfg.device)))
+    generator.set_state(load_file(str(checkpoint.path / "generator.safetensors"))["state"])
+    optimizer.load_state_dict(torch.load(checkpoint.path / "optimizer.pt", weights_only=True))
+    return json.loads((checkpoint.path / DONE).read_text())
