@@ -37,6 +37,10 @@ class Task:
     def train_batch(self, generator: Generator, batch_size: int) -> Tensor:
         raise NotImplementedError
 
+    def dataset(self, generator: Generator, n: int) -> Tensor:
+        """``n`` sequences from the task's distribution, for analysis stages (task_tokens)."""
+        return self.train_batch(generator, n)
+
     def logits(self, model: Any, tokens: Tensor) -> Tensor:
         """The logits the loss reads; a task may compute fewer positions than a full forward."""
         return model(tokens, return_type="logits")

@@ -70,6 +70,13 @@ class ModularAdditionTask(Task):
     def train_batch(self, generator: Generator, batch_size: int) -> Tensor:
         return self.split()[0]
 
+    def dataset(self, generator: Generator, n: int) -> Tensor:
+        """``n`` distinct pairs drawn from all p² (train and test alike)."""
+        import torch
+
+        pairs = self.all_pairs()
+        return pairs[torch.randperm(len(pairs), generator=generator)[:n]]
+
     def logits(self, model: Any, tokens: Tensor) -> Tensor:
         """Logits at the last position only, for the 1-layer models of this setup.
 
