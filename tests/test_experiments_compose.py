@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from interp_pipeline.compose import compose
+from interp_pipeline.errors import ConfigError
 from interp_pipeline.experiment import prepare
 from interp_pipeline.paths import conf_dir
 from interp_pipeline.pipeline.spec import run_preflight
@@ -16,8 +17,22 @@ def test_there_are_experiments():
     assert "smoke" in EXPERIMENTS
 
 
+# Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
+NEEDS_HUB = {"cache_activations"}
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes_and_validates(name, outputs):
+def test_experiment_composes_and_validates(name, outputs, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     prepared = prepare(compose([f"+experiment={name}"]))
-    run_preflight(prepared.spec.stages)
     assert prepared.spec.stages
+    if name in NEEDS_HUB:
+        with pytest.raises(ConfigError, match=r"^model\.name: model 'gpt2-small'.*offline options"):
+            run_preflight(prepared.spec.stages)
+    else:
+        run_preflight(prepared.spec.stages)
+
+
+def test_hub_experiment_runs_offline_on_a_toy_model(outputs):
+    prepared = prepare(compose(["+experiment=cache_activations", "model=toy_induction", "data=task_tokens"]))
+    run_preflight(prepared.spec.stages)

@@ -114,6 +114,24 @@ class FourierConfig:
 
 
 @dataclass
+class CacheConfig:
+    """Caching activations to a Zarr v3 store (the cache_activations stage)."""
+
+    hooks: List[str] = field(default_factory=lambda: ["blocks.0.hook_resid_post"])
+    positions: str = "all"  # all, last, drop_bos, non_padding, or START:STOP
+    batch_size: int = 8
+    dtype: str = "float32"  # float32, float16, bfloat16
+    chunk_rows: int = 4096
+    compression: str = "zstd"  # zstd, blosc, none
+    compression_level: int = 3
+    max_tokens: Optional[int] = None  # token budget (rows stored)
+    store: Optional[str] = None  # local path or fsspec URL; default: beside the stage's cache entry
+    shard_index: int = 0
+    num_shards: int = 1
+    pad_token_id: Optional[int] = None  # default: the model tokenizer's
+
+
+@dataclass
 class ExpectEntry:
     """A published value and its tolerance: ``{value, atol|rtol}``, ``{min}``, ``{max}`` or a range."""
 
@@ -136,6 +154,7 @@ class ExperimentConfig:
     stats: Optional[ActivationStatsConfig] = None
     scores: Optional[HeadScoresConfig] = None
     fourier: Optional[FourierConfig] = None
+    cache: Optional[CacheConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
 

@@ -48,11 +48,13 @@ def save_model(model: Any, directory: Path) -> None:
         model.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
 
 
-def load_model_dir(directory: Path, device: str = "cpu") -> Any:
+def load_model_dir(directory: Path, device: str = "auto") -> Any:
     import torch
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+    if device == "auto":  # a cached model comes back where a fresh one would be built
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     fields = json.loads((directory / CONFIG_FILE).read_text())
     fields["dtype"] = getattr(torch, fields.get("dtype", "float32"))
     tokenizer = None

@@ -19,7 +19,12 @@ TRACKER_PARAM = "tracker"
 # A parameter named `workdir` receives a directory that is the same for every attempt
 # at the same cache key (checkpoints to resume from); it is removed once the result is stored.
 WORKDIR_PARAM = "workdir"
-INJECTED_PARAMS = (TRACKER_PARAM, WORKDIR_PARAM)
+# A parameter named `stage_dir` receives a directory kept for good beside the cache entry of
+# its key: for outputs too big to copy into the entry (an activation store written in place).
+STAGE_DIR_PARAM = "stage_dir"
+# A parameter named `cache_key` receives the stage's cache key (to record in what it writes).
+CACHE_KEY_PARAM = "cache_key"
+INJECTED_PARAMS = (TRACKER_PARAM, WORKDIR_PARAM, STAGE_DIR_PARAM, CACHE_KEY_PARAM)
 BUILTIN_STAGE_MODULES = (
     "interp_pipeline.stages.models",
     "interp_pipeline.stages.tokens",
@@ -28,6 +33,7 @@ BUILTIN_STAGE_MODULES = (
     "interp_pipeline.stages.activation_stats",
     "interp_pipeline.stages.head_scores",
     "interp_pipeline.stages.fourier",
+    "interp_pipeline.stages.cache_activations",
 )
 
 
@@ -48,6 +54,9 @@ class StageDef:
     preflight: Callable[[dict[str, Any]], None] | None = None
     # Metric names (glob patterns) for the one-line summary after the stage; default: the first few.
     summary: tuple[str, ...] = ()
+    # Params that split the work without changing the result (a shard's index): left out
+    # of the cache key, so every shard shares one key and one stage_dir.
+    key_exclude: tuple[str, ...] = ()
 
     @property
     def signature(self) -> inspect.Signature:
@@ -60,6 +69,10 @@ class StageDef:
     @property
     def wants_workdir(self) -> bool:
         return WORKDIR_PARAM in self.signature.parameters
+
+    @property
+    def wants_stage_dir(self) -> bool:
+        return STAGE_DIR_PARAM in self.signature.parameters
 
     def cacheable(self, params: dict[str, Any]) -> bool:
         return self.cache(params) if callable(self.cache) else bool(self.cache)
@@ -77,13 +90,16 @@ def stage(
     version: int = 1,
     preflight: Callable[[dict[str, Any]], None] | None = None,
     summary: Iterable[str] = (),
+    key_exclude: Iterable[str] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as a stage. A one-output stage returns the value itself;
     a several-output stage returns a mapping with exactly those keys."""
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         stage_name = name or fn.__name__
-        definition = StageDef(stage_name, fn, tuple(outputs), cache, version, preflight, tuple(summary))
+        definition = StageDef(
+            stage_name, fn, tuple(outputs), cache, version, preflight, tuple(summary), tuple(key_exclude)
+        )
         if not definition.outputs:
             raise ValueError(f"stage {stage_name!r} declares no outputs")
         existing = _REGISTRY.get(stage_name)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from interp_pipeline.errors import StageFailed
-from interp_pipeline.pipeline.registry import TRACKER_PARAM, WORKDIR_PARAM
+from interp_pipeline.pipeline.registry import CACHE_KEY_PARAM, STAGE_DIR_PARAM, TRACKER_PARAM, WORKDIR_PARAM
 from interp_pipeline.pipeline.spec import PipelineSpec, StageSpec
 from interp_pipeline.runner.cache_keys import library_versions, stage_cache_key
 from interp_pipeline.runner.stage_cache import CacheEntry, PendingEntry, StageCache
@@ -50,7 +50,8 @@ def compute_keys(spec: PipelineSpec, versions: Mapping[str, str] | None = None) 
     for stage in spec.stages:
         input_keys = {arg: f"{keys[ref.stage]}:{ref.output}" for arg, ref in stage.inputs.items()}
         definition = stage.definition
-        keys[stage.name] = stage_cache_key(definition.name, definition.version, stage.params, input_keys, versions)
+        params = {k: v for k, v in stage.params.items() if k not in definition.key_exclude}
+        keys[stage.name] = stage_cache_key(definition.name, definition.version, params, input_keys, versions)
     return keys
 
 
@@ -212,6 +213,10 @@ class PipelineRunner:
             if definition.wants_workdir:
                 workdir = self.cache.workdir(definition.name, key)
                 kwargs[WORKDIR_PARAM] = workdir
+            if definition.wants_stage_dir:
+                kwargs[STAGE_DIR_PARAM] = self.cache.stage_dir(definition.name, key)
+            if CACHE_KEY_PARAM in definition.signature.parameters:
+                kwargs[CACHE_KEY_PARAM] = key
             outputs = _as_outputs(definition.name, definition.outputs, definition.fn(**kwargs))
             for name, value in outputs.items():
                 self._values[(stage.name, name)] = value

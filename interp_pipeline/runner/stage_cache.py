@@ -135,6 +135,12 @@ class StageCache:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def stage_dir(self, fn_name: str, key: str) -> Path:
+        """A directory kept beside the entry of this key, for outputs written in place."""
+        path = self.root / fn_name / f"{key}.data"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
     def begin(self, fn_name: str, key: str) -> PendingEntry:
         final = self.entry_path(fn_name, key)
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -141,7 +141,8 @@ def score_metrics(scores: Mapping[str, np.ndarray]) -> dict[str, float]:
     return metrics
 
 
-@stage("head_scores", outputs=("scores",), preflight=_check_params, summary=("*.max",))
+@stage("head_scores", outputs=("scores",), preflight=_check_params,
+       summary=("induction.max", "previous_token.max", "duplicate_token.max"))
 def head_scores(
     model: HookedTransformer,
     tokens: Int[Tensor, "batch pos"],

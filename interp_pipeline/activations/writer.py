@@ -1,0 +1,219 @@
+"""Write activations into a store chunk by chunk, resumably, from one process or several.
+
+Each row chunk is assembled in memory, handed to a background writer thread through
+a bounded queue (so the forward pass and the writes overlap, and memory stays at a
+few chunks whatever the token budget), written for every array, and only then
+flagged in ``chunk_done``. A process killed at any point leaves chunks that are
+either flagged (complete) or not (rewritten on resume); the store's ``complete``
+attribute is set once every chunk is flagged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interp_pipeline.activations.layout import RowPlan, chunk_range, differences
+
+
+class StoreMismatch(Exception):
+    """An existing store was made by another model, hook set or dataset; names what differs."""
+
+
+def _compressor(name: str | None, level: int) -> Any:
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    if name in (None, "none"):
+        return None
+    if name == "zstd":
+        return ZstdCodec(level=level)
+    if name == "blosc":
+        return BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle")
+    raise ValueError(f"expected compression zstd, blosc or none, found '{name}'")
+
+
+@contextlib.contextmanager
+def creation_lock(url: str) -> Iterator[None]:
+    """Serialise store creation between shards on one machine (local paths only)."""
+    if "://" in url and not url.startswith("file://"):
+        yield  # object stores: let shard 0 create it first (see README)
+        return
+    path = Path(url.removeprefix("file://"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_or_create(url: str, attributes: dict[str, Any], compression: str | None, level: int) -> Any:
+    """The store at ``url``: created if absent, checked against ``attributes`` if present."""
+    import zarr
+
+    with creation_lock(url):
+        try:
+            group = zarr.open_group(url, mode="r+")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            group = None
+        if group is not None:
+            existing = dict(group.attrs)
+            differ = differences(existing, attributes)
+            if differ:
+                detail = "; ".join(f"{k}: store has {existing.get(k)!r}, this run {attributes.get(k)!r}"
+                                   for k in differ[:3])
+                raise StoreMismatch(f"the store at {url} was written by another configuration ({detail})")
+            return group
+        group = zarr.open_group(url, mode="w")
+        compressor = _compressor(compression, level)
+        rows, chunk = attributes["n_rows"], attributes["chunk_rows"]
+        stored = {"float32": "float32", "float16": "float16", "bfloat16": "uint16"}[attributes["dtype"]]
+        activations = group.require_group("activations")
+        for hook in attributes["hooks"]:
+            shape = attributes["row_shape"][hook]
+            names = ("token", "head", "d_head") if len(shape) == 2 else ("token", "d_model")
+            activations.create_array(hook, shape=(rows, *shape), chunks=(chunk, *shape), dtype=stored,
+                                     compressors=compressor, dimension_names=names, fill_value=0)
+        for name in ("token_ids", "sequence", "position"):
+            group.create_array(name, shape=(rows,), chunks=(chunk,), dtype="int32", compressors=compressor,
+                               dimension_names=("token",), fill_value=0)
+        group.create_array("chunk_done", shape=(attributes["n_chunks"],), chunks=(1,), dtype="uint8",
+                           fill_value=0)
+        group.attrs.update(attributes)
+        return group
+
+
+def done_chunks(group: Any) -> np.ndarray:
+    return np.asarray(group["chunk_done"][:], dtype=bool)
+
+
+class ChunkWriter:
+    """A background thread that writes whole chunks and then flags them done."""
+
+    def __init__(self, group: Any, hooks: list[str], plan: RowPlan, token_ids: np.ndarray, queue_size: int = 4):
+        self.group = group
+        self.hooks = hooks
+        self.plan = plan
+        self.token_ids = token_ids
+        self.queue: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=queue_size)
+        self.error: BaseException | None = None
+        self.bytes_written = 0
+        self.thread = threading.Thread(target=self._run, name="activation-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, chunk: int, arrays: dict[str, np.ndarray]) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"writing chunk failed: {self.error}") from self.error
+        self.queue.put((chunk, arrays))
+
+    def _run(self) -> None:
+        chunk_rows = self.group.attrs["chunk_rows"]
+        n_rows = self.plan.n_rows
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain, so the producer never blocks on a dead writer
+            chunk, arrays = item
+            start, stop = chunk_range(chunk, chunk_rows, n_rows)
+            try:
+                for hook, values in arrays.items():
+                    self.group["activations"][hook][start:stop] = values
+                    self.bytes_written += values.nbytes
+                self.group["token_ids"][start:stop] = self.token_ids[start:stop]
+                self.group["sequence"][start:stop] = self.plan.sequence[start:stop]
+                self.group["position"][start:stop] = self.plan.position[start:stop]
+                self._flag_done(chunk)
+            except BaseException as error:  # noqa: BLE001 - handed to the producer thread
+                self.error = error
+
+    def _flag_done(self, chunk: int) -> None:
+        # Last: a chunk counts only once every array of it is written.
+        self.group["chunk_done"][chunk] = 1
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise RuntimeError(f"writing a chunk failed: {type(self.error).__name__}: {self.error}") from self.error
+
+
+def write_chunks(
+    group: Any,
+    plan: RowPlan,
+    token_ids: np.ndarray,
+    chunks: list[int],
+    activations_of_batch: Callable[[int], dict[str, np.ndarray]],
+    on_rows: Callable[[int], None] = lambda n: None,
+) -> int:
+    """Compute and write ``chunks`` (indices of undone chunks), batch by batch.
+
+    ``activations_of_batch(b)`` returns, per hook, the rows of batch ``b`` (already
+    selected by position and cast to the stored dtype). Returns the rows written.
+    """
+    attrs = group.attrs
+    chunk_rows, n_rows, hooks = attrs["chunk_rows"], plan.n_rows, list(attrs["hooks"])
+    wanted = {c: chunk_range(c, chunk_rows, n_rows) for c in chunks}
+    buffers: dict[int, dict[str, np.ndarray]] = {}
+    filled: dict[int, int] = {}
+    writer = ChunkWriter(group, hooks, plan, token_ids)
+    written = 0
+    try:
+        for batch, (r0, r1) in enumerate(plan.batch_rows):
+            overlapping = [c for c, (s, e) in wanted.items() if s < r1 and e > r0]
+            if not overlapping:
+                continue
+            rows = activations_of_batch(batch)
+            for c in overlapping:
+                s, e = wanted[c]
+                lo, hi = max(s, r0), min(e, r1)
+                if c not in buffers:
+                    buffers[c] = {h: np.empty((e - s, *rows[h].shape[1:]), dtype=rows[h].dtype) for h in hooks}
+                    filled[c] = 0
+                for hook in hooks:
+                    buffers[c][hook][lo - s:hi - s] = rows[hook][lo - r0:hi - r0]
+                filled[c] += hi - lo
+                if filled[c] == e - s:
+                    writer.put(c, buffers.pop(c))
+                    del wanted[c]
+                    written += e - s
+                    on_rows(e - s)
+            if not wanted:
+                break
+    finally:
+        writer.close()
+    return written
+
+
+def mark_complete_if_done(group: Any) -> bool:
+    """Set ``complete`` once every chunk is flagged (by this process or any shard)."""
+    if done_chunks(group).all():
+        group.attrs["complete"] = True
+        return True
+    return False
+
+
+def store_bytes(url: str) -> int:
+    path = Path(url.removeprefix("file://"))
+    if not path.exists():
+        return 0
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def ensure_writable(url: str) -> None:
+    """Fail before any work when a local store location cannot be written."""
+    if "://" in url and not url.startswith("file://"):
+        return
+    path = Path(url.removeprefix("file://"))
+    parent = path if path.exists() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"cannot write to '{parent}'")
