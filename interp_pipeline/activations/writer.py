@@ -56,13 +56,19 @@ def creation_lock(url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _storage_options(url: str) -> dict[str, Any] | None:
+    # fsspec's local filesystem does not create parent directories unless asked to.
+    return {"auto_mkdir": True} if url.startswith("file://") else None
+
+
 def open_or_create(url: str, attributes: dict[str, Any], compression: str | None, level: int) -> Any:
     """The store at ``url``: created if absent, checked against ``attributes`` if present."""
     import zarr
 
+    options = _storage_options(url)
     with creation_lock(url):
         try:
-            group = zarr.open_group(url, mode="r+")
+            group = zarr.open_group(url, mode="r+", storage_options=options)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             group = None
         if group is not None:
@@ -73,7 +79,7 @@ def open_or_create(url: str, attributes: dict[str, Any], compression: str | None
                                    for k in differ[:3])
                 raise StoreMismatch(f"the store at {url} was written by another configuration ({detail})")
             return group
-        group = zarr.open_group(url, mode="w")
+        group = zarr.open_group(url, mode="w", storage_options=options)
         compressor = _compressor(compression, level)
         rows, chunk = attributes["n_rows"], attributes["chunk_rows"]
         stored = {"float32": "float32", "float16": "float16", "bfloat16": "uint16"}[attributes["dtype"]]

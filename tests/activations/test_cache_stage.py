@@ -178,3 +178,16 @@ def test_memory_stays_bounded_when_the_token_budget_grows_tenfold(tmp_path):
         tracemalloc.stop()
     # The plan's index arrays grow with the budget (a few int32 per row); chunk buffers do not.
     assert peaks[1] < 2.0 * peaks[0], peaks
+
+
+def test_an_fsspec_url_works_like_a_path(model_and_tokens, tmp_path):
+    from interp_pipeline.activations.reader import ActivationStore
+
+    model, tokens = model_and_tokens
+    url = f"file://{tmp_path}/via_fsspec.zarr"
+    out = cache_activations(model, tokens, store=url, **CACHE_PARAMS)
+    store = ActivationStore.open(out["store_uri"])
+    _, cache = model.run_with_cache(tokens[:1], names_filter=HOOKS)
+    rows = store.rows_of_sequence(0)
+    assert torch.equal(store.read(HOOKS[0], rows), cache[HOOKS[0]][0])
+    assert store.find_tokens(tokens[0, 3:7].tolist()).tolist() == rows[3:7].tolist()
