@@ -158,6 +158,8 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="model device (default: TransformerLens's choice)")
     parser.add_argument("--tmp", default=None, help="directory for the stores (default: the system temp dir)")
     parser.add_argument("--no-saelens", action="store_true", help="skip SAELens's CacheActivationsRunner")
+    parser.add_argument("--compression", default="zstd", help="the stage's compression: zstd, blosc or none")
+    parser.add_argument("--level", type=int, default=3, help="the stage's compression level")
     args = parser.parse_args()
 
     import torch
@@ -190,7 +192,8 @@ def main() -> None:
         tracker = MetricsTracker()
         store_url = str(out / "s.zarr")
         stage = timed(lambda: cache_activations(model, tokens, hooks=HOOKS, batch_size=BATCH, chunk_rows=4096,
-                                                store=store_url, tracker=tracker), device)
+                                                store=store_url, tracker=tracker, compression=args.compression,
+                                                compression_level=args.level), device)
         bare_after = timed(bare(STOP_AT_LAYER), device)
         bare_truncated = (bare_before + bare_after) / 2
 

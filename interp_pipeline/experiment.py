@@ -11,7 +11,7 @@ import logging
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,7 +162,16 @@ def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
         raise
 
 
-def _run_tracked(cfg, invocation, prepared, runner, parent, start_child, tracking, experiment_id) -> int:
+def _run_tracked(
+    cfg: DictConfig,
+    invocation: Invocation,
+    prepared: Prepared,
+    runner: PipelineRunner,
+    parent: RunLogger,
+    start_child: Callable[[str, Mapping[str, str]], RunLogger],
+    tracking: Any,
+    experiment_id: str | None,
+) -> int:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     parent.log_params(flatten("", resolved))
     _log_file_artifact(parent, "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

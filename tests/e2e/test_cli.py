@@ -203,10 +203,16 @@ def test_quickstart_end_to_end(outputs):
     done = run_cli(["+experiment=quickstart"], outputs, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "│ scores.induction.layer1.max" in done.stdout
-    runs, _ = parents(sqlite_uri(outputs), "quickstart")
+    runs, all_runs = parents(sqlite_uri(outputs), "quickstart")
     metrics = runs[0].data.metrics
     assert metrics["scores.induction.layer1.max"] >= 0.5 and metrics["scores.induction.layer0.max"] <= 0.3
     assert metrics["model.eval/repeated_half_loss"] <= 1.0
+    cache_run = next(r for r in all_runs if r.data.tags.get("stage") == "cache")
+    from interp_pipeline.activations.reader import ActivationStore
+
+    store = ActivationStore.open(cache_run.data.tags["store_uri"])
+    assert store.n_rows == metrics["cache.tokens_written"] == 64 * 41
+    assert cache_run.data.metrics["compression_ratio"] > 0 and cache_run.data.metrics["tokens_per_s"] > 0
     again = run_cli(["+experiment=quickstart"], outputs, timeout=600)
     assert again.returncode == 0 and "0 to compute" in again.stdout
 
