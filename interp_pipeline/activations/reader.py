@@ -22,18 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from interp_pipeline.activations.layout import DTYPES, LAYOUT_VERSION
 from interp_pipeline.errors import did_you_mean
 
 if TYPE_CHECKING:
     import torch
     import zarr
 
-LAYOUT_VERSION = 1
 LAYOUT_ATTR = "interp_pipeline_layout"
 
 # Logical dtype -> numpy dtype the array is stored as. numpy has no bfloat16, so the
 # writer stores its raw bits as uint16 and we reinterpret them on the way out.
-_STORED_DTYPE = {"float32": np.dtype("float32"), "float16": np.dtype("float16"), "bfloat16": np.dtype("uint16")}
+_STORED_DTYPE = {logical: np.dtype(stored) for logical, stored in DTYPES.items()}
 _INDEX_ARRAYS = ("token_ids", "sequence", "position")
 _REQUIRED_ATTRS = ("complete", "hooks", "row_shape", "dtype", "n_rows", "chunk_rows", "n_chunks")
 

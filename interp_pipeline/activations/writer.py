@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from interp_pipeline.activations.layout import RowPlan, chunk_range, differences
+from interp_pipeline.activations.layout import DTYPES, RowPlan, chunk_range, differences
 
 
 class StoreMismatch(Exception):
@@ -82,7 +82,7 @@ def open_or_create(url: str, attributes: dict[str, Any], compression: str | None
         group = zarr.open_group(url, mode="w", storage_options=options)
         compressor = _compressor(compression, level)
         rows, chunk = attributes["n_rows"], attributes["chunk_rows"]
-        stored = {"float32": "float32", "float16": "float16", "bfloat16": "uint16"}[attributes["dtype"]]
+        stored = DTYPES[attributes["dtype"]]
         activations = group.require_group("activations")
         for hook in attributes["hooks"]:
             shape = attributes["row_shape"][hook]
