@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from interp_pipeline.errors import Terminated
+from interp_pipeline.errors import ConfigError, Terminated
 from interp_pipeline.exit_status import (
     EXIT_CONFIG,
     EXIT_FAILED,
@@ -74,7 +74,7 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _record_config_error(error: BaseException) -> Path | None:
-    """Keep the traceback of a composition error (there is no run directory yet)."""
+    """Keep the traceback of an error raised before any job's run directory exists."""
     try:
         path = default_outputs_dir() / "errors.log"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,5 +112,13 @@ def main() -> None:
 
         print(f"error: {describe(error)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
+    except ConfigError as error:  # raised before any job, e.g. by the sweep callback's pre-flight
+        _record_config_error(error)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+    except Exception as error:  # outside any job (a sweep callback reaching the tracking store)
+        where = _record_config_error(error)
+        print(f"error: {type(error).__name__}: {error} (traceback in {where})", file=sys.stderr)
+        sys.exit(EXIT_FAILED)
     statuses = SWEEP_STATUSES or _RUN_STATUSES
     sys.exit(combine(statuses) if statuses else EXIT_OK)

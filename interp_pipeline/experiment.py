@@ -132,6 +132,10 @@ def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
             from_stage=cfg.runner.from_stage,
         )
         run_preflight(runner.stages_to_compute())
+        if cfg.tracking.enabled:
+            from interp_pipeline.tracking.mlflow_tracking import check_reachable, resolve_tracking_uri
+
+            check_reachable(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs))
     except ConfigError as error:
         log.debug("configuration error", exc_info=True)
         log.error("error: %s", error)

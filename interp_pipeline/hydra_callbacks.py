@@ -28,9 +28,15 @@ class PipelineCallbacks(Callback):
         if config.tracking.enabled:
             # Creating SQLite tables or the experiment from several jobs at once
             # races (locks, duplicate-name errors); do it once, here, first.
-            from interp_pipeline.tracking.mlflow_tracking import MlflowTracking, resolve_tracking_uri
+            from interp_pipeline.tracking.mlflow_tracking import (
+                MlflowTracking,
+                check_reachable,
+                resolve_tracking_uri,
+            )
 
-            tracking = MlflowTracking(resolve_tracking_uri(config.tracking.uri, config.paths.outputs))
+            uri = resolve_tracking_uri(config.tracking.uri, config.paths.outputs)
+            check_reachable(uri)
+            tracking = MlflowTracking(uri)
             name = config.tracking.experiment_name or experiment_choice(config.hydra.runtime.choices)
             tracking.experiment_id(name)
 

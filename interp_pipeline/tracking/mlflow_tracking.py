@@ -34,6 +34,28 @@ def resolve_tracking_uri(configured: str | None, outputs_dir: str | os.PathLike[
     return f"sqlite:///{Path(outputs_dir).resolve() / 'mlflow.db'}"
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Pre-flight for a tracking server: one quick request, instead of MLflow's minutes of retries.
+
+    Raises ConfigError("tracking.uri", ...) when an http(s) server does not answer.
+    """
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    import urllib.error
+    import urllib.request
+
+    from interp_pipeline.errors import ConfigError
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered; MLflow itself will say if something is wrong
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ConfigError("tracking.uri", f"expected a reachable MLflow server, found no answer at {uri} ({reason})",
+                          suggestion="start it, or unset MLFLOW_TRACKING_URI to log to the local store") from None
+
+
 def local_artifact_root(uri: str) -> Path | None:
     """Artifacts go beside a local store (``mlartifacts/`` next to the .db); a server decides its own."""
     parsed = urlparse(uri)

@@ -145,3 +145,12 @@ def test_tracking_uri_setting_wins_over_the_environment(outputs, monkeypatch, tm
     assert not (tmp_path / "from_env.db").exists()
     # Artifacts sit beside the store they belong to.
     assert (tmp_path / "mlartifacts" / "tracking_test").is_dir()
+
+
+def test_an_unreachable_tracking_server_stops_the_run_before_any_work(outputs, tmp_path, monkeypatch):
+    from tests.support.stages import CALLS
+
+    CALLS.clear()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+    assert run(outputs, write_pipeline(tmp_path)) == 2
+    assert CALLS == {}  # no stage ran
