@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from interp_pipeline.activations.chunked_reads import read_rows, shuffled_batches
 from interp_pipeline.activations.layout import DTYPES, LAYOUT_VERSION
 from interp_pipeline.errors import did_you_mean
 
@@ -187,7 +188,7 @@ class ActivationStore:
             index = np.arange(start, stop, step)
         else:
             index = _normalise_index(np.asarray(rows), self.n_rows)
-        return self._convert(_read_rows(arr, index), as_torch)
+        return self._convert(read_rows(arr, index), as_torch)
 
     def _convert(self, raw: np.ndarray, as_torch: bool) -> Any:
         raw = np.ascontiguousarray(raw)
@@ -300,37 +301,11 @@ class ActivationStore:
     def _batches(self, arr: zarr.Array, batch_size: int, *, seed: int, epochs: range, shuffle: bool,
                  buffer_chunks: int, drop_last: bool, as_torch: bool, with_rows: bool,
                  part: int, n_parts: int) -> Iterator[Any]:
-        def emit(raw: np.ndarray, rows: np.ndarray) -> Any:
+        for raw, rows in shuffled_batches(arr, self.n_rows, self.chunk_rows, batch_size, seed=seed, epochs=epochs,
+                                          shuffle=shuffle, buffer_chunks=buffer_chunks, drop_last=drop_last,
+                                          part=part, n_parts=n_parts):
             batch = self._convert(raw, as_torch)
-            return (batch, rows) if with_rows else batch
-
-        for epoch in epochs:
-            # Every part (DataLoader worker) draws the same chunk order, then takes its
-            # share, so the parts cover each chunk exactly once between them.
-            order = np.random.default_rng([seed, epoch]).permutation(self.n_chunks) if shuffle \
-                else np.arange(self.n_chunks)
-            order = order[part::n_parts]
-            row_rng = np.random.default_rng([seed, epoch, part, n_parts])
-            carry_raw = np.empty((0, *arr.shape[1:]), arr.dtype)
-            carry_rows = np.empty(0, np.int64)
-            for b in range(0, len(order), buffer_chunks):
-                chunks = order[b:b + buffer_chunks]
-                # Read the buffer's chunks in store order (sequential for local disks,
-                # one concurrent zarr request for object stores), shuffle afterwards.
-                rows = _chunk_rows(np.sort(chunks) if shuffle else chunks, self.chunk_rows, self.n_rows)
-                raw = _read_rows(arr, rows)
-                if carry_rows.size:
-                    raw, rows = np.concatenate([carry_raw, raw]), np.concatenate([carry_rows, rows])
-                if shuffle:
-                    perm = row_rng.permutation(rows.size)
-                    raw, rows = raw[perm], rows[perm]
-                full = rows.size - rows.size % batch_size
-                for start in range(0, full, batch_size):
-                    yield emit(raw[start:start + batch_size], rows[start:start + batch_size])
-                # Copies, so the buffer itself can be freed before the next read.
-                carry_raw, carry_rows = raw[full:].copy(), rows[full:].copy()
-            if carry_rows.size and not drop_last:
-                yield emit(carry_raw, carry_rows)
+            yield (batch, rows) if with_rows else batch
 
     def torch_dataset(self, hook: str, batch_size: int, **kwargs: Any) -> torch.utils.data.IterableDataset:
         """An IterableDataset of whole batches; use ``DataLoader(ds, batch_size=None)``.
@@ -433,26 +408,6 @@ def _normalise_index(index: np.ndarray, n_rows: int) -> np.ndarray:
     if bad.any():
         raise IndexError(f"row {int(index[bad][0])} is out of range for a store of {n_rows} rows")
     return np.where(index < 0, index + n_rows, index)
-
-
-def _read_rows(arr: zarr.Array, index: np.ndarray) -> np.ndarray:
-    """Rows ``index`` of ``arr`` in that order, reading each needed chunk once."""
-    if index.size == 0:
-        return np.empty((0, *arr.shape[1:]), arr.dtype)
-    if np.all(np.diff(index) == 1):
-        return arr[int(index[0]):int(index[-1]) + 1]
-    # zarr's orthogonal indexing fetches the chunks concurrently; ask it for sorted,
-    # unique rows (cheapest for it) and put them in the caller's order here.
-    unique, inverse = np.unique(index, return_inverse=True)
-    raw = arr.oindex[unique]
-    return raw if unique.size == index.size and np.array_equal(unique, index) else raw[inverse]
-
-
-def _chunk_rows(chunks: np.ndarray, chunk_rows: int, n_rows: int) -> np.ndarray:
-    if chunks.size == 0:
-        return np.empty(0, np.int64)
-    return np.concatenate([np.arange(c * chunk_rows, min((c + 1) * chunk_rows, n_rows), dtype=np.int64)
-                           for c in chunks])
 
 
 def _human_bytes(n: float) -> str:

@@ -105,14 +105,12 @@ def done_chunks(group: Any) -> np.ndarray:
 class ChunkWriter:
     """A background thread that writes whole chunks and then flags them done."""
 
-    def __init__(self, group: Any, hooks: list[str], plan: RowPlan, token_ids: np.ndarray, queue_size: int = 4):
+    def __init__(self, group: Any, plan: RowPlan, token_ids: np.ndarray, queue_size: int = 4):
         self.group = group
-        self.hooks = hooks
         self.plan = plan
         self.token_ids = token_ids
         self.queue: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=queue_size)
         self.error: BaseException | None = None
-        self.bytes_written = 0
         self.thread = threading.Thread(target=self._run, name="activation-writer", daemon=True)
         self.thread.start()
 
@@ -132,7 +130,6 @@ class ChunkWriter:
             try:
                 for hook, values in arrays.items():
                     self.group["activations"][hook][start:stop] = values
-                    self.bytes_written += values.nbytes
                 self.group["token_ids"][start:stop] = self.token_ids[start:stop]
                 self.group["sequence"][start:stop] = self.plan.sequence[start:stop]
                 self.group["position"][start:stop] = self.plan.position[start:stop]
@@ -169,7 +166,7 @@ def write_chunks(
     wanted = {c: chunk_range(c, chunk_rows, n_rows) for c in chunks}
     buffers: dict[int, dict[str, np.ndarray]] = {}
     filled: dict[int, int] = {}
-    writer = ChunkWriter(group, hooks, plan, token_ids)
+    writer = ChunkWriter(group, plan, token_ids)
     written = 0
     try:
         for batch, (r0, r1) in enumerate(plan.batch_rows):

@@ -57,10 +57,6 @@ class CacheEntry:
     def metrics(self) -> dict[str, float]:
         return dict(self.record.get("metrics", {}))
 
-    @property
-    def output_names(self) -> list[str]:
-        return list(self.record["outputs"])
-
     def load_output(self, name: str) -> Any:
         info = self.record["outputs"][name]
         return codec_named(info["codec"]).load(self.path / info["file"])

@@ -2,7 +2,7 @@
 
 A stage that takes a ``tracker`` argument gets a :class:`Tracker`: metrics (with a
 step for anything iterative), figures (matplotlib to PNG, plotly to HTML) and
-small JSON or text files. Called from a notebook it gets :class:`NullTracker`,
+small JSON or text files. Called from a notebook it gets ``NULL_TRACKER``,
 which drops everything. The runner hands it a :class:`RecordingTracker`, which
 keeps the last value of each metric and a copy of each file in the stage's cache
 entry (so a cached stage can show them again) and forwards all to the run.
@@ -39,7 +39,6 @@ class Tracker:
         pass
 
 
-NullTracker = Tracker
 NULL_TRACKER = Tracker()
 
 
