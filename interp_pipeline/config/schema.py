@@ -132,6 +132,20 @@ class CacheConfig:
 
 
 @dataclass
+class PatchingConfig:
+    """Activation, path and attribution patching (the activation_patching stage)."""
+
+    sweeps: List[str] = field(default_factory=lambda: ["resid_pre", "head_out"])
+    metric: str = "logit_diff"  # logit_diff, answer_prob, kl, loss
+    normalise: bool = True  # (patched - corrupted) / (clean - corrupted)
+    attribution: bool = True  # also the gradient estimate of every sweep, and its correlation
+    path: List[Any] = field(default_factory=list)  # {receivers: final} or {receivers: [[l, h], ...], input: q|k|v}
+    max_batch: int = 64  # sequences in any one forward pass
+    top_k: int = 10
+    engine: str = "auto"  # auto (fast where the model allows), fast, generic
+
+
+@dataclass
 class ExpectEntry:
     """A published value and its tolerance: ``{value, atol|rtol}``, ``{min}``, ``{max}`` or a range."""
 
@@ -155,6 +169,7 @@ class ExperimentConfig:
     scores: Optional[HeadScoresConfig] = None
     fourier: Optional[FourierConfig] = None
     cache: Optional[CacheConfig] = None
+    patching: Optional[PatchingConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
 

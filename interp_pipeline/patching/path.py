@@ -1,0 +1,165 @@
+"""Path patching (Wang et al. 2022): the effect of each sender head through one path only.
+
+For every sender head, in the same direction as the activation sweeps (corrupted
+run, clean activations patched in):
+
+1. run the corrupted prompts with the sender's output (``hook_z``) set to its clean
+   value and every other head's output frozen at its corrupted value, so the
+   change reaches later layers only through the residual stream and the MLPs
+   (which are recomputed, as in Wang et al. and ARENA's replication);
+2. receivers ``final``: read the metric off that run's logits (the sender's
+   direct path to the output, plus sender -> MLPs -> output);
+   receivers heads: take their ``input`` (``hook_q``, ``hook_k`` or ``hook_v``)
+   from that run, patch it into a plain corrupted run, and read the metric.
+
+A sender in a layer at or after every receiver has no path to them; its value is
+the corrupted run's, and is filled in without a forward pass. Senders of one
+layer run ``max_batch // n_prompts`` to a forward pass, starting at their layer
+(patching/forward.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from interp_pipeline.errors import ConfigError, one_of
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from interp_pipeline.patching.engine import PatchingSetup
+
+INPUTS = ("q", "k", "v")
+
+
+@dataclass(frozen=True)
+class Receivers:
+    """``heads`` None means the final residual stream (the logits)."""
+
+    heads: tuple[tuple[int, int], ...] | None = None
+    input: str = "q"
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.heads is None:
+            return "path_to_final"
+        return f"path_to_{self.input}_" + "_".join(f"L{layer}H{head}" for layer, head in self.heads)
+
+
+def parse_receivers(entry: Any, cfg: Any | None, key: str) -> Receivers:
+    """One ``patching.path`` entry: ``{receivers: final}`` or ``{receivers: [[9, 9], ...], input: q}``."""
+    if not isinstance(entry, dict) or "receivers" not in entry:
+        raise ConfigError(key, f"expected {{receivers: final}} or {{receivers: [[layer, head], ...], input: q}}, "
+                               f"found {entry!r}")
+    unknown = set(entry) - {"receivers", "input", "name"}
+    if unknown:
+        raise ConfigError(f"{key}.{sorted(unknown)[0]}", "expected one of input, name, receivers")
+    receivers, name = entry["receivers"], str(entry.get("name") or "")
+    if receivers == "final":
+        if "input" in entry:
+            raise ConfigError(f"{key}.input", "applies to receiver heads, not to receivers: final")
+        return Receivers(None, name=name)
+    if entry.get("input", "q") not in INPUTS:
+        raise ConfigError(f"{key}.input", f"expected one of {one_of(INPUTS)}, found {entry.get('input')!r}")
+    if not isinstance(receivers, (list, tuple)) or not receivers:
+        raise ConfigError(f"{key}.receivers", f"expected 'final' or a list of [layer, head], found {receivers!r}")
+    heads = []
+    for index, head in enumerate(receivers):
+        ok = isinstance(head, (list, tuple)) and len(head) == 2 and all(isinstance(v, int) for v in head)
+        if ok and cfg is not None:
+            ok = 0 <= head[0] < cfg.n_layers and 0 <= head[1] < cfg.n_heads
+        if not ok:
+            bounds = f" with layer < {cfg.n_layers} and head < {cfg.n_heads}" if cfg is not None else ""
+            raise ConfigError(f"{key}.receivers[{index}]", f"expected [layer, head]{bounds}, found {head!r}")
+        heads.append((int(head[0]), int(head[1])))
+    return Receivers(tuple(heads), entry.get("input", "q"), name)
+
+
+def path_patch(receivers: Receivers, setup: PatchingSetup, on_forward: Callable[[], None] = lambda: None) -> Tensor:
+    """The metric for each sender head's path to ``receivers``: shape [n_layers, n_heads].
+
+    ``setup`` must hold clean and corrupted ``hook_z`` of every layer (see
+    :func:`hook_names`) and, for receiver heads, the clean cache is not needed for
+    their inputs: those come from step 1.
+    """
+    import torch
+
+    cfg = setup.model.cfg
+    n_layers, n_heads = cfg.n_layers, cfg.n_heads
+    sums = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    last = n_layers if receivers.heads is None else max(layer for layer, _ in receivers.heads)
+    with torch.inference_mode():
+        for layer in range(n_layers):
+            if layer >= last:
+                sums[layer] = setup.metric.corrupted_value * setup.n_prompts
+                continue
+            for rows in setup.prompt_groups():
+                per_pass = max(1, setup.max_batch // len(rows))
+                for start in range(0, n_heads, per_pass):
+                    senders = list(range(start, min(n_heads, start + per_pass)))
+                    sums[layer, senders] += _sender_values(setup, receivers, layer, senders, rows).double().cpu()
+                    on_forward()
+    return torch.as_tensor(setup.metric.finish(sums / setup.n_prompts), dtype=torch.float32)
+
+
+def hook_names(n_layers: int) -> set[str]:
+    """Activations path patching needs from both the clean and the corrupted run."""
+    return {f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)}
+
+
+def _sender_values(setup: PatchingSetup, receivers: Receivers, layer: int, senders: Sequence[int], rows: Tensor) -> Tensor:
+    """Summed per-prompt metric values for ``senders`` (heads of ``layer``), one copy each."""
+    n_layers = setup.model.cfg.n_layers
+    copies = len(senders)
+    positions = setup.metric.readout_positions(rows).repeat(copies, 1)
+
+    def freeze(z_layer: int) -> Callable[[Tensor, Any], Tensor]:
+        frozen = setup.corrupted_cache[f"blocks.{z_layer}.attn.hook_z"][rows]
+
+        def hook(z: Tensor, hook: Any) -> Tensor:
+            view = z.unflatten(0, (copies, len(rows)))
+            view[:] = frozen
+            if z_layer == layer:
+                clean = setup.clean_cache[f"blocks.{layer}.attn.hook_z"][rows]
+                for j, head in enumerate(senders):
+                    view[j, :, :, head] = clean[:, :, head]
+            return z
+
+        return hook
+
+    freezing = [(f"blocks.{z_layer}.attn.hook_z", freeze(z_layer)) for z_layer in range(layer, n_layers)]
+    if receivers.heads is None:
+        logits = setup.forward.run(layer, rows, copies, freezing, positions)
+        return setup.metric.per_prompt(logits, rows).view(copies, len(rows)).sum(1)
+
+    # Step 1: the receivers' inputs with the sender patched and the other heads frozen.
+    downstream = [(r_layer, head) for r_layer, head in receivers.heads if r_layer > layer]
+    captured: dict[str, Tensor] = {}
+
+    def capture(activation: Tensor, hook: Any) -> Tensor:
+        captured[hook.name] = activation.clone()
+        return activation
+
+    input_names = {f"blocks.{r_layer}.attn.hook_{receivers.input}" for r_layer, _ in downstream}
+    setup.forward.run(layer, rows, copies, [*freezing, *((name, capture) for name in input_names)], positions[:, :1])
+
+    # Step 2: a plain corrupted run with only the receivers' inputs replaced.
+    def replace(activation: Tensor, hook: Any) -> Tensor:
+        r_layer = int(hook.name.split(".")[1])
+        for head in (h for lay, h in downstream if lay == r_layer):
+            activation[:, :, head] = captured[hook.name][:, :, head]
+        return activation
+
+    first = min(r_layer for r_layer, _ in downstream)
+    logits = setup.forward.run(first, rows, copies, [(name, replace) for name in input_names], positions)
+    return setup.metric.per_prompt(logits, rows).view(copies, len(rows)).sum(1)
+
+
+def check_path_entries(entries: Sequence[Any], key: str = "patching.path") -> list[Receivers]:
+    """Shape checks before the model loads (bounds are checked again against the model)."""
+    return [parse_receivers(entry, None, f"{key}[{index}]") for index, entry in enumerate(entries or [])]

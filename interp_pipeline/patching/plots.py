@@ -1,0 +1,317 @@
+"""Heatmaps and top-k tables of patching results (:class:`~interp_pipeline.patching.labelled.LabelledArray`).
+
+Both figures use one colour convention, TransformerLens's patching demos' own: the
+diverging RdBu scale centred on zero with symmetric limits (+-max|value| over the
+whole array), so blue is positive, red negative, white zero, and a colour means the
+same number in every panel. A 2-D array is one heatmap (first dim down, second
+across); a 3-D array is one panel per entry of its first dim (TransformerLens's
+facet_col for the ``*_every`` sweeps); past 3-D the middle dims are flattened into
+the rows, labelled "L3 pos 5 ..." (``transpose`` or ``sel`` first for another view).
+NaN cells (not computed) are grey.
+
+:func:`heatmap_figure` gives a matplotlib Figure (the PNG), :func:`heatmap_html` a
+plotly Figure (the interactive HTML, with each cell's label and value on hover).
+The caller closes a matplotlib figure it does not hand to a tracker (``plt.close``);
+:func:`log_sweep_figures` closes its own.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from interp_pipeline.patching.labelled import LabelledArray, component_label
+from interp_pipeline.tracking.base import Tracker
+
+if TYPE_CHECKING:
+    import numpy as np
+
+COLORSCALE = "RdBu"  # low red, high blue in both matplotlib and plotly
+NAN_COLOR = "#d9d9d9"
+# Past this many labels on an axis only every n-th is drawn; more would overlap.
+MAX_TICKS = 60
+# Panels per row for a 3-D array; more panels wrap onto further rows.
+MAX_PANEL_COLUMNS = 4
+# MLflow metric and tag names: letters, digits, _ - . / and space (colons too, but not
+# on Windows), and no path tricks (see _metric_name).
+_UNSAFE_METRIC = re.compile(r"[^A-Za-z0-9_.\-/ ]")
+
+
+@dataclass
+class _Grid:
+    """An array as panels of one 2-D grid each: values [panel, row, col] and their labels."""
+
+    values: np.ndarray
+    cell_labels: np.ndarray | None  # object array [panel, row, col] of component_label, when asked for
+    panel_titles: list[str | None]
+    rows: list[str]
+    cols: list[str]
+    row_dim: str
+    col_dim: str
+
+
+def _grid(array: LabelledArray, cell_labels: bool = False) -> _Grid:
+    import numpy as np
+
+    values = np.asarray(array.values, dtype=np.float64)
+    cells = None
+    if cell_labels:  # only the HTML hovers with them; a big sweep has many
+        cells = np.empty(array.shape, dtype=object)
+        for index in np.ndindex(array.shape):
+            cells[index] = array.label(index)
+    dims, coords = array.dims, array.coords
+    if array.ndim == 1:
+        return _Grid(values.reshape(1, 1, -1), _reshape(cells, (1, 1, -1)), [None], [""], coords[dims[0]], "",
+                     dims[0])
+    if array.ndim == 2:
+        return _Grid(values[None], _reshape(cells, (1, *array.shape)), [None], coords[dims[0]], coords[dims[1]],
+                     dims[0], dims[1])
+    middle = dims[1:-1]
+    if len(middle) == 1:
+        rows = coords[middle[0]]
+    else:
+        rows = [component_label(middle, combo) for combo in itertools.product(*(coords[d] for d in middle))]
+    shape = (array.shape[0], len(rows), array.shape[-1])
+    titles: list[str | None] = [component_label(dims[:1], [label]) for label in coords[dims[0]]]
+    return _Grid(values.reshape(shape), _reshape(cells, shape), titles, rows, coords[dims[-1]], " x ".join(middle),
+                 dims[-1])
+
+
+def _reshape(cells: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    return None if cells is None else cells.reshape(shape)
+
+
+def color_limit(array: LabelledArray) -> float:
+    """max|value| over the finite cells: the colour scale runs from minus this to plus this (1.0 if all are 0)."""
+    import numpy as np
+
+    finite = np.abs(array.values[np.isfinite(array.values)])
+    limit = float(finite.max()) if finite.size else 0.0
+    return limit if limit > 0 else 1.0
+
+
+def colorbar_label(array: LabelledArray) -> str:
+    """The metric from ``attrs`` ("logit_diff (normalised)"), else "value"."""
+    label = str(array.attrs.get("metric", "value"))
+    if array.attrs.get("normalised") or array.attrs.get("normalized"):
+        label += " (normalised)"
+    return label
+
+
+def _default_title(array: LabelledArray) -> str:
+    method = array.attrs.get("method")
+    return f"{array.name} ({method})" if method else array.name
+
+
+def _panel_columns(n_panels: int) -> int:
+    return n_panels if n_panels <= MAX_PANEL_COLUMNS else math.ceil(math.sqrt(n_panels))
+
+
+def _tick_step(n: int) -> int:
+    return max(1, math.ceil(n / MAX_TICKS))
+
+
+def _rotate(labels: list[str]) -> bool:
+    # Short labels (layer and head numbers) read well level; tokens need turning.
+    return any(len(label) > 3 for label in labels)
+
+
+def _mpl_text(text: str) -> str:
+    # matplotlib reads text between two "$" as mathtext: a "$" token would break the figure.
+    return text.replace("$", r"\$")
+
+
+def heatmap_figure(array: LabelledArray, title: str | None = None) -> Any:
+    """A matplotlib Figure of ``array`` (see the module docstring for the layout); title defaults to its name.
+
+    The figure grows with the number of labels; the caller closes it (``plt.close``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = _grid(array)
+    n_panels, n_rows, n_cols = grid.values.shape
+    columns = _panel_columns(n_panels)
+    panel_rows = math.ceil(n_panels / columns)
+    rotate = _rotate(grid.cols)
+    cell = 0.28 if max(n_rows, n_cols) <= 40 else 0.16
+    x_room = min(0.065 * max(len(c) for c in grid.cols), 1.8) if rotate else 0.25
+    y_room = min(0.065 * max(len(r) for r in grid.rows), 1.8)
+    panel_w = min(max(0.9 + cell * n_cols, 2.6), 24.0) + y_room
+    panel_h = min(max(0.7 + cell * n_rows, 1.8), 18.0) + x_room + (0.3 if n_panels > 1 else 0.0)
+    figure, axes = plt.subplots(panel_rows, columns, squeeze=False, layout="constrained",
+                                figsize=(columns * panel_w + 1.3, panel_rows * panel_h + 0.5))
+    limit = color_limit(array)
+    cmap = plt.get_cmap(COLORSCALE).with_extremes(bad=NAN_COLOR)
+    x_step, y_step = _tick_step(n_cols), _tick_step(n_rows)
+    fontsize = 8 if max(n_rows, n_cols) <= 40 else 6
+    used = []
+    for p, ax in enumerate(axes.flat):
+        if p >= n_panels:
+            ax.set_visible(False)
+            continue
+        used.append(ax)
+        image = ax.imshow(grid.values[p], cmap=cmap, vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(0, n_cols, x_step), [_mpl_text(c) for c in grid.cols[::x_step]], fontsize=fontsize,
+                      rotation=60 if rotate else 0, ha="right" if rotate else "center", rotation_mode="anchor")
+        ax.set_yticks(range(0, n_rows, y_step), [_mpl_text(r) for r in grid.rows[::y_step]], fontsize=fontsize)
+        # Panels share their axes: labels on the left column and on each column's lowest panel only.
+        if p % columns == 0:
+            ax.set_ylabel(grid.row_dim)
+        else:
+            ax.tick_params(labelleft=False)
+        if p + columns >= n_panels:
+            ax.set_xlabel(grid.col_dim)
+        else:
+            ax.tick_params(labelbottom=False)
+        if grid.panel_titles[p] is not None:
+            ax.set_title(_mpl_text(grid.panel_titles[p]), fontsize=10)
+    colorbar = figure.colorbar(image, ax=used, shrink=0.9 if panel_rows == 1 else 0.6)
+    colorbar.set_label(_mpl_text(colorbar_label(array)))
+    figure.suptitle(_mpl_text(title or _default_title(array)))
+    return figure
+
+
+def _html_text(text: str) -> str:
+    # plotly reads text as a small HTML subset: "<|endoftext|>" or "<bos>" would vanish as a tag.
+    return html.escape(text, quote=False)
+
+
+def heatmap_html(array: LabelledArray, title: str | None = None) -> Any:
+    """A plotly Figure of ``array``: one go.Heatmap per panel on one colour scale, each cell's label and value on hover."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    grid = _grid(array, cell_labels=True)
+    n_panels, n_rows, n_cols = grid.values.shape
+    columns = _panel_columns(n_panels)
+    panel_rows = math.ceil(n_panels / columns)
+    limit = color_limit(array)
+    metric = _html_text(colorbar_label(array))
+    titles = [_html_text(t) for t in grid.panel_titles] if n_panels > 1 else None
+    figure = make_subplots(rows=panel_rows, cols=columns, subplot_titles=titles,
+                           horizontal_spacing=min(0.08, 0.5 / columns), vertical_spacing=min(0.12, 0.6 / panel_rows))
+    rotate = _rotate(grid.cols)
+    x_step, y_step = _tick_step(n_cols), _tick_step(n_rows)
+    x_ticks = dict(tickmode="array", tickvals=list(range(0, n_cols, x_step)),
+                   ticktext=[_html_text(c) for c in grid.cols[::x_step]], tickangle=-60 if rotate else 0)
+    y_ticks = dict(tickmode="array", tickvals=list(range(0, n_rows, y_step)),
+                   ticktext=[_html_text(r) for r in grid.rows[::y_step]], autorange="reversed")
+    for p in range(n_panels):
+        row, col = p // columns + 1, p % columns + 1
+        text = [[_html_text(label) for label in line] for line in grid.cell_labels[p]]
+        figure.add_trace(
+            go.Heatmap(
+                # NaN as None: plotly draws a gap (the grey background) for it.
+                z=[[None if math.isnan(v) else v for v in line] for line in grid.values[p].tolist()],
+                x=list(range(n_cols)), y=list(range(n_rows)), text=text,
+                hovertemplate=f"%{{text}}<br>{metric} = %{{z:.4g}}<extra></extra>",
+                colorscale=COLORSCALE, zmid=0.0, zmin=-limit, zmax=limit,
+                showscale=p == 0, colorbar=dict(title=dict(text=metric)),
+            ),
+            row=row, col=col,
+        )
+        figure.update_xaxes(x_ticks, title_text=grid.col_dim if p + columns >= n_panels else None, row=row, col=col)
+        figure.update_yaxes(y_ticks, title_text=grid.row_dim if col == 1 else None, row=row, col=col)
+    longest = max(len(c) for c in grid.cols) if rotate else 2
+    width = min(columns * (110 + 22 * n_cols), 2600) + 160
+    height = min(panel_rows * (90 + 20 * n_rows + 6 * min(longest, 30)), 3200) + 120
+    figure.update_layout(title=dict(text=_html_text(title or _default_title(array))), width=width, height=height,
+                         template="plotly_white", plot_bgcolor=NAN_COLOR)
+    return figure
+
+
+def _logs_figures(tracker: Tracker) -> bool:
+    # NULL_TRACKER (and any tracker not overriding log_figure) drops figures: skip drawing them.
+    return type(tracker).log_figure is not Tracker.log_figure
+
+
+def log_sweep_figures(tracker: Tracker, array: LabelledArray, prefix: str = "", title: str | None = None, *,
+                      interactive: bool = True) -> None:
+    """Log ``array``'s heatmap as ``{prefix}{name}.png`` (matplotlib) and, if ``interactive``,
+    ``{prefix}{name}.html`` (plotly; :func:`sweep_page` puts many arrays in one page instead).
+
+    The suffix is part of the name, so a dotted sweep name ("blocks.3.attn") keeps its
+    last part when the tracker sets the file's suffix. A prefix with a "/" puts
+    the files in a folder of the run's artifacts ("patching/").
+    """
+    if not _logs_figures(tracker):
+        return
+    import matplotlib.pyplot as plt
+
+    figure = heatmap_figure(array, title)
+    try:
+        tracker.log_figure(figure, f"{prefix}{array.name}.png")
+    finally:
+        plt.close(figure)  # the tracker may have closed it already; closing twice is harmless
+    if interactive:
+        tracker.log_figure(heatmap_html(array, title), f"{prefix}{array.name}.html")
+
+
+def sweep_page(arrays: Sequence[LabelledArray], title: str = "Activation patching") -> str:
+    """One self-contained HTML page with every array's interactive heatmap.
+
+    plotly.js (about 4.8 MB) is inlined once for the page rather than once per
+    figure, so a run with many sweeps logs one large file, not many, and it still
+    opens offline.
+    """
+    import plotly.io as pio
+
+    parts = [f"<h1>{_html_text(title)}</h1>"]
+    for index, array in enumerate(arrays):
+        parts.append(pio.to_html(heatmap_html(array), full_html=False, include_plotlyjs=index == 0))
+    body = "\n".join(parts)
+    return f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{_html_text(title)}</title></head>" \
+           f"<body>\n{body}\n</body></html>\n"
+
+
+def _metric_name(name: str) -> str:
+    """A name MLflow accepts for a metric or tag: unsafe characters become "_", and no empty,
+    "." or ".." path segments (MLflow refuses a name that normalises as a path to another)."""
+    segments = [s for s in _UNSAFE_METRIC.sub("_", name).split("/") if s not in ("", ".", "..")]
+    return "/".join(segments) or "sweep"
+
+
+def top_k_rows(array: LabelledArray, k: int, by: str = "abs") -> list[dict[str, Any]]:
+    """The top k cells as {rank, label, value, coords: {dim: label}}, rank 1 first."""
+    return [
+        {"rank": rank, "label": array.label(index), "value": float(array.values[index]),
+         "coords": {d: array.coords[d][i] for d, i in zip(array.dims, index)}}
+        for rank, index in enumerate(array.top_k_indices(k, by), start=1)
+    ]
+
+
+def top_k_table(rows: list[dict[str, Any]], value_header: str = "value") -> str:
+    """rank, component, value as aligned plain text (for a terminal or a log)."""
+    labels = [row["label"] for row in rows]
+    values = [f"{row['value']:.4g}" for row in rows]
+    label_w = max([len("component"), *map(len, labels)])
+    value_w = max([len(value_header), *map(len, values)])
+    lines = [f"{'rank':>4}  {'component':<{label_w}}  {value_header:>{value_w}}"]
+    lines += [f"{row['rank']:>4}  {label:<{label_w}}  {value:>{value_w}}" for row, label, value in zip(rows, labels, values)]
+    return "\n".join(lines) + "\n"
+
+
+def log_top_k(tracker: Tracker, array: LabelledArray, k: int = 10, prefix: str = "", by: str = "abs") -> str:
+    """Log the k cells ranked first (see LabelledArray.top_k_indices for ``by``); return them as a text table.
+
+    Metrics ``{prefix}{name}/top{rank}`` hold the values and tags of the same names
+    the labels ("L9H9"), so the MLflow UI shows both; ``{prefix}{name}_top{k}.json``
+    holds the table with each cell's coordinates. Names are made MLflow-safe.
+    """
+    rows = top_k_rows(array, k, by)
+    base = _metric_name(f"{prefix}{array.name}")
+    tracker.log_metrics({f"{base}/top{row['rank']}": row["value"] for row in rows})
+    tracker.set_tags({f"{base}/top{row['rank']}": row["label"] for row in rows})
+    tracker.log_dict(
+        {"name": array.name, "dims": list(array.dims), "by": by, "attrs": dict(array.attrs), "top": rows},
+        f"{prefix}{array.name}_top{k}.json",
+    )
+    return top_k_table(rows, colorbar_label(array))

@@ -1,0 +1,124 @@
+"""Path patching against a hand calculation, and attribution patching where it is exact."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.patching import path as path_patching  # noqa: E402
+from interp_pipeline.patching.attribution import attribution_sweep, prepare_attribution  # noqa: E402
+from interp_pipeline.patching.engine import hook_names_for, prepare, run_sweep  # noqa: E402
+from tests.patching.models import random_pairs, tiny_model  # noqa: E402
+
+
+def _path_setup(model, pairs, max_batch=64):
+    names = path_patching.hook_names(model.cfg.n_layers)
+    return prepare(model, pairs, "logit_diff", normalise=False, max_batch=max_batch, hook_names=names,
+                   corrupted_hook_names=names)
+
+
+def _logit_diff_change(delta_resid_end, model, pairs):
+    """How much an END residual-stream change moves the logit difference (no final LayerNorm)."""
+    direction = model.W_U[:, pairs["answer"]] - model.W_U[:, pairs["wrong"]]  # [d_model, batch]
+    return (delta_resid_end * direction.T).sum(-1)
+
+
+@pytest.mark.parametrize("max_batch", [64, 5])
+def test_path_to_final_is_the_senders_direct_effect(max_batch):
+    # Attention-only, no LayerNorm, every other head frozen: the final residual stream
+    # changes by exactly the sender's output difference, so the logit difference
+    # changes by that vector dotted with the unembedding direction.
+    model = tiny_model(n_layers=2, n_heads=3, attn_only=True, normalization_type=None)
+    pairs = random_pairs(4, 7)
+    setup = _path_setup(model, pairs, max_batch)
+    result = path_patching.path_patch(path_patching.Receivers(None), setup)
+
+    _, clean = model.run_with_cache(pairs["clean"])
+    corrupted_logits, corrupted = model.run_with_cache(pairs["corrupted"])
+    rows = torch.arange(4)
+    end = pairs["end"]
+    base = corrupted_logits[rows, end, pairs["answer"]] - corrupted_logits[rows, end, pairs["wrong"]]
+    for layer in range(2):
+        for head in range(3):
+            name = f"blocks.{layer}.attn.hook_z"
+            delta_z = (clean[name] - corrupted[name])[rows, end, head]  # [batch, d_head]
+            delta_resid = delta_z @ model.W_O[layer, head]
+            expected = (base + _logit_diff_change(delta_resid, model, pairs)).mean()
+            assert result[layer, head].item() == pytest.approx(expected.item(), abs=1e-4)
+
+
+def test_path_to_value_input_goes_through_the_receiver_only():
+    model = tiny_model(n_layers=2, n_heads=3, attn_only=True, normalization_type=None)
+    pairs = random_pairs(3, 6)
+    setup = _path_setup(model, pairs)
+    receiver = (1, 2)
+    result = path_patching.path_patch(path_patching.Receivers(((1, 2),), "v"), setup)
+
+    _, clean = model.run_with_cache(pairs["clean"])
+    _, corrupted = model.run_with_cache(pairs["corrupted"])
+    rows = torch.arange(3)
+    end = pairs["end"]
+    corrupted_value = setup.metric.corrupted_value
+    for head in range(3):
+        name = "blocks.0.attn.hook_z"
+        delta_resid = torch.einsum("bpd,dm->bpm", (clean[name] - corrupted[name])[:, :, head], model.W_O[0, head])
+        # The receiver's values move by delta_resid @ W_V; its pattern is the corrupted one.
+        delta_v = delta_resid @ model.W_V[1, receiver[1]]
+        pattern = corrupted["blocks.1.attn.hook_pattern"][:, receiver[1]]  # [batch, dest, src]
+        delta_z_end = torch.einsum("bs,bsd->bd", pattern[rows, end], delta_v)
+        delta_end = delta_z_end @ model.W_O[1, receiver[1]]
+        expected = corrupted_value + _logit_diff_change(delta_end, model, pairs).mean().item()
+        assert result[0, head].item() == pytest.approx(expected, abs=1e-4)
+    # Senders in the receiver's layer or later have no path to it: the corrupted value.
+    torch.testing.assert_close(result[1], torch.full((3,), corrupted_value), atol=1e-6, rtol=0)
+
+
+def test_path_entries_are_checked():
+    assert path_patching.check_path_entries([{"receivers": "final"}])[0].label == "path_to_final"
+    receivers = path_patching.check_path_entries([{"receivers": [[9, 9], [10, 0]], "input": "q"}])[0]
+    assert receivers.label == "path_to_q_L9H9_L10H0"
+    with pytest.raises(ConfigError, match=r"patching.path\[0\].input"):
+        path_patching.check_path_entries([{"receivers": [[1, 0]], "input": "z"}])
+    with pytest.raises(ConfigError, match=r"patching.path\[0\].receivers\[1\]: expected \[layer, head\] with layer < 2"):
+        path_patching.parse_receivers({"receivers": [[1, 0], [5, 0]]}, tiny_model().cfg, "patching.path[0]")
+
+
+@pytest.mark.parametrize("normalise", [False, True])
+def test_attribution_is_exact_where_the_metric_is_linear(normalise):
+    # One attention-only layer, no LayerNorm: the logits are linear in every head's
+    # output and value vectors and in the layer's output, so the first-order
+    # estimate is the exact patched metric.
+    model = tiny_model(n_layers=1, n_heads=3, attn_only=True, normalization_type=None)
+    pairs = random_pairs(4, 7)
+    linear = ["head_out", "head_out_by_pos", "head_v", "head_v_by_pos", "attn_out", "resid_post"]
+    setup = prepare(model, pairs, "logit_diff", normalise=normalise, max_batch=64, hook_names=hook_names_for(linear, 1))
+    data = prepare_attribution(model, pairs, setup.metric, linear, max_batch=3)
+    for name in linear:
+        torch.testing.assert_close(attribution_sweep(name, data), run_sweep(name, setup), atol=1e-4, rtol=0, msg=name)
+    # Where it is not linear (the residual stream feeds the attention pattern) it is an
+    # estimate; sharpened attention makes the curvature visible.
+    with torch.no_grad():
+        model.blocks[0].attn.W_Q.mul_(6)
+        model.blocks[0].attn.W_K.mul_(6)
+    setup = prepare(model, pairs, "logit_diff", normalise=normalise, max_batch=64,
+                    hook_names=hook_names_for(["resid_pre", "head_k"], 1))
+    data = prepare_attribution(model, pairs, setup.metric, ["resid_pre", "head_k"], max_batch=64)
+    for name in ("resid_pre", "head_k"):
+        estimate, exact = attribution_sweep(name, data), run_sweep(name, setup)
+        assert estimate.shape == exact.shape
+        assert (estimate - exact).abs().max() > 1e-3, name
+
+
+def test_attribution_correlates_with_exact_on_a_deeper_model():
+    model = tiny_model(n_layers=2, n_heads=4)
+    pairs = random_pairs(6, 8)
+    names = ["block_every", "head_all_pos_every"]
+    setup = prepare(model, pairs, "logit_diff", normalise=True, max_batch=64, hook_names=hook_names_for(names, 2))
+    data = prepare_attribution(model, pairs, setup.metric, names, max_batch=64)
+    for name in names:
+        estimate, exact = attribution_sweep(name, data), run_sweep(name, setup)
+        assert estimate.shape == exact.shape
+        correlation = torch.corrcoef(torch.stack([estimate.flatten(), exact.flatten()]))[0, 1]
+        assert correlation > 0.5, name

@@ -1,0 +1,83 @@
+"""The activation_patching stage: labelled results, what it logs, and its config errors."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.patching.labelled import LabelledArray  # noqa: E402
+from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages  # noqa: E402
+from interp_pipeline.runner.codecs import codec_for  # noqa: E402
+from interp_pipeline.stages.patching import activation_patching  # noqa: E402
+from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
+from tests.patching.models import random_pairs, tiny_model  # noqa: E402
+
+
+def test_results_are_labelled_logged_and_stored(tmp_path):
+    model = tiny_model(n_layers=2, n_heads=3)
+    pairs = random_pairs(4, 6)
+    tracker = RecordingTracker(NullRun(), tmp_path / "artifacts")
+    results = activation_patching(
+        model, pairs, sweeps=["resid_pre", "head_out", "block_every"], path=[{"receivers": "final"}],
+        max_batch=8, top_k=3, tracker=tracker,
+    )
+    assert set(results) == {"resid_pre", "head_out", "block_every", "path_to_final", "resid_pre.attribution",
+                            "head_out.attribution", "block_every.attribution"}
+    head_out = results["head_out"]
+    assert isinstance(head_out, LabelledArray)
+    assert head_out.dims == ("layer", "head") and head_out.shape == (2, 3)
+    assert results["block_every"].dims == ("component", "layer", "pos")
+    assert results["block_every"].coords["component"] == ["resid_pre", "attn_out", "mlp_out"]
+    assert len(results["resid_pre"].coords["pos"]) == 6
+    assert head_out.attrs["metric"] == "logit_diff" and head_out.attrs["normalised"] is True
+
+    # Every head's value is a metric (expect: can name it), and the top-k too.
+    assert tracker.last["head_out/L1H2"] == pytest.approx(float(head_out.values[1, 2]))
+    assert tracker.last["path_to_final/L0H0"] == pytest.approx(float(results["path_to_final"].values[0, 0]))
+    assert "clean_logit_diff" in tracker.last and "corrupted_logit_diff" in tracker.last
+    assert -1 <= tracker.last["head_out/attribution_corr"] <= 1
+    top = max(abs(v) for v in head_out.values.ravel())
+    assert abs(tracker.last["head_out/top1"]) == pytest.approx(top)
+    files = {p.name for p in (tmp_path / "artifacts").rglob("*")}
+    assert {"head_out.png", "block_every.png", "path_to_final.png", "patching.html", "top_components.md"} <= files
+    page = (tmp_path / "artifacts" / "patching.html").read_text()
+    assert page.count("plotly.js v") <= 2 and "head_out" in page  # plotly.js inlined once
+
+    # The stage's output goes through the stage cache's codec and back.
+    codec = codec_for(results)
+    codec.save(results, tmp_path / f"results{codec.suffix}")
+    loaded = codec.load(tmp_path / f"results{codec.suffix}")
+    assert set(loaded) == set(results)
+    assert (loaded["head_out"].values == head_out.values).all()
+
+
+def test_stage_config_errors_name_the_key():
+    load_stage_modules()
+    preflight = registered_stages()["activation_patching"].preflight
+    with pytest.raises(ConfigError, match=r"sweeps\[1\]: .*found 'head_outt' \(did you mean 'head_out'\?\)"):
+        preflight({"sweeps": ["resid_pre", "head_outt"]})
+    with pytest.raises(ConfigError, match=r"^metric: .*found 'logit_dif' \(did you mean 'logit_diff'\?\)"):
+        preflight({"sweeps": ["resid_pre"], "metric": "logit_dif"})
+    with pytest.raises(ConfigError, match=r"^max_batch: expected an integer >= 1, found 0"):
+        preflight({"sweeps": ["resid_pre"], "max_batch": 0})
+    with pytest.raises(ConfigError, match=r"path\[0\].receivers"):
+        preflight({"sweeps": ["resid_pre"], "path": [{"receivers": "everything"}]})
+
+
+def test_model_dependent_errors():
+    model = tiny_model(n_layers=2, attn_only=True)
+    pairs = random_pairs(2, 5)
+    with pytest.raises(ConfigError, match=r"sweeps\[0\]: 'block_every' patches mlp_out.*attention-only"):
+        activation_patching(model, pairs, sweeps=["block_every"])
+    with pytest.raises(ConfigError, match=r"path\[0\].receivers\[0\]: expected \[layer, head\] with layer < 2"):
+        activation_patching(model, pairs, sweeps=["head_out"], path=[{"receivers": [[9, 9]], "input": "q"}])
+
+
+def test_max_batch_smaller_than_the_prompts_splits_instead_of_failing():
+    model = tiny_model(n_layers=1, n_heads=2)
+    pairs = random_pairs(5, 6)
+    small = activation_patching(model, pairs, sweeps=["head_out_by_pos"], max_batch=2, attribution=False)
+    large = activation_patching(model, pairs, sweeps=["head_out_by_pos"], max_batch=500, attribution=False)
+    assert abs(small["head_out_by_pos"].values - large["head_out_by_pos"].values).max() < 1e-5
