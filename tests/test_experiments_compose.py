@@ -18,7 +18,7 @@ def test_there_are_experiments():
 
 
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
-NEEDS_HUB = {"cache_activations"}
+NEEDS_HUB = {"cache_activations", "ioi_patching"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -33,6 +33,18 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
         run_preflight(prepared.spec.stages)
 
 
-def test_hub_experiment_runs_offline_on_a_toy_model(outputs):
-    prepared = prepare(compose(["+experiment=cache_activations", "model=toy_induction", "data=task_tokens"]))
+@pytest.mark.parametrize("overrides", [
+    ["+experiment=cache_activations", "model=toy_induction", "data=task_tokens"],
+    ["+experiment=ioi_patching", "model=toy_ioi"],
+])
+def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides):
+    prepared = prepare(compose(overrides))
     run_preflight(prepared.spec.stages)
+
+
+def test_ioi_patching_on_gpt2_carries_the_published_values(outputs):
+    config = compose(["+experiment=ioi_patching"])
+    assert config.data.fn == "prompt_pairs" and len(config.data.params.pairs) == 8
+    assert config.expect["patching.clean_logit_diff"].value == 3.552
+    assert config.expect["patching.head_out/L10H7"].value == -0.48
+    assert compose(["+experiment=ioi_patching", "model=toy_ioi"]).data.fn == "ioi_prompts"

@@ -105,7 +105,7 @@ class Metric:
         self.corrupted_value = float(self.per_prompt(corrupted_readout, rows).mean())
         if self.normalise and abs(self.clean_value - self.corrupted_value) < 1e-6:
             raise ConfigError(
-                "patching.normalise",
+                "normalise",
                 f"the clean and corrupted runs give the same {self.name} ({self.clean_value:.4g}), "
                 "so there is nothing to normalise by; check the prompts or set normalise: false",
             )

@@ -34,6 +34,8 @@ BUILTIN_STAGE_MODULES = (
     "interp_pipeline.stages.head_scores",
     "interp_pipeline.stages.fourier",
     "interp_pipeline.stages.cache_activations",
+    "interp_pipeline.stages.patching_data",
+    "interp_pipeline.stages.patching",
 )
 
 

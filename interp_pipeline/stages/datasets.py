@@ -12,6 +12,7 @@ so that BOS never appears after position 0.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -166,3 +167,55 @@ def prompt_tokens(
     tracker.log_metrics({"n_sequences": len(rows), "seq_len": tokens.shape[1],
                          "pad_fraction": 1 - sum(len(r) for r in rows) / tokens.numel()})
     return tokens
+
+
+# ---------------------------------------------------------------- repeated-token pairs (patching)
+
+
+def _check_repeated_pairs_params(params: dict[str, Any]) -> None:
+    _check_int(params, "n_pairs")
+    _check_int(params, "seed", minimum=0)
+
+
+@stage("repeated_pairs", outputs=("pairs",), preflight=_check_repeated_pairs_params)
+def repeated_pairs(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    n_pairs: int,
+    seed: int,
+    tracker: Tracker = NULL_TRACKER,
+) -> dict[str, Tensor]:
+    """Prompt pairs for patching induction: clean [BOS] r r (the first ``n_pairs`` rows of a
+    repeated_tokens probe), corrupted [BOS] r' r with a fresh first half r'.
+
+    The second half is the same in both, and only the clean run can predict it from
+    the first: the ``loss`` metric reads the second half's predictions (``loss_mask``).
+    For ``logit_diff`` the answer is the last token, the wrong answer the token at the
+    same place in r'. The pairs dict is the one patching/prompt_pairs.py describes.
+    """
+    import torch
+
+    _check_repeated_pairs_params({"n_pairs": n_pairs, "seed": seed})
+    if tokens.shape[1] % 2 == 0:
+        raise ConfigError("tokens", "expected a repeated_tokens probe with BOS ([BOS] r r, odd length), "
+                                    f"found length {tokens.shape[1]}")
+    if n_pairs > tokens.shape[0]:
+        raise ConfigError("n_pairs", f"expected at most the probe's {tokens.shape[0]} sequences, found {n_pairs}")
+    clean = tokens[:n_pairs].clone()
+    n, width = clean.shape
+    half = (width - 1) // 2
+    candidates = _plain_token_ids(model)
+    # A stream of its own: seeded with ``seed`` alone it would redraw the probe's own first halves.
+    stream = int.from_bytes(hashlib.sha256(f"repeated_pairs:{seed}".encode()).digest()[:8], "little")
+    generator = torch.Generator().manual_seed(stream)
+    corrupted = clean.clone()
+    corrupted[:, 1:1 + half] = candidates[torch.randint(0, len(candidates), (n, half), generator=generator)]
+    targets = torch.cat([clean[:, 1:], clean[:, -1:]], dim=1)
+    loss_mask = torch.zeros(n, width, dtype=torch.bool)
+    loss_mask[:, half + 1:width - 1] = True  # predictions of the second half's tokens 2.. (the first is not predictable)
+    end = torch.full((n,), width - 2)
+    tracker.log_metrics({"n_pairs": n, "seq_len": width})
+    return {
+        "clean": clean, "corrupted": corrupted, "answer": clean[:, -1].clone(), "wrong": corrupted[:, half].clone(),
+        "end": end, "length": torch.full((n,), width), "targets": targets, "loss_mask": loss_mask,
+    }

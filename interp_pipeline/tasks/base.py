@@ -62,7 +62,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def make_task(config: Mapping[str, Any], key: str = "task") -> Task:
-    from interp_pipeline.tasks import induction, modular_addition  # noqa: F401  (register them)
+    from interp_pipeline.tasks import induction, ioi, modular_addition  # noqa: F401  (register them)
 
     fields = dict(config)
     name = fields.pop("name", None)

@@ -1,0 +1,151 @@
+"""Prompt-pair datasets for activation patching: IOI prompts generated in code, or pairs listed in YAML.
+
+Both stages take the model first (its tokenizer, ``cfg.n_ctx`` and ``cfg.d_vocab``) and
+return ``pairs``: the dict of CPU tensors described in interp_pipeline/patching/prompt_pairs.py
+(clean and corrupted tokens, answer and wrong tokens, END positions, loss targets, and
+for IOI the io/s1/s2 positions), which the patching stages read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.pipeline.registry import stage
+from interp_pipeline.stages.datasets import _as_tokens, _check_int, _require_tokenizer
+from interp_pipeline.tasks.ioi_prompts import ORDERS, check_options, generate_ioi
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from transformer_lens import HookedTransformer
+
+PAIR_FIELDS = ("clean", "corrupted", "answer", "wrong")
+
+
+def _check_loss_positions(params: Mapping[str, Any]) -> None:
+    from interp_pipeline.patching.prompt_pairs import LOSS_POSITIONS
+
+    value = params.get("loss_positions", "end")
+    if value not in LOSS_POSITIONS:
+        raise ConfigError("loss_positions", f"expected one of {one_of(LOSS_POSITIONS)}, found {value!r}",
+                          suggestion=did_you_mean(str(value), LOSS_POSITIONS))
+
+
+def _checked_pairs(model: HookedTransformer, pairs: dict[str, Tensor]) -> dict[str, Tensor]:
+    # A tokenizer larger than the embedding would only fail later, deep in the model.
+    for name in ("clean", "corrupted", "answer", "wrong"):
+        _as_tokens(pairs[name], model)
+    return pairs
+
+
+def _log(tracker: Tracker, pairs: dict[str, Tensor], dropped: int) -> None:
+    lengths = pairs["length"]
+    tracker.log_metrics({
+        "pairs_kept": len(lengths),
+        "pairs_dropped": dropped,
+        "seq_len": pairs["clean"].shape[1],
+        "pad_fraction": 1 - float(lengths.sum()) / pairs["clean"].numel(),
+    })
+
+
+# ---------------------------------------------------------------- IOI
+
+
+def _check_ioi_params(params: dict[str, Any]) -> None:
+    _check_int(params, "n_prompts")
+    _check_int(params, "seed", minimum=0)
+    min_pairs = params.get("min_pairs", 1)
+    _check_int({"min_pairs": min_pairs}, "min_pairs")
+    if min_pairs > params["n_prompts"]:
+        raise ConfigError("min_pairs", f"expected at most n_prompts={params['n_prompts']}, found {min_pairs}")
+    check_options(templates=params.get("templates"), orders=params.get("orders", ORDERS),
+                  corruption=params.get("corruption", "abc"), names=params.get("names"))
+    _check_loss_positions(params)
+
+
+@stage("ioi_prompts", outputs=("pairs",), preflight=_check_ioi_params, summary=("pairs_kept", "pairs_dropped"))
+def ioi_prompts(
+    model: HookedTransformer,
+    n_prompts: int,
+    seed: int,
+    templates: list[int] | None = None,
+    orders: Sequence[str] = ORDERS,
+    corruption: str = "abc",
+    min_pairs: int = 1,
+    names: list[str] | None = None,
+    spaced_punctuation: bool = False,
+    prepend_bos: bool = True,
+    loss_positions: str = "end",
+    tracker: Tracker = NULL_TRACKER,
+) -> dict[str, Tensor]:
+    """``n_prompts`` IOI prompt pairs from tasks/ioi_prompts.py's generator, tokenized and aligned.
+
+    ``corruption``: "abc" (a third name at S2) or "s2_swap" (the IO name at S2). Pairs the
+    model's tokenizer does not align (a name of several tokens, a prompt longer than
+    n_ctx) are dropped; fewer than ``min_pairs`` left is an error. Logs ``pairs_kept`` and
+    ``pairs_dropped``. The toy IOI model's tokenizer splits off "," and ".", so plain text
+    suits it too; ``spaced_punctuation`` writes "shops ." for word tokenizers that do not.
+    """
+    from interp_pipeline.patching.prompt_pairs import tokenize_pairs
+
+    params = {"n_prompts": n_prompts, "seed": seed, "min_pairs": min_pairs, "templates": templates,
+              "orders": orders, "corruption": corruption, "names": names, "loss_positions": loss_positions}
+    _check_ioi_params(params)
+    tokenizer = _require_tokenizer(model, "n_prompts")
+    records = generate_ioi(n_prompts, seed, templates=templates, orders=orders, corruption=corruption,
+                           names=names, spaced_punctuation=spaced_punctuation)
+    pairs, dropped = tokenize_pairs(tokenizer, records, prepend_bos=prepend_bos, min_pairs=min_pairs,
+                                    key="min_pairs", max_len=model.cfg.n_ctx, loss_positions=loss_positions)
+    _log(tracker, pairs, dropped)
+    return _checked_pairs(model, pairs)
+
+
+# ---------------------------------------------------------------- pairs written in YAML
+
+
+def _check_pair_params(params: dict[str, Any]) -> None:
+    pairs = params.get("pairs")
+    if isinstance(pairs, (str, Mapping)) or not isinstance(pairs, Sequence) or not pairs:
+        raise ConfigError("pairs", f"expected a non-empty list of {{{', '.join(PAIR_FIELDS)}}} mappings, "
+                                   f"found {pairs!r}")
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, Mapping):
+            raise ConfigError(f"pairs[{i}]", f"expected a mapping with {', '.join(PAIR_FIELDS)}, found {pair!r}")
+        for name in pair:
+            if name not in PAIR_FIELDS:
+                raise ConfigError(f"pairs[{i}].{name}", f"expected one of {one_of(PAIR_FIELDS)}",
+                                  suggestion=did_you_mean(str(name), PAIR_FIELDS))
+        for name in PAIR_FIELDS:
+            value = pair.get(name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"pairs[{i}].{name}", f"expected a non-empty string, found {value!r}")
+    _check_loss_positions(params)
+
+
+@stage("prompt_pairs", outputs=("pairs",), preflight=_check_pair_params, summary=("pairs_kept", "seq_len"))
+def prompt_pairs(
+    model: HookedTransformer,
+    pairs: list[dict[str, str]],
+    prepend_bos: bool = True,
+    loss_positions: str = "end",
+    tracker: Tracker = NULL_TRACKER,
+) -> dict[str, Tensor]:
+    """Clean/corrupted prompt pairs written in YAML (``{clean, corrupted, answer, wrong}`` each):
+    any task patched without code.
+
+    Every pair must align: the same number of tokens in both prompts, and one token each
+    for answer and wrong (with its leading space: " Mary"); otherwise the error names the
+    pair, e.g. ``pairs[3].answer: expected a single token, found 2 tokens [' Ma', 'ry']``.
+    ``loss_positions``: the positions the loss metric averages over, "end" (the answer)
+    or "all" (every prompt token's next-token loss, the answer's at END).
+    """
+    from interp_pipeline.patching.prompt_pairs import tokenize_pairs
+
+    _check_pair_params({"pairs": pairs, "loss_positions": loss_positions})
+    tokenizer = _require_tokenizer(model, "pairs")
+    tokenized, dropped = tokenize_pairs(tokenizer, pairs, prepend_bos=prepend_bos, min_pairs=1, key="pairs",
+                                        max_len=model.cfg.n_ctx, loss_positions=loss_positions)
+    _log(tracker, tokenized, dropped)
+    return _checked_pairs(model, tokenized)
