@@ -149,12 +149,19 @@ class _Labels:
 
     @staticmethod
     def _position_labels(model: Any, pairs: Mapping[str, Tensor]) -> list[str]:
+        """Prompt 0's tokens, and the IOI roles (IO, S1, S2, END) at positions every prompt shares."""
         from interp_pipeline.patching.labelled import position_labels
 
         tokens = pairs["clean"][0].tolist()
         if getattr(model, "tokenizer", None) is None:
-            return position_labels([str(t) for t in tokens])
-        return position_labels(model.tokenizer.convert_ids_to_tokens(tokens))
+            labels = position_labels([str(t) for t in tokens])
+        else:
+            labels = position_labels(model.tokenizer.convert_ids_to_tokens(tokens))
+        for key, role in (("io_pos", "IO"), ("s1_pos", "S1"), ("s2_pos", "S2"), ("end", "END")):
+            positions = pairs.get(key)
+            if positions is not None and bool((positions == positions[0]).all()):
+                labels[int(positions[0])] += f" {role}"
+        return labels
 
     def array(self, name: str, values: Tensor, method: str, sweep: str | None = None) -> LabelledArray:
         """``values`` of sweep ``sweep`` (default: ``name``) with its dimension names and labels."""

@@ -31,6 +31,8 @@ def test_results_are_labelled_logged_and_stored(tmp_path):
     assert results["block_every"].dims == ("component", "layer", "pos")
     assert results["block_every"].coords["component"] == ["resid_pre", "attn_out", "mlp_out"]
     assert len(results["resid_pre"].coords["pos"]) == 6
+    # END is the same position in half the prompts only (random_pairs varies it): no role label.
+    assert not any(label.endswith("END") for label in results["resid_pre"].coords["pos"])
     assert head_out.attrs["metric"] == "logit_diff" and head_out.attrs["normalised"] is True
 
     # Every head's value is a metric (expect: can name it), and the top-k too.
@@ -51,6 +53,18 @@ def test_results_are_labelled_logged_and_stored(tmp_path):
     loaded = codec.load(tmp_path / f"results{codec.suffix}")
     assert set(loaded) == set(results)
     assert (loaded["head_out"].values == head_out.values).all()
+
+
+def test_positions_shared_by_every_prompt_are_labelled_with_their_role():
+    model = tiny_model(n_layers=1, n_heads=2)
+    pairs = random_pairs(3, 6)
+    pairs["end"][:] = 5
+    pairs["s2_pos"] = torch.tensor([3, 3, 3])
+    pairs["io_pos"] = torch.tensor([1, 2, 1])  # ABBA and BABA mixed: IO moves, so no label
+    results = activation_patching(model, pairs, sweeps=["resid_pre"], attribution=False)
+    labels = results["resid_pre"].coords["pos"]
+    assert labels[3].endswith(" S2") and labels[5].endswith(" END")
+    assert not any(label.endswith(" IO") for label in labels)
 
 
 def test_stage_config_errors_name_the_key():
