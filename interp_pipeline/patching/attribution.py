@@ -57,13 +57,17 @@ def prepare_attribution(model: Any, pairs: Mapping[str, Tensor], metric: Metric,
             # Where the weights do not require grad, start the graph at the embedding.
             return activation if activation.requires_grad else activation.detach().requires_grad_(True)
 
-        def capture(activation: Tensor, hook: Any) -> Tensor:
-            captured[hook.name] = activation
-            return activation
+        def capture(name: str) -> Any:
+            # Keyed by the name asked for: a TransformerBridge's hook.name may be its own alias.
+            def hook(activation: Tensor, hook: Any) -> Tensor:
+                captured[name] = activation
+                return activation
+
+            return hook
 
         with torch.enable_grad():
             logits = model.run_with_hooks(pairs["corrupted"][rows],
-                                          fwd_hooks=[("hook_embed", as_leaf), *((n, capture) for n in names)])
+                                          fwd_hooks=[("hook_embed", as_leaf), *((n, capture(n)) for n in names)])
             positions = metric.readout_positions(rows)
             readout = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
             # The group's share of the mean, so gradients add up over groups.

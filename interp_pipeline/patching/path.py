@@ -140,23 +140,34 @@ def _sender_values(setup: PatchingSetup, receivers: Receivers, layer: int, sende
     # Step 1: the receivers' inputs with the sender patched and the other heads frozen.
     downstream = [(r_layer, head) for r_layer, head in receivers.heads if r_layer > layer]
     captured: dict[str, Tensor] = {}
+    by_layer = {r_layer: [h for lay, h in downstream if lay == r_layer] for r_layer, _ in downstream}
+    input_names = {r_layer: f"blocks.{r_layer}.attn.hook_{receivers.input}" for r_layer in by_layer}
 
-    def capture(activation: Tensor, hook: Any) -> Tensor:
-        captured[hook.name] = activation.clone()
-        return activation
+    # Hooks keyed by the name asked for: a TransformerBridge's hook.name may be its own alias.
+    def capture(name: str) -> Callable[[Tensor, Any], Tensor]:
+        def hook(activation: Tensor, hook: Any) -> Tensor:
+            captured[name] = activation.clone()
+            return activation
 
-    input_names = {f"blocks.{r_layer}.attn.hook_{receivers.input}" for r_layer, _ in downstream}
-    setup.forward.run(layer, rows, copies, [*freezing, *((name, capture) for name in input_names)], positions[:, :1])
+        return hook
+
+    setup.forward.run(layer, rows, copies, [*freezing, *((n, capture(n)) for n in input_names.values())],
+                      positions[:, :1])
 
     # Step 2: a plain corrupted run with only the receivers' inputs replaced.
-    def replace(activation: Tensor, hook: Any) -> Tensor:
-        r_layer = int(hook.name.split(".")[1])
-        for head in (h for lay, h in downstream if lay == r_layer):
-            activation[:, :, head] = captured[hook.name][:, :, head]
-        return activation
+    def replace(r_layer: int) -> Callable[[Tensor, Any], Tensor]:
+        name = input_names[r_layer]
 
-    first = min(r_layer for r_layer, _ in downstream)
-    logits = setup.forward.run(first, rows, copies, [(name, replace) for name in input_names], positions)
+        def hook(activation: Tensor, hook: Any) -> Tensor:
+            for head in by_layer[r_layer]:
+                activation[:, :, head] = captured[name][:, :, head]
+            return activation
+
+        return hook
+
+    first = min(by_layer)
+    logits = setup.forward.run(first, rows, copies, [(n, replace(r_layer)) for r_layer, n in input_names.items()],
+                               positions)
     return setup.metric.per_prompt(logits, rows).view(copies, len(rows)).sum(1)
 
 

@@ -46,3 +46,24 @@ def test_a_bridge_takes_the_generic_path_and_agrees_with_the_fast_one(tmp_path, 
     assert generic.metric.clean_value == pytest.approx(fast.metric.clean_value, abs=1e-4)
     for name in names:
         torch.testing.assert_close(run_sweep(name, generic), run_sweep(name, fast), atol=1e-4, rtol=0, msg=name)
+
+    # Attribution patching takes the same hooks and gradients through the bridge.
+    from interp_pipeline.patching.attribution import attribution_sweep, prepare_attribution
+
+    through_bridge = prepare_attribution(bridge, pairs, generic.metric, ["head_out", "resid_pre"], max_batch=8)
+    direct = prepare_attribution(reference, pairs, fast.metric, ["head_out", "resid_pre"], max_batch=8)
+    for name in ("head_out", "resid_pre"):
+        torch.testing.assert_close(attribution_sweep(name, through_bridge), attribution_sweep(name, direct),
+                                   atol=1e-4, rtol=0, msg=name)
+
+    # Path patching too (hooks on the bridge may report their own names; the engine does not rely on them).
+    from interp_pipeline.patching import path as path_patching
+
+    frozen = path_patching.hook_names(2)
+    generic = prepare(bridge, pairs, "logit_diff", normalise=True, max_batch=8, hook_names=frozen,
+                      corrupted_hook_names=frozen)
+    fast = prepare(reference, pairs, "logit_diff", normalise=True, max_batch=8, hook_names=frozen,
+                   corrupted_hook_names=frozen)
+    for receivers in (path_patching.Receivers(None), path_patching.Receivers(((1, 0), (1, 3)), "k")):
+        torch.testing.assert_close(path_patching.path_patch(receivers, generic), path_patching.path_patch(receivers, fast),
+                                   atol=1e-4, rtol=0, msg=receivers.label)
