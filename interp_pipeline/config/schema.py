@@ -146,6 +146,39 @@ class PatchingConfig:
 
 
 @dataclass
+class SAEConfig:
+    """Training one SAE with SAELens (the train_sae stage); architecture-specific keys are ignored by the others."""
+
+    hook: Optional[str] = None  # which hook of the store; None: the store's only one
+    architecture: str = "standard"  # standard, topk, batchtopk, jumprelu, gated, matryoshka_batchtopk
+    d_in: Optional[int] = None  # None: the hook's width; given, it must match it
+    d_sae: Optional[int] = None  # None: expansion_factor * d_in
+    expansion_factor: Optional[int] = 8
+    l1_coefficient: float = 5.0  # standard, gated
+    l1_warm_up_steps: int = 0  # standard, gated; jumprelu's l0 warm-up
+    l0_coefficient: float = 1.0  # jumprelu
+    k: int = 32  # topk (per token), batchtopk and matryoshka_batchtopk (mean per token)
+    matryoshka_widths: Optional[List[int]] = None  # None: d_sae/8, d_sae/4, d_sae/2, d_sae
+    lr: float = 3e-4
+    lr_scheduler: str = "constant"  # constant, cosineannealing, cosineannealingwarmrestarts
+    lr_warm_up_steps: int = 0
+    lr_decay_steps: int = 0
+    lr_end: Optional[float] = None  # cosine schedules; None: lr / 10
+    train_batch_size_tokens: int = 4096
+    training_tokens: int = 2_000_000
+    allow_fewer_tokens: bool = False  # train on what the store holds when it holds less
+    eval_tokens: int = 4096  # the store's last rows, held out for the final evaluation
+    dead_feature_window: int = 1000  # steps without firing before a latent counts as dead
+    feature_sampling_window: int = 2000
+    normalize_activations: str = "none"  # none, expected_average_only_in, layer_norm
+    log_every: int = 50  # steps between metric logs
+    buffer_chunks: int = 8  # store chunks shuffled together
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = SI("${seed}")
+
+
+@dataclass
 class ExpectEntry:
     """A published value and its tolerance: ``{value, atol|rtol}``, ``{min}``, ``{max}`` or a range."""
 
@@ -170,6 +203,7 @@ class ExperimentConfig:
     fourier: Optional[FourierConfig] = None
     cache: Optional[CacheConfig] = None
     patching: Optional[PatchingConfig] = None
+    sae: Optional[SAEConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
 

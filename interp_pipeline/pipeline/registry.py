@@ -36,6 +36,7 @@ BUILTIN_STAGE_MODULES = (
     "interp_pipeline.stages.cache_activations",
     "interp_pipeline.stages.patching_data",
     "interp_pipeline.stages.patching",
+    "interp_pipeline.stages.sae",
 )
 
 

@@ -1,0 +1,161 @@
+"""SAELens's data provider (an endless iterator of activation batches) from a store or a tensor.
+
+The last ``eval_tokens`` rows are held out for evaluation and never trained on: in
+a store those are the last sequences cached, so no sequence is split between the
+two sides but the one at the boundary. Batches are float32, flattened to
+``[batch, d_in]`` (per-head hooks become ``n_heads * d_head`` wide), and checked
+for NaN and infinity, which would otherwise reach the optimizer silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+
+if TYPE_CHECKING:
+    import torch
+
+    from interp_pipeline.activations.reader import ActivationStore
+
+
+class NonFiniteActivations(ValueError):
+    """A training batch holds NaN or infinity."""
+
+
+@dataclass
+class TrainingData:
+    """What the trainer needs: batches, their width, the held-out rows and the token budget."""
+
+    batches: Iterator[torch.Tensor]
+    d_in: int
+    hook: str | None
+    holdout: torch.Tensor  # [eval_tokens, d_in], float32
+    train_rows: int
+    total_tokens: int  # what SAETrainer trains on (training_tokens, or fewer when allowed)
+    source: str  # for messages: the store's URL, or "activations tensor"
+
+
+def _check_finite(batch: torch.Tensor, where: str) -> torch.Tensor:
+    import torch
+
+    if not torch.isfinite(batch).all():
+        bad = int((~torch.isfinite(batch)).any(dim=-1).sum())
+        raise NonFiniteActivations(f"{where}: {bad} of {batch.shape[0]} rows hold NaN or infinity; "
+                                   "SAE training stopped before they reached the optimizer")
+    return batch
+
+
+def _budget(params: Mapping[str, Any], n_rows: int, source: str) -> tuple[int, int]:
+    """(held-out rows, tokens to train on), or a ConfigError naming the key to change."""
+    batch, eval_tokens = int(params["train_batch_size_tokens"]), int(params["eval_tokens"])
+    train_rows = n_rows - eval_tokens
+    if train_rows < batch:
+        raise ConfigError("eval_tokens", f"expected to leave at least one training batch "
+                                         f"({batch} rows) of the {n_rows} rows of {source}, found {eval_tokens} "
+                                         "held out; lower sae.eval_tokens or sae.train_batch_size_tokens")
+    wanted = int(params["training_tokens"])
+    # One epoch at most: training again on the same rows is a different experiment.
+    if wanted > train_rows and not params.get("allow_fewer_tokens", False):
+        raise ConfigError("training_tokens", f"expected at most {train_rows} tokens: {source} holds {n_rows} rows, "
+                                             f"{eval_tokens} of them held out (sae.eval_tokens), found {wanted}; "
+                                             "cache more tokens, lower it, or set sae.allow_fewer_tokens=true")
+    return eval_tokens, whole_batches(min(wanted, train_rows), batch)
+
+
+def whole_batches(tokens: int, batch: int) -> int:
+    """SAETrainer runs whole batches: round the budget down to them (at least one)."""
+    return max(batch, tokens - tokens % batch)
+
+
+def _store_hook(store: ActivationStore, hook: str | None) -> str:
+    if hook is None:
+        if len(store.hooks) != 1:
+            raise ConfigError("hook", f"expected one of the store's hooks ({one_of(store.hooks)}), found none")
+        return store.hooks[0]
+    if hook not in store.hooks:
+        raise ConfigError("hook", f"expected one of the store's hooks ({one_of(store.hooks)}), found '{hook}'",
+                          suggestion=did_you_mean(hook, store.hooks))
+    return hook
+
+
+def open_store(store: Any) -> ActivationStore:
+    """The cache stage's output (``{"store_uri": ...}``), a path or URL, or an open ActivationStore."""
+    from interp_pipeline.activations.reader import ActivationStore
+
+    if isinstance(store, ActivationStore):
+        return store
+    if isinstance(store, Mapping):
+        store = store["store_uri"]
+    return ActivationStore.open(store)
+
+
+def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
+    """Shuffled batches of one hook of an activation store, read a few chunks at a time."""
+    import torch
+
+    from interp_pipeline.activations.chunked_reads import shuffled_batches
+
+    store = open_store(store)
+    hook = _store_hook(store, params.get("hook"))
+    d_in = int(np.prod(store.row_shape(hook)))
+    eval_tokens, total = _budget(params, store.n_rows, f"activation store {store.url}")
+    train_rows = store.n_rows - eval_tokens
+    batch_size, seed = int(params["train_batch_size_tokens"]), int(params["seed"])
+    arr = store._array(hook)  # the store's own checked array, read by whole chunks like iter_batches does
+    holdout = store.read(hook, slice(train_rows, store.n_rows)).reshape(eval_tokens, d_in).float()
+    _check_finite(holdout, f"activation store {store.url}, hook {hook}, held-out rows")
+
+    def batches() -> Iterator[torch.Tensor]:
+        # Endless: SAELens draws extra batches to estimate the normalisation, and the
+        # budget may stop mid-epoch. Rows past train_rows (the held-out ones) never come.
+        for epoch in itertools.count():
+            for raw, rows in shuffled_batches(arr, train_rows, store.chunk_rows, batch_size, seed=seed,
+                                              epochs=range(epoch, epoch + 1), shuffle=True,
+                                              buffer_chunks=int(params["buffer_chunks"]), drop_last=True):
+                batch = store._convert(raw, as_torch=True).reshape(batch_size, d_in).float()
+                yield _check_finite(batch, f"activation store {store.url}, hook {hook}, rows {rows[:4].tolist()}...")
+
+    return TrainingData(batches(), d_in, hook, holdout, train_rows, total, f"activation store {store.url}")
+
+
+def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> TrainingData:
+    """Shuffled batches of an in-memory ``[rows, d_in]`` tensor (synthetic data, small experiments)."""
+    import torch
+
+    rows = activations.reshape(activations.shape[0], -1).float()
+    eval_tokens, total = _budget(params, rows.shape[0], "the activations tensor")
+    train_rows = rows.shape[0] - eval_tokens
+    batch_size = int(params["train_batch_size_tokens"])
+    holdout = _check_finite(rows[train_rows:], "activations tensor, held-out rows")
+    generator = torch.Generator().manual_seed(int(params["seed"]))
+
+    def batches() -> Iterator[torch.Tensor]:
+        while True:
+            order = torch.randperm(train_rows, generator=generator)
+            for start in range(0, train_rows - batch_size + 1, batch_size):
+                yield _check_finite(rows[order[start:start + batch_size]], "activations tensor")
+
+    return TrainingData(batches(), rows.shape[1], params.get("hook"), holdout, train_rows, total,
+                        "the activations tensor")
+
+
+def from_synthetic(toy: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -> TrainingData:
+    """Fresh synthetic batches (interp_pipeline.sae.toy): no budget to run out of; held-out rows drawn first."""
+    import torch
+
+    from interp_pipeline.sae.toy import activation_stream
+
+    eval_tokens = int(params["eval_tokens"])
+    torch.manual_seed(int(params["seed"]))  # SAELens's generator draws from torch's global generator
+    holdout = next(activation_stream(toy, eval_tokens)) if eval_tokens else torch.empty(0, toy["features"].shape[1])
+    stream = activation_stream(toy, int(params["train_batch_size_tokens"]))
+    batches = (_check_finite(batch, "synthetic activations") for batch in stream)
+    return TrainingData(batches, int(toy["features"].shape[1]), params.get("hook"), holdout.float(), 0,
+                        whole_batches(int(params["training_tokens"]), int(params["train_batch_size_tokens"])),
+                        "synthetic activations")

@@ -1,0 +1,132 @@
+"""Drive SAELens's SAETrainer, reporting to our Tracker instead of W&B.
+
+SAETrainer.fit() calls ``_update_pbar`` once after every step (the step counter
+already advanced) and asks ``_is_logging_step`` before each step whether to
+compute its logging-only metrics; overriding those two, and lending fit() our
+progress bar, is all it takes. The loop itself, the activation normalisation
+and its folding into the weights stay SAELens's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from interp_pipeline.progress import progress
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
+
+if TYPE_CHECKING:
+    import torch
+
+# SAELens's names for its step metrics, as its W&B runs show them; kept so the two compare.
+BAR_METRICS = ("metrics/l0", "losses/overall_loss")
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The SAE's training loss became NaN or infinite."""
+
+
+def tracked_trainer_class() -> type:
+    """SAETrainer's subclass, built on first use so importing this module does not import SAELens."""
+    from sae_lens.training import sae_trainer
+
+    class TrackedSAETrainer(sae_trainer.SAETrainer):
+        def __init__(self, cfg: Any, sae: Any, data_provider: Any, *, tracker: Tracker = NULL_TRACKER,
+                     log_every: int = 50, desc: str = "training SAE", **kwargs: Any):
+            super().__init__(cfg, sae, data_provider, **kwargs)
+            self.tracker = tracker
+            self.log_every = log_every
+            self.desc = desc
+            self.last_metrics: dict[str, float] = {}
+
+        def _is_logging_step(self) -> bool:
+            step = self.n_training_steps + 1  # asked before the step runs
+            return step % self.log_every == 0 or step == self.cfg.total_training_steps
+
+        def _update_pbar(self, step_output: Any, pbar: Any, update_interval: int = 100) -> None:
+            loss = float(step_output.loss.detach())
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"SAE training stopped at step {self.n_training_steps}: the loss is {loss}; "
+                    "lower sae.lr, or rescale the activations (sae.normalize_activations=expected_average_only_in)")
+            pbar.update(self.cfg.train_batch_size_samples)
+            step = self.n_training_steps
+            if step % self.log_every == 0 or step == self.cfg.total_training_steps:
+                metrics = self.build_train_step_log_dict(output=step_output, n_training_samples=self.n_training_samples)
+                numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+                self.tracker.log_metrics(numeric, step=step)
+                self.last_metrics = numeric
+                pbar.set_postfix(l0=f"{numeric['metrics/l0']:.1f}", loss=f"{loss:.4g}", refresh=False)
+
+        def maybe_reset_sparsity(self) -> dict[str, Any]:
+            # Every feature_sampling_window steps: SAELens's feature-density summary (its histogram is W&B-only).
+            log = super().maybe_reset_sparsity()
+            scalars = {k: float(v) for k, v in log.items() if isinstance(v, (int, float))}
+            if scalars:
+                self.tracker.log_metrics(scalars, step=self.n_training_steps)
+            return log
+
+        def fit(self) -> Any:
+            # fit() makes its own tqdm bar; lend it ours (tokens/s, L0, quiet in log files).
+            made_by_fit = sae_trainer.tqdm
+            sae_trainer.tqdm = lambda total, initial=0, desc=None: progress(
+                range(0), desc=self.desc, total=total, unit="tok", unit_scale=True, initial=initial)
+            try:
+                return super().fit()
+            finally:
+                sae_trainer.tqdm = made_by_fit
+
+    return TrackedSAETrainer
+
+
+def train(sae: Any, batches: Any, trainer_cfg: Any, *, tracker: Tracker = NULL_TRACKER, log_every: int = 50,
+          desc: str = "training SAE") -> Any:
+    """Train ``sae`` in place with SAELens's SAETrainer; returns the trainer (for its state)."""
+    import torch
+
+    trainer = tracked_trainer_class()(trainer_cfg, sae, batches, tracker=tracker, log_every=log_every, desc=desc)
+    # Denormal floats (tiny Adam moments, decaying latents) are ~10x slower on CPUs; zero
+    # is as good for training. Process-wide in torch, so put back afterwards (off by default).
+    on_cpu = torch.device(trainer_cfg.device).type == "cpu"
+    if on_cpu:
+        torch.set_flush_denormal(True)
+    try:
+        trainer.fit()
+    finally:
+        if on_cpu:
+            torch.set_flush_denormal(False)
+    return trainer
+
+
+def evaluate(sae: Any, activations: torch.Tensor, batch_size: int = 4096) -> dict[str, float]:
+    """Reconstruction on held-out rows: MSE (per token, summed over d_in), explained variance, L0, dead latents."""
+    import torch
+
+    if activations.shape[0] == 0:
+        return {}
+    device = next(sae.parameters()).device
+    squared_error = total_variance = l0 = 0.0
+    fired = None
+    mean = activations.mean(0).to(device)
+    was_training = sae.training
+    sae.eval()
+    with torch.no_grad():
+        for start in range(0, activations.shape[0], batch_size):
+            x = activations[start:start + batch_size].to(device)
+            latents = sae.encode(x)
+            out = sae.decode(latents)
+            squared_error += float((out - x).pow(2).sum())
+            total_variance += float((x - mean).pow(2).sum())
+            active = latents != 0
+            l0 += float(active.sum())
+            fired = active.any(0) if fired is None else fired | active.any(0)
+    sae.train(was_training)
+    n = activations.shape[0]
+    return {
+        "eval/mse": squared_error / n,
+        "eval/explained_variance": 1 - squared_error / total_variance if total_variance > 0 else float("nan"),
+        "eval/l0": l0 / n,
+        "eval/dead_latents": float((~fired).sum()),
+        "eval/tokens": float(n),
+    }
+

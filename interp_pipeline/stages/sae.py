@@ -1,0 +1,158 @@
+"""SAE stages: train an SAE with SAELens on cached activations, and the toy-superposition check.
+
+``train_sae`` takes the cache stage's ``store`` (or, for synthetic data, an
+``activations`` tensor) and the ``sae`` config group, trains with SAELens's
+SAETrainer (metrics every ``sae.log_every`` steps, under SAELens's own names),
+evaluates on held-out rows and returns the SAE, which the stage cache keeps as a
+directory ``SAE.load_from_disk`` reads (interp_pipeline/sae/storage.py).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import interp_pipeline.sae.storage  # noqa: F401  (registers the SAE codec for cached SAEs)
+from interp_pipeline.errors import ConfigError
+from interp_pipeline.pipeline.registry import stage
+from interp_pipeline.sae.config import DEFAULTS, check_sae_params
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+@stage("train_sae", outputs=("sae",), preflight=check_sae_params, version=1,
+       summary=("eval/explained_variance", "eval/l0", "eval/dead_latents", "steps_per_s"))
+def train_sae(
+    store: Any = None,
+    activations: Tensor | None = None,
+    synthetic: Mapping[str, Tensor] | None = None,
+    hook: str | None = None,
+    architecture: str = "standard",
+    d_in: int | None = None,
+    d_sae: int | None = None,
+    expansion_factor: int | None = 8,
+    l1_coefficient: float = 5.0,
+    l1_warm_up_steps: int = 0,
+    l0_coefficient: float = 1.0,
+    k: int = 32,
+    matryoshka_widths: list[int] | None = None,
+    lr: float = 3e-4,
+    lr_scheduler: str = "constant",
+    lr_warm_up_steps: int = 0,
+    lr_decay_steps: int = 0,
+    lr_end: float | None = None,
+    train_batch_size_tokens: int = 4096,
+    training_tokens: int = 2_000_000,
+    allow_fewer_tokens: bool = False,
+    eval_tokens: int = 4096,
+    dead_feature_window: int = 1000,
+    feature_sampling_window: int = 2000,
+    normalize_activations: str = "none",
+    log_every: int = 50,
+    buffer_chunks: int = 8,
+    device: str = "auto",
+    dtype: str = "float32",
+    seed: int = 0,
+    tracker: Tracker = NULL_TRACKER,
+) -> Any:
+    """Train one SAE on one hook of ``store`` (or on ``activations``); see the module doc and conf/sae/."""
+    import torch
+
+    from interp_pipeline.sae import data, trainer
+    from interp_pipeline.sae.config import resolve_device, trainer_config, training_sae
+    from interp_pipeline.sae.storage import to_inference
+
+    params = {key: value for key, value in locals().items() if key in DEFAULTS}
+    check_sae_params(params)
+    given = [name for name, value in (("store", store), ("activations", activations), ("synthetic", synthetic))
+             if value is not None]
+    if len(given) != 1:
+        raise ConfigError("inputs", "expected exactly one of the inputs store (an activation store), activations "
+                                    f"(a tensor) and synthetic (toy_superposition), found {' and '.join(given) or 'none'}")
+    if store is not None:
+        source = data.from_store(store, params)
+    elif activations is not None:
+        source = data.from_tensor(activations, params)
+    else:
+        source = data.from_synthetic(synthetic, params)
+    device = resolve_device(device)
+    torch.manual_seed(seed)
+    sae = training_sae(params, source.d_in, hook=source.hook, device=device)
+    steps = -(-source.total_tokens // train_batch_size_tokens)
+    cfg = trainer_config(params, total_tokens=source.total_tokens, device=device,
+                         norm_batches=max(1, min(1000, steps)))
+    tracker.set_tags({"sae.architecture": architecture, "sae.source": source.source,
+                      **({"sae.hook": source.hook} if source.hook else {})})
+    started = time.perf_counter()
+    fitted = trainer.train(sae, source.batches, cfg, tracker=tracker, log_every=log_every,
+                           desc=f"training {architecture} SAE")
+    elapsed = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as scratch:
+        inference = to_inference(sae, Path(scratch) / "sae", device=device)
+    final = {
+        "steps": float(fitted.n_training_steps),
+        "tokens_trained": float(fitted.n_training_samples),
+        "steps_per_s": fitted.n_training_steps / elapsed if elapsed > 0 else 0.0,
+        "tokens_per_s": fitted.n_training_samples / elapsed if elapsed > 0 else 0.0,
+        "d_in": float(source.d_in),
+        "d_sae": float(sae.cfg.d_sae),
+        "dead_features": float(fitted.dead_neurons.sum()),
+        **{f"final/{name.split('/', 1)[-1]}": value for name, value in fitted.last_metrics.items()
+           if name.startswith(("losses/", "metrics/"))},
+        **trainer.evaluate(inference, source.holdout),
+    }
+    tracker.log_metrics(final)
+    # The Tracker interface logs files it writes itself (dicts, text, figures), not directories:
+    # the SAE's config goes to the run; its weights stay in the stage cache entry.
+    tracker.log_dict(inference.cfg.to_dict(), "sae_cfg")
+    return inference
+
+
+@stage("toy_superposition", outputs=("toy",), version=1)
+def toy_superposition(
+    n_features: int = 512,
+    d: int = 256,
+    avg_active: float = 5.0,
+    magnitude_mean: float = 1.0,
+    magnitude_std: float = 0.0,
+    seed: int = 0,
+    tracker: Tracker = NULL_TRACKER,
+) -> dict[str, Tensor]:
+    """Known features in superposition, and how they fire (interp_pipeline.sae.toy); train_sae's ``synthetic``."""
+    from interp_pipeline.sae.toy import make_toy_model
+
+    for key, value in (("n_features", n_features), ("d", d)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(key, f"expected a positive integer, found {value!r}")
+    if not 0 < avg_active <= n_features:
+        raise ConfigError("avg_active", f"expected a number in (0, n_features={n_features}], found {avg_active!r}")
+    toy = make_toy_model(n_features, d, avg_active=avg_active, magnitude_mean=magnitude_mean,
+                         magnitude_std=magnitude_std, seed=seed)
+    tracker.log_metrics({"mean_active": avg_active, "features_per_dimension": n_features / d})
+    return toy
+
+
+@stage("sae_feature_recovery", outputs=("scores",), version=1, summary=("mean_max_cosine_similarity",))
+def sae_feature_recovery(sae: Any, toy: Mapping[str, Tensor], threshold: float = 0.9,
+                         tracker: Tracker = NULL_TRACKER) -> Mapping[str, float]:
+    """How well the SAE's decoder recovers known features: MMCS, the fraction above ``threshold``, and MCC."""
+    import torch.nn.functional as F
+    from sae_lens.synthetic import mean_correlation_coefficient
+
+    from interp_pipeline.sae.toy import mean_max_cosine_similarity
+
+    features = toy["features"].float()
+    decoder = sae.W_dec.detach().float().cpu()
+    best = (F.normalize(features.float(), dim=-1) @ F.normalize(decoder, dim=-1).T).max(dim=1).values
+    scores = {
+        "mean_max_cosine_similarity": mean_max_cosine_similarity(features, decoder),
+        f"fraction_recovered_{threshold:g}": float((best >= threshold).float().mean()),
+        "mean_correlation_coefficient": float(mean_correlation_coefficient(features, decoder)),
+    }
+    tracker.log_metrics(scores)
+    return scores

@@ -1,0 +1,59 @@
+"""Sharkey, Braun and Millidge 2022 on a toy: an SAE trained with SAELens recovers features in superposition."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sae_lens")
+
+from interp_pipeline.compose import compose  # noqa: E402
+from interp_pipeline.experiment import prepare  # noqa: E402
+from interp_pipeline.pipeline.spec import run_preflight  # noqa: E402
+from interp_pipeline.stages.sae import sae_feature_recovery, toy_superposition, train_sae  # noqa: E402
+from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
+
+
+def test_experiment_composes_and_passes_preflight(outputs):
+    config = compose(["+experiment=sae_toy_superposition"])
+    assert config.sae.d_sae == 1024 and config.data.params.n_features == 512 and config.data.params.d == 256
+    assert config.expect["recovery.mean_max_cosine_similarity"].min == 0.95
+    run_preflight(prepare(config).spec.stages)
+
+
+def test_preflight_names_a_mistyped_architecture(outputs):
+    from interp_pipeline.errors import ConfigError
+
+    prepared = prepare(compose(["+experiment=sae_toy_superposition", "sae.architecture=gatd"]))
+    with pytest.raises(ConfigError, match=r"^sae\.architecture: .*found 'gatd' \(did you mean 'gated'\?\)"):
+        run_preflight(prepared.spec.stages)
+
+
+def test_a_small_toy_is_recovered(tmp_path):
+    """The same stages at a fraction of the size (64 features in 32 dimensions, TopK): seconds."""
+    toy = toy_superposition(n_features=64, d=32, avg_active=3, seed=0)
+    assert toy["features"].shape == (64, 32)
+    torch.testing.assert_close(toy["features"].norm(dim=-1), torch.ones(64))
+    tracker = RecordingTracker(NullRun(), tmp_path)
+    sae = train_sae(synthetic=toy, architecture="topk", k=3, d_sae=128, lr=3e-3, train_batch_size_tokens=256,
+                    training_tokens=256 * 300, eval_tokens=1024, log_every=100, device="cpu", seed=0,
+                    tracker=tracker)
+    scores = sae_feature_recovery(sae, toy, tracker=tracker)
+    assert scores["mean_max_cosine_similarity"] >= 0.9, scores
+    assert tracker.last["eval/explained_variance"] > 0.6  # k=3 cuts off tokens with more active features
+
+
+@pytest.mark.slow
+def test_the_experiment_meets_its_expectation(outputs):
+    started = time.perf_counter()
+    done = run_cli(["+experiment=sae_toy_superposition", "tracking.enabled=false"], outputs, timeout=900,
+                   OMP_NUM_THREADS="1")
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = re.search(r"recovery\.mean_max_cosine_similarity\s*│\s*([0-9.]+)", done.stdout)
+    print(f"MMCS {row.group(1) if row else '?'} in {elapsed:.0f} s")
+    assert "ok" in done.stdout
