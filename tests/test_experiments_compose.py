@@ -18,7 +18,7 @@ def test_there_are_experiments():
 
 
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
-NEEDS_HUB = {"cache_activations", "ioi_patching"}
+NEEDS_HUB = {"cache_activations", "ioi_patching", "sae_train", "sae_eval_pretrained"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -36,6 +36,7 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
 @pytest.mark.parametrize("overrides", [
     ["+experiment=cache_activations", "model=toy_induction", "data=task_tokens"],
     ["+experiment=ioi_patching", "model=toy_ioi"],
+    ["+experiment=sae_train", "model=toy_induction"],
 ])
 def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides):
     prepared = prepare(compose(overrides))

@@ -39,8 +39,13 @@ def chunk_row_indices(chunks: np.ndarray, chunk_rows: int, n_rows: int) -> np.nd
 
 def shuffled_batches(arr: zarr.Array, n_rows: int, chunk_rows: int, batch_size: int, *, seed: int,
                      epochs: range, shuffle: bool, buffer_chunks: int, drop_last: bool,
-                     part: int = 0, n_parts: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(raw rows, row indices)`` batches; see ActivationStore.iter_batches for the contract."""
+                     part: int = 0, n_parts: int = 1, skip: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(raw rows, row indices)`` batches; see ActivationStore.iter_batches for the contract.
+
+    ``skip``: leave out the first batches of the first epoch (a resumed reader's position),
+    yielding what follows exactly as an unbroken pass would. The order depends only on the
+    row counts, so buffers whose batches are all skipped are never read.
+    """
     n_chunks = -(-n_rows // chunk_rows)
     for epoch in epochs:
         # Every part (DataLoader worker) draws the same chunk order, then takes its
@@ -48,23 +53,38 @@ def shuffled_batches(arr: zarr.Array, n_rows: int, chunk_rows: int, batch_size: 
         order = np.random.default_rng([seed, epoch]).permutation(n_chunks) if shuffle else np.arange(n_chunks)
         order = order[part::n_parts]
         row_rng = np.random.default_rng([seed, epoch, part, n_parts])
-        carry_raw = np.empty((0, *arr.shape[1:]), arr.dtype)
+        carry_raw: np.ndarray | None = np.empty((0, *arr.shape[1:]), arr.dtype)
         carry_rows = np.empty(0, np.int64)
         for b in range(0, len(order), buffer_chunks):
             chunks = order[b:b + buffer_chunks]
             # Read the buffer's chunks in store order (sequential for local disks,
             # one concurrent zarr request for object stores), shuffle afterwards.
             rows = chunk_row_indices(np.sort(chunks) if shuffle else chunks, chunk_rows, n_rows)
+            if skip and skip >= (carry_rows.size + rows.size) // batch_size:
+                # Every batch of this buffer is skipped: shuffle the indices alone, keep the carry's.
+                rows = np.concatenate([carry_rows, rows])
+                if shuffle:
+                    rows = rows[row_rng.permutation(rows.size)]
+                full = rows.size - rows.size % batch_size
+                skip -= full // batch_size
+                carry_raw, carry_rows = None, rows[full:].copy()
+                continue
             raw = read_rows(arr, rows)
             if carry_rows.size:
+                if carry_raw is None:  # carried over from a skipped buffer: read now
+                    carry_raw = read_rows(arr, carry_rows)
                 raw, rows = np.concatenate([carry_raw, raw]), np.concatenate([carry_rows, rows])
             if shuffle:
                 perm = row_rng.permutation(rows.size)
                 raw, rows = raw[perm], rows[perm]
             full = rows.size - rows.size % batch_size
-            for start in range(0, full, batch_size):
+            for start in range(skip * batch_size, full, batch_size):
                 yield raw[start:start + batch_size], rows[start:start + batch_size]
+            skip = 0
             # Copies, so the buffer itself can be freed before the next read.
             carry_raw, carry_rows = raw[full:].copy(), rows[full:].copy()
         if carry_rows.size and not drop_last:
-            yield carry_raw, carry_rows
+            if skip:
+                skip -= 1
+            else:
+                yield (read_rows(arr, carry_rows) if carry_raw is None else carry_raw), carry_rows

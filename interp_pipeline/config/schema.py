@@ -172,10 +172,36 @@ class SAEConfig:
     feature_sampling_window: int = 2000
     normalize_activations: str = "none"  # none, expected_average_only_in, layer_norm
     log_every: int = 50  # steps between metric logs
+    checkpoint_every: int = 1000  # steps between checkpoints a killed run resumes from; 0: none
     buffer_chunks: int = 8  # store chunks shuffled together
     device: str = "auto"
     dtype: str = "float32"
     seed: int = SI("${seed}")
+
+
+@dataclass
+class SAEEvalConfig:
+    """Evaluating an SAE on held-out sequences with SAELens's run_evals (the evaluate_sae stage)."""
+
+    hook: Optional[str] = None  # where to splice the SAE in; None: the hook it was trained on
+    batch_size_prompts: int = 16  # sequences per forward pass
+    max_sequences: Optional[int] = None  # None: every held-out sequence
+    exclude_special_tokens: Any = True  # true (the tokenizer's BOS/EOS/PAD), false, or a list of token ids
+    dense_threshold: float = 0.1  # a latent firing on more than this fraction of tokens counts as dense
+    compute_kl: bool = True
+    compute_ce_loss: bool = True
+
+
+@dataclass
+class SAESourceConfig:
+    """An SAE to load (the load_sae stage): SAELens's release + sae_id, or a directory saved by SAELens."""
+
+    release: Optional[str] = None  # a release in sae_lens/pretrained_saes.yaml, e.g. gpt2-small-res-jb
+    sae_id: Optional[str] = None  # an SAE of that release, e.g. blocks.8.hook_resid_pre
+    path: Optional[str] = None  # instead: a directory with cfg.json + sae_weights.safetensors
+    device: str = "auto"
+    dtype: str = "float32"
+    fold_W_dec_norm: bool = False
 
 
 @dataclass
@@ -204,6 +230,8 @@ class ExperimentConfig:
     cache: Optional[CacheConfig] = None
     patching: Optional[PatchingConfig] = None
     sae: Optional[SAEConfig] = None
+    sae_source: Optional[SAESourceConfig] = None
+    sae_eval: Optional[SAEEvalConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
 

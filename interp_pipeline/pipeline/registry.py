@@ -37,6 +37,8 @@ BUILTIN_STAGE_MODULES = (
     "interp_pipeline.stages.patching_data",
     "interp_pipeline.stages.patching",
     "interp_pipeline.stages.sae",
+    "interp_pipeline.stages.sae_load",
+    "interp_pipeline.stages.sae_eval",
 )
 
 

@@ -57,7 +57,8 @@ def check_sae_params(params: Mapping[str, Any]) -> None:
     for key in ("train_batch_size_tokens", "training_tokens", "log_every", "dead_feature_window",
                 "feature_sampling_window", "buffer_chunks"):
         _positive_int(params, key)
-    for key in ("lr_warm_up_steps", "lr_decay_steps", "l1_warm_up_steps", "eval_tokens", "eval_every"):
+    for key in ("lr_warm_up_steps", "lr_decay_steps", "l1_warm_up_steps", "eval_tokens", "eval_every",
+                "checkpoint_every"):
         _positive_int(params, key, minimum=0)
     _positive_float(params, "lr", zero_ok=False)
     _positive_float(params, "l1_coefficient")
@@ -80,7 +81,8 @@ DEFAULTS: dict[str, Any] = dict(
     lr=3e-4, lr_scheduler="constant", lr_warm_up_steps=0, lr_decay_steps=0, lr_end=None,
     train_batch_size_tokens=4096, training_tokens=2_000_000, allow_fewer_tokens=False,
     eval_tokens=4096, eval_every=0, dead_feature_window=1000, feature_sampling_window=2000,
-    normalize_activations="none", log_every=50, buffer_chunks=8, device="auto", dtype="float32", seed=0,
+    normalize_activations="none", log_every=50, checkpoint_every=1000, buffer_chunks=8, device="auto",
+    dtype="float32", seed=0,
 )
 
 

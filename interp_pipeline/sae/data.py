@@ -10,8 +10,8 @@ for NaN and infinity, which would otherwise reach the optimizer silently.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,15 +30,25 @@ class NonFiniteActivations(ValueError):
 
 @dataclass
 class TrainingData:
-    """What the trainer needs: batches, their width, the held-out rows and the token budget."""
+    """What the trainer needs: batches, their width, the held-out rows and the token budget.
 
-    batches: Iterator[torch.Tensor]
+    ``batches_from(n)`` is the stream from its ``n``-th batch on (a resumed run's data
+    position), the same batches an unbroken stream would give from there; ``batches`` is
+    the stream from the start. Synthetic data is drawn from torch's global RNG, so for it
+    the position is that RNG's state (which checkpoints keep) and ``n`` is not needed.
+    """
+
+    batches_from: Callable[[int], Iterator[torch.Tensor]]
     d_in: int
     hook: str | None
     holdout: torch.Tensor  # [eval_tokens, d_in], float32
     train_rows: int
     total_tokens: int  # what SAETrainer trains on (training_tokens, or fewer when allowed)
     source: str  # for messages: the store's URL, or "activations tensor"
+    batches: Iterator[torch.Tensor] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.batches = self.batches_from(0)
 
 
 def _check_finite(batch: torch.Tensor, where: str) -> torch.Tensor:
@@ -111,17 +121,23 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
     holdout = store.read(hook, slice(train_rows, store.n_rows)).reshape(eval_tokens, d_in).float()
     _check_finite(holdout, f"activation store {store.url}, hook {hook}, held-out rows")
 
-    def batches() -> Iterator[torch.Tensor]:
+    per_epoch = train_rows // batch_size  # drop_last: the rows left over at an epoch's end are not drawn
+
+    def batches(position: int) -> Iterator[torch.Tensor]:
         # Endless: SAELens draws extra batches to estimate the normalisation, and the
         # budget may stop mid-epoch. Rows past train_rows (the held-out ones) never come.
-        for epoch in itertools.count():
+        # Each epoch's order depends only on (seed, epoch): a resumed stream skips whole
+        # epochs, then the first batches of its epoch without reading them.
+        first, skip = divmod(position, per_epoch)
+        for epoch in itertools.count(first):
             for raw, rows in shuffled_batches(arr, train_rows, store.chunk_rows, batch_size, seed=seed,
                                               epochs=range(epoch, epoch + 1), shuffle=True,
-                                              buffer_chunks=int(params["buffer_chunks"]), drop_last=True):
+                                              buffer_chunks=int(params["buffer_chunks"]), drop_last=True,
+                                              skip=skip if epoch == first else 0):
                 batch = store._convert(raw, as_torch=True).reshape(batch_size, d_in).float()
                 yield _check_finite(batch, f"activation store {store.url}, hook {hook}, rows {rows[:4].tolist()}...")
 
-    return TrainingData(batches(), d_in, hook, holdout, train_rows, total, f"activation store {store.url}")
+    return TrainingData(batches, d_in, hook, holdout, train_rows, total, f"activation store {store.url}")
 
 
 def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> TrainingData:
@@ -133,15 +149,19 @@ def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> Trainin
     train_rows = rows.shape[0] - eval_tokens
     batch_size = int(params["train_batch_size_tokens"])
     holdout = _check_finite(rows[train_rows:], "activations tensor, held-out rows")
-    generator = torch.Generator().manual_seed(int(params["seed"]))
+    per_epoch = train_rows // batch_size
 
-    def batches() -> Iterator[torch.Tensor]:
-        while True:
+    def batches(position: int) -> Iterator[torch.Tensor]:
+        generator = torch.Generator().manual_seed(int(params["seed"]))
+        first, skip = divmod(position, per_epoch)
+        for _ in range(first):  # the skipped epochs' permutations, to bring the generator along
+            torch.randperm(train_rows, generator=generator)
+        for epoch in itertools.count(first):
             order = torch.randperm(train_rows, generator=generator)
-            for start in range(0, train_rows - batch_size + 1, batch_size):
+            for start in range(batch_size * (skip if epoch == first else 0), per_epoch * batch_size, batch_size):
                 yield _check_finite(rows[order[start:start + batch_size]], "activations tensor")
 
-    return TrainingData(batches(), rows.shape[1], params.get("hook"), holdout, train_rows, total,
+    return TrainingData(batches, rows.shape[1], params.get("hook"), holdout, train_rows, total,
                         "the activations tensor")
 
 
@@ -154,8 +174,13 @@ def from_synthetic(toy: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -
     eval_tokens = int(params["eval_tokens"])
     torch.manual_seed(int(params["seed"]))  # SAELens's generator draws from torch's global generator
     holdout = next(activation_stream(toy, eval_tokens)) if eval_tokens else torch.empty(0, toy["features"].shape[1])
-    stream = activation_stream(toy, int(params["train_batch_size_tokens"]))
-    batches = (_check_finite(batch, "synthetic activations") for batch in stream)
+
+    def batches(position: int) -> Iterator[torch.Tensor]:
+        # A fresh stream draws from the global RNG as it sets itself up; a resumed one must
+        # not: the RNG state it is handed (the checkpoint's) is already past that point.
+        stream = activation_stream(toy, int(params["train_batch_size_tokens"]), keep_rng_for_setup=position > 0)
+        return (_check_finite(batch, "synthetic activations") for batch in stream)
+
     return TrainingData(batches, int(toy["features"].shape[1]), params.get("hook"), holdout.float(), 0,
                         whole_batches(int(params["training_tokens"]), int(params["train_batch_size_tokens"])),
                         "synthetic activations")

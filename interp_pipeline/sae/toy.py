@@ -35,22 +35,30 @@ def make_toy_model(n_features: int, d: int, *, avg_active: float, magnitude_mean
     }
 
 
-def activation_stream(toy: Mapping[str, torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
-    """Endless fresh batches ``[batch_size, d]`` from SAELens's generator; global torch RNG (seed it first)."""
+def activation_stream(toy: Mapping[str, torch.Tensor], batch_size: int, *,
+                      keep_rng_for_setup: bool = False) -> Iterator[torch.Tensor]:
+    """Endless fresh batches ``[batch_size, d]`` from SAELens's generator; global torch RNG (seed it first).
+
+    Setting up (on the first batch) draws from the global RNG too, unless ``keep_rng_for_setup``:
+    the stream then depends only on the RNG state it starts from (resuming from a checkpoint).
+    """
+    import contextlib
+
     import torch
     from sae_lens.synthetic import ActivationGenerator, FeatureDictionary
     from sae_lens.synthetic.training import SyntheticActivationIterator
 
     n_features, d = toy["features"].shape
-    dictionary = FeatureDictionary(n_features, d, initializer=None)
-    with torch.no_grad():
-        dictionary.feature_vectors.copy_(toy["features"])
-    dictionary.eval()
-    generator = ActivationGenerator(
-        n_features, firing_probabilities=toy["firing_probabilities"], mean_firing_magnitudes=toy["mean_magnitudes"],
-        std_firing_magnitudes=toy["std_magnitudes"],
-        use_sparse_tensors=True,  # a few of hundreds fire: sparse sampling and matmul halve the cost
-    )
+    with torch.random.fork_rng(devices=[]) if keep_rng_for_setup else contextlib.nullcontext():
+        dictionary = FeatureDictionary(n_features, d, initializer=None)
+        with torch.no_grad():
+            dictionary.feature_vectors.copy_(toy["features"])
+        dictionary.eval()
+        generator = ActivationGenerator(
+            n_features, firing_probabilities=toy["firing_probabilities"],
+            mean_firing_magnitudes=toy["mean_magnitudes"], std_firing_magnitudes=toy["std_magnitudes"],
+            use_sparse_tensors=True,  # a few of hundreds fire: sparse sampling and matmul halve the cost
+        )
     iterator = SyntheticActivationIterator(dictionary, generator, batch_size)
     while True:
         with warnings.catch_warnings():

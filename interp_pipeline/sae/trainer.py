@@ -5,14 +5,25 @@ already advanced) and asks ``_is_logging_step`` before each step whether to
 compute its logging-only metrics; overriding those two, and lending fit() our
 progress bar, is all it takes. The loop itself, the activation normalisation
 and its folding into the weights stay SAELens's.
+
+With a ``workdir``, a checkpoint (interp_pipeline.sae.checkpoints) is written
+every ``checkpoint_every`` steps, right after the step's loss was checked, and a
+later call with the same arguments resumes from the newest one: the same step
+count, optimizer state, learning-rate and coefficient schedules, firing
+statistics, activation scaler, data position (batches drawn from the provider)
+and torch RNG state, so the resumed run ends with the weights an uninterrupted
+one would have.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.progress import progress
+from interp_pipeline.sae import checkpoints
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -32,12 +43,58 @@ def tracked_trainer_class() -> type:
 
     class TrackedSAETrainer(sae_trainer.SAETrainer):
         def __init__(self, cfg: Any, sae: Any, data_provider: Any, *, tracker: Tracker = NULL_TRACKER,
-                     log_every: int = 50, desc: str = "training SAE", **kwargs: Any):
+                     log_every: int = 50, desc: str = "training SAE", workdir: Path | None = None,
+                     checkpoint_every: int = 0, identity: Mapping[str, Any] | None = None, **kwargs: Any):
             super().__init__(cfg, sae, data_provider, **kwargs)
             self.tracker = tracker
             self.log_every = log_every
             self.desc = desc
             self.last_metrics: dict[str, float] = {}
+            self.workdir = workdir
+            self.checkpoint_every = checkpoint_every if workdir is not None else 0
+            self.identity = dict(identity or {})
+            self.resumed_from_step = 0
+
+        def state_for_checkpoint(self) -> dict[str, Any]:
+            """SAETrainer.save_trainer_state's contents, plus the scaler, data position and RNG, as one dict."""
+            import torch
+
+            return {
+                "optimizer": self.optimizer.state_dict(),
+                "lr_scheduler": self.lr_scheduler.state_dict(),
+                "coefficient_schedulers": {name: s.state_dict() for name, s in self.coefficient_schedulers.items()},
+                "n_training_samples": self.n_training_samples,
+                "n_training_steps": self.n_training_steps,
+                "act_freq_scores": self.act_freq_scores,
+                "n_forward_passes_since_fired": self.n_forward_passes_since_fired,
+                "n_frac_active_samples": self.n_frac_active_samples,
+                "started_fine_tuning": self.started_fine_tuning,
+                "scaling_factor": self.activation_scaler.scaling_factor,
+                "data_position": self.data_provider.position,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            }
+
+        def restore(self, found: Any, batches_from: Callable[[int], Iterator[Any]]) -> None:
+            """Bring back checkpoint ``found``: weights, state, RNG, and the provider at its data position."""
+            import torch
+
+            weights, state = checkpoints.load(found, self.cfg.device)
+            self.sae.load_state_dict(weights)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+            for name, scheduler_state in state["coefficient_schedulers"].items():
+                self.coefficient_schedulers[name].load_state_dict(scheduler_state)
+            for name in ("n_training_samples", "n_training_steps", "act_freq_scores", "n_forward_passes_since_fired",
+                         "n_frac_active_samples", "started_fine_tuning"):
+                setattr(self, name, state[name])
+            self.activation_scaler.scaling_factor = state["scaling_factor"]
+            torch.set_rng_state(state["rng_cpu"].cpu())
+            if state["rng_cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+            self.data_provider = CountingBatches(batches_from(int(state["data_position"])),
+                                                 int(state["data_position"]))
+            self.resumed_from_step = self.n_training_steps
 
         def _is_logging_step(self) -> bool:
             step = self.n_training_steps + 1  # asked before the step runs
@@ -57,6 +114,10 @@ def tracked_trainer_class() -> type:
                 self.tracker.log_metrics(numeric, step=step)
                 self.last_metrics = numeric
                 pbar.set_postfix(l0=f"{numeric['metrics/l0']:.1f}", loss=f"{loss:.4g}", refresh=False)
+            if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps:
+                # The last step needs none: its result goes to the stage cache.
+                checkpoints.save(self.workdir, step, loss, self.sae.state_dict(), self.state_for_checkpoint(),
+                                 self.identity)
 
         def maybe_reset_sparsity(self) -> dict[str, Any]:
             # Every feature_sampling_window steps: SAELens's feature-density summary (its histogram is W&B-only).
@@ -79,12 +140,41 @@ def tracked_trainer_class() -> type:
     return TrackedSAETrainer
 
 
-def train(sae: Any, batches: Any, trainer_cfg: Any, *, tracker: Tracker = NULL_TRACKER, log_every: int = 50,
-          desc: str = "training SAE") -> Any:
-    """Train ``sae`` in place with SAELens's SAETrainer; returns the trainer (for its state)."""
+class CountingBatches:
+    """The data provider SAETrainer draws from, counting its batches: the data position a checkpoint keeps."""
+
+    def __init__(self, batches: Iterator[Any], position: int = 0):
+        self.batches = batches
+        self.position = position
+
+    def __iter__(self) -> CountingBatches:
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self.batches)
+        self.position += 1
+        return batch
+
+
+def train(sae: Any, batches_from: Callable[[int], Iterator[Any]], trainer_cfg: Any, *,
+          tracker: Tracker = NULL_TRACKER, log_every: int = 50, desc: str = "training SAE",
+          workdir: Path | None = None, checkpoint_every: int = 0, identity: Mapping[str, Any] | None = None) -> Any:
+    """Train ``sae`` in place with SAELens's SAETrainer; returns the trainer (for its state).
+
+    ``batches_from(n)`` is the data from its ``n``-th batch on. With ``workdir``, resumes from
+    its newest checkpoint (ConfigError when that one was written with another ``identity``)
+    and checkpoints every ``checkpoint_every`` steps.
+    """
     import torch
 
-    trainer = tracked_trainer_class()(trainer_cfg, sae, batches, tracker=tracker, log_every=log_every, desc=desc)
+    trainer = tracked_trainer_class()(trainer_cfg, sae, CountingBatches(batches_from(0)), tracker=tracker,
+                                      log_every=log_every, desc=desc, workdir=workdir,
+                                      checkpoint_every=checkpoint_every, identity=identity)
+    found = checkpoints.latest(workdir) if workdir is not None else None
+    if found is not None:
+        checkpoints.check_identity(found, trainer.identity)
+        trainer.restore(found, batches_from)
+        tracker.log_metrics({"resumed_from_step": float(found.step)})
     # Denormal floats (tiny Adam moments, decaying latents) are ~10x slower on CPUs; zero
     # is as good for training. Process-wide in torch, so put back afterwards (off by default).
     on_cpu = torch.device(trainer_cfg.device).type == "cpu"

@@ -5,6 +5,10 @@
 SAETrainer (metrics every ``sae.log_every`` steps, under SAELens's own names),
 evaluates on held-out rows and returns the SAE, which the stage cache keeps as a
 directory ``SAE.load_from_disk`` reads (interp_pipeline/sae/storage.py).
+
+Every ``sae.checkpoint_every`` steps it checkpoints into the runner's ``workdir`` for
+its cache key (interp_pipeline/sae/checkpoints.py); after a crash or a kill -9 the
+same command resumes from the newest checkpoint and ends with the same SAE.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-@stage("train_sae", outputs=("sae",), preflight=check_sae_params, version=1,
+# Settings that change how a run goes, not what it trains: a checkpoint written under other
+# values of these is resumed; under other values of anything else it is refused.
+_NOT_IN_CHECKPOINT_IDENTITY = ("log_every", "checkpoint_every", "device")
+
+
+@stage("train_sae", outputs=("sae",), preflight=check_sae_params, version=1, key_exclude=("checkpoint_every",),
        summary=("eval/explained_variance", "eval/l0", "eval/dead_latents", "steps_per_s"))
 def train_sae(
     store: Any = None,
@@ -54,11 +63,13 @@ def train_sae(
     feature_sampling_window: int = 2000,
     normalize_activations: str = "none",
     log_every: int = 50,
+    checkpoint_every: int = 1000,
     buffer_chunks: int = 8,
     device: str = "auto",
     dtype: str = "float32",
     seed: int = 0,
     tracker: Tracker = NULL_TRACKER,
+    workdir: Path | None = None,
 ) -> Any:
     """Train one SAE on one hook of ``store`` (or on ``activations``); see the module doc and conf/sae/."""
     import torch
@@ -88,17 +99,23 @@ def train_sae(
                          norm_batches=max(1, min(1000, steps)))
     tracker.set_tags({"sae.architecture": architecture, "sae.source": source.source,
                       **({"sae.hook": source.hook} if source.hook else {})})
+    identity = {**{key: value for key, value in params.items() if key not in _NOT_IN_CHECKPOINT_IDENTITY},
+                "d_in": source.d_in, "source": source.source, "train_rows": source.train_rows,
+                "total_tokens": source.total_tokens, "sae_lens": _sae_lens_version()}
     started = time.perf_counter()
-    fitted = trainer.train(sae, source.batches, cfg, tracker=tracker, log_every=log_every,
-                           desc=f"training {architecture} SAE")
+    fitted = trainer.train(sae, source.batches_from, cfg, tracker=tracker, log_every=log_every,
+                           desc=f"training {architecture} SAE", workdir=None if workdir is None else Path(workdir),
+                           checkpoint_every=checkpoint_every, identity=identity)
     elapsed = time.perf_counter() - started
+    steps_here = fitted.n_training_steps - fitted.resumed_from_step
+    tokens_here = steps_here * train_batch_size_tokens
     with tempfile.TemporaryDirectory() as scratch:
         inference = to_inference(sae, Path(scratch) / "sae", device=device)
     final = {
         "steps": float(fitted.n_training_steps),
         "tokens_trained": float(fitted.n_training_samples),
-        "steps_per_s": fitted.n_training_steps / elapsed if elapsed > 0 else 0.0,
-        "tokens_per_s": fitted.n_training_samples / elapsed if elapsed > 0 else 0.0,
+        "steps_per_s": steps_here / elapsed if elapsed > 0 else 0.0,
+        "tokens_per_s": tokens_here / elapsed if elapsed > 0 else 0.0,
         "d_in": float(source.d_in),
         "d_sae": float(sae.cfg.d_sae),
         "dead_features": float(fitted.dead_neurons.sum()),
@@ -111,6 +128,12 @@ def train_sae(
     # the SAE's config goes to the run; its weights stay in the stage cache entry.
     tracker.log_dict(inference.cfg.to_dict(), "sae_cfg")
     return inference
+
+
+def _sae_lens_version() -> str:
+    from sae_lens import __version__
+
+    return str(__version__)
 
 
 @stage("toy_superposition", outputs=("toy",), version=1)

@@ -219,6 +219,12 @@ def test_quickstart_end_to_end(outputs):
     assert patching_run.data.tags["head_out/top1"].startswith("L1H")
     artifacts = {a.path for a in MlflowClient(sqlite_uri(outputs)).list_artifacts(patching_run.info.run_id)}
     assert {"head_out.png", "head_out_by_pos.png", "patching.html", "top_components.md"} <= artifacts
+    # The SAE on the residual stream before layer 1, evaluated with SAELens's evals on held-out sequences.
+    assert metrics["sae_eval.reconstruction_quality/explained_variance"] >= 0.8
+    assert metrics["sae_eval.model_performance_preservation/ce_loss_score"] >= 0.6
+    assert metrics["sae_heldout.heldout_sequences"] == 128 and 0 < metrics["sae_eval.sparsity/l0"] < 512
+    eval_run = next(r for r in all_runs if r.data.tags.get("stage") == "sae_eval")
+    assert "feature_density.png" in {a.path for a in MlflowClient(sqlite_uri(outputs)).list_artifacts(eval_run.info.run_id)}
     again = run_cli(["+experiment=quickstart"], outputs, timeout=600)
     assert again.returncode == 0 and "0 to compute" in again.stdout
 

@@ -1,0 +1,116 @@
+"""Pretrained SAEs: SAELens's release registry (pretrained_saes.yaml) and whether one can be had here.
+
+``check_source`` is the load_sae stage's pre-flight. It runs before any work and
+raises a one-line ConfigError when the SAE cannot be loaded: a release or sae_id
+SAELens does not know (with a "did you mean"), a local directory that is not an SAE
+saved by SAELens, or a hub SAE that is neither in the local Hugging Face cache nor
+downloadable (the release, the sae_id, why, and the offline alternatives).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.hf_hub_access import hub_unreachable_reason
+
+# What the error for an unobtainable pretrained SAE offers instead; one place, so it can follow the configs.
+OFFLINE_OPTIONS = ("load an SAE saved on disk with +sae_source=local sae_source.path=/dir/with/cfg.json "
+                   "(SAELens's save_model / save_inference_model format), or train one here "
+                   "(+experiment=sae_toy_superposition)")
+# What SAE.load_from_disk reads (SAELens's own format).
+DISK_FILES = ("cfg.json", "sae_weights.safetensors")
+
+
+def _directory() -> Mapping[str, Any]:
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    return get_pretrained_saes_directory()
+
+
+def _ids_hint(ids: list[str]) -> str:
+    return ", ".join(ids[:4]) + (f", ... ({len(ids)} in all)" if len(ids) > 4 else "")
+
+
+def resolve(release: str, sae_id: str) -> tuple[str, str]:
+    """(hub repo id, folder in it) for a release and sae_id; ConfigError for names SAELens does not know."""
+    directory = _directory()
+    if release not in directory:
+        if "/" in release:  # SAELens also takes a hub repo id ('org/name') with the folder as sae_id
+            return release, sae_id
+        raise ConfigError("release", f"expected a release in SAELens's pretrained_saes.yaml ({len(directory)} known, "
+                                     f"e.g. gpt2-small-res-jb) or a hub repo id ('org/name'), found '{release}'",
+                          suggestion=did_you_mean(release, directory))
+    lookup = directory[release]
+    if sae_id not in lookup.saes_map:
+        ids = list(lookup.saes_map)
+        raise ConfigError("sae_id", f"expected an SAE of release '{release}' ({_ids_hint(ids)}), found '{sae_id}'",
+                          suggestion=did_you_mean(sae_id, ids))
+    return lookup.repo_id, lookup.saes_map[sae_id]
+
+
+def _in_hub_cache(repo_id: str, folder: str) -> bool:
+    """Some snapshot of ``repo_id`` in the local hub cache holds ``folder`` (a directory, or files named after it).
+
+    The release's loader decides which files it fetches (SAELens's format, npz, .pt, ...), so
+    this looks for the folder, not for particular files.
+    """
+    from huggingface_hub import constants
+
+    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    if not snapshots.is_dir():
+        return False
+    folder = folder.strip("/")
+    for snapshot in snapshots.iterdir():
+        target = snapshot / folder if folder else snapshot
+        if target.is_dir() and any(target.iterdir()):
+            return True
+        if folder and target.parent.is_dir() and any(
+                other.name.startswith(f"{target.name}.") for other in target.parent.iterdir()):
+            return True  # a file named after the sae_id ('blocks.8.hook_resid_pre.safetensors')
+    return False
+
+
+def check_local(path: str) -> Path:
+    directory = Path(os.path.expanduser(path))
+    if not directory.is_dir():
+        raise ConfigError("path", f"expected a directory holding an SAE saved by SAELens ({', '.join(DISK_FILES)}), "
+                                  f"found {'a file' if directory.exists() else 'nothing'} at '{path}'")
+    missing = [name for name in DISK_FILES if not (directory / name).is_file()]
+    if missing:
+        raise ConfigError("path", f"expected an SAE saved by SAELens in '{path}' ({', '.join(DISK_FILES)}), "
+                                  f"found no {' and no '.join(missing)}",
+                          suggestion="save one with sae.save_model(directory)")
+    return directory
+
+
+def check_pretrained(release: str, sae_id: str) -> None:
+    repo_id, folder = resolve(release, sae_id)
+    if _in_hub_cache(repo_id, folder):
+        return
+    reason = hub_unreachable_reason()
+    if reason is None:
+        return  # downloadable: SAE.from_pretrained fetches it
+    raise ConfigError("release", f"SAE release '{release}', sae_id '{sae_id}' ({repo_id}) cannot be had: not in the "
+                                 f"local Hugging Face cache and the hub is unreachable ({reason}); "
+                                 f"offline: {OFFLINE_OPTIONS}")
+
+
+def check_source(params: Mapping[str, Any]) -> None:
+    """load_sae's pre-flight: exactly one of ``path`` and ``release`` + ``sae_id``, and that it can be had."""
+    release, sae_id, path = params.get("release"), params.get("sae_id"), params.get("path")
+    if path not in (None, ""):
+        if release or sae_id:
+            raise ConfigError("path", "expected either path (an SAE on disk) or release and sae_id (SAELens's "
+                                      f"registry), found both: path='{path}', release='{release}'")
+        check_local(str(path))
+        return
+    if not release:
+        raise ConfigError("release", "expected release and sae_id (SAELens's pretrained SAEs, e.g. release="
+                                     "gpt2-small-res-jb sae_id=blocks.8.hook_resid_pre) or path, found neither")
+    if not sae_id:
+        raise ConfigError("sae_id", f"expected the id of an SAE of release '{release}', found none")
+    check_pretrained(str(release), str(sae_id))

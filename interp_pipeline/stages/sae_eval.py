@@ -1,0 +1,138 @@
+"""SAE evaluation stages: pick the held-out sequences of a store, and evaluate an SAE on them.
+
+``store_heldout_tokens`` takes the token dataset that fed ``cache_activations`` and
+the store it made, and returns the sequences none of whose rows ``train_sae``
+trained on (it holds out the store's last ``sae.eval_tokens`` rows). Whole
+sequences, because the downstream metrics (CE loss and KL with the SAE spliced
+in) need every token's context, not only the rows a store kept.
+
+``evaluate_sae`` takes any model, SAE and token sequences (those held-out ones,
+or another dataset stage's output) and reports SAELens's ``run_evals`` metrics
+under SAELens's names (interp_pipeline.sae.evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import interp_pipeline.sae.storage  # noqa: F401  (registers the SAE codec for cached SAEs)
+from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.pipeline.registry import stage
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
+
+if TYPE_CHECKING:
+    from jaxtyping import Int
+    from torch import Tensor
+
+
+@stage("store_heldout_tokens", outputs=("tokens",), version=1, summary=("heldout_sequences", "heldout_tokens"))
+def store_heldout_tokens(
+    store: Any,
+    tokens: Int[Tensor, "batch pos"],
+    eval_tokens: int,
+    tracker: Tracker = NULL_TRACKER,
+) -> Int[Tensor, "heldout pos"]:
+    """The sequences of ``tokens`` that have rows among the store's last ``eval_tokens`` rows and none before.
+
+    The sequence at the boundary (some rows trained on, some held out) is left out.
+    ``tokens`` must be the dataset the store was cached from (its fingerprint is checked).
+    """
+    import numpy as np
+    import torch
+
+    from interp_pipeline.activations.layout import fingerprint
+    from interp_pipeline.sae.data import open_store
+
+    opened = open_store(store)
+    if isinstance(eval_tokens, bool) or not isinstance(eval_tokens, int) or not 0 < eval_tokens <= opened.n_rows:
+        raise ConfigError("eval_tokens", f"expected an integer in [1, {opened.n_rows}] (the store's rows), "
+                                         f"found {eval_tokens!r}")
+    tokens_np = tokens.cpu().numpy()
+    expected, found = opened.attrs.get("dataset_fingerprint"), fingerprint(tokens_np)
+    if expected != found:
+        raise ConfigError("inputs.tokens", f"expected the token dataset activation store {opened.url} was cached "
+                                           f"from (fingerprint {expected}), found one with fingerprint {found} "
+                                           f"and shape {list(tokens_np.shape)}; wire the cache stage's tokens here")
+    sequences = opened.sequences()
+    first_heldout = opened.n_rows - eval_tokens
+    heldout = np.unique(sequences[first_heldout:])
+    heldout = heldout[~np.isin(heldout, sequences[:first_heldout])]
+    if heldout.size == 0:
+        raise ConfigError("eval_tokens", f"expected the held-out rows to cover at least one whole sequence "
+                                         f"({tokens_np.shape[1]} tokens), found {eval_tokens} rows that do not; "
+                                         "raise sae.eval_tokens")
+    selected = tokens[torch.as_tensor(heldout, dtype=torch.long)]
+    tracker.log_metrics({"heldout_sequences": float(selected.shape[0]), "heldout_tokens": float(selected.numel())})
+    return selected
+
+
+def _check_eval_params(params: Mapping[str, Any]) -> None:
+    for key in ("batch_size_prompts", "max_sequences"):
+        value = params.get(key, 1)
+        if key == "max_sequences" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(key, f"expected an integer >= 1, found {value!r}")
+    threshold = params.get("dense_threshold", 0.1)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ConfigError("dense_threshold", f"expected a fraction of tokens in (0, 1], found {threshold!r}")
+    special = params.get("exclude_special_tokens", True)
+    if not isinstance(special, bool) and not (isinstance(special, (list, tuple))
+                                              and all(isinstance(t, int) and not isinstance(t, bool) for t in special)):
+        raise ConfigError("exclude_special_tokens", f"expected true, false or a list of token ids, found {special!r}")
+
+
+@stage("evaluate_sae", outputs=("metrics",), preflight=_check_eval_params, version=1,
+       summary=("reconstruction_quality/explained_variance", "sparsity/l0", "model_performance_preservation/ce_loss_score",
+                "sparsity/dead_features_fraction"))
+def evaluate_sae(
+    model: Any,
+    sae: Any,
+    tokens: Int[Tensor, "batch pos"],
+    hook: str | None = None,
+    batch_size_prompts: int = 16,
+    max_sequences: int | None = None,
+    exclude_special_tokens: bool | list[int] = True,
+    dense_threshold: float = 0.1,
+    compute_kl: bool = True,
+    compute_ce_loss: bool = True,
+    tracker: Tracker = NULL_TRACKER,
+) -> dict[str, float]:
+    """Reconstruction, sparsity and (with the SAE spliced in at its hook) CE loss and KL on ``tokens``.
+
+    ``hook``: where to splice the SAE; by default the hook it was trained on
+    (``sae.cfg.metadata.hook_name``). ``max_sequences``: evaluate on the first so
+    many sequences only. Returns the scalar metrics; the per-latent densities and
+    their histogram go to the tracker.
+    """
+    from interp_pipeline.sae.evaluation import density_histogram, evaluate
+
+    _check_eval_params(dict(batch_size_prompts=batch_size_prompts, max_sequences=max_sequences,
+                            exclude_special_tokens=exclude_special_tokens, dense_threshold=dense_threshold))
+    trained_on = sae.cfg.metadata.hook_name
+    hook = hook or trained_on
+    if hook is None:
+        raise ConfigError("hook", "expected the hook to splice the SAE in at: the SAE names none "
+                                  "(trained on a tensor?), so set it")
+    hook_dict = getattr(model, "hook_dict", {})
+    if hook not in hook_dict:
+        raise ConfigError("hook", f"expected a hook name of this model, found '{hook}'",
+                          suggestion=did_you_mean(hook, hook_dict))
+    if max_sequences is not None:
+        tokens = tokens[:max_sequences]
+    tracker.set_tags({"sae.hook": hook, "sae.architecture": sae.cfg.architecture()})
+    metadata = sae.cfg.metadata
+    metadata.hook_name = hook  # run_evals reads the hook from here; put back below
+    try:
+        result = evaluate(sae, model, tokens, batch_size_prompts=batch_size_prompts,
+                          exclude_special_tokens=list(exclude_special_tokens)
+                          if isinstance(exclude_special_tokens, (list, tuple)) else exclude_special_tokens,
+                          dense_threshold=dense_threshold, compute_kl=compute_kl, compute_ce_loss=compute_ce_loss)
+    finally:
+        metadata.hook_name = trained_on
+    tracker.log_metrics(result.metrics)
+    tracker.log_figure(density_histogram(result.feature_density, dense_threshold=dense_threshold,
+                                         n_tokens=int(tokens.numel())), "feature_density")
+    tracker.log_dict({"feature_density": result.feature_density.tolist()}, "feature_density")
+    return result.metrics

@@ -1,0 +1,49 @@
+"""sae_train through the real CLI on the toy model: cache, train with SAELens, evaluate, metrics in MLflow."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli
+from tests.e2e.test_cli import parents, sqlite_uri
+
+pytestmark = pytest.mark.slow
+
+# Smaller than conf/sae_setup/toy_induction.yaml: 768 sequences of 49 tokens, the last 64
+# held out (3136 rows), 40 steps of 512 tokens; the toy model trains for at most 600 steps.
+SMALL = ["+experiment=sae_train", "model=toy_induction", "model.train.steps=600",
+         "data.params.n_sequences=768", "sae.train_batch_size_tokens=512", "sae.training_tokens=20480",
+         "sae.eval_tokens=3136", "sae.lr_decay_steps=8", "sae.l1_warm_up_steps=2", "sae_eval.batch_size_prompts=32",
+         "runner.check_expect=false"]
+
+EVAL_METRICS = (
+    "reconstruction_quality/explained_variance", "reconstruction_quality/mse", "reconstruction_quality/cossim",
+    "sparsity/l0", "sparsity/l1", "sparsity/dead_features_fraction", "sparsity/dense_features_fraction",
+    "shrinkage/l2_ratio", "model_performance_preservation/ce_loss_score",
+    "model_performance_preservation/ce_loss_with_sae", "model_performance_preservation/ce_loss_without_sae",
+    "model_performance_preservation/ce_loss_with_ablation", "model_behavior_preservation/kl_div_with_sae",
+    "model_behavior_preservation/kl_div_with_ablation", "model_behavior_preservation/kl_div_score",
+)
+
+
+def test_sae_train_on_the_toy_model_end_to_end(outputs):
+    done = run_cli(SMALL, outputs, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[6/6] eval" in done.stdout
+    runs, all_runs = parents(sqlite_uri(outputs), "sae_train")
+    metrics = runs[0].data.metrics
+    assert {f"eval.{name}" for name in EVAL_METRICS} <= set(metrics)
+    assert metrics["heldout.heldout_sequences"] == 64 and metrics["heldout.heldout_tokens"] == 3136
+    assert metrics["eval.token_stats/total_tokens_eval_reconstruction"] == 3136
+    assert metrics["sae.steps"] == 40
+    assert metrics["eval.reconstruction_quality/explained_variance"] > 0.5
+    assert 0 < metrics["eval.sparsity/l0"] < 512
+    # Splicing the SAE in costs less loss than zero-ablating the residual stream.
+    ce = {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith("eval.model_performance_preservation/")}
+    assert ce["ce_loss_without_sae"] <= ce["ce_loss_with_sae"] < ce["ce_loss_with_ablation"]
+    assert 0 < metrics["eval.model_performance_preservation/ce_loss_score"] <= 1.0 + 1e-6
+    eval_run = next(r for r in all_runs if r.data.tags.get("stage") == "eval")
+    assert eval_run.data.tags["sae.hook"] == "blocks.1.hook_resid_pre"
+    artifacts = {a.path for a in MlflowClient(sqlite_uri(outputs)).list_artifacts(eval_run.info.run_id)}
+    assert {"feature_density.png", "feature_density.json"} <= artifacts
