@@ -111,6 +111,8 @@ def train_sae(
     tokens_here = steps_here * train_batch_size_tokens
     with tempfile.TemporaryDirectory() as scratch:
         inference = to_inference(sae, Path(scratch) / "sae", device=device)
+        # The run carries the SAE itself (SAE.load_from_disk reads the downloaded folder).
+        tracker.log_files(Path(scratch) / "sae", "sae")
     final = {
         "steps": float(fitted.n_training_steps),
         "tokens_trained": float(fitted.n_training_samples),
@@ -124,8 +126,6 @@ def train_sae(
         **trainer.evaluate(inference, source.holdout),
     }
     tracker.log_metrics(final)
-    # The Tracker interface logs files it writes itself (dicts, text, figures), not directories:
-    # the SAE's config goes to the run; its weights stay in the stage cache entry.
     tracker.log_dict(inference.cfg.to_dict(), "sae_cfg")
     return inference
 

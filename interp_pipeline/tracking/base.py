@@ -35,6 +35,9 @@ class Tracker:
     def log_text(self, text: str, name: str) -> None:
         pass
 
+    def log_files(self, directory: Path, name: str) -> None:
+        """Every file under ``directory`` (e.g. a saved SAE), as artifacts under ``name/``."""
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         pass
 
@@ -133,6 +136,14 @@ class RecordingTracker(Tracker):
         path = self._path(name)
         path.write_text(text)
         self._forward(path)
+
+    def log_files(self, directory: Path, name: str) -> None:
+        import shutil
+
+        target = self._path(name)
+        shutil.copytree(directory, target, dirs_exist_ok=True)  # kept with the entry, so a cached stage logs it again
+        for path in sorted(p for p in target.rglob("*") if p.is_file()):
+            self._forward(path)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.tags.update({str(k): str(v) for k, v in tags.items()})

@@ -47,3 +47,8 @@ def test_sae_train_on_the_toy_model_end_to_end(outputs):
     assert eval_run.data.tags["sae.hook"] == "blocks.1.hook_resid_pre"
     artifacts = {a.path for a in MlflowClient(sqlite_uri(outputs)).list_artifacts(eval_run.info.run_id)}
     assert {"feature_density.png", "feature_density.json"} <= artifacts
+    # The trained SAE is an artifact of its stage's run, in the folder SAELens loads.
+    sae_run = next(r for r in all_runs if r.data.tags.get("stage") == "sae")
+    client = MlflowClient(sqlite_uri(outputs))
+    assert {a.path for a in client.list_artifacts(sae_run.info.run_id, "sae")} >= {"sae/cfg.json",
+                                                                                    "sae/sae_weights.safetensors"}

@@ -58,6 +58,9 @@ def test_every_architecture_trains_and_reloads(architecture, store, tmp_path):
     torch.testing.assert_close(loaded.decode(loaded.encode(x)), sae.decode(sae.encode(x)))
     cfg = json.loads((tmp_path / "artifacts" / "sae_cfg.json").read_text())
     assert cfg["d_sae"] == 32 and cfg["metadata"]["hook_name"] == HOOK
+    # The run's artifacts carry the SAE itself, in the folder SAELens loads.
+    logged = SAE.load_from_disk(str(tmp_path / "artifacts" / "sae"))
+    torch.testing.assert_close(logged.decode(logged.encode(x)), sae.decode(sae.encode(x)))
 
 
 class StepRun(NullRun):
