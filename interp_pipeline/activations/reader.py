@@ -266,7 +266,8 @@ class ActivationStore:
 
     def iter_batches(self, hook: str, batch_size: int, *, seed: int = 0, epochs: int = 1, shuffle: bool = True,
                      buffer_chunks: int = 8, drop_last: bool = False, as_torch: bool = True,
-                     with_rows: bool = False, first_epoch: int = 0) -> Iterator[Any]:
+                     with_rows: bool = False, first_epoch: int = 0, n_rows: int | None = None,
+                     skip: int = 0) -> Iterator[Any]:
         """Batches of ``batch_size`` rows of ``hook``, shuffled across the whole store without loading it.
 
         Each epoch permutes the chunk order (seeded by ``seed`` and the epoch number),
@@ -280,30 +281,37 @@ class ActivationStore:
         ``with_rows`` yields ``(batch, row_indices)`` to map rows back to tokens
         (``token_ids()[row_indices]``). ``first_epoch`` numbers the epochs from there,
         for resuming: epoch ``e`` is the same whether reached by ``epochs`` or resumed.
+        ``skip`` leaves out the first epoch's first batches (a resumed position) without
+        reading them. ``n_rows`` reads only the store's first rows (the rest held out).
         """
         return self._iter_batches(hook, batch_size, seed=seed, epochs=epochs, shuffle=shuffle,
                                   buffer_chunks=buffer_chunks, drop_last=drop_last, as_torch=as_torch,
-                                  with_rows=with_rows, first_epoch=first_epoch)
+                                  with_rows=with_rows, first_epoch=first_epoch, n_rows=n_rows, skip=skip)
 
     def _iter_batches(self, hook: str, batch_size: int, *, seed: int, epochs: int, shuffle: bool,
                       buffer_chunks: int, drop_last: bool, as_torch: bool, with_rows: bool,
-                      first_epoch: int, part: int = 0, n_parts: int = 1) -> Iterator[Any]:
+                      first_epoch: int, part: int = 0, n_parts: int = 1, n_rows: int | None = None,
+                      skip: int = 0) -> Iterator[Any]:
         # Validated before the generator starts, so mistakes raise at the call, not at first next().
         for name, value, least in (("batch_size", batch_size, 1), ("buffer_chunks", buffer_chunks, 1),
-                                   ("epochs", epochs, 0), ("seed", seed, 0), ("first_epoch", first_epoch, 0)):
+                                   ("epochs", epochs, 0), ("seed", seed, 0), ("first_epoch", first_epoch, 0),
+                                   ("skip", skip, 0)):
             if not isinstance(value, (int, np.integer)) or value < least:
                 raise ValueError(f"iter_batches: expected {name} to be an integer >= {least}, found {value!r}")
+        if n_rows is not None and not 0 < n_rows <= self.n_rows:
+            raise ValueError(f"iter_batches: expected n_rows in 1..{self.n_rows}, found {n_rows!r}")
         arr = self._array(hook)
         return self._batches(arr, batch_size, seed=int(seed), epochs=range(first_epoch, first_epoch + epochs),
                              shuffle=shuffle, buffer_chunks=buffer_chunks, drop_last=drop_last,
-                             as_torch=as_torch, with_rows=with_rows, part=part, n_parts=n_parts)
+                             as_torch=as_torch, with_rows=with_rows, part=part, n_parts=n_parts,
+                             n_rows=self.n_rows if n_rows is None else n_rows, skip=skip)
 
     def _batches(self, arr: zarr.Array, batch_size: int, *, seed: int, epochs: range, shuffle: bool,
                  buffer_chunks: int, drop_last: bool, as_torch: bool, with_rows: bool,
-                 part: int, n_parts: int) -> Iterator[Any]:
-        for raw, rows in shuffled_batches(arr, self.n_rows, self.chunk_rows, batch_size, seed=seed, epochs=epochs,
+                 part: int, n_parts: int, n_rows: int, skip: int) -> Iterator[Any]:
+        for raw, rows in shuffled_batches(arr, n_rows, self.chunk_rows, batch_size, seed=seed, epochs=epochs,
                                           shuffle=shuffle, buffer_chunks=buffer_chunks, drop_last=drop_last,
-                                          part=part, n_parts=n_parts):
+                                          part=part, n_parts=n_parts, skip=skip):
             batch = self._convert(raw, as_torch)
             yield (batch, rows) if with_rows else batch
 

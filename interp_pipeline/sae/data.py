@@ -109,15 +109,12 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
     """Shuffled batches of one hook of an activation store, read a few chunks at a time."""
     import torch
 
-    from interp_pipeline.activations.chunked_reads import shuffled_batches
-
     store = open_store(store)
     hook = _store_hook(store, params.get("hook"))
     d_in = int(np.prod(store.row_shape(hook)))
     eval_tokens, total = _budget(params, store.n_rows, f"activation store {store.url}")
     train_rows = store.n_rows - eval_tokens
     batch_size, seed = int(params["train_batch_size_tokens"]), int(params["seed"])
-    arr = store._array(hook)  # the store's own checked array, read by whole chunks like iter_batches does
     holdout = store.read(hook, slice(train_rows, store.n_rows)).reshape(eval_tokens, d_in).float()
     _check_finite(holdout, f"activation store {store.url}, hook {hook}, held-out rows")
 
@@ -130,11 +127,11 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
         # epochs, then the first batches of its epoch without reading them.
         first, skip = divmod(position, per_epoch)
         for epoch in itertools.count(first):
-            for raw, rows in shuffled_batches(arr, train_rows, store.chunk_rows, batch_size, seed=seed,
-                                              epochs=range(epoch, epoch + 1), shuffle=True,
-                                              buffer_chunks=int(params["buffer_chunks"]), drop_last=True,
-                                              skip=skip if epoch == first else 0):
-                batch = store._convert(raw, as_torch=True).reshape(batch_size, d_in).float()
+            for batch, rows in store.iter_batches(hook, batch_size, seed=seed, first_epoch=epoch, epochs=1,
+                                                  buffer_chunks=int(params["buffer_chunks"]), drop_last=True,
+                                                  with_rows=True, n_rows=train_rows,
+                                                  skip=skip if epoch == first else 0):
+                batch = batch.reshape(batch_size, d_in).float()
                 yield _check_finite(batch, f"activation store {store.url}, hook {hook}, rows {rows[:4].tolist()}...")
 
     return TrainingData(batches, d_in, hook, holdout, train_rows, total, f"activation store {store.url}")

@@ -122,6 +122,18 @@ def test_drop_last(store: ActivationStore) -> None:
     assert len(set(rows[:100].tolist())) == 100  # no repeats within an epoch
 
 
+def test_first_rows_only_and_skipped_batches(store: ActivationStore) -> None:
+    # n_rows: the rows after it (held out) never come; each of the others once per epoch.
+    rows = epoch_rows(list(store.iter_batches(RESID, 8, seed=2, n_rows=57, as_torch=False, with_rows=True)))
+    assert np.array_equal(np.sort(rows), np.arange(57))
+    # skip: the same batches an unbroken pass gives after its first three.
+    whole = list(store.iter_batches(RESID, 8, seed=2, n_rows=57, as_torch=False, with_rows=True))
+    resumed = list(store.iter_batches(RESID, 8, seed=2, n_rows=57, skip=3, as_torch=False, with_rows=True))
+    assert [r.tolist() for _, r in resumed] == [r.tolist() for _, r in whole[3:]]
+    with pytest.raises(ValueError, match="n_rows in 1..103"):
+        store.iter_batches(RESID, 8, n_rows=104)
+
+
 def test_no_shuffle_is_store_order(store: ActivationStore) -> None:
     batches = list(store.iter_batches(RESID, 16, shuffle=False, buffer_chunks=2, as_torch=False))
     assert np.array_equal(np.concatenate(batches)[:, 0], np.arange(103))
