@@ -6,6 +6,11 @@ small JSON or text files. Called from a notebook it gets ``NULL_TRACKER``,
 which drops everything. The runner hands it a :class:`RecordingTracker`, which
 keeps the last value of each metric and a copy of each file in the stage's cache
 entry (so a cached stage can show them again) and forwards all to the run.
+
+A stage that produces several things of the same kind (SAEs trained in one pass)
+gives each its own run nested under the stage's: ``with tracker.child(name) as t:``.
+The child run ends FINISHED when the block ends normally, FAILED or KILLED when it
+raises.
 """
 
 from __future__ import annotations
@@ -22,6 +27,9 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.\-/ ]")
 
 class Tracker:
     """The stage-facing logging interface; this base class logs nothing."""
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Settings of a child run (a stage's own params are logged by the runner)."""
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         pass
@@ -41,6 +49,16 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         pass
 
+    def child(self, name: str, tags: Mapping[str, Any] | None = None) -> Tracker:
+        """A tracker for a run nested under this one (a context manager that ends it); here, one that logs nothing."""
+        return NULL_TRACKER
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        pass
+
 
 NULL_TRACKER = Tracker()
 
@@ -54,6 +72,7 @@ class RunLogger(Protocol):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def start_child(self, name: str, tags: Mapping[str, Any]) -> RunLogger: ...
     def end(self, status: str) -> None: ...
 
 
@@ -73,6 +92,9 @@ class NullRun:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         pass
+
+    def start_child(self, name: str, tags: Mapping[str, Any]) -> RunLogger:
+        return NullRun()
 
     def end(self, status: str) -> None:
         pass
@@ -103,6 +125,9 @@ class RecordingTracker(Tracker):
         self.artifacts_dir = artifacts_dir
         self.last: dict[str, float] = {}
         self.tags: dict[str, str] = {}
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self.run.log_params(params)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         clean = {}
@@ -148,3 +173,18 @@ class RecordingTracker(Tracker):
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.tags.update({str(k): str(v) for k, v in tags.items()})
         self.run.set_tags(tags)
+
+    def child(self, name: str, tags: Mapping[str, Any] | None = None) -> RecordingTracker:
+        """A run nested under this one; its files are kept under ``children/<name>/`` of this one's."""
+        run = self.run.start_child(name, {"child": name, **(tags or {})})
+        return _ChildTracker(run, self._path(f"children/{name}"))
+
+
+class _ChildTracker(RecordingTracker):
+    """A nested run that ends with its ``with`` block: FINISHED, or FAILED/KILLED on an exception."""
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: Any) -> None:
+        if kind is None:
+            self.run.end("FINISHED")
+        else:
+            self.run.end("FAILED" if issubclass(kind, Exception) else "KILLED")

@@ -75,9 +75,11 @@ def _chunks(items: list[Any], size: int = BATCH) -> Iterable[list[Any]]:
 class MlflowRun:
     """One MLflow run, parent or child; implements ``RunLogger``."""
 
-    def __init__(self, client: Any, run_id: str):
+    def __init__(self, client: Any, run_id: str, tracking: MlflowTracking, experiment_id: str):
         self.client = client
         self.run_id = run_id
+        self.tracking = tracking
+        self.experiment_id = experiment_id
         self._ended = False
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -104,6 +106,10 @@ class MlflowRun:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def start_child(self, name: str, tags: Mapping[str, Any]) -> MlflowRun:
+        """A run nested under this one (``mlflow.parentRunId``), in the same experiment."""
+        return self.tracking.start_run(self.experiment_id, name, tags, parent=self)
 
     def end(self, status: str) -> None:
         if not self._ended:
@@ -150,7 +156,7 @@ class MlflowTracking:
         if parent is not None:
             all_tags["mlflow.parentRunId"] = parent.run_id
         run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
-        return MlflowRun(self.client, run.info.run_id)
+        return MlflowRun(self.client, run.info.run_id, self, experiment_id)
 
     def end_orphaned_runs(self, experiment_id: str) -> int:
         """Mark KILLED the runs left RUNNING by a process on this host that no longer exists.

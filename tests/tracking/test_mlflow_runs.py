@@ -154,3 +154,31 @@ def test_an_unreachable_tracking_server_stops_the_run_before_any_work(outputs, t
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
     assert run(outputs, write_pipeline(tmp_path)) == 2
     assert CALLS == {}  # no stage ran
+
+
+def test_child_trackers_open_nested_runs_that_end_with_their_block(tmp_path):
+    from interp_pipeline.tracking.base import RecordingTracker
+    from interp_pipeline.tracking.mlflow_tracking import MlflowTracking
+
+    tracking = MlflowTracking(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = tracking.experiment_id("children")
+    stage_run = tracking.start_run(experiment, "stage", {"stage": "s"})
+    tracker = RecordingTracker(stage_run, tmp_path / "artifacts")
+    with tracker.child("good", {"kind": "a"}) as good:
+        good.log_params({"width": 8})
+        good.log_metrics({"loss": 1.5}, step=3)
+        good.log_text("hello", "note.txt")
+    with pytest.raises(ValueError), tracker.child("bad") as bad:
+        bad.log_metrics({"loss": 2.0})
+        raise ValueError("boom")
+    stage_run.end("FINISHED")
+
+    client = MlflowClient(tracking.uri)
+    runs = {r.info.run_name: r for r in client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{stage_run.run_id}'")}
+    assert runs["good"].info.status == "FINISHED" and runs["bad"].info.status == "FAILED"
+    assert runs["good"].data.tags["kind"] == "a" and runs["good"].data.params == {"width": "8"}
+    assert [m.step for m in client.get_metric_history(runs["good"].info.run_id, "loss")] == [3]
+    assert [a.path for a in client.list_artifacts(runs["good"].info.run_id)] == ["note.txt"]
+    # Kept with the stage's files too, so a cached stage can show them again.
+    assert (tmp_path / "artifacts" / "children" / "good" / "note.txt").read_text() == "hello"
