@@ -177,6 +177,9 @@ class SAEConfig:
     device: str = "auto"
     dtype: str = "float32"
     seed: int = SI("${seed}")
+    # SAEs to train together in one pass, each entry overriding keys above (not those that
+    # decide the batches): [{l1_coefficient: 1}, {architecture: topk, k: 16}]; [] trains one.
+    variants: List[Any] = field(default_factory=list)
 
 
 @dataclass

@@ -4,10 +4,16 @@ Our keys are the few a researcher sweeps (architecture, width, sparsity, learnin
 rate, token budget); everything else keeps SAELens's defaults. Keys that belong to
 other architectures are ignored (``k`` for a standard SAE), so one sweep can span
 architectures.
+
+``variants`` lists SAEs to train together in one pass over the data (the
+train_saes stage): each entry overrides some of the other keys. What decides the
+batches (hook, batch size, token budget, held-out rows, seed) is shared by all of
+them, so it cannot vary between entries.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +50,12 @@ def _choice(params: Mapping[str, Any], key: str, choices: tuple[str, ...], defau
 def check_sae_params(params: Mapping[str, Any]) -> None:
     """Everything checkable before the activations exist (pre-flight); keys relative to ``sae``."""
     params = {**DEFAULTS, **params}
+    _check_one_sae(params)
+    if params.get("variants"):
+        resolve_variants(params)
+
+
+def _check_one_sae(params: Mapping[str, Any]) -> None:
     _choice(params, "architecture", ARCHITECTURES, "standard")
     _choice(params, "normalize_activations", NORMALIZATIONS, "none")
     _choice(params, "lr_scheduler", LR_SCHEDULERS, "constant")
@@ -57,7 +69,7 @@ def check_sae_params(params: Mapping[str, Any]) -> None:
     for key in ("train_batch_size_tokens", "training_tokens", "log_every", "dead_feature_window",
                 "feature_sampling_window", "buffer_chunks"):
         _positive_int(params, key)
-    for key in ("lr_warm_up_steps", "lr_decay_steps", "l1_warm_up_steps", "eval_tokens", "eval_every",
+    for key in ("lr_warm_up_steps", "lr_decay_steps", "l1_warm_up_steps", "eval_tokens",
                 "checkpoint_every"):
         _positive_int(params, key, minimum=0)
     _positive_float(params, "lr", zero_ok=False)
@@ -80,10 +92,58 @@ DEFAULTS: dict[str, Any] = dict(
     l1_coefficient=5.0, l1_warm_up_steps=0, l0_coefficient=1.0, k=32, matryoshka_widths=None,
     lr=3e-4, lr_scheduler="constant", lr_warm_up_steps=0, lr_decay_steps=0, lr_end=None,
     train_batch_size_tokens=4096, training_tokens=2_000_000, allow_fewer_tokens=False,
-    eval_tokens=4096, eval_every=0, dead_feature_window=1000, feature_sampling_window=2000,
+    eval_tokens=4096, dead_feature_window=1000, feature_sampling_window=2000,
     normalize_activations="none", log_every=50, checkpoint_every=1000, buffer_chunks=8, device="auto",
-    dtype="float32", seed=0,
+    dtype="float32", seed=0, variants=None,
 )
+
+# What decides the batches, or how the one pass runs: the same for every SAE trained in it.
+# normalize_activations too: estimating the scale draws the first batches, which then do not reach training.
+SHARED_IN_ONE_PASS = ("hook", "d_in", "train_batch_size_tokens", "training_tokens", "allow_fewer_tokens",
+                      "eval_tokens", "normalize_activations", "log_every", "checkpoint_every", "buffer_chunks",
+                      "device", "seed")
+_VARIANT_KEYS = tuple(k for k in DEFAULTS if k not in SHARED_IN_ONE_PASS and k != "variants") + ("name",)
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def resolve_variants(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{name: params}`` for each entry of ``params["variants"]``, merged over the rest; checked.
+
+    A variant's name is its ``name``, or the keys it sets (``l1_coefficient-2.0``); errors
+    name the entry (``variants[1].lr``).
+    """
+    params = {**DEFAULTS, **params}
+    variants = params.get("variants") or []
+    if not isinstance(variants, (list, tuple)) or not variants:
+        raise ConfigError("variants", f"expected a list of SAE settings (e.g. [{{l1_coefficient: 1}}, "
+                                      f"{{l1_coefficient: 5}}]), found {variants!r}")
+    base = {k: v for k, v in params.items() if k != "variants"}
+    resolved: dict[str, dict[str, Any]] = {}
+    for index, variant in enumerate(variants):
+        where = f"variants[{index}]"
+        if not isinstance(variant, Mapping):
+            raise ConfigError(where, f"expected a mapping of SAE settings, found {variant!r}")
+        for key in variant:
+            if key in SHARED_IN_ONE_PASS:
+                raise ConfigError(f"{where}.{key}", "expected the same value for every SAE of one pass (it decides "
+                                                    f"their batches or how the pass runs), found it set here",
+                                  suggestion=f"set sae.{key}, or sweep it with -m (separate runs)")
+            if key not in _VARIANT_KEYS:
+                raise ConfigError(f"{where}.{key}", f"expected an SAE setting ({one_of(_VARIANT_KEYS)})",
+                                  suggestion=did_you_mean(str(key), _VARIANT_KEYS))
+        merged = {**base, **{k: v for k, v in variant.items() if k != "name"}}
+        try:
+            _check_one_sae(merged)
+        except ConfigError as error:
+            key = f"{where}.{error.key}" if error.key in variant else error.key
+            raise ConfigError(key, error.message, suggestion=error.suggestion) from None
+        name = str(variant.get("name") or "_".join(f"{k}-{v}" for k, v in variant.items()) or f"sae{index}")
+        name = _NAME_UNSAFE.sub("_", name)
+        if name in resolved:
+            raise ConfigError(f"{where}.name", f"expected a name no other entry has, found '{name}' twice",
+                              suggestion="give the entries distinct settings or a name: key")
+        resolved[name] = merged
+    return resolved
 
 
 def resolve_d_sae(params: Mapping[str, Any], d_in: int) -> int:

@@ -1,10 +1,14 @@
-"""SAELens's data provider (an endless iterator of activation batches) from a store or a tensor.
+"""SAELens's data provider (an endless iterator of activation batches) from a store, a tensor or a model.
 
 The last ``eval_tokens`` rows are held out for evaluation and never trained on: in
 a store those are the last sequences cached, so no sequence is split between the
 two sides but the one at the boundary. Batches are float32, flattened to
 ``[batch, d_in]`` (per-head hooks become ``n_heads * d_head`` wide), and checked
 for NaN and infinity, which would otherwise reach the optimizer silently.
+
+Without a store, ``from_model`` streams: the rows are the model's activations at
+every position of the token dataset, in the order a store of them would hold
+(sequence-major), computed as they are needed and never written.
 """
 
 from __future__ import annotations
@@ -181,3 +185,79 @@ def from_synthetic(toy: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -
     return TrainingData(batches, int(toy["features"].shape[1]), params.get("hook"), holdout.float(), 0,
                         whole_batches(int(params["training_tokens"]), int(params["train_batch_size_tokens"])),
                         "synthetic activations")
+
+
+def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, forward_batch: int = 32) -> TrainingData:
+    """Shuffled batches of one hook's activations, computed from ``tokens`` as training draws them.
+
+    Each epoch visits the training sequences in a seeded order, ``sae.buffer_chunks``
+    batches' worth of rows at a time: their forward passes (stopped after the hook's
+    block), then the rows shuffled together and cut into batches. Rows left over at a
+    buffer's end, too few for a batch, are dropped, as at an epoch's end. A resumed
+    stream skips whole buffers without running the model.
+    """
+    import torch
+
+    from interp_pipeline.stages.cache_activations import hook_row_shapes, stop_at_layer_for
+
+    hook = params.get("hook")
+    if hook is None:
+        raise ConfigError("hook", "expected the hook to train on (streaming from the model: no store to take it from)")
+    try:
+        hook_row_shapes(model, tokens, [hook])  # refuses a hook the model lacks, or one without a token axis
+    except ConfigError as error:
+        raise ConfigError("hook", error.message, suggestion=error.suggestion) from None
+    n_seq, seq_len = tokens.shape
+    n_rows = n_seq * seq_len
+    source = f"the model's {hook} on {n_seq} x {seq_len} tokens"
+    eval_tokens, total = _budget(params, n_rows, source)
+    train_rows = n_rows - eval_tokens
+    batch_size, seed = int(params["train_batch_size_tokens"]), int(params["seed"])
+    stop = stop_at_layer_for(model, [hook])
+    device = model.cfg.device
+
+    def activations(sequences: torch.Tensor) -> torch.Tensor:
+        """[len(sequences) * seq_len, d_in] float32, rows in sequence-major order."""
+        out = []
+        for start in range(0, len(sequences), forward_batch):
+            batch = tokens[sequences[start:start + forward_batch]].to(device)
+            with torch.inference_mode():
+                _, cache = model.run_with_cache(batch, names_filter=[hook],
+                                                **({"stop_at_layer": stop} if stop is not None else {}))
+            out.append(cache[hook].reshape(batch.shape[0] * seq_len, -1).float().cpu())
+        return torch.cat(out)
+
+    first_heldout_seq = train_rows // seq_len
+    holdout = activations(torch.arange(first_heldout_seq, n_seq))[train_rows - first_heldout_seq * seq_len:]
+    d_in = int(holdout.shape[1])
+    _check_finite(holdout, f"{source}, held-out rows")
+    # The boundary sequence's first rows are training rows, its last held out.
+    training_sequences = -(-train_rows // seq_len)
+    per_buffer = max(1, int(params["buffer_chunks"]) * batch_size // seq_len)
+
+    def buffers(epoch: int) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(training_sequences, generator=generator)
+        return [order[start:start + per_buffer] for start in range(0, training_sequences, per_buffer)]
+
+    def training_rows_of(sequences: torch.Tensor) -> torch.Tensor:
+        rows = (sequences[:, None] * seq_len + torch.arange(seq_len)).reshape(-1)
+        return rows < train_rows  # mask, sequence-major like activations()
+
+    def batches(position: int) -> Iterator[torch.Tensor]:
+        skip = position
+        for epoch in itertools.count():
+            for index, sequences in enumerate(buffers(epoch)):
+                keep = training_rows_of(sequences)
+                n_batches = int(keep.sum()) // batch_size
+                if skip >= n_batches:  # a resumed stream passes whole buffers without a forward pass
+                    skip -= n_batches
+                    continue
+                rows = activations(sequences)[keep]
+                shuffle = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(
+                    (seed * 1_000_003 + epoch) * 100_003 + index))
+                for b in range(skip, n_batches):
+                    yield _check_finite(rows[shuffle[b * batch_size:(b + 1) * batch_size]], source)
+                skip = 0
+
+    return TrainingData(batches, d_in, hook, holdout, train_rows, total, source)

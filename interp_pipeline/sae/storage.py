@@ -3,12 +3,15 @@
 SAELens's own format (``cfg.json`` and ``sae_weights.safetensors``), so a cached
 SAE can be loaded without this package: ``SAE.load_from_disk(path)``. Only
 inference SAEs are stored; the training stage converts (BatchTopK becomes
-JumpReLU, as SAELens's own runner saves it).
+JumpReLU, as SAELens's own runner saves it). Several SAEs by name (trained in one
+pass) are one such directory per name, and ``names.json`` keeping their order.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,4 +45,22 @@ def to_inference(training_sae: Any, directory: Path, device: str = "cpu") -> Any
     return SAE.load_from_disk(str(directory), device=device)
 
 
+def _is_named_saes(value: Any) -> bool:
+    return isinstance(value, Mapping) and bool(value) and all(
+        isinstance(k, str) and _is_inference_sae(v) for k, v in value.items())
+
+
+def save_saes(saes: Mapping[str, Any], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, sae in enumerate(saes.values()):
+        save_sae(sae, directory / str(index))  # names may hold characters a path should not
+    (directory / "names.json").write_text(json.dumps(list(saes)))
+
+
+def load_saes(directory: Path) -> dict[str, Any]:
+    names = json.loads((directory / "names.json").read_text())
+    return {name: load_sae(directory / str(index)) for index, name in enumerate(names)}
+
+
 register_codec(Codec("sae_lens_sae", "", _is_inference_sae, save_sae, load_sae))
+register_codec(Codec("sae_lens_saes", "", _is_named_saes, save_saes, load_saes))

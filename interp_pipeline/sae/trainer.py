@@ -17,6 +17,7 @@ one would have.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -44,12 +45,15 @@ def tracked_trainer_class() -> type:
     class TrackedSAETrainer(sae_trainer.SAETrainer):
         def __init__(self, cfg: Any, sae: Any, data_provider: Any, *, tracker: Tracker = NULL_TRACKER,
                      log_every: int = 50, desc: str = "training SAE", workdir: Path | None = None,
-                     checkpoint_every: int = 0, identity: Mapping[str, Any] | None = None, **kwargs: Any):
+                     checkpoint_every: int = 0, identity: Mapping[str, Any] | None = None, name: str = "",
+                     **kwargs: Any):
             super().__init__(cfg, sae, data_provider, **kwargs)
+            self.name = name  # which of several SAEs trained together, for messages
             self.tracker = tracker
             self.log_every = log_every
             self.desc = desc
             self.last_metrics: dict[str, float] = {}
+            self.last_logged_step = -1
             self.workdir = workdir
             self.checkpoint_every = checkpoint_every if workdir is not None else 0
             self.identity = dict(identity or {})
@@ -57,8 +61,10 @@ def tracked_trainer_class() -> type:
 
         def state_for_checkpoint(self) -> dict[str, Any]:
             """SAETrainer.save_trainer_state's contents, plus the scaler, data position and RNG, as one dict."""
-            import torch
+            return {**self.own_state(), "data_position": self.data_provider.position, **rng_state()}
 
+        def own_state(self) -> dict[str, Any]:
+            """What this SAE's training needs to go on, without the data position and RNG it may share."""
             return {
                 "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.lr_scheduler.state_dict(),
@@ -70,16 +76,18 @@ def tracked_trainer_class() -> type:
                 "n_frac_active_samples": self.n_frac_active_samples,
                 "started_fine_tuning": self.started_fine_tuning,
                 "scaling_factor": self.activation_scaler.scaling_factor,
-                "data_position": self.data_provider.position,
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             }
 
         def restore(self, found: Any, batches_from: Callable[[int], Iterator[Any]]) -> None:
             """Bring back checkpoint ``found``: weights, state, RNG, and the provider at its data position."""
-            import torch
-
             weights, state = checkpoints.load(found, self.cfg.device)
+            self.restore_state(weights, state)
+            restore_rng(state)
+            self.data_provider = CountingBatches(batches_from(int(state["data_position"])),
+                                                 int(state["data_position"]))
+
+        def restore_state(self, weights: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+            """This SAE's own part of a checkpoint: weights, optimizer, schedules, firing statistics, scaler."""
             self.sae.load_state_dict(weights)
             self.optimizer.load_state_dict(state["optimizer"])
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -89,11 +97,6 @@ def tracked_trainer_class() -> type:
                          "n_frac_active_samples", "started_fine_tuning"):
                 setattr(self, name, state[name])
             self.activation_scaler.scaling_factor = state["scaling_factor"]
-            torch.set_rng_state(state["rng_cpu"].cpu())
-            if state["rng_cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
-            self.data_provider = CountingBatches(batches_from(int(state["data_position"])),
-                                                 int(state["data_position"]))
             self.resumed_from_step = self.n_training_steps
 
         def _is_logging_step(self) -> bool:
@@ -101,23 +104,32 @@ def tracked_trainer_class() -> type:
             return step % self.log_every == 0 or step == self.cfg.total_training_steps
 
         def _update_pbar(self, step_output: Any, pbar: Any, update_interval: int = 100) -> None:
+            loss = self.log_step(step_output)
+            pbar.update(self.cfg.train_batch_size_samples)
+            if self.last_logged_step == self.n_training_steps:
+                pbar.set_postfix(l0=f"{self.last_metrics['metrics/l0']:.1f}", loss=f"{loss:.4g}", refresh=False)
+            step = self.n_training_steps
+            if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps:
+                # The last step needs none: its result goes to the stage cache.
+                checkpoints.save(self.workdir, step, loss, self.sae.state_dict(), self.state_for_checkpoint(),
+                                 self.identity)
+
+        def log_step(self, step_output: Any) -> float:
+            """After a step (the counter already advanced): stop on a non-finite loss, log every log_every steps."""
             loss = float(step_output.loss.detach())
             if not math.isfinite(loss):
                 raise NonFiniteLoss(
-                    f"SAE training stopped at step {self.n_training_steps}: the loss is {loss}; "
-                    "lower sae.lr, or rescale the activations (sae.normalize_activations=expected_average_only_in)")
-            pbar.update(self.cfg.train_batch_size_samples)
+                    f"SAE training{f' of {self.name}' if self.name else ''} stopped at step {self.n_training_steps}: "
+                    f"the loss is {loss}; lower sae.lr, or rescale the activations "
+                    "(sae.normalize_activations=expected_average_only_in)")
             step = self.n_training_steps
             if step % self.log_every == 0 or step == self.cfg.total_training_steps:
                 metrics = self.build_train_step_log_dict(output=step_output, n_training_samples=self.n_training_samples)
                 numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
                 self.tracker.log_metrics(numeric, step=step)
                 self.last_metrics = numeric
-                pbar.set_postfix(l0=f"{numeric['metrics/l0']:.1f}", loss=f"{loss:.4g}", refresh=False)
-            if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps:
-                # The last step needs none: its result goes to the stage cache.
-                checkpoints.save(self.workdir, step, loss, self.sae.state_dict(), self.state_for_checkpoint(),
-                                 self.identity)
+                self.last_logged_step = step
+            return loss
 
         def maybe_reset_sparsity(self) -> dict[str, Any]:
             # Every feature_sampling_window steps: SAELens's feature-density summary (its histogram is W&B-only).
@@ -129,15 +141,57 @@ def tracked_trainer_class() -> type:
 
         def fit(self) -> Any:
             # fit() makes its own tqdm bar; lend it ours (tokens/s, L0, quiet in log files).
-            made_by_fit = sae_trainer.tqdm
-            sae_trainer.tqdm = lambda total, initial=0, desc=None: progress(
-                range(0), desc=self.desc, total=total, unit="tok", unit_scale=True, initial=initial)
-            try:
+            with lent_progress_bars(sae_trainer, lambda total, initial=0, desc=None: progress(
+                    range(0), desc=self.desc, total=total, unit="tok", unit_scale=True, initial=initial)):
                 return super().fit()
-            finally:
-                sae_trainer.tqdm = made_by_fit
 
     return TrackedSAETrainer
+
+
+def rng_state() -> dict[str, Any]:
+    import torch
+
+    return {"rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(state: Mapping[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    if state["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+
+
+@contextlib.contextmanager
+def lent_progress_bars(module: Any, training_bar: Callable[..., Any]) -> Iterator[None]:
+    """SAELens's loops with our bars: ``module.tqdm`` (its training loop's) becomes ``training_bar``,
+    and its activation scaler's bar, like all of ours, shows on a terminal only, not in log files."""
+    from sae_lens.training import activation_scaler
+
+    saved = module.tqdm, activation_scaler.tqdm
+    module.tqdm = training_bar
+    activation_scaler.tqdm = lambda iterable, desc=None, leave=False: progress(iterable, desc=desc or "")
+    try:
+        yield
+    finally:
+        module.tqdm, activation_scaler.tqdm = saved
+
+
+@contextlib.contextmanager
+def flushed_denormals(device: str) -> Iterator[None]:
+    """Denormal floats (tiny Adam moments, decaying latents) are ~10x slower on CPUs; zero
+    is as good for training. Process-wide in torch, so put back afterwards (off by default)."""
+    import torch
+
+    on_cpu = torch.device(device).type == "cpu"
+    if on_cpu:
+        torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if on_cpu:
+            torch.set_flush_denormal(False)
 
 
 class CountingBatches:
@@ -165,8 +219,6 @@ def train(sae: Any, batches_from: Callable[[int], Iterator[Any]], trainer_cfg: A
     its newest checkpoint (ConfigError when that one was written with another ``identity``)
     and checkpoints every ``checkpoint_every`` steps.
     """
-    import torch
-
     trainer = tracked_trainer_class()(trainer_cfg, sae, CountingBatches(batches_from(0)), tracker=tracker,
                                       log_every=log_every, desc=desc, workdir=workdir,
                                       checkpoint_every=checkpoint_every, identity=identity)
@@ -175,16 +227,8 @@ def train(sae: Any, batches_from: Callable[[int], Iterator[Any]], trainer_cfg: A
         checkpoints.check_identity(found, trainer.identity)
         trainer.restore(found, batches_from)
         tracker.log_metrics({"resumed_from_step": float(found.step)})
-    # Denormal floats (tiny Adam moments, decaying latents) are ~10x slower on CPUs; zero
-    # is as good for training. Process-wide in torch, so put back afterwards (off by default).
-    on_cpu = torch.device(trainer_cfg.device).type == "cpu"
-    if on_cpu:
-        torch.set_flush_denormal(True)
-    try:
+    with flushed_denormals(trainer_cfg.device):
         trainer.fit()
-    finally:
-        if on_cpu:
-            torch.set_flush_denormal(False)
     return trainer
 
 

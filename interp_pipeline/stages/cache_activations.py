@@ -55,7 +55,7 @@ def _check_params(params: dict[str, Any]) -> None:
             raise ConfigError(key, f"expected a positive integer, found {params.get(key)!r}")
 
 
-def _row_shapes(model: Any, tokens: Tensor, hooks: list[str]) -> dict[str, list[int]]:
+def hook_row_shapes(model: Any, tokens: Tensor, hooks: list[str]) -> dict[str, list[int]]:
     """Each hook's per-token shape, from a 3-token forward; refuses hooks with no token axis."""
     for hook in hooks:
         if hook not in model.hook_dict:
@@ -73,7 +73,7 @@ def _row_shapes(model: Any, tokens: Tensor, hooks: list[str]) -> dict[str, list[
     return shapes
 
 
-def _stop_at_layer(model: Any, hooks: list[str]) -> int | None:
+def stop_at_layer_for(model: Any, hooks: list[str]) -> int | None:
     """Run only the blocks the hooks need (HookedTransformer's stop_at_layer)."""
     from transformer_lens import HookedTransformer
 
@@ -170,7 +170,7 @@ def cache_activations(
         raise ConfigError("positions", "selects no token of the dataset")
     identity = weights_fingerprint(model)
     attributes = store_attributes(
-        model=identity, hooks=hooks, row_shape=_row_shapes(model, tokens, hooks), dtype=dtype,
+        model=identity, hooks=hooks, row_shape=hook_row_shapes(model, tokens, hooks), dtype=dtype,
         positions=positions, dataset_fingerprint=fingerprint(tokens_np), n_rows=plan.n_rows,
         chunk_rows=chunk_rows, batch_size=batch_size, versions=library_versions(),
     )
@@ -185,7 +185,7 @@ def cache_activations(
     todo = [c for c in mine if not done[c]]
     tracker.set_tags({"store_uri": url})
 
-    stop = _stop_at_layer(model, hooks)
+    stop = stop_at_layer_for(model, hooks)
     bar = progress(range(0), desc="caching", total=sum(min(chunk_rows, plan.n_rows - c * chunk_rows) for c in todo),
                    unit="tok", unit_scale=True)
 

@@ -1,7 +1,8 @@
 """SAE stages: train an SAE with SAELens on cached activations, and the toy-superposition check.
 
 ``train_sae`` takes the cache stage's ``store`` (or, for synthetic data, an
-``activations`` tensor) and the ``sae`` config group, trains with SAELens's
+``activations`` tensor; or, with no cache, a ``model`` and ``tokens`` whose activations
+it computes as it trains) and the ``sae`` config group, trains with SAELens's
 SAETrainer (metrics every ``sae.log_every`` steps, under SAELens's own names),
 evaluates on held-out rows and returns the SAE, which the stage cache keeps as a
 directory ``SAE.load_from_disk`` reads (interp_pipeline/sae/storage.py).
@@ -9,10 +10,16 @@ directory ``SAE.load_from_disk`` reads (interp_pipeline/sae/storage.py).
 Every ``sae.checkpoint_every`` steps it checkpoints into the runner's ``workdir`` for
 its cache key (interp_pipeline/sae/checkpoints.py); after a crash or a kill -9 the
 same command resumes from the newest checkpoint and ends with the same SAE.
+
+With ``sae.variants`` (a list of overrides: ``[{l1_coefficient: 1}, {l1_coefficient: 5}]``)
+it trains one SAE per entry in one pass over the data (interp_pipeline/sae/multi.py):
+each batch is read once and given to every SAE, each SAE logs to its own MLflow run
+nested under the stage's, and the output is ``{name: SAE}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Mapping
@@ -35,11 +42,14 @@ _NOT_IN_CHECKPOINT_IDENTITY = ("log_every", "checkpoint_every", "device")
 
 
 @stage("train_sae", outputs=("sae",), preflight=check_sae_params, version=1, key_exclude=("checkpoint_every",),
-       summary=("eval/explained_variance", "eval/l0", "eval/dead_latents", "steps_per_s"))
+       summary=("eval/explained_variance", "eval/l0", "eval/dead_latents", "steps_per_s",
+                "*/eval/explained_variance", "*/eval/l0"))
 def train_sae(
     store: Any = None,
     activations: Tensor | None = None,
     synthetic: Mapping[str, Tensor] | None = None,
+    model: Any = None,
+    tokens: Tensor | None = None,
     hook: str | None = None,
     architecture: str = "standard",
     d_in: int | None = None,
@@ -68,47 +78,109 @@ def train_sae(
     device: str = "auto",
     dtype: str = "float32",
     seed: int = 0,
+    variants: list[Mapping[str, Any]] | None = None,
     tracker: Tracker = NULL_TRACKER,
     workdir: Path | None = None,
 ) -> Any:
-    """Train one SAE on one hook of ``store`` (or on ``activations``); see the module doc and conf/sae/."""
-    import torch
+    """Train one SAE on one hook of ``store`` (or on ``activations``); see the module doc and conf/sae/.
 
+    With ``variants``, trains one SAE per entry in one pass and returns them by name.
+    """
     from interp_pipeline.sae import data, trainer
-    from interp_pipeline.sae.config import resolve_device, trainer_config, training_sae
-    from interp_pipeline.sae.storage import to_inference
+    from interp_pipeline.sae.config import resolve_device
 
     params = {key: value for key, value in locals().items() if key in DEFAULTS}
     check_sae_params(params)
-    given = [name for name, value in (("store", store), ("activations", activations), ("synthetic", synthetic))
-             if value is not None]
-    if len(given) != 1:
+    given = [name for name, value in (("store", store), ("activations", activations), ("synthetic", synthetic),
+                                      ("model", model)) if value is not None]
+    if len(given) != 1 or (model is None) != (tokens is None):
+        found = " and ".join(given + (["tokens"] if tokens is not None else [])) or "none"
         raise ConfigError("inputs", "expected exactly one of the inputs store (an activation store), activations "
-                                    f"(a tensor) and synthetic (toy_superposition), found {' and '.join(given) or 'none'}")
+                                    "(a tensor), synthetic (toy_superposition), and model with tokens (streamed "
+                                    f"from the model), found {found}")
     if store is not None:
         source = data.from_store(store, params)
+    elif model is not None:
+        source = data.from_model(model, tokens, params)
     elif activations is not None:
         source = data.from_tensor(activations, params)
     else:
         source = data.from_synthetic(synthetic, params)
     device = resolve_device(device)
-    torch.manual_seed(seed)
-    sae = training_sae(params, source.d_in, hook=source.hook, device=device)
-    steps = -(-source.total_tokens // train_batch_size_tokens)
-    cfg = trainer_config(params, total_tokens=source.total_tokens, device=device,
-                         norm_batches=max(1, min(1000, steps)))
-    tracker.set_tags({"sae.architecture": architecture, "sae.source": source.source,
-                      **({"sae.hook": source.hook} if source.hook else {})})
     identity = {**{key: value for key, value in params.items() if key not in _NOT_IN_CHECKPOINT_IDENTITY},
                 "d_in": source.d_in, "source": source.source, "train_rows": source.train_rows,
                 "total_tokens": source.total_tokens, "sae_lens": _sae_lens_version()}
+    workdir = None if workdir is None else Path(workdir)
+    tracker.set_tags({"sae.source": source.source, **({"sae.hook": source.hook} if source.hook else {})})
+    if variants:
+        return _train_in_one_pass(source, params, device, identity, tracker, workdir)
+
+    sae, cfg = _fresh_sae(params, source, device)
+    tracker.set_tags({"sae.architecture": architecture})
     started = time.perf_counter()
     fitted = trainer.train(sae, source.batches_from, cfg, tracker=tracker, log_every=log_every,
-                           desc=f"training {architecture} SAE", workdir=None if workdir is None else Path(workdir),
+                           desc=f"training {architecture} SAE", workdir=workdir,
                            checkpoint_every=checkpoint_every, identity=identity)
-    elapsed = time.perf_counter() - started
+    return _finish(sae, fitted, source, time.perf_counter() - started, device, tracker)[0]
+
+
+def _train_in_one_pass(source: Any, params: Mapping[str, Any], device: str, identity: Mapping[str, Any],
+                       tracker: Tracker, workdir: Path | None) -> dict[str, Any]:
+    """One SAE per ``variants`` entry, trained in one pass over the data; each logs to its own child run."""
+    from interp_pipeline.sae.config import resolve_variants
+    from interp_pipeline.sae.multi import train_many
+
+    named = resolve_variants(params)
+    built = {name: _fresh_sae(variant, source, device) for name, variant in named.items()}
+    with contextlib.ExitStack() as children:
+        trackers = {}
+        for name, variant in named.items():
+            trackers[name] = children.enter_context(tracker.child(name, {"sae.architecture": variant["architecture"]}))
+            trackers[name].log_params({k: v for k, v in variant.items() if k != "variants"})
+        started = time.perf_counter()
+        fitted = train_many({name: sae for name, (sae, _) in built.items()}, source.batches_from,
+                            {name: cfg for name, (_, cfg) in built.items()}, trackers=trackers,
+                            log_every=int(params["log_every"]), desc=f"training {len(named)} SAEs in one pass",
+                            workdir=workdir, checkpoint_every=int(params["checkpoint_every"]), identity=identity)
+        elapsed = time.perf_counter() - started
+        saes = {}
+        for name, (sae, _) in built.items():
+            saes[name], final = _finish(sae, fitted.trainers[name], source, elapsed, device, trackers[name])
+            # The stage's own run gets each SAE's results too, under its name (a cached stage shows only these).
+            tracker.log_metrics({f"{name}/{metric}": value for metric, value in final.items()
+                                 if metric.startswith(("eval/", "final/", "dead_features"))})
     steps_here = fitted.n_training_steps - fitted.resumed_from_step
-    tokens_here = steps_here * train_batch_size_tokens
+    if fitted.resumed_from_step:
+        tracker.log_metrics({"resumed_from_step": float(fitted.resumed_from_step)})
+    tracker.log_metrics({"saes": float(len(saes)), "steps": float(fitted.n_training_steps),
+                         "steps_per_s": steps_here / elapsed if elapsed > 0 else 0.0,
+                         "tokens_per_s": steps_here * int(params["train_batch_size_tokens"]) / elapsed
+                         if elapsed > 0 else 0.0})
+    return saes
+
+
+def _fresh_sae(params: Mapping[str, Any], source: Any, device: str) -> tuple[Any, Any]:
+    """A new training SAE (initialised from ``seed``, as a separate run would) and its SAETrainerConfig."""
+    import torch
+
+    from interp_pipeline.sae.config import trainer_config, training_sae
+
+    torch.manual_seed(int(params["seed"]))
+    sae = training_sae(params, source.d_in, hook=source.hook, device=device)
+    steps = -(-source.total_tokens // int(params["train_batch_size_tokens"]))
+    cfg = trainer_config(params, total_tokens=source.total_tokens, device=device,
+                         norm_batches=max(1, min(1000, steps)))
+    return sae, cfg
+
+
+def _finish(sae: Any, fitted: Any, source: Any, elapsed: float, device: str,
+            tracker: Tracker) -> tuple[Any, dict[str, float]]:
+    """The inference SAE (logged as an artifact) and its final and held-out metrics (logged too)."""
+    from interp_pipeline.sae import trainer
+    from interp_pipeline.sae.storage import to_inference
+
+    steps_here = fitted.n_training_steps - fitted.resumed_from_step
+    tokens_here = steps_here * fitted.cfg.train_batch_size_samples
     with tempfile.TemporaryDirectory() as scratch:
         inference = to_inference(sae, Path(scratch) / "sae", device=device)
         # The run carries the SAE itself (SAE.load_from_disk reads the downloaded folder).
@@ -127,7 +199,7 @@ def train_sae(
     }
     tracker.log_metrics(final)
     tracker.log_dict(inference.cfg.to_dict(), "sae_cfg")
-    return inference
+    return inference, final
 
 
 def _sae_lens_version() -> str:

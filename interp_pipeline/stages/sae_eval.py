@@ -28,15 +28,17 @@ if TYPE_CHECKING:
 
 @stage("store_heldout_tokens", outputs=("tokens",), version=1, summary=("heldout_sequences", "heldout_tokens"))
 def store_heldout_tokens(
-    store: Any,
     tokens: Int[Tensor, "batch pos"],
     eval_tokens: int,
+    store: Any = None,
     tracker: Tracker = NULL_TRACKER,
 ) -> Int[Tensor, "heldout pos"]:
     """The sequences of ``tokens`` that have rows among the store's last ``eval_tokens`` rows and none before.
 
     The sequence at the boundary (some rows trained on, some held out) is left out.
     ``tokens`` must be the dataset the store was cached from (its fingerprint is checked).
+    Without a store (train_sae streamed from the model), the rows are every position of
+    every sequence, in order.
     """
     import numpy as np
     import torch
@@ -44,18 +46,23 @@ def store_heldout_tokens(
     from interp_pipeline.activations.layout import fingerprint
     from interp_pipeline.sae.data import open_store
 
-    opened = open_store(store)
-    if isinstance(eval_tokens, bool) or not isinstance(eval_tokens, int) or not 0 < eval_tokens <= opened.n_rows:
-        raise ConfigError("eval_tokens", f"expected an integer in [1, {opened.n_rows}] (the store's rows), "
-                                         f"found {eval_tokens!r}")
     tokens_np = tokens.cpu().numpy()
-    expected, found = opened.attrs.get("dataset_fingerprint"), fingerprint(tokens_np)
-    if expected != found:
-        raise ConfigError("inputs.tokens", f"expected the token dataset activation store {opened.url} was cached "
-                                           f"from (fingerprint {expected}), found one with fingerprint {found} "
-                                           f"and shape {list(tokens_np.shape)}; wire the cache stage's tokens here")
-    sequences = opened.sequences()
-    first_heldout = opened.n_rows - eval_tokens
+    if store is None:
+        sequences = np.repeat(np.arange(tokens_np.shape[0]), tokens_np.shape[1])
+        what = "every token's"
+    else:
+        opened = open_store(store)
+        sequences, what = opened.sequences(), "the store's"
+        expected, found = opened.attrs.get("dataset_fingerprint"), fingerprint(tokens_np)
+        if expected != found:
+            raise ConfigError("inputs.tokens", f"expected the token dataset activation store {opened.url} was "
+                                               f"cached from (fingerprint {expected}), found one with fingerprint "
+                                               f"{found} and shape {list(tokens_np.shape)}; wire the cache stage's "
+                                               "tokens here")
+    n_rows = len(sequences)
+    if isinstance(eval_tokens, bool) or not isinstance(eval_tokens, int) or not 0 < eval_tokens <= n_rows:
+        raise ConfigError("eval_tokens", f"expected an integer in [1, {n_rows}] ({what} rows), found {eval_tokens!r}")
+    first_heldout = n_rows - eval_tokens
     heldout = np.unique(sequences[first_heldout:])
     heldout = heldout[~np.isin(heldout, sequences[:first_heldout])]
     if heldout.size == 0:
@@ -85,7 +92,8 @@ def _check_eval_params(params: Mapping[str, Any]) -> None:
 
 @stage("evaluate_sae", outputs=("metrics",), preflight=_check_eval_params, version=1,
        summary=("reconstruction_quality/explained_variance", "sparsity/l0", "model_performance_preservation/ce_loss_score",
-                "sparsity/dead_features_fraction"))
+                "sparsity/dead_features_fraction", "*/reconstruction_quality/explained_variance",
+                "*/model_performance_preservation/ce_loss_score"))
 def evaluate_sae(
     model: Any,
     sae: Any,
@@ -104,12 +112,32 @@ def evaluate_sae(
     ``hook``: where to splice the SAE; by default the hook it was trained on
     (``sae.cfg.metadata.hook_name``). ``max_sequences``: evaluate on the first so
     many sequences only. Returns the scalar metrics; the per-latent densities and
-    their histogram go to the tracker.
+    their histogram go to the tracker. ``sae`` may be several SAEs by name (train_sae
+    with ``sae.variants``): each is evaluated in its own child run, and the metrics
+    come back as ``<name>/<metric>``.
     """
-    from interp_pipeline.sae.evaluation import density_histogram, evaluate
-
     _check_eval_params(dict(batch_size_prompts=batch_size_prompts, max_sequences=max_sequences,
                             exclude_special_tokens=exclude_special_tokens, dense_threshold=dense_threshold))
+    if max_sequences is not None:
+        tokens = tokens[:max_sequences]
+    settings = dict(hook=hook, batch_size_prompts=batch_size_prompts, exclude_special_tokens=exclude_special_tokens,
+                    dense_threshold=dense_threshold, compute_kl=compute_kl, compute_ce_loss=compute_ce_loss)
+    if not isinstance(sae, Mapping):
+        return _evaluate_one(model, sae, tokens, tracker=tracker, **settings)
+    metrics: dict[str, float] = {}
+    for name, one in sae.items():
+        with tracker.child(name) as child:
+            found = _evaluate_one(model, one, tokens, tracker=child, **settings)
+        metrics.update({f"{name}/{metric}": value for metric, value in found.items()})
+    tracker.log_metrics(metrics)
+    return metrics
+
+
+def _evaluate_one(model: Any, sae: Any, tokens: Int[Tensor, "batch pos"], *, hook: str | None, batch_size_prompts: int,
+                  exclude_special_tokens: bool | list[int], dense_threshold: float, compute_kl: bool,
+                  compute_ce_loss: bool, tracker: Tracker) -> dict[str, float]:
+    from interp_pipeline.sae.evaluation import density_histogram, evaluate
+
     trained_on = sae.cfg.metadata.hook_name
     hook = hook or trained_on
     if hook is None:
@@ -119,8 +147,6 @@ def evaluate_sae(
     if hook not in hook_dict:
         raise ConfigError("hook", f"expected a hook name of this model, found '{hook}'",
                           suggestion=did_you_mean(hook, hook_dict))
-    if max_sequences is not None:
-        tokens = tokens[:max_sequences]
     tracker.set_tags({"sae.hook": hook, "sae.architecture": sae.cfg.architecture()})
     metadata = sae.cfg.metadata
     metadata.hook_name = hook  # run_evals reads the hook from here; put back below

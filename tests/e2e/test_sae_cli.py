@@ -52,3 +52,31 @@ def test_sae_train_on_the_toy_model_end_to_end(outputs):
     client = MlflowClient(sqlite_uri(outputs))
     assert {a.path for a in client.list_artifacts(sae_run.info.run_id, "sae")} >= {"sae/cfg.json",
                                                                                     "sae/sae_weights.safetensors"}
+
+
+def test_several_saes_from_one_pass_and_a_streamed_sae_through_the_cli(outputs):
+    """sae.variants: a nested MLflow run per SAE under the sae and eval stages; then, with no cache, the
+    SAE fed the model's activations as they are computed (the toy model is trained once, then cached)."""
+    variants = "sae.variants=[{l1_coefficient: 1}, {architecture: topk, k: 8}]"
+    done = run_cli([*SMALL, variants], outputs, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs, all_runs = parents(sqlite_uri(outputs), "sae_train")
+    metrics = runs[0].data.metrics
+    names = ("l1_coefficient-1", "architecture-topk_k-8")
+    for name in names:
+        assert metrics[f"sae.{name}/eval/explained_variance"] > 0.3
+        assert 0 < metrics[f"eval.{name}/model_performance_preservation/ce_loss_score"] <= 1.0 + 1e-6
+    assert metrics["eval.architecture-topk_k-8/sparsity/l0"] == pytest.approx(8, abs=0.5)
+    by_id = {r.info.run_id: r for r in all_runs}
+    nested = {(by_id[r.data.tags["mlflow.parentRunId"]].data.tags.get("stage"), r.info.run_name)
+              for r in all_runs if by_id.get(r.data.tags.get("mlflow.parentRunId"), runs[0]) is not runs[0]}
+    assert nested == {(stage, name) for stage in ("sae", "eval") for name in names}
+
+    streamed = run_cli([a.replace("sae_train", "sae_train_streamed") for a in SMALL], outputs, timeout=600)
+    assert streamed.returncode == 0, streamed.stdout + streamed.stderr
+    assert "cached" in next(line for line in streamed.stdout.splitlines() if line.startswith("[1/5] model"))
+    runs, _ = parents(sqlite_uri(outputs), "sae_train_streamed")
+    metrics = runs[0].data.metrics
+    assert metrics["sae.steps"] == 40 and metrics["sae.eval/tokens"] == 3136
+    assert metrics["heldout.heldout_sequences"] == 64
+    assert metrics["eval.reconstruction_quality/explained_variance"] > 0.5

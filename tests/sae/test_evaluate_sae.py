@@ -38,18 +38,18 @@ def setup(tmp_path_factory):
 
 def test_heldout_sequences_are_those_no_training_row_came_from(setup):
     _, tokens, store, _ = setup
-    heldout = store_heldout_tokens(store, tokens, eval_tokens=EVAL_TOKENS)
+    heldout = store_heldout_tokens(tokens, store=store, eval_tokens=EVAL_TOKENS)
     torch.testing.assert_close(heldout, tokens[26:30])
     # 40 rows start inside sequence 26, which training saw part of: it is left out.
-    torch.testing.assert_close(store_heldout_tokens(store, tokens, eval_tokens=40), tokens[27:30])
+    torch.testing.assert_close(store_heldout_tokens(tokens, store=store, eval_tokens=40), tokens[27:30])
 
 
 def test_heldout_errors_name_the_key(setup):
     _, tokens, store, _ = setup
     with pytest.raises(ConfigError, match=r"^eval_tokens: .*at least one whole sequence \(12 tokens\)"):
-        store_heldout_tokens(store, tokens, eval_tokens=11)
+        store_heldout_tokens(tokens, store=store, eval_tokens=11)
     with pytest.raises(ConfigError, match=r"^inputs\.tokens: expected the token dataset .* was cached from"):
-        store_heldout_tokens(store, tokens[:, :6], eval_tokens=EVAL_TOKENS)
+        store_heldout_tokens(tokens[:, :6], store=store, eval_tokens=EVAL_TOKENS)
 
 
 def run_evals_reference(model, sae, heldout, batch_size, exclude):
@@ -70,7 +70,7 @@ def run_evals_reference(model, sae, heldout, batch_size, exclude):
 
 def test_evaluate_sae_agrees_with_sae_lens_run_evals(setup, tmp_path):
     model, tokens, store, sae = setup
-    heldout = store_heldout_tokens(store, tokens, eval_tokens=EVAL_TOKENS)
+    heldout = store_heldout_tokens(tokens, store=store, eval_tokens=EVAL_TOKENS)
     tracker = RecordingTracker(NullRun(), tmp_path / "artifacts")
     ours = evaluate_sae(model, sae, heldout, batch_size_prompts=2, exclude_special_tokens=[BOS], tracker=tracker)
 
@@ -100,7 +100,7 @@ def test_evaluate_sae_agrees_with_sae_lens_run_evals(setup, tmp_path):
 def test_heldout_tokens_reproduce_the_heldout_store_rows(setup):
     """With every position counted, the evaluation sees exactly the activations training held out."""
     model, tokens, store, sae = setup
-    heldout = store_heldout_tokens(store, tokens, eval_tokens=EVAL_TOKENS)
+    heldout = store_heldout_tokens(tokens, store=store, eval_tokens=EVAL_TOKENS)
     ours = evaluate_sae(model, sae, heldout, batch_size_prompts=3, exclude_special_tokens=False,
                         compute_kl=False, compute_ce_loss=False)
     rows = ActivationStore.open(store["store_uri"]).read(HOOK, slice(360 - EVAL_TOKENS, 360)).float()
