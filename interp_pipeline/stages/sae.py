@@ -82,7 +82,9 @@ def train_sae(
     tracker: Tracker = NULL_TRACKER,
     workdir: Path | None = None,
 ) -> Any:
-    """Train one SAE on one hook of ``store`` (or on ``activations``); see the module doc and conf/sae/.
+    """Train one SAE on one hook of ``store`` (or ``activations``, ``synthetic``, or ``model`` run on ``tokens``).
+
+    See the module doc and conf/sae/.
 
     With ``variants``, trains one SAE per entry in one pass and returns them by name.
     """
