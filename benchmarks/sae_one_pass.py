@@ -12,6 +12,7 @@ The SAEs' own compute is the same either way. Separate runs are timed before and
 after the one pass and averaged, so drift on a shared machine shows.
 
     python benchmarks/sae_one_pass.py [--d-model 512] [--layers 4] [--steps 15] [--batch 4096] [--expansion 8]
+                                      [--sources store,model]
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--batch", type=int, default=4096)
     parser.add_argument("--expansion", type=int, default=8)
+    parser.add_argument("--sources", default="store,model", help="store, model or both (comma-separated)")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
 
@@ -89,8 +91,10 @@ def main() -> None:
                       train_batch_size_tokens=args.batch, training_tokens=args.batch * args.steps,
                       eval_tokens=args.batch, log_every=10, seed=0, device="cpu",
                       tracker=RecordingTracker(NullRun(), Path(scratch) / "artifacts"))
-        compare("fed from the Zarr store", {"store": store}, common)
-        compare("streamed from the model", {"model": model, "tokens": tokens}, common)
+        if "store" in args.sources:
+            compare("fed from the Zarr store", {"store": store}, common)
+        if "model" in args.sources:
+            compare("streamed from the model", {"model": model, "tokens": tokens}, common)
 
 
 if __name__ == "__main__":

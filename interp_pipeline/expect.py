@@ -86,6 +86,13 @@ def check_expectations(
     return results
 
 
+def per_name_matches(key: str, metrics: Mapping[str, float]) -> list[str]:
+    """For a missing ``stage.metric``: the run's ``stage.<name>/metric`` (a stage that made several
+    things by name, e.g. SAEs from one pass), which an expect entry can name instead."""
+    stage, _, metric = key.partition(".")
+    return sorted(k for k in metrics if k.startswith(f"{stage}.") and k.endswith(f"/{metric}") and k != key)
+
+
 def render_table(results: list[ExpectResult]) -> str:
     from io import StringIO
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from interp_pipeline.errors import ConfigError, StageFailed, Terminated, did_you_mean, one_of
 from interp_pipeline.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
-from interp_pipeline.expect import check_expectations, render_table, validate_expectations
+from interp_pipeline.expect import check_expectations, per_name_matches, render_table, validate_expectations
 from interp_pipeline.paths import project_root
 from interp_pipeline.pipeline.registry import load_stage_modules
 from interp_pipeline.pipeline.spec import PipelineSpec, load_pipeline, run_preflight
@@ -220,6 +220,11 @@ def _run_tracked(
         if not passed:
             failed = ", ".join(r.key for r in results if not r.passed)
             log.error("error: expect not met for %s", failed)
+            for result in results:
+                named = per_name_matches(result.key, metrics) if result.got is None else []
+                if named:
+                    log.error("  %s is missing, but the run has it per name: %s (name those in expect:, or "
+                              "runner.check_expect=false)", result.key, ", ".join(named))
             status = EXIT_EXPECT
 
     parent.end("FINISHED")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from interp_pipeline.expect import check, check_expectations, describe, render_table
+from interp_pipeline.expect import check, check_expectations, describe, per_name_matches, render_table
 
 
 @pytest.mark.parametrize(
@@ -31,6 +31,13 @@ def test_missing_metric_fails_and_is_shown_as_missing():
     assert [r.passed for r in results] == [True, False]
     table = render_table(results)
     assert "missing" in table and "FAIL" in table and "ok" in table
+
+
+def test_a_missing_metric_made_per_name_is_pointed_to():
+    metrics = {"eval.l1-1/sparsity/l0": 9.0, "eval.topk/sparsity/l0": 8.0, "eval.l1-1/sparsity/l1": 3.0,
+               "sae.l1-1/sparsity/l0": 9.5}
+    assert per_name_matches("eval.sparsity/l0", metrics) == ["eval.l1-1/sparsity/l0", "eval.topk/sparsity/l0"]
+    assert per_name_matches("eval.sparsity/l2", metrics) == []
 
 
 def test_describe():

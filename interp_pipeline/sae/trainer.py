@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,13 @@ def tracked_trainer_class() -> type:
             self.activation_scaler.scaling_factor = state["scaling_factor"]
             self.resumed_from_step = self.n_training_steps
 
+        def step(self, batch: Any) -> Any:
+            # Between logging steps only the loss is read afterwards. Dropping the rest now (latents,
+            # reconstructions: batch x d_sae floats) matters when several SAEs train in lockstep:
+            # MultiSAETrainer keeps every SAE's output until the last one has stepped.
+            output = super().step(batch)
+            return output if self._is_logging_step() else LossOnly(output.loss.detach())
+
         def _is_logging_step(self) -> bool:
             step = self.n_training_steps + 1  # asked before the step runs
             return step % self.log_every == 0 or step == self.cfg.total_training_steps
@@ -146,6 +154,13 @@ def tracked_trainer_class() -> type:
                 return super().fit()
 
     return TrackedSAETrainer
+
+
+@dataclass(frozen=True)
+class LossOnly:
+    """A step's output where nothing but its loss is needed (see TrackedSAETrainer.step)."""
+
+    loss: Any
 
 
 def rng_state() -> dict[str, Any]:
