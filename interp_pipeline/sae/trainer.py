@@ -4,7 +4,9 @@ SAETrainer.fit() calls ``_update_pbar`` once after every step (the step counter
 already advanced) and asks ``_is_logging_step`` before each step whether to
 compute its logging-only metrics; overriding those two, and lending fit() our
 progress bar, is all it takes. The loop itself, the activation normalisation
-and its folding into the weights stay SAELens's.
+and its folding into the weights stay SAELens's. (``step`` is overridden too, only
+to drop what a step returns beyond its loss when nothing will log it.) The same
+trainer serves each SAE of a one-pass run (interp_pipeline.sae.multi).
 
 With a ``workdir``, a checkpoint (interp_pipeline.sae.checkpoints) is written
 every ``checkpoint_every`` steps, right after the step's loss was checked, and a
