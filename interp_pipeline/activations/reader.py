@@ -24,6 +24,7 @@ import numpy as np
 
 from interp_pipeline.activations.chunked_reads import read_rows, shuffled_batches
 from interp_pipeline.activations.layout import DTYPES, LAYOUT_VERSION
+from interp_pipeline.activations.token_runs import first_run
 from interp_pipeline.errors import did_you_mean
 
 if TYPE_CHECKING:
@@ -243,24 +244,12 @@ class ActivationStore:
         query = np.asarray(token_ids, dtype=np.int64).ravel()
         if query.size == 0:
             raise ValueError("find_tokens: expected at least one token id, found none")
-        tokens, seqs, pos = self.token_ids(), self.sequences(), self.positions()
-        k, n = query.size, self.n_rows
-        # Grow the match one offset at a time: memory stays O(n_rows), unlike a
-        # sliding-window view compared all at once (O(n_rows * k)).
-        match = tokens[: max(n - k + 1, 0)] == query[0]
-        for i in range(1, k):
-            if not match.any():
-                break
-            end = n - k + 1 + i
-            match &= tokens[i:end] == query[i]
-            match &= seqs[i:end] == seqs[: n - k + 1]
-            match &= pos[i:end] == pos[: n - k + 1] + i
-        starts = np.flatnonzero(match)
-        if starts.size == 0:
-            shown = query.tolist() if k <= 16 else query[:16].tolist() + ["..."]
+        start = first_run(query, self.token_ids(), self.sequences(), self.positions())
+        if start is None:
+            shown = query.tolist() if query.size <= 16 else query[:16].tolist() + ["..."]
             raise _LookupError(f"token ids {shown} are not stored as one run of a sequence "
                                f"in activation store {self._url}")
-        return np.arange(starts[0], starts[0] + k)
+        return np.arange(start, start + query.size)
 
     # ---- batches --------------------------------------------------------------------------
 
