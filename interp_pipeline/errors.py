@@ -9,14 +9,23 @@ from collections.abc import Iterable
 class ConfigError(Exception):
     """A problem with the experiment's configuration, found before any work (exit status 2)."""
 
-    def __init__(self, key: str, message: str, *, suggestion: str | None = None):
+    def __init__(self, key: str, message: str, *, suggestion: str | None = None, absolute: bool = False):
         self.key = key
         self.message = message
         self.suggestion = suggestion
+        # True once the key is the one the user wrote (``sae.hook``), not relative to a stage's params.
+        self.absolute = absolute
         text = f"{key}: {message}" if key else message
         if suggestion:
             text += f" ({suggestion})"
         super().__init__(text)
+
+    def under(self, prefix_key: str) -> ConfigError:
+        """The same error keyed under a stage's params key (``hook`` -> ``sae.hook``); absolute keys stay."""
+        if self.absolute:
+            return self
+        key = f"{prefix_key}.{self.key}" if prefix_key and self.key else (prefix_key or self.key)
+        return ConfigError(key, self.message, suggestion=self.suggestion, absolute=True)
 
 
 class StageFailed(Exception):

@@ -8,8 +8,9 @@ drifts.
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,20 @@ def _entry(spec: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in spec.items() if v is not None}
 
 
-def validate_expectations(expect: Mapping[str, Mapping[str, Any]], stage_names: list[str]) -> None:
+def _check_metric(key: str, stage: str, metric: str, patterns: Sequence[str]) -> None:
+    """``metric`` is one the stage declares it can log (its patterns may hold globs: ``head_out/*``)."""
+    if any(fnmatch.fnmatchcase(metric, pattern) for pattern in patterns):
+        return
+    named = [p for p in patterns if not any(c in p for c in "*?[")]
+    shown = ", ".join(patterns) if patterns else "(none)"
+    raise ConfigError(f"expect.{key}", f"expected a metric stage '{stage}' logs ({shown}), found '{metric}'",
+                      suggestion=did_you_mean(metric, named))
+
+
+def validate_expectations(expect: Mapping[str, Mapping[str, Any]], stage_names: list[str],
+                          metrics: Mapping[str, Sequence[str] | None] | None = None) -> None:
+    """Every key names a stage of the pipeline and, where the stage declares its metrics
+    (``metrics``: stage name -> patterns, None for a stage that declares none), one of them."""
     for key, spec in expect.items():
         stage, dot, metric = key.partition(".")
         if not dot or not metric:
@@ -39,6 +53,12 @@ def validate_expectations(expect: Mapping[str, Mapping[str, Any]], stage_names: 
                 f"expected a stage of this pipeline ({one_of(stage_names)}), found '{stage}'",
                 suggestion=did_you_mean(stage, stage_names),
             )
+        patterns = (metrics or {}).get(stage)
+        if patterns is not None:
+            _check_metric(key, stage, metric, patterns)
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"expect.{key}", f"expected {{value, atol|rtol}}, {{min}}, {{max}} or {{min, max}}, "
+                                               f"found {spec!r}")
         entry = _entry(spec)
         if "value" in entry and "atol" not in entry and "rtol" not in entry:
             raise ConfigError(f"expect.{key}", "expected atol or rtol beside value")

@@ -18,12 +18,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from interp_pipeline.config.ranges import check_ranges
+from interp_pipeline.config.schema import ExperimentConfig
 from interp_pipeline.errors import ConfigError, StageFailed, Terminated, did_you_mean, one_of
 from interp_pipeline.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
 from interp_pipeline.expect import check_expectations, per_name_matches, render_table, validate_expectations
 from interp_pipeline.paths import project_root
 from interp_pipeline.pipeline.registry import load_stage_modules
-from interp_pipeline.pipeline.spec import PipelineSpec, load_pipeline, run_preflight
+from interp_pipeline.pipeline.preflight import run_preflight
+from interp_pipeline.pipeline.spec import PipelineSpec, load_pipeline
 from interp_pipeline.runner.runner import CACHED, COMPUTED, PipelineRunner, StageOutcome, flatten
 from interp_pipeline.runner.stage_cache import StageCache
 from interp_pipeline.tracking.base import NullRun, RunLogger
@@ -49,6 +52,7 @@ class Prepared:
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Every check that needs no model and no data; raises :class:`ConfigError`."""
+    check_ranges(cfg, ExperimentConfig)
     load_stage_modules(cfg.runner.plugins)
     spec = load_pipeline(cfg)
     names = [s.name for s in spec.stages]
@@ -58,9 +62,9 @@ def prepare(cfg: DictConfig) -> Prepared:
             f"expected a stage of pipeline '{spec.name}' ({one_of(names)}), found '{cfg.runner.from_stage}'",
             suggestion=did_you_mean(cfg.runner.from_stage, names),
         )
-    expect = OmegaConf.to_container(cfg.expect, resolve=True)
+    expect = OmegaConf.to_container(cfg.expect, resolve=True) if cfg.runner.check_expect else {}
     assert isinstance(expect, dict)
-    validate_expectations(expect, names)
+    validate_expectations(expect, names, {s.name: s.definition.metric_patterns(s.params) for s in spec.stages})
     return Prepared(spec, expect)
 
 
@@ -131,7 +135,7 @@ def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
             force=cfg.runner.force,
             from_stage=cfg.runner.from_stage,
         )
-        run_preflight(runner.stages_to_compute())
+        run_preflight(runner.stages_to_compute(), prepared.spec.stages)
         if cfg.tracking.enabled:
             from interp_pipeline.tracking.mlflow_tracking import check_reachable, resolve_tracking_uri
 
@@ -196,7 +200,7 @@ def _run_tracked(
         parent.end("FAILED")
         if isinstance(cause, ConfigError):
             stage = prepared.spec.stage(failure.stage)
-            log.error("error: %s", ConfigError(stage.param_key(cause.key), cause.message, suggestion=cause.suggestion))
+            log.error("error: %s", cause.under(stage.params_key))
             return EXIT_CONFIG
         log.error("error: %s (traceback in %s)", failure, invocation.output_dir)
         return EXIT_FAILED

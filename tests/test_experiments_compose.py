@@ -8,7 +8,7 @@ from interp_pipeline.compose import compose
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.experiment import prepare
 from interp_pipeline.paths import conf_dir
-from interp_pipeline.pipeline.spec import run_preflight
+from interp_pipeline.pipeline.preflight import run_preflight
 
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 
@@ -34,7 +34,8 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
 
 
 @pytest.mark.parametrize("overrides", [
-    ["+experiment=cache_activations", "model=toy_induction", "data=task_tokens"],
+    ["+experiment=cache_activations", "model=toy_induction", "data=task_tokens",
+         "cache.hooks=[blocks.1.hook_resid_pre]"],
     ["+experiment=ioi_patching", "model=toy_ioi"],
     ["+experiment=sae_train", "model=toy_induction"],
 ])

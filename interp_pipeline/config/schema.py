@@ -12,6 +12,23 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, SI
 
+# Ranges live here, beside the types, as field metadata that interp_pipeline.config.ranges
+# checks for every group before any work ("batch_size: expected an integer >= 1, found 0").
+
+
+def at_least(minimum: float, default: Any) -> Any:
+    return field(default=default, metadata={"min": minimum})
+
+
+def positive(default: Any) -> Any:
+    """> 0: an integer field's smallest value is 1, a float field's anything above 0."""
+    return field(default=default, metadata={"min": 0, "exclusive": True})
+
+
+def fraction(default: Any, *, open_below: bool = False) -> Any:
+    """In [0, 1] (or (0, 1] with ``open_below``)."""
+    return field(default=default, metadata={"min": 0, "max": 1, "exclusive": open_below})
+
 
 @dataclass
 class PathsConfig:
@@ -42,15 +59,15 @@ class TrainConfig:
     """Training a toy model on a synthetic task (model.source=trained)."""
 
     task: Dict[str, Any] = field(default_factory=lambda: {"name": "induction"})  # name + the task's fields
-    steps: int = 2000
-    batch_size: int = 64  # ignored by full-batch tasks (modular_addition)
-    lr: float = 1e-3
-    weight_decay: float = 0.01
+    steps: int = positive(2000)
+    batch_size: int = positive(64)  # ignored by full-batch tasks (modular_addition)
+    lr: float = positive(1e-3)
+    weight_decay: float = at_least(0, 0.01)
     betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
-    warmup_steps: int = 0
-    log_every: int = 10
-    eval_every: int = 100
-    checkpoint_every: int = 500
+    warmup_steps: int = at_least(0, 0)
+    log_every: int = positive(10)
+    eval_every: int = positive(100)
+    checkpoint_every: int = at_least(0, 500)
     # Stop once eval metric early_stop_metric is >= early_stop_min / <= early_stop_max.
     early_stop_metric: Optional[str] = None
     early_stop_min: Optional[float] = None
@@ -97,20 +114,20 @@ class DataConfig:
 @dataclass
 class ActivationStatsConfig:
     hooks: List[str] = field(default_factory=lambda: ["hook_embed", "blocks.0.hook_resid_post"])
-    batch_size: int = 16
+    batch_size: int = positive(16)
 
 
 @dataclass
 class HeadScoresConfig:
-    batch_size: int = 16
-    top_k: int = 10
+    batch_size: int = positive(16)
+    top_k: int = positive(10)
     exclude_bos: bool = True
 
 
 @dataclass
 class FourierConfig:
-    p: int = 113
-    top_k: int = 5
+    p: int = at_least(3, 113)
+    top_k: int = positive(5)
 
 
 @dataclass
@@ -119,15 +136,15 @@ class CacheConfig:
 
     hooks: List[str] = field(default_factory=lambda: ["blocks.0.hook_resid_post"])
     positions: str = "all"  # all, last, drop_bos, non_padding, or START:STOP
-    batch_size: int = 8
+    batch_size: int = positive(8)
     dtype: str = "float32"  # float32, float16, bfloat16
-    chunk_rows: int = 4096
+    chunk_rows: int = positive(4096)
     compression: str = "zstd"  # zstd, blosc, none
-    compression_level: int = 3
-    max_tokens: Optional[int] = None  # token budget (rows stored)
+    compression_level: int = at_least(0, 3)
+    max_tokens: Optional[int] = positive(None)  # token budget (rows stored)
     store: Optional[str] = None  # local path or fsspec URL; default: beside the stage's cache entry
-    shard_index: int = 0
-    num_shards: int = 1
+    shard_index: int = at_least(0, 0)
+    num_shards: int = positive(1)
     pad_token_id: Optional[int] = None  # default: the model tokenizer's
 
 
@@ -140,8 +157,8 @@ class PatchingConfig:
     normalise: bool = True  # (patched - corrupted) / (clean - corrupted)
     attribution: bool = True  # also the gradient estimate of every sweep, and its correlation
     path: List[Any] = field(default_factory=list)  # {receivers: final} or {receivers: [[l, h], ...], input: q|k|v}
-    max_batch: int = 64  # sequences in any one forward pass
-    top_k: int = 10
+    max_batch: int = positive(64)  # sequences in any one forward pass
+    top_k: int = at_least(0, 10)
     engine: str = "auto"  # auto (fast where the model allows), fast, generic
 
 
@@ -151,29 +168,29 @@ class SAEConfig:
 
     hook: Optional[str] = None  # which hook of the store; None: the store's only one
     architecture: str = "standard"  # standard, topk, batchtopk, jumprelu, gated, matryoshka_batchtopk
-    d_in: Optional[int] = None  # None: the hook's width; given, it must match it
-    d_sae: Optional[int] = None  # None: expansion_factor * d_in
-    expansion_factor: Optional[int] = 8
-    l1_coefficient: float = 5.0  # standard, gated
-    l1_warm_up_steps: int = 0  # standard, gated; jumprelu's l0 warm-up
-    l0_coefficient: float = 1.0  # jumprelu
-    k: int = 32  # topk (per token), batchtopk and matryoshka_batchtopk (mean per token)
+    d_in: Optional[int] = positive(None)  # None: the hook's width; given, it must match it
+    d_sae: Optional[int] = positive(None)  # None: expansion_factor * d_in
+    expansion_factor: Optional[int] = positive(8)
+    l1_coefficient: float = at_least(0, 5.0)  # standard, gated
+    l1_warm_up_steps: int = at_least(0, 0)  # standard, gated; jumprelu's l0 warm-up
+    l0_coefficient: float = at_least(0, 1.0)  # jumprelu
+    k: int = positive(32)  # topk (per token), batchtopk and matryoshka_batchtopk (mean per token)
     matryoshka_widths: Optional[List[int]] = None  # None: d_sae/8, d_sae/4, d_sae/2, d_sae
-    lr: float = 3e-4
+    lr: float = positive(3e-4)
     lr_scheduler: str = "constant"  # constant, cosineannealing, cosineannealingwarmrestarts
-    lr_warm_up_steps: int = 0
-    lr_decay_steps: int = 0
+    lr_warm_up_steps: int = at_least(0, 0)
+    lr_decay_steps: int = at_least(0, 0)
     lr_end: Optional[float] = None  # cosine schedules; None: lr / 10
-    train_batch_size_tokens: int = 4096
-    training_tokens: int = 2_000_000
+    train_batch_size_tokens: int = positive(4096)
+    training_tokens: int = positive(2_000_000)
     allow_fewer_tokens: bool = False  # train on what the store holds when it holds less
-    eval_tokens: int = 4096  # the store's last rows, held out for the final evaluation
-    dead_feature_window: int = 1000  # steps without firing before a latent counts as dead
-    feature_sampling_window: int = 2000
+    eval_tokens: int = at_least(0, 4096)  # the store's last rows, held out for the final evaluation
+    dead_feature_window: int = positive(1000)  # steps without firing before a latent counts as dead
+    feature_sampling_window: int = positive(2000)
     normalize_activations: str = "none"  # none, expected_average_only_in, layer_norm
-    log_every: int = 50  # steps between metric logs
-    checkpoint_every: int = 1000  # steps between checkpoints a killed run resumes from; 0: none
-    buffer_chunks: int = 8  # store chunks shuffled together
+    log_every: int = positive(50)  # steps between metric logs
+    checkpoint_every: int = at_least(0, 1000)  # steps between checkpoints a killed run resumes from; 0: none
+    buffer_chunks: int = positive(8)  # store chunks shuffled together
     device: str = "auto"
     dtype: str = "float32"
     seed: int = SI("${seed}")
@@ -187,10 +204,10 @@ class SAEEvalConfig:
     """Evaluating an SAE on held-out sequences with SAELens's run_evals (the evaluate_sae stage)."""
 
     hook: Optional[str] = None  # where to splice the SAE in; None: the hook it was trained on
-    batch_size_prompts: int = 16  # sequences per forward pass
-    max_sequences: Optional[int] = None  # None: every held-out sequence
+    batch_size_prompts: int = positive(16)  # sequences per forward pass
+    max_sequences: Optional[int] = positive(None)  # None: every held-out sequence
     exclude_special_tokens: Any = True  # true (the tokenizer's BOS/EOS/PAD), false, or a list of token ids
-    dense_threshold: float = 0.1  # a latent firing on more than this fraction of tokens counts as dense
+    dense_threshold: float = fraction(0.1, open_below=True)  # a latent firing on more than this fraction of tokens counts as dense
     compute_kl: bool = True
     compute_ce_loss: bool = True
 

@@ -11,7 +11,10 @@ this module must stay cheap.
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -155,13 +158,39 @@ def _cached_commit(repo_id: str, revision: str | None) -> str | None:
     return Path(found).parent.name if found else None
 
 
-def _transformer_lens_names() -> tuple[list[str], dict[str, str]]:
-    """Official names, and every lower-cased name or alias mapped to its official name."""
-    from transformer_lens.loading_from_pretrained import make_model_alias_map
-    from transformer_lens.supported_models import MODEL_ALIASES, OFFICIAL_MODEL_NAMES
+def _transformer_lens_file(name: str) -> Path:
+    """A module file of transformer_lens, found without importing the package (its __init__
+    imports torch and every model class: seconds that a pre-flight saying "cannot be had" should not wait)."""
+    spec = importlib.util.find_spec("transformer_lens")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("transformer_lens is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / name
 
-    choices = list(OFFICIAL_MODEL_NAMES) + [alias for aliases in MODEL_ALIASES.values() for alias in aliases]
-    return choices, make_model_alias_map()
+
+@functools.lru_cache(maxsize=1)
+def _transformer_lens_names() -> tuple[list[str], dict[str, str]]:
+    """Official names, and every lower-cased name or alias mapped to its official name
+    (TransformerLens's make_model_alias_map), read from supported_models.py, which imports nothing."""
+    namespace: dict[str, Any] = {}
+    exec(compile(_transformer_lens_file("supported_models.py").read_text(), "supported_models.py", "exec"), namespace)
+    official, aliases = namespace["OFFICIAL_MODEL_NAMES"], namespace["MODEL_ALIASES"]
+    alias_map = {}
+    for name in official:
+        for alias in aliases.get(name, []):
+            alias_map[alias.lower()] = name
+        alias_map[name.lower()] = name
+    return list(official) + [alias for names in aliases.values() for alias in names], alias_map
+
+
+@functools.lru_cache(maxsize=1)
+def _non_hf_hosted_names() -> frozenset[str]:
+    """loading_from_pretrained.NON_HF_HOSTED_MODEL_NAMES, a literal list, read without importing the module."""
+    tree = ast.parse(_transformer_lens_file("loading_from_pretrained.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NON_HF_HOSTED_MODEL_NAMES"
+                                                for t in node.targets):
+            return frozenset(ast.literal_eval(node.value))
+    return frozenset()
 
 
 def _require_directory(key: str, name: str) -> Path:
@@ -206,9 +235,7 @@ def _check_transformer_lens(name: str, revision: str | None) -> None:
             f"pythia-70m, attn-only-2l; see transformer_lens.supported_models), found '{name}'",
             suggestion=did_you_mean(name, choices),
         )
-    from transformer_lens.loading_from_pretrained import NON_HF_HOSTED_MODEL_NAMES
-
-    if official in NON_HF_HOSTED_MODEL_NAMES:
+    if official in _non_hf_hosted_names():
         raise ConfigError(key, f"model '{name}' is not hosted on Hugging Face: TransformerLens needs its "
                                f"weights handed in, which model=tl cannot do; offline options: {OFFLINE_OPTIONS}")
     if official.startswith(_LISTED_ON_EVERY_LOAD):

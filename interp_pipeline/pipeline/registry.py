@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +57,27 @@ class StageDef:
     # Called with the stage's params before any stage runs (pre-flight); raises
     # ConfigError with a key relative to the params, e.g. "cfg.n_layers".
     preflight: Callable[[dict[str, Any]], None] | None = None
+    # Pre-flight against the inputs' shapes (interp_pipeline.pipeline.preflight):
+    # check_shapes(params, input_shapes) raises ConfigError; shape(params, input_shapes)
+    # says what the output will look like (a ModelShape, TokensShape, ...) without running.
+    check_shapes: Callable[[dict[str, Any], Mapping[str, Any]], None] | None = None
+    shape: Callable[[dict[str, Any], Mapping[str, Any]], Any] | None = None
+    # The metric names the stage can log (glob patterns), or a function of its params that
+    # gives them, so expect: keys are checked before the run. None: undeclared, not checked.
+    metrics: tuple[str, ...] | Callable[[dict[str, Any]], Iterable[str]] | None = None
     # Metric names (glob patterns) for the one-line summary after the stage; default: the first few.
     summary: tuple[str, ...] = ()
     # Params that split the work without changing the result (a shard's index): left out
     # of the cache key, so every shard shares one key and one stage_dir.
     key_exclude: tuple[str, ...] = ()
+
+    def metric_patterns(self, params: dict[str, Any]) -> tuple[str, ...] | None:
+        if self.metrics is None:
+            return None
+        try:
+            return tuple(self.metrics(params) if callable(self.metrics) else self.metrics)
+        except (TypeError, ValueError, AttributeError):  # params pre-flight will refuse: no names to check against
+            return None
 
     @property
     def signature(self) -> inspect.Signature:
@@ -96,6 +112,9 @@ def stage(
     preflight: Callable[[dict[str, Any]], None] | None = None,
     summary: Iterable[str] = (),
     key_exclude: Iterable[str] = (),
+    check_shapes: Callable[[dict[str, Any], Mapping[str, Any]], None] | None = None,
+    shape: Callable[[dict[str, Any], Mapping[str, Any]], Any] | None = None,
+    metrics: Iterable[str] | Callable[[dict[str, Any]], Iterable[str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as a stage. A one-output stage returns the value itself;
     a several-output stage returns a mapping with exactly those keys."""
@@ -103,7 +122,10 @@ def stage(
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         stage_name = name or fn.__name__
         definition = StageDef(
-            stage_name, fn, tuple(outputs), cache, version, preflight, tuple(summary), tuple(key_exclude)
+            stage_name, fn, tuple(outputs), cache=cache, version=version, preflight=preflight,
+            check_shapes=check_shapes, shape=shape,
+            metrics=metrics if metrics is None or callable(metrics) else tuple(metrics),
+            summary=tuple(summary), key_exclude=tuple(key_exclude),
         )
         if not definition.outputs:
             raise ValueError(f"stage {stage_name!r} declares no outputs")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,6 @@ class StageSpec:
     @property
     def cacheable(self) -> bool:
         return self.definition.cacheable(self.params)
-
-    def param_key(self, relative: str) -> str:
-        return f"{self.params_key}.{relative}" if relative else self.params_key
 
 
 @dataclass(frozen=True)
@@ -107,7 +104,20 @@ def load_pipeline(cfg: DictConfig) -> PipelineSpec:
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", "") or "stages"
         raise ConfigError(f"{label}: {key.replace('__pipeline__', 'stages')}", str(error).splitlines()[0]) from error
+    _require_selected_groups(stages, origins, label)
     return parse_stages(stages, name=path.stem, label=label, origins=origins)
+
+
+def _require_selected_groups(stages: Any, origins: list[dict[str, str]], label: str) -> None:
+    """``params: ${sae}`` with no ``sae`` group selected would hand the stage nothing, silently."""
+    for entry, origin in zip(stages if isinstance(stages, list) else [], origins):
+        group = origin.get("params")
+        if group and isinstance(entry, dict) and entry.get("params") is None:
+            top = group.split(".")[0]
+            raise ConfigError(group, f"expected a value: stage '{entry.get('name')}' of {label} reads its params "
+                                     f"from it (params: ${{{group}}}), found none selected",
+                              suggestion=f"add '- /{top}: default' to the experiment's defaults, or pick one "
+                                         f"with {top}=NAME")
 
 
 def _origins(entry: Any) -> dict[str, str]:
@@ -211,21 +221,6 @@ def _parse_stage(
 
     _check_signature(definition, key, inputs, params, params_key)
     return StageSpec(stage_name, definition, inputs, dict(params), params_key)
-
-
-def run_preflight(stages: Iterable[StageSpec]) -> None:
-    """The stages' own pre-flight checks (which may import heavy libraries), keys made absolute.
-
-    The runner calls this for the stages it is about to compute, before any of them
-    runs; a fully cached pipeline skips it and never imports torch.
-    """
-    for spec in stages:
-        if spec.definition.preflight is None:
-            continue
-        try:
-            spec.definition.preflight(dict(spec.params))
-        except ConfigError as error:
-            raise ConfigError(spec.param_key(error.key), error.message, suggestion=error.suggestion) from error
 
 
 def _check_signature(

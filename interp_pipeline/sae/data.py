@@ -65,8 +65,10 @@ def _check_finite(batch: torch.Tensor, where: str) -> torch.Tensor:
     return batch
 
 
-def _budget(params: Mapping[str, Any], n_rows: int, source: str) -> tuple[int, int]:
-    """(held-out rows, tokens to train on), or a ConfigError naming the key to change."""
+def training_budget(params: Mapping[str, Any], n_rows: int, source: str) -> tuple[int, int]:
+    """(held-out rows, tokens to train on), or a ConfigError naming the key to change.
+
+    Pre-flight calls it with the most rows a store can get: what fails there fails at run time too."""
     batch, eval_tokens = int(params["train_batch_size_tokens"]), int(params["eval_tokens"])
     train_rows = n_rows - eval_tokens
     if train_rows < batch:
@@ -116,7 +118,7 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
     store = open_store(store)
     hook = _store_hook(store, params.get("hook"))
     d_in = int(np.prod(store.row_shape(hook)))
-    eval_tokens, total = _budget(params, store.n_rows, f"activation store {store.url}")
+    eval_tokens, total = training_budget(params, store.n_rows, f"activation store {store.url}")
     train_rows = store.n_rows - eval_tokens
     batch_size, seed = int(params["train_batch_size_tokens"]), int(params["seed"])
     holdout = store.read(hook, slice(train_rows, store.n_rows)).reshape(eval_tokens, d_in).float()
@@ -146,7 +148,7 @@ def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> Trainin
     import torch
 
     rows = activations.reshape(activations.shape[0], -1).float()
-    eval_tokens, total = _budget(params, rows.shape[0], "the activations tensor")
+    eval_tokens, total = training_budget(params, rows.shape[0], "the activations tensor")
     train_rows = rows.shape[0] - eval_tokens
     batch_size = int(params["train_batch_size_tokens"])
     holdout = _check_finite(rows[train_rows:], "activations tensor, held-out rows")
@@ -210,7 +212,7 @@ def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, f
     n_seq, seq_len = tokens.shape
     n_rows = n_seq * seq_len
     source = f"the model's {hook} on {n_seq} x {seq_len} tokens"
-    eval_tokens, total = _budget(params, n_rows, source)
+    eval_tokens, total = training_budget(params, n_rows, source)
     train_rows = n_rows - eval_tokens
     batch_size, seed = int(params["train_batch_size_tokens"]), int(params["seed"])
     stop = stop_at_layer_for(model, [hook])

@@ -9,6 +9,7 @@ downloadable (the release, the sae_id, why, and the offline alternatives).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 from interp_pipeline.errors import ConfigError, did_you_mean
 from interp_pipeline.hf_hub_access import hub_unreachable_reason
+from interp_pipeline.shapes import SAEShape
 
 # What the error for an unobtainable pretrained SAE offers instead; one place, so it can follow the configs.
 OFFLINE_OPTIONS = ("load an SAE saved on disk with +sae_source=local sae_source.path=/dir/with/cfg.json "
@@ -114,3 +116,28 @@ def check_source(params: Mapping[str, Any]) -> None:
     if not sae_id:
         raise ConfigError("sae_id", f"expected the id of an SAE of release '{release}', found none")
     check_pretrained(str(release), str(sae_id))
+
+
+def _cfg_shape(cfg_file: Path) -> SAEShape | None:
+    """d_in, d_sae and hook from an SAE's cfg.json (SAELens 6 keeps the hook under ``metadata``)."""
+    try:
+        cfg = json.loads(cfg_file.read_text())
+        hook = (cfg.get("metadata") or {}).get("hook_name") or cfg.get("hook_name")
+        return SAEShape(int(cfg["d_in"]), int(cfg["d_sae"]) if cfg.get("d_sae") else None, hook)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # another format (a release's own loader reads it): the stage checks at run time
+
+
+def shape_of_source(params: Mapping[str, Any]) -> SAEShape | None:
+    """The SAE's widths and hook from its cfg.json, without loading it: a local directory's, or
+    a pretrained one's in the local hub cache. None when neither is within reach."""
+    release, sae_id, path = params.get("release"), params.get("sae_id"), params.get("path")
+    if path not in (None, ""):
+        return _cfg_shape(Path(os.path.expanduser(str(path))) / "cfg.json")
+    from huggingface_hub import constants
+
+    repo_id, folder = resolve(str(release), str(sae_id))
+    snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    for cfg_file in sorted(snapshots.glob(f"*/{folder.strip('/')}/cfg.json")):
+        return _cfg_shape(cfg_file)
+    return None

@@ -6,6 +6,7 @@ The smoke experiment's analysis stage: cheap, but it touches what real stages do
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.errors import ConfigError, did_you_mean
@@ -26,7 +27,18 @@ def check_hooks(model: HookedTransformer, hooks: list[str]) -> None:
                               suggestion=did_you_mean(hook, model.hook_dict))
 
 
-@stage("activation_stats", outputs=("stats",), summary=("loss_mean", "norm_mean.*"))
+def _check_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    model, tokens = inputs.get("model"), inputs.get("tokens")
+    if model is None:
+        return
+    for index, hook in enumerate(params.get("hooks") or []):
+        model.check_hook(f"hooks[{index}]", hook)
+    if tokens is not None and tokens.seq_len is not None:
+        model.check_fits_context("inputs.tokens", tokens.seq_len)
+
+
+@stage("activation_stats", outputs=("stats",), check_shapes=_check_shapes, summary=("loss_mean", "norm_mean.*"),
+       metrics=lambda params: ["loss", "loss_mean", *(f"norm_mean.{h}" for h in params.get("hooks") or [])])
 def activation_stats(
     model: HookedTransformer,
     tokens: Int[Tensor, "batch pos"],

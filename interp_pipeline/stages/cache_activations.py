@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,12 +19,14 @@ from interp_pipeline.activations.layout import (
     fingerprint,
     parse_positions,
     plan_rows,
+    selected_positions,
     shard_chunks,
     store_attributes,
 )
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.progress import progress
+from interp_pipeline.shapes import StoreShape
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -114,7 +117,34 @@ def _stored(values: Tensor, dtype: str) -> np.ndarray:
     return values.to(getattr(torch, dtype)).cpu().numpy()
 
 
-@stage("cache_activations", outputs=("store",), preflight=_check_params, version=1,
+def _check_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    model, tokens = inputs.get("model"), inputs.get("tokens")
+    if model is None:
+        return
+    for index, hook in enumerate(params["hooks"]):
+        model.token_width(f"hooks[{index}]", hook)
+    if tokens is not None and tokens.seq_len is not None:
+        model.check_fits_context("inputs.tokens", tokens.seq_len)
+
+
+def _shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> StoreShape | None:
+    """The hooks' widths, and at most how many rows the store gets (padding may be left out)."""
+    model, tokens = inputs.get("model"), inputs.get("tokens")
+    if model is None:
+        return None
+    hooks = {hook: tuple(model.token_width("hooks", hook)) for hook in params["hooks"]}
+    max_rows = None
+    if tokens is not None and tokens.n_sequences is not None and tokens.seq_len is not None:
+        one_row = np.zeros((1, tokens.seq_len), dtype=np.int64)
+        per_sequence = len(selected_positions(one_row, str(params.get("positions", "all")), None)[0])
+        max_rows = tokens.n_sequences * per_sequence
+        if params.get("max_tokens") is not None:
+            max_rows = min(max_rows, int(params["max_tokens"]))
+    return StoreShape(hooks, max_rows)
+
+
+@stage("cache_activations", outputs=("store",), preflight=_check_params, version=1, check_shapes=_check_shapes,
+       shape=_shape, metrics=("tokens_written", "tokens_per_s", "bytes_on_disk", "compression_ratio", "chunks_done"),
        cache=lambda params: params.get("num_shards", 1) == 1, key_exclude=("shard_index", "num_shards"),
        summary=("tokens_written", "tokens_per_s", "compression_ratio"))
 def cache_activations(

@@ -13,11 +13,12 @@ so that BOS never appears after position 0.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import stage
+from interp_pipeline.shapes import TokensShape
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -80,7 +81,17 @@ def _check_repeated_params(params: dict[str, Any]) -> None:
     _check_int(params, "seed", minimum=0)
 
 
-@stage("repeated_tokens", outputs=("tokens",), preflight=_check_repeated_params)
+def _repeated_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> TokensShape:
+    return TokensShape(params["n_sequences"], int(params.get("prepend_bos", True)) + 2 * params["half_len"])
+
+
+def _check_repeated_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    if inputs.get("model") is not None:
+        inputs["model"].check_fits_context("half_len", _repeated_shape(params, inputs).seq_len)
+
+
+@stage("repeated_tokens", outputs=("tokens",), preflight=_check_repeated_params, shape=_repeated_shape,
+       check_shapes=_check_repeated_shapes, metrics=("n_sequences", "seq_len"))
 def repeated_tokens(
     model: HookedTransformer,
     n_sequences: int,
@@ -139,7 +150,29 @@ def _check_prompt_params(params: dict[str, Any]) -> None:
             raise ConfigError(f"prompts.{i}", f"expected a string, found {prompt!r}")
 
 
-@stage("prompt_tokens", outputs=("tokens",), preflight=_check_prompt_params)
+def _prompt_lengths(params: dict[str, Any], model: Any) -> list[int] | None:
+    """Each prompt's length in tokens, when the model's tokenizer is within reach before the run."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return None
+    bos = int(params.get("prepend_bos", True))
+    return [bos + len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in params["prompts"]]
+
+
+def _prompt_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> TokensShape:
+    lengths = _prompt_lengths(params, inputs.get("model"))
+    return TokensShape(len(params["prompts"]), max(lengths) if lengths else None)
+
+
+def _check_prompt_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    model = inputs.get("model")
+    for i, length in enumerate(_prompt_lengths(params, model) or []):
+        if length > model.n_ctx:
+            raise ConfigError(f"prompts.{i}", f"expected at most n_ctx={model.n_ctx} tokens, found {length}")
+
+
+@stage("prompt_tokens", outputs=("tokens",), preflight=_check_prompt_params, shape=_prompt_shape,
+       check_shapes=_check_prompt_shapes, metrics=("n_sequences", "seq_len", "pad_fraction"))
 def prompt_tokens(
     model: HookedTransformer,
     prompts: list[str],
@@ -177,7 +210,15 @@ def _check_repeated_pairs_params(params: dict[str, Any]) -> None:
     _check_int(params, "seed", minimum=0)
 
 
-@stage("repeated_pairs", outputs=("pairs",), preflight=_check_repeated_pairs_params)
+def _check_repeated_pairs_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    tokens = inputs.get("tokens")
+    if tokens is not None and tokens.n_sequences is not None and params["n_pairs"] > tokens.n_sequences:
+        raise ConfigError("n_pairs", f"expected at most the probe's {tokens.n_sequences} sequences, "
+                                     f"found {params['n_pairs']}")
+
+
+@stage("repeated_pairs", outputs=("pairs",), preflight=_check_repeated_pairs_params,
+       check_shapes=_check_repeated_pairs_shapes, metrics=("n_pairs", "seq_len"))
 def repeated_pairs(
     model: HookedTransformer,
     tokens: Int[Tensor, "batch pos"],

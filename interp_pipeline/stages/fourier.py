@@ -69,8 +69,18 @@ def key_frequencies(energy: np.ndarray, top_k: int) -> tuple[list[int], float]:
     return [int(i) + 1 for i in order], fraction
 
 
-@stage("fourier_analysis", outputs=("fourier",), preflight=_check_params,
-       summary=("top_k_energy_fraction", "key_frequency_*"))
+def _check_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    model = inputs.get("model")
+    if model is not None and model.d_vocab < params["p"]:
+        raise ConfigError("p", f"expected at most the model's d_vocab ({model.d_vocab}), found {params['p']}")
+
+
+def _metrics(params: dict[str, Any]) -> list[str]:
+    return ["top_k_energy_fraction", *(f"key_frequency_{i}" for i in range(int(params.get("top_k", 5))))]
+
+
+@stage("fourier_analysis", outputs=("fourier",), preflight=_check_params, check_shapes=_check_shapes,
+       metrics=_metrics, summary=("top_k_energy_fraction", "key_frequency_*"))
 def fourier_analysis(
     model: HookedTransformer,
     p: int,

@@ -141,7 +141,17 @@ def score_metrics(scores: Mapping[str, np.ndarray]) -> dict[str, float]:
     return metrics
 
 
-@stage("head_scores", outputs=("scores",), preflight=_check_params,
+def _check_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    model, tokens = inputs.get("model"), inputs.get("tokens")
+    if model is not None and tokens is not None and tokens.seq_len is not None:
+        model.check_fits_context("inputs.tokens", tokens.seq_len)
+
+
+def _metrics(params: dict[str, Any]) -> list[str]:
+    return [f"{name}.{part}" for name in SCORES for part in ("max", "layer*.max", "L*H*")]
+
+
+@stage("head_scores", outputs=("scores",), preflight=_check_params, check_shapes=_check_shapes, metrics=_metrics,
        summary=("induction.max", "previous_token.max", "duplicate_token.max"))
 def head_scores(
     model: HookedTransformer,

@@ -77,7 +77,10 @@ def _check_model_params(params: dict[str, Any]) -> None:
         if not path or not (Path(path).expanduser() / "config.json").is_file():
             raise ConfigError("path", f"expected a directory saved by interp_pipeline (with config.json), found '{path}'")
     else:
+        from interp_pipeline.models.shape import check_config_types
+
         _check_hooked_transformer_fields(params.get("cfg", {}))
+        check_config_types(params.get("cfg", {}))
         if source == "trained":
             _check_training(params)
         else:
@@ -128,8 +131,20 @@ def _trained(cfg, train, seed, device, dtype, tracker, workdir) -> HookedTransfo
     return model
 
 
+def _shape(params: dict[str, Any], inputs: Any) -> Any:
+    from interp_pipeline.models.shape import shape_of_params
+
+    return shape_of_params(params)
+
+
+def _metrics(params: dict[str, Any]) -> tuple[str, ...]:
+    trained = ("train/loss", "lr", "eval/*", "steps_trained", "stopped_early_at", "resumed_from_step")
+    return ("n_params", *(trained if params.get("source") == "trained" else ()))
+
+
 @stage("load_model", outputs=("model",), cache=lambda params: params.get("source") == "trained",
-       preflight=_check_model_params, version=2, summary=("n_params", "eval/*", "steps_trained"))
+       preflight=_check_model_params, shape=_shape, metrics=_metrics, version=2,
+       summary=("n_params", "eval/*", "steps_trained"))
 def load_model(
     source: str,
     seed: int,

@@ -48,8 +48,29 @@ def _check_params(params: Mapping[str, Any]) -> None:
         raise ConfigError("engine", f"expected one of {', '.join(ENGINES)}, found {params.get('engine')!r}")
 
 
-@stage("activation_patching", outputs=("results",), preflight=_check_params, version=1,
-       summary=("clean_*", "corrupted_*", "*/top1"))
+def _check_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Sweeps and path receivers against the model's shape, before the model is built or trained."""
+    from interp_pipeline.patching.path import parse_receivers
+    from interp_pipeline.patching.sweeps import check_model_supports
+
+    model = inputs.get("model")
+    if model is None:
+        return
+    check_model_supports(list(params.get("sweeps") or []), model, key="sweeps")
+    for index, entry in enumerate(params.get("path") or []):
+        parse_receivers(dict(entry), model, f"path[{index}]")
+
+
+def _metrics(params: dict[str, Any]) -> list[str]:
+    metric = params.get("metric", "logit_diff")
+    arrays = [*(params.get("sweeps") or []), "path*", *(str(e.get("name")) for e in params.get("path") or []
+                                                          if isinstance(e, Mapping) and e.get("name"))]
+    return [f"clean_{metric}", f"corrupted_{metric}", "attribution/seconds",
+            *(f"{name}{suffix}/*" for name in arrays for suffix in ("", ".attribution"))]
+
+
+@stage("activation_patching", outputs=("results",), preflight=_check_params, check_shapes=_check_shapes,
+       metrics=_metrics, version=1, summary=("clean_*", "corrupted_*", "*/top1"))
 def activation_patching(
     model: Any,
     pairs: Mapping[str, Tensor],

@@ -65,7 +65,34 @@ def _check_ioi_params(params: dict[str, Any]) -> None:
     _check_loss_positions(params)
 
 
-@stage("ioi_prompts", outputs=("pairs",), preflight=_check_ioi_params, summary=("pairs_kept", "pairs_dropped"))
+PAIR_METRICS = ("pairs_kept", "pairs_dropped", "seq_len", "pad_fraction")
+
+
+def _check_ioi_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Tokenize and align the prompts with the model's tokenizer before the model exists
+    (a trained toy model's tokenizer is built in code), so too few aligned pairs stop the run
+    before the model trains."""
+    from interp_pipeline.patching.prompt_pairs import tokenize_pairs
+
+    model = inputs.get("model")
+    if model is None or model.tokenizer is None:
+        return
+    records = generate_ioi(params["n_prompts"], params["seed"], templates=params.get("templates"),
+                           orders=params.get("orders", ORDERS), corruption=params.get("corruption", "abc"),
+                           names=params.get("names"), spaced_punctuation=params.get("spaced_punctuation", False))
+    try:
+        tokenize_pairs(model.tokenizer, records, prepend_bos=params.get("prepend_bos", True),
+                       min_pairs=params.get("min_pairs", 1), key="min_pairs", max_len=model.n_ctx,
+                       loss_positions=params.get("loss_positions", "end"))
+    except ConfigError as error:
+        if not error.key.startswith("min_pairs["):
+            raise
+        # A generated prompt the tokenizer cannot encode: what to change is the names or templates it came from.
+        raise ConfigError("names" if params.get("names") else "templates", error.message) from None
+
+
+@stage("ioi_prompts", outputs=("pairs",), preflight=_check_ioi_params, check_shapes=_check_ioi_shapes,
+       metrics=PAIR_METRICS, summary=("pairs_kept", "pairs_dropped"))
 def ioi_prompts(
     model: HookedTransformer,
     n_prompts: int,
@@ -124,7 +151,19 @@ def _check_pair_params(params: dict[str, Any]) -> None:
     _check_loss_positions(params)
 
 
-@stage("prompt_pairs", outputs=("pairs",), preflight=_check_pair_params, summary=("pairs_kept", "seq_len"))
+def _check_pair_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Every pair aligned under the model's tokenizer, before the model is built or trained."""
+    from interp_pipeline.patching.prompt_pairs import tokenize_pairs
+
+    model = inputs.get("model")
+    if model is None or model.tokenizer is None:
+        return
+    tokenize_pairs(model.tokenizer, params["pairs"], prepend_bos=params.get("prepend_bos", True), min_pairs=1,
+                   key="pairs", max_len=model.n_ctx, loss_positions=params.get("loss_positions", "end"))
+
+
+@stage("prompt_pairs", outputs=("pairs",), preflight=_check_pair_params, check_shapes=_check_pair_shapes,
+       metrics=PAIR_METRICS, summary=("pairs_kept", "seq_len"))
 def prompt_pairs(
     model: HookedTransformer,
     pairs: list[dict[str, str]],

@@ -41,7 +41,59 @@ if TYPE_CHECKING:
 _NOT_IN_CHECKPOINT_IDENTITY = ("log_every", "checkpoint_every", "device")
 
 
-@stage("train_sae", outputs=("sae",), preflight=check_sae_params, version=1, key_exclude=("checkpoint_every",),
+def _trained_on(params: dict[str, Any], inputs: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The hook and width the SAE will train on, from the store's or the model's shape; checks the budget."""
+    import numpy as np
+
+    from interp_pipeline.sae.data import training_budget
+
+    params = {**DEFAULTS, **params}
+    store, model = inputs.get("store"), inputs.get("model")
+    if store is not None:
+        hook, width = store.hook_width("hook", params["hook"])
+        if store.max_rows is not None:
+            training_budget(params, store.max_rows, f"the activation store (at most {store.max_rows} rows)")
+    elif model is not None and params["hook"] is not None:
+        hook, width = params["hook"], tuple(model.token_width("hook", params["hook"]))
+    else:
+        return None
+    d_in = int(np.prod(width))
+    if params["d_in"] is not None and int(params["d_in"]) != d_in:
+        raise ConfigError("d_in", f"expected the width of the activations ({d_in} for {hook}), found {params['d_in']}")
+    return hook, d_in
+
+
+def _check_train_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    _trained_on(params, inputs)
+
+
+def _train_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> Any:
+    from interp_pipeline.sae.config import resolve_d_sae, resolve_variants
+    from interp_pipeline.shapes import SAEShape
+
+    found = _trained_on(params, inputs)
+    if found is None:
+        return None
+    hook, d_in = found
+
+    def shape(settings: Mapping[str, Any]) -> SAEShape:
+        return SAEShape(d_in, resolve_d_sae({**DEFAULTS, **settings}, d_in), hook)
+
+    if params.get("variants"):
+        return {name: shape(settings) for name, settings in resolve_variants(params).items()}
+    return shape(params)
+
+
+def _train_metrics(params: dict[str, Any]) -> list[str]:
+    # SAELens's step metrics (losses/, metrics/, sparsity/, details/) and the final and held-out ones;
+    # with variants each SAE's results come prefixed by its name.
+    own = ["steps", "tokens_trained", "steps_per_s", "tokens_per_s", "d_in", "d_sae", "dead_features", "saes",
+           "resumed_from_step", "final/*", "eval/*", "losses/*", "metrics/*", "sparsity/*", "details/*"]
+    return own + ["*/eval/*", "*/final/*", "*/dead_features"] if params.get("variants") else own
+
+
+@stage("train_sae", outputs=("sae",), preflight=check_sae_params, check_shapes=_check_train_shapes,
+       shape=_train_shape, metrics=_train_metrics, version=1, key_exclude=("checkpoint_every",),
        summary=("eval/explained_variance", "eval/l0", "eval/dead_latents", "steps_per_s",
                 "*/eval/explained_variance", "*/eval/l0"))
 def train_sae(
@@ -210,7 +262,7 @@ def _sae_lens_version() -> str:
     return str(__version__)
 
 
-@stage("toy_superposition", outputs=("toy",), version=1)
+@stage("toy_superposition", outputs=("toy",), version=1, metrics=("mean_active", "features_per_dimension"))
 def toy_superposition(
     n_features: int = 512,
     d: int = 256,
@@ -234,7 +286,9 @@ def toy_superposition(
     return toy
 
 
-@stage("sae_feature_recovery", outputs=("scores",), version=1, summary=("mean_max_cosine_similarity",))
+@stage("sae_feature_recovery", outputs=("scores",), version=1, summary=("mean_max_cosine_similarity",),
+       metrics=lambda params: ["mean_max_cosine_similarity", f"fraction_recovered_{params.get('threshold', 0.9):g}",
+                               "mean_correlation_coefficient"])
 def sae_feature_recovery(sae: Any, toy: Mapping[str, Tensor], threshold: float = 0.9,
                          tracker: Tracker = NULL_TRACKER) -> Mapping[str, float]:
     """How well the SAE's decoder recovers known features: MMCS, the fraction above ``threshold``, and MCC."""

@@ -26,7 +26,18 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-@stage("store_heldout_tokens", outputs=("tokens",), version=1, summary=("heldout_sequences", "heldout_tokens"))
+def _check_heldout_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    store, tokens = inputs.get("store"), inputs.get("tokens")
+    n_rows = store.max_rows if store is not None else (tokens.n_tokens if tokens is not None else None)
+    eval_tokens = params["eval_tokens"]
+    if n_rows is not None and isinstance(eval_tokens, int) and eval_tokens > n_rows:
+        what = "the store's" if store is not None else "every token's"
+        raise ConfigError("eval_tokens", f"expected an integer in [1, {n_rows}] (at most {what} rows), "
+                                         f"found {eval_tokens}")
+
+
+@stage("store_heldout_tokens", outputs=("tokens",), version=1, check_shapes=_check_heldout_shapes,
+       metrics=("heldout_sequences", "heldout_tokens"), summary=("heldout_sequences", "heldout_tokens"))
 def store_heldout_tokens(
     tokens: Int[Tensor, "batch pos"],
     eval_tokens: int,
@@ -90,7 +101,36 @@ def _check_eval_params(params: Mapping[str, Any]) -> None:
         raise ConfigError("exclude_special_tokens", f"expected true, false or a list of token ids, found {special!r}")
 
 
-@stage("evaluate_sae", outputs=("metrics",), preflight=_check_eval_params, version=1,
+def _check_eval_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Each SAE's hook (or ``hook``) is one the model calls, with the SAE's d_in as its width."""
+    import numpy as np
+
+    model, saes = inputs.get("model"), inputs.get("sae")
+    if model is None or saes is None:
+        return
+    for name, sae in (saes.items() if isinstance(saes, Mapping) else [("", saes)]):
+        hook = params.get("hook") or sae.hook
+        if hook is None:
+            continue
+        width = int(np.prod(model.token_width("hook", hook)))
+        if width != sae.d_in:
+            sae_key = f"the SAE{f' {name!r}' if name else ''}"
+            raise ConfigError("hook", f"expected a hook as wide as {sae_key}'s d_in ({sae.d_in}), found '{hook}' "
+                                      f"of width {width}")
+
+
+# SAELens's run_evals names (reconstruction_quality/..., sparsity/...), ours beside them, and the
+# same under <name>/ when several SAEs are evaluated.
+_EVAL_GROUPS = ("reconstruction_quality", "sparsity", "shrinkage", "model_performance_preservation",
+                "model_behavior_preservation", "token_stats")
+
+
+def _eval_metrics(params: dict[str, Any]) -> list[str]:
+    return [*(f"{group}/*" for group in _EVAL_GROUPS), *(f"*/{group}/*" for group in _EVAL_GROUPS)]
+
+
+@stage("evaluate_sae", outputs=("metrics",), preflight=_check_eval_params, check_shapes=_check_eval_shapes,
+       metrics=_eval_metrics, version=1,
        summary=("reconstruction_quality/explained_variance", "sparsity/l0", "model_performance_preservation/ce_loss_score",
                 "sparsity/dead_features_fraction", "*/reconstruction_quality/explained_variance",
                 "*/model_performance_preservation/ce_loss_score"))

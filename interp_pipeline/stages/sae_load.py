@@ -14,6 +14,7 @@ downstream.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import interp_pipeline.sae.storage  # noqa: F401  (the SAE codec, for stages downstream that store one)
@@ -36,7 +37,14 @@ def check_load_params(params: dict[str, Any]) -> None:
     check_source(params)
 
 
-@stage("load_sae", outputs=("sae",), cache=False, preflight=check_load_params, version=1,
+def _shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> Any:
+    from interp_pipeline.sae.pretrained import shape_of_source
+
+    return shape_of_source(params)
+
+
+@stage("load_sae", outputs=("sae",), cache=False, preflight=check_load_params, shape=_shape, metrics=("d_in", "d_sae"),
+       version=1,
        summary=("d_in", "d_sae"))
 def load_sae(
     release: str | None = None,

@@ -16,7 +16,7 @@ import glob
 import itertools
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.hf_hub_access import datasets_unreachable_reason
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.progress import progress
+from interp_pipeline.shapes import TokensShape
 from interp_pipeline.stages.datasets import _as_tokens, _bos_id, _check_fits_context, _check_int, _require_tokenizer
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
@@ -196,7 +197,20 @@ def _decoded(documents: Iterator[str], file: Path, format: str) -> Iterator[str]
         raise ConfigError("path", f"expected UTF-8 text in '{file}' (format {format}), found other bytes") from None
 
 
-@stage("text_file_tokens", outputs=("tokens",), preflight=_check_text_file_params)
+def _packed_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> TokensShape:
+    return TokensShape(params.get("max_sequences"), params.get("seq_len"))  # at most max_sequences rows
+
+
+PACKED_METRICS = ("n_sequences", "seq_len", "n_documents", "n_tokens_read")
+
+
+def _check_packed_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    if inputs.get("model") is not None:
+        inputs["model"].check_fits_context("seq_len", params.get("seq_len"))
+
+
+@stage("text_file_tokens", outputs=("tokens",), preflight=_check_text_file_params, shape=_packed_shape,
+       check_shapes=_check_packed_shapes, metrics=PACKED_METRICS)
 def text_file_tokens(
     model: HookedTransformer,
     path: str,
@@ -321,7 +335,8 @@ def _load_dataset(name: str, config_name: str | None, split: str, streaming: boo
         raise
 
 
-@stage("hf_dataset_tokens", outputs=("tokens",), preflight=check_hf_dataset_available)
+@stage("hf_dataset_tokens", outputs=("tokens",), preflight=check_hf_dataset_available, shape=_packed_shape,
+       check_shapes=_check_packed_shapes, metrics=PACKED_METRICS)
 def hf_dataset_tokens(
     model: HookedTransformer,
     name: str,

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import stage
+from interp_pipeline.shapes import TokensShape
 
 if TYPE_CHECKING:
     from jaxtyping import Int
     from torch import Tensor
 
 
-@stage("random_tokens", outputs=("tokens",), version=2)
+def _random_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> TokensShape:
+    return TokensShape(params.get("n_sequences"), params.get("seq_len"))
+
+
+def _check_random_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    model = inputs.get("model")
+    if model is None:
+        return
+    model.check_fits_context("seq_len", params["seq_len"])
+    d_vocab = params.get("d_vocab")
+    if d_vocab is not None and not 1 <= d_vocab <= model.d_vocab:
+        raise ConfigError("d_vocab", f"expected 1..{model.d_vocab} (the model's d_vocab), found {d_vocab}")
+
+
+@stage("random_tokens", outputs=("tokens",), version=2, shape=_random_shape, check_shapes=_check_random_shapes,
+       metrics=())
 def random_tokens(
     model: Any, n_sequences: int, seq_len: int, seed: int, d_vocab: int | None = None
 ) -> Int[Tensor, "batch pos"]:
@@ -30,7 +48,22 @@ def _check_task_params(params: dict[str, Any]) -> None:
     make_task(params.get("task") or {}, key="task")
 
 
-@stage("task_tokens", outputs=("tokens",), preflight=_check_task_params)
+def _task_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> TokensShape:
+    from interp_pipeline.tasks.base import make_task
+
+    # A task's sequences are as long as the context it fixes for its models.
+    n_ctx = make_task(params.get("task") or {}, key="task").model_config().get("n_ctx")
+    return TokensShape(params.get("n_sequences"), n_ctx)
+
+
+def _check_task_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    model, tokens = inputs.get("model"), _task_shape(params, inputs)
+    if model is not None and tokens.seq_len is not None:
+        model.check_fits_context("task", tokens.seq_len)
+
+
+@stage("task_tokens", outputs=("tokens",), preflight=_check_task_params, shape=_task_shape,
+       check_shapes=_check_task_shapes, metrics=())
 def task_tokens(model: Any, task: dict[str, Any], n_sequences: int, seed: int) -> Int[Tensor, "batch pos"]:
     """Sequences from a synthetic task's generator (``task``: name and fields, as in model.train.task).
 

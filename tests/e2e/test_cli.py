@@ -59,7 +59,7 @@ def test_user_error_is_one_line_status_2_and_no_traceback(outputs):
 def test_hook_typo_stops_with_status_2(outputs):
     done = run_cli(["+experiment=smoke", "stats.hooks=[blocks.0.hook_resid_prex]"], outputs)
     assert done.returncode == 2
-    assert "error: stats.hooks: expected a hook name of this model" in done.stdout
+    assert "error: stats.hooks[0]: expected a hook name of this model" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
 
 

@@ -10,7 +10,8 @@ from interp_pipeline.compose import compose
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.experiment import prepare
 from interp_pipeline.hydra_errors import describe
-from interp_pipeline.pipeline.spec import load_pipeline, parse_stages, run_preflight
+from interp_pipeline.pipeline.preflight import run_preflight
+from interp_pipeline.pipeline.spec import load_pipeline, parse_stages
 
 PLUGINS = "runner.plugins=[tests.support.stages]"
 

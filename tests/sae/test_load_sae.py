@@ -143,7 +143,7 @@ stages:
 def test_the_sae_source_group_composes_and_its_preflight_runs(saved_sae, offline, outputs, tmp_path):
     from interp_pipeline.compose import compose
     from interp_pipeline.experiment import prepare
-    from interp_pipeline.pipeline.spec import run_preflight
+    from interp_pipeline.pipeline.preflight import run_preflight
 
     (tmp_path / "load.yaml").write_text(PIPELINE)
     base = [f"pipeline={tmp_path / 'load.yaml'}"]

@@ -12,7 +12,7 @@ pytest.importorskip("sae_lens")
 
 from interp_pipeline.compose import compose  # noqa: E402
 from interp_pipeline.experiment import prepare  # noqa: E402
-from interp_pipeline.pipeline.spec import run_preflight  # noqa: E402
+from interp_pipeline.pipeline.preflight import run_preflight  # noqa: E402
 from interp_pipeline.stages.sae import sae_feature_recovery, toy_superposition, train_sae  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402

@@ -333,7 +333,8 @@ def test_stages_registered() -> None:
 
 
 def test_in_a_pipeline_preflight_names_the_full_key(tmp_path: Path) -> None:
-    from interp_pipeline.pipeline.spec import parse_stages, run_preflight
+    from interp_pipeline.pipeline.preflight import run_preflight
+    from interp_pipeline.pipeline.spec import parse_stages
 
     load_stage_modules()
     model_params = {"source": "config", "seed": 0, "cfg": {"n_layers": 1, "d_model": 16, "n_ctx": 64,

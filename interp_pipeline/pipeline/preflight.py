@@ -1,0 +1,102 @@
+"""Pre-flight: every check a stage can make before any stage runs, with keys made absolute.
+
+Two kinds of check, both declared on ``@stage``:
+
+- ``preflight(params)``: the params alone (ranges, choices, a model or SAE that can be
+  had here);
+- ``check_shapes(params, inputs)``: the params against the *shapes* of the stage's
+  inputs (hook names, layer indices, context length, SAE widths). A shape is what an
+  upstream stage's ``shape(params, inputs)`` says its output will look like, computed
+  from config alone (a model on the meta device, a store's rows from its dataset's
+  size), never by running that stage. So a hook the model lacks is found before the
+  model trains, not after.
+
+Shapes are computed lazily, only for inputs of stages about to run, so a fully cached
+pipeline never imports torch here. A stage without ``shape`` gives its consumers None,
+and they leave those checks to run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from interp_pipeline.errors import ConfigError
+from interp_pipeline.pipeline.spec import InputRef, StageSpec
+
+
+class _Shapes:
+    """Each stage's output shapes, computed once and on demand."""
+
+    def __init__(self, stages: Sequence[StageSpec]):
+        self._stages = {s.name: s for s in stages}
+        self._computed: dict[str, Mapping[str, Any]] = {}
+
+    def of(self, ref: InputRef) -> Any:
+        if ref.stage not in self._computed:
+            self._computed[ref.stage] = self._compute(self._stages[ref.stage])
+        return self._computed[ref.stage].get(ref.output)
+
+    def inputs(self, spec: StageSpec) -> Mapping[str, Any]:
+        return _LazyInputs(self, spec.inputs)
+
+    def _compute(self, spec: StageSpec) -> Mapping[str, Any]:
+        shape_fn = spec.definition.shape
+        if shape_fn is None:
+            return {}
+        with _absolute_keys(spec):
+            shape = shape_fn(dict(spec.params), self.inputs(spec))
+        outputs = spec.definition.outputs
+        if len(outputs) == 1:
+            return {outputs[0]: shape}
+        return dict(shape or {})
+
+
+class _LazyInputs(Mapping[str, Any]):
+    """The shapes of a stage's inputs by argument name; an input's shape is computed when read."""
+
+    def __init__(self, shapes: _Shapes, refs: Mapping[str, InputRef]):
+        self._shapes, self._refs = shapes, refs
+
+    def __getitem__(self, arg: str) -> Any:
+        return self._shapes.of(self._refs[arg])
+
+    def get(self, arg: str, default: Any = None) -> Any:
+        return self[arg] if arg in self._refs else default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+class _absolute_keys:
+    """Re-raise a ConfigError keyed relative to a stage's params under the key the user wrote."""
+
+    def __init__(self, spec: StageSpec):
+        self._spec = spec
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> None:
+        if isinstance(error, ConfigError) and not error.absolute:
+            raise error.under(self._spec.params_key) from error
+
+
+def run_preflight(stages: Iterable[StageSpec], pipeline: Sequence[StageSpec] | None = None) -> None:
+    """Run ``stages``' pre-flight checks, in order, before any of them runs.
+
+    ``pipeline`` is every stage of the pipeline (default: ``stages``), where the shapes
+    of inputs that are cached, and so not about to run, come from.
+    """
+    stages = list(stages)
+    shapes = _Shapes(pipeline if pipeline is not None else stages)
+    for spec in stages:
+        definition = spec.definition
+        with _absolute_keys(spec):
+            if definition.preflight is not None:
+                definition.preflight(dict(spec.params))
+            if definition.check_shapes is not None:
+                definition.check_shapes(dict(spec.params), shapes.inputs(spec))
