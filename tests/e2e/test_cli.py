@@ -83,6 +83,22 @@ def test_parallel_sweep_of_three_jobs_shares_one_store(outputs):
     assert len({r.data.metrics["stats.loss_mean"] for r in runs}) == 3
 
 
+@pytest.mark.parametrize("round_", range(3))
+def test_two_invocations_started_together_on_a_fresh_store_both_succeed(tmp_path, round_):
+    """Both create the SQLite store and the experiment; without a lock one fails in MLflow's migrations."""
+    outputs = tmp_path / "outputs"
+    processes = [subprocess.Popen([sys.executable, "-m", "interp_pipeline", "+experiment=smoke", f"seed={seed}"],
+                                  cwd=tmp_path, env=cli_env(outputs), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for seed in (0, 1)]
+    for process in processes:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+    runs, _ = parents(sqlite_uri(outputs), "smoke")
+    assert sorted(r.data.tags["hydra.overrides"] for r in runs) == ["+experiment=smoke seed=0",
+                                                                    "+experiment=smoke seed=1"]
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+
+
 def write_test_pipeline(folder: Path, *extra: dict) -> Path:
     stages = [{"name": "numbers", "fn": "t_numbers", "params": {"n": 3}},
               {"name": "scaled", "fn": "t_scale", "inputs": {"numbers": "numbers"}, "params": {"factor": "${seed}"}},
