@@ -71,7 +71,7 @@ def _open_tracking(cfg: DictConfig, invocation: Invocation) -> tuple[Any, str | 
 
     tracking = MlflowTracking(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs))
     experiment_id = tracking.experiment_id(cfg.tracking.experiment_name or invocation.experiment)
-    ended = tracking.end_orphaned_runs(experiment_id)
+    ended = tracking.end_orphaned_runs()
     if ended:
         log.info("marked %d run(s) KILLED whose process had died without ending them", ended)
     return tracking, experiment_id
