@@ -99,6 +99,28 @@ def test_two_invocations_started_together_on_a_fresh_store_both_succeed(tmp_path
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
 
 
+def test_a_corrupt_checkpoint_fails_its_stage_in_one_line_naming_the_file(outputs):
+    from interp_pipeline.compose import compose
+    from interp_pipeline.experiment import prepare
+    from interp_pipeline.runner.runner import PipelineRunner
+    from interp_pipeline.runner.stage_cache import StageCache
+
+    args = ["+experiment=smoke", "model=toy_induction", "runner.check_expect=false"]
+    cfg = compose(args)
+    runner = PipelineRunner(prepare(cfg).spec, StageCache(cfg.runner.cache_dir))
+    checkpoint = StageCache(cfg.runner.cache_dir).workdir("load_model", runner.keys["model"]) / "step-000000500"
+    checkpoint.mkdir()
+    (checkpoint / "model.safetensors").write_bytes(b"\x00" * 40)  # cut short by a full disk, say
+    (checkpoint / "done.json").write_text(json.dumps({"step": 500, "loss": 1.0}))
+    done = run_cli(args, outputs)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: stage 'model' failed: "), errors
+    assert f"checkpoint file {checkpoint / 'model.safetensors'} cannot be loaded" in errors[0]
+    assert f"delete {checkpoint} to start over" in errors[0]
+    assert "Traceback" not in done.stdout + done.stderr and "weights_only" not in done.stdout + done.stderr
+
+
 def write_test_pipeline(folder: Path, *extra: dict) -> Path:
     stages = [{"name": "numbers", "fn": "t_numbers", "params": {"n": 3}},
               {"name": "scaled", "fn": "t_scale", "inputs": {"numbers": "numbers"}, "params": {"factor": "${seed}"}},
