@@ -58,7 +58,9 @@ def prepare(cfg: DictConfig) -> Prepared:
             f"expected a stage of pipeline '{spec.name}' ({one_of(names)}), found '{cfg.runner.from_stage}'",
             suggestion=did_you_mean(cfg.runner.from_stage, names),
         )
-    expect = OmegaConf.to_container(cfg.expect, resolve=True)
+    # `~expect` on the command line removes the block: nothing to check.
+    node = OmegaConf.select(cfg, "expect", default=None)
+    expect = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     assert isinstance(expect, dict)
     validate_expectations(expect, names)
     return Prepared(spec, expect)

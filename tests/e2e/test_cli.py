@@ -63,6 +63,26 @@ def test_hook_typo_stops_with_status_2(outputs):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+def test_expect_from_the_command_line(outputs):
+    """~expect checks nothing; an entry or one field of it is added or changed; other forms say what works."""
+    none = run_cli(["+experiment=smoke", "~expect"], outputs)
+    assert none.returncode == 0, none.stdout + none.stderr
+    assert "stats.loss_mean │" not in none.stdout
+    widened = run_cli(["+experiment=smoke", "expect.stats.loss_mean.max=6", "+expect.stats.loss={min: 1}"], outputs)
+    assert widened.returncode == 0, widened.stdout + widened.stderr
+    assert re.search(r"│ stats.loss_mean +│ >= 4.85, <= 6 ", widened.stdout) and "│ stats.loss  " in widened.stdout
+    unmet = run_cli(["+experiment=smoke", "+expect.stats.loss.max=1"], outputs)
+    assert unmet.returncode == 3 and "error: expect not met for stats.loss" in unmet.stdout
+    runs, _ = parents(sqlite_uri(outputs), "smoke")
+    assert "expect.passed" not in runs[0].data.tags and runs[1].data.tags["expect.passed"] == "true"
+    refused = run_cli(["+experiment=smoke", "~expect.stats.loss_mean"], outputs)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: expect.stats.loss_mean: expected +expect.STAGE.METRIC={min: V, max: V} (or {value: V, atol: T}), "
+        "expect.STAGE.METRIC.FIELD=V (FIELD one of atol, max, min, rtol, value), or ~expect to check none; "
+        "found '~expect.stats.loss_mean'"]
+
+
 def test_help_lists_groups_and_experiments(outputs):
     done = run_cli(["--help"], outputs)
     assert done.returncode == 0
