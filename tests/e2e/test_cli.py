@@ -83,6 +83,21 @@ def test_expect_from_the_command_line(outputs):
         "found '~expect.stats.loss_mean'"]
 
 
+def test_a_plugin_that_does_not_import_stops_with_status_2_naming_runner_plugins(outputs, tmp_path):
+    missing = run_cli(["+experiment=smoke", "runner.plugins=[no_such_module]"], outputs)
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert [line for line in (missing.stdout + missing.stderr).splitlines() if "error" in line.lower()] == [
+        "error: runner.plugins: expected importable modules, found 'no_such_module', which does not exist "
+        "(check its spelling, and that its folder is on PYTHONPATH)"]
+    (tmp_path / "broken_plugin.py").write_text("import no_such_dependency\n")  # the CLI's cwd is on sys.path
+    broken = run_cli(["+experiment=smoke", "runner.plugins=[broken_plugin]"], outputs)
+    assert broken.returncode == 2, broken.stdout + broken.stderr
+    assert [line for line in (broken.stdout + broken.stderr).splitlines() if "error" in line.lower()] == [
+        "error: runner.plugins: expected importable modules, found 'broken_plugin', whose import failed: "
+        "ModuleNotFoundError: No module named 'no_such_dependency'"]
+    assert "Traceback" not in missing.stdout + missing.stderr + broken.stdout + broken.stderr
+
+
 def test_help_lists_groups_and_experiments(outputs):
     done = run_cli(["--help"], outputs)
     assert done.returncode == 0
