@@ -211,7 +211,9 @@ class MlflowTracking:
             ended += 1
         return ended
 
-    def _running_runs(self) -> Iterator[Any]:
+    def _running_runs(self) -> list[Any]:
+        """Every RUNNING run of the active experiments, read in full before any is ended
+        (ending them while paging would shift the pages and skip some)."""
         from mlflow.entities import ViewType
 
         ids: list[str] = []
@@ -222,15 +224,17 @@ class MlflowTracking:
             token = page.token
             if not token:
                 break
+        found: list[Any] = []
         for chunk in _chunks(ids):
             token = None
             while True:
                 runs = self.client.search_runs(chunk, filter_string="attributes.status = 'RUNNING'",
                                                max_results=1000, page_token=token)
-                yield from runs
+                found += runs
                 token = runs.token
                 if not token:
                     break
+        return found
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         parsed = urlparse(self.uri)
