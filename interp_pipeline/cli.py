@@ -98,9 +98,12 @@ def main() -> None:
     from interp_pipeline.exit_status import combine
     from interp_pipeline.hydra_callbacks import SWEEP_STATUSES
 
+    from interp_pipeline.expect_overrides import rewrite_all
+
     signal.signal(signal.SIGTERM, _raise_terminated)
     hydra_main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
     try:
+        sys.argv[1:] = rewrite_all(sys.argv[1:])  # expect.STAGE.METRIC overrides, in a form Hydra can apply
         hydra_main()
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
@@ -112,7 +115,7 @@ def main() -> None:
 
         print(f"error: {describe(error)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)
-    except ConfigError as error:  # raised before any job, e.g. by the sweep callback's pre-flight
+    except ConfigError as error:  # raised before any job: an expect override, the sweep callback's pre-flight
         _record_config_error(error)
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)

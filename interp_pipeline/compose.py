@@ -25,6 +25,8 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from interp_pipeline.expect_overrides import rewrite_all
+
     register()
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):
-        return hydra_compose("config", overrides=list(overrides or []))
+        return hydra_compose("config", overrides=rewrite_all(list(overrides or [])))

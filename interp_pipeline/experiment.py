@@ -62,7 +62,9 @@ def prepare(cfg: DictConfig) -> Prepared:
             f"expected a stage of pipeline '{spec.name}' ({one_of(names)}), found '{cfg.runner.from_stage}'",
             suggestion=did_you_mean(cfg.runner.from_stage, names),
         )
-    expect = OmegaConf.to_container(cfg.expect, resolve=True) if cfg.runner.check_expect else {}
+    # `~expect` on the command line removes the block, and runner.check_expect=false skips it: nothing to check.
+    node = OmegaConf.select(cfg, "expect", default=None) if cfg.runner.check_expect else None
+    expect = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     assert isinstance(expect, dict)
     validate_expectations(expect, names, {s.name: s.definition.metric_patterns(s.params) for s in spec.stages})
     return Prepared(spec, expect)
@@ -75,7 +77,7 @@ def _open_tracking(cfg: DictConfig, invocation: Invocation) -> tuple[Any, str | 
 
     tracking = MlflowTracking(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs))
     experiment_id = tracking.experiment_id(cfg.tracking.experiment_name or invocation.experiment)
-    ended = tracking.end_orphaned_runs(experiment_id)
+    ended = tracking.end_orphaned_runs()
     if ended:
         log.info("marked %d run(s) KILLED whose process had died without ending them", ended)
     return tracking, experiment_id

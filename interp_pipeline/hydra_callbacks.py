@@ -26,8 +26,8 @@ class PipelineCallbacks(Callback):
         for stale in sweep_dir.glob(f"*/{STATUS_FILE}"):
             stale.unlink()
         if config.tracking.enabled:
-            # Creating SQLite tables or the experiment from several jobs at once
-            # races (locks, duplicate-name errors); do it once, here, first.
+            # Every job opens the store under a file lock (MlflowTracking); doing it once
+            # here first checks the server before any job starts and spares them the wait.
             from interp_pipeline.tracking.mlflow_tracking import (
                 MlflowTracking,
                 check_reachable,

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from interp_pipeline.errors import ConfigError
+
 TRACKER_PARAM = "tracker"
 # A parameter named `workdir` receives a directory that is the same for every attempt
 # at the same cache key (checkpoints to resume from); it is removed once the result is stored.
@@ -146,8 +148,23 @@ def load_stage_modules(extra: Iterable[str] = ()) -> None:
     """
     for module in (*BUILTIN_STAGE_MODULES, *extra):
         if module not in _loaded_modules:
-            importlib.import_module(module)
+            try:
+                importlib.import_module(module)
+            except Exception as error:
+                if module in BUILTIN_STAGE_MODULES:
+                    raise
+                raise _plugin_error(module, error) from error
             _loaded_modules.add(module)
+
+
+def _plugin_error(module: str, error: Exception) -> ConfigError:
+    name = getattr(error, "name", None)
+    if isinstance(error, ModuleNotFoundError) and name and (module == name or module.startswith(f"{name}.")):
+        return ConfigError("runner.plugins", f"expected importable modules, found '{module}', which does not exist",
+                           suggestion="check its spelling, and that its folder is on PYTHONPATH")
+    reason = (str(error).splitlines() or [""])[0]
+    return ConfigError("runner.plugins", f"expected importable modules, found '{module}', whose import failed: "
+                                         f"{type(error).__name__}: {reason}")
 
 
 def registered_stages() -> dict[str, StageDef]:

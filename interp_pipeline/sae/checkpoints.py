@@ -7,7 +7,8 @@ learning-rate and coefficient schedules, the feature-firing statistics, the
 activation scaler, the data position and torch's RNG state; tensors, numbers and
 plain containers only, so it loads with ``torch.load(weights_only=True)``) and,
 written last, ``checkpoint.json`` (step, loss, and the identity of the run it
-belongs to). It is built in a hidden temporary directory, fsynced and renamed into
+belongs to). A file that cannot be read (cut short, or holding more than those)
+stops the run with one line naming it and the checkpoint to delete. It is built in a hidden temporary directory, fsynced and renamed into
 place, so a kill -9 leaves at worst a temporary directory that nobody reads.
 Before anything is written the loss and every weight are checked: a checkpoint
 holding NaN or infinity is never written, so it can never become the latest.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interp_pipeline.checkpoint_files import CorruptCheckpoint, json_record, safetensors_state, torch_state
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.process import pid_alive
 from interp_pipeline.runner.stage_cache import _fsync_tree
@@ -50,8 +52,10 @@ def latest(workdir: Path) -> Checkpoint | None:
     for path in Path(workdir).glob(f"{PREFIX}*"):
         manifest = path / MANIFEST
         if path.is_dir() and manifest.is_file():
-            record = json.loads(manifest.read_text())
+            record = json_record(manifest, path)
             if record.get("finite") is True:
+                if not str(record.get("step")).isdigit():
+                    raise CorruptCheckpoint(manifest, path, f"expected a step number, found {record.get('step')!r}")
                 found.append(Checkpoint(int(record["step"]), path, record))
     return max(found, key=lambda c: c.step, default=None)
 
@@ -114,12 +118,12 @@ def save(workdir: Path, step: int, loss: float, weights: Mapping[str, Any], trai
 
 
 def load(checkpoint: Checkpoint, device: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(weights, trainer state) of ``checkpoint``; nothing but tensors and plain containers is unpickled."""
-    import torch
-    from safetensors.torch import load_file
+    """(weights, trainer state) of ``checkpoint``; nothing but tensors and plain containers is unpickled.
 
-    weights = load_file(str(checkpoint.path / WEIGHTS), device=str(device))
-    state = torch.load(checkpoint.path / STATE, map_location=device, weights_only=True)
+    CorruptCheckpoint, naming the file, when one is cut short or holds anything else.
+    """
+    weights = safetensors_state(checkpoint.path / WEIGHTS, checkpoint.path, device=str(device))
+    state = torch_state(checkpoint.path / STATE, checkpoint.path, map_location=device)
     return weights, state
 
 

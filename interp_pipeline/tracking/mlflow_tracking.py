@@ -7,11 +7,13 @@ avoid the fluent API's atexit hook, which would mark an interrupted run FINISHED
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -65,6 +67,31 @@ def local_artifact_root(uri: str) -> Path | None:
     if parsed.scheme in ("", "file"):
         return Path(parsed.path).resolve()
     return None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an inter-process lock beside a local store (``.mlflow.db.lock``); no-op for a server.
+
+    A fresh SQLite store is created by running MLflow's migrations, and two processes
+    doing that at once fail (``duplicate column name``, ``Online migration expected to
+    match one row``); so do two creating the same experiment. A server serialises both itself.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        store = Path(uri[len("sqlite:///"):])
+    elif parsed.scheme in ("", "file"):
+        store = Path(parsed.path)
+    else:
+        yield
+        return
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with open(store.parent / f".{store.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _chunks(items: list[Any], size: int = BATCH) -> Iterable[list[Any]]:
@@ -124,24 +151,31 @@ class MlflowTracking:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=uri)
+        with store_lock(uri):
+            # Opening the store creates or migrates its tables (MLflow 3 does it as the
+            # client is made; the search makes sure of it where that is lazy).
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)
 
     def experiment_id(self, name: str) -> str:
-        """Get or create the experiment; safe when parallel jobs race to create it."""
-        existing = self.client.get_experiment_by_name(name)
-        if existing is not None:
-            return existing.experiment_id
-        root = local_artifact_root(self.uri)
-        location = (root / _UNSAFE.sub("_", name)).as_uri() if root is not None else None
-        try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except Exception:
+        """Get or create the experiment; safe when other processes race to create it."""
+        from mlflow.exceptions import MlflowException
+
+        with store_lock(self.uri):
             existing = self.client.get_experiment_by_name(name)
-            if existing is None:
-                raise
-            return existing.experiment_id
+            if existing is not None:
+                return existing.experiment_id
+            root = local_artifact_root(self.uri)
+            location = (root / _UNSAFE.sub("_", name)).as_uri() if root is not None else None
+            try:
+                return self.client.create_experiment(name, artifact_location=location)
+            except MlflowException:
+                # Another client of the same server created it between our two calls
+                # (RESOURCE_ALREADY_EXISTS, or a backend's own integrity error).
+                existing = self.client.get_experiment_by_name(name)
+                if existing is None:
+                    raise
+                return existing.experiment_id
 
     def start_run(
         self,
@@ -158,17 +192,15 @@ class MlflowTracking:
         run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
         return MlflowRun(self.client, run.info.run_id, self, experiment_id)
 
-    def end_orphaned_runs(self, experiment_id: str) -> int:
-        """Mark KILLED the runs left RUNNING by a process on this host that no longer exists.
+    def end_orphaned_runs(self) -> int:
+        """Mark KILLED the runs, of any experiment, left RUNNING by a process on this host that no longer exists.
 
-        A kill -9 gives the process no chance to end its runs; the next invocation does it.
+        A kill -9 gives the process no chance to end its runs; the next invocation on the
+        store does it. Runs of other hosts are left alone: their processes cannot be seen from here.
         """
         host = socket.gethostname()
-        runs = self.client.search_runs(
-            [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=500
-        )
         ended = 0
-        for run in runs:
+        for run in self._running_runs():
             tags = run.data.tags
             if tags.get("host") != host or not tags.get("pid", "").isdigit():
                 continue
@@ -178,6 +210,31 @@ class MlflowTracking:
             self.client.set_terminated(run.info.run_id, "KILLED")
             ended += 1
         return ended
+
+    def _running_runs(self) -> list[Any]:
+        """Every RUNNING run of the active experiments, read in full before any is ended
+        (ending them while paging would shift the pages and skip some)."""
+        from mlflow.entities import ViewType
+
+        ids: list[str] = []
+        token = None
+        while True:
+            page = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+            ids += [experiment.experiment_id for experiment in page]
+            token = page.token
+            if not token:
+                break
+        found: list[Any] = []
+        for chunk in _chunks(ids):
+            token = None
+            while True:
+                runs = self.client.search_runs(chunk, filter_string="attributes.status = 'RUNNING'",
+                                               max_results=1000, page_token=token)
+                found += runs
+                token = runs.token
+                if not token:
+                    break
+        return found
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         parsed = urlparse(self.uri)

@@ -3,8 +3,10 @@
 Weights and the data generator's state go to safetensors; the optimizer state
 (nested dicts of tensors and numbers) goes through ``torch.save`` and comes back
 with ``torch.load(weights_only=True)``, which refuses anything but tensors and
-plain containers, so nothing arbitrary is unpickled. A checkpoint is written to a
-temporary directory and renamed into place; the newest complete one wins.
+plain containers, so nothing arbitrary is unpickled; a file it refuses, or one cut
+short, stops the run with one line naming it and the checkpoint to delete. A
+checkpoint is written to a temporary directory and renamed into place; the newest
+complete one wins.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from interp_pipeline.checkpoint_files import json_record, safetensors_state, torch_state
 
 PREFIX, DONE = "step-", "done.json"
 
@@ -56,10 +60,9 @@ def save(workdir: Path, step: int, model: Any, optimizer: Any, generator: Any, e
 
 
 def restore(checkpoint: Checkpoint, model: Any, optimizer: Any, generator: Any) -> dict[str, Any]:
-    import torch
-    from safetensors.torch import load_file
-
-    model.load_state_dict(load_file(str(checkpoint.path / "model.safetensors"), device=str(model.cfg.device)))
-    generator.set_state(load_file(str(checkpoint.path / "generator.safetensors"))["state"])
-    optimizer.load_state_dict(torch.load(checkpoint.path / "optimizer.pt", weights_only=True))
-    return json.loads((checkpoint.path / DONE).read_text())
+    """Load ``checkpoint`` into the three; CorruptCheckpoint (naming the file) when one cannot be read."""
+    path = checkpoint.path
+    model.load_state_dict(safetensors_state(path / "model.safetensors", path, device=str(model.cfg.device)))
+    generator.set_state(safetensors_state(path / "generator.safetensors", path)["state"])
+    optimizer.load_state_dict(torch_state(path / "optimizer.pt", path))
+    return json_record(path / DONE, path)

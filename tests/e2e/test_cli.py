@@ -63,6 +63,41 @@ def test_hook_typo_stops_with_status_2(outputs):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+def test_expect_from_the_command_line(outputs):
+    """~expect checks nothing; an entry or one field of it is added or changed; other forms say what works."""
+    none = run_cli(["+experiment=smoke", "~expect"], outputs)
+    assert none.returncode == 0, none.stdout + none.stderr
+    assert "stats.loss_mean │" not in none.stdout
+    widened = run_cli(["+experiment=smoke", "expect.stats.loss_mean.max=6", "+expect.stats.loss={min: 1}"], outputs)
+    assert widened.returncode == 0, widened.stdout + widened.stderr
+    assert re.search(r"│ stats.loss_mean +│ >= 4.85, <= 6 ", widened.stdout) and "│ stats.loss  " in widened.stdout
+    unmet = run_cli(["+experiment=smoke", "+expect.stats.loss.max=1"], outputs)
+    assert unmet.returncode == 3 and "error: expect not met for stats.loss" in unmet.stdout
+    runs, _ = parents(sqlite_uri(outputs), "smoke")
+    assert "expect.passed" not in runs[0].data.tags and runs[1].data.tags["expect.passed"] == "true"
+    refused = run_cli(["+experiment=smoke", "~expect.stats.loss_mean"], outputs)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "error: expect.stats.loss_mean: expected +expect.STAGE.METRIC={min: V, max: V} (or {value: V, atol: T}), "
+        "expect.STAGE.METRIC.FIELD=V (FIELD one of atol, max, min, rtol, value), or ~expect to check none; "
+        "found '~expect.stats.loss_mean'"]
+
+
+def test_a_plugin_that_does_not_import_stops_with_status_2_naming_runner_plugins(outputs, tmp_path):
+    missing = run_cli(["+experiment=smoke", "runner.plugins=[no_such_module]"], outputs)
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert [line for line in (missing.stdout + missing.stderr).splitlines() if "error" in line.lower()] == [
+        "error: runner.plugins: expected importable modules, found 'no_such_module', which does not exist "
+        "(check its spelling, and that its folder is on PYTHONPATH)"]
+    (tmp_path / "broken_plugin.py").write_text("import no_such_dependency\n")  # the CLI's cwd is on sys.path
+    broken = run_cli(["+experiment=smoke", "runner.plugins=[broken_plugin]"], outputs)
+    assert broken.returncode == 2, broken.stdout + broken.stderr
+    assert [line for line in (broken.stdout + broken.stderr).splitlines() if "error" in line.lower()] == [
+        "error: runner.plugins: expected importable modules, found 'broken_plugin', whose import failed: "
+        "ModuleNotFoundError: No module named 'no_such_dependency'"]
+    assert "Traceback" not in missing.stdout + missing.stderr + broken.stdout + broken.stderr
+
+
 def test_help_lists_groups_and_experiments(outputs):
     done = run_cli(["--help"], outputs)
     assert done.returncode == 0
@@ -81,6 +116,44 @@ def test_parallel_sweep_of_three_jobs_shares_one_store(outputs):
     assert sorted(r.data.tags["hydra.overrides"] for r in runs) == [f"+experiment=smoke seed={i}" for i in range(3)]
     assert sorted(r.data.tags["sweep.job_num"] for r in runs) == ["0", "1", "2"]
     assert len({r.data.metrics["stats.loss_mean"] for r in runs}) == 3
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_two_invocations_started_together_on_a_fresh_store_both_succeed(tmp_path, round_):
+    """Both create the SQLite store and the experiment; without a lock one fails in MLflow's migrations."""
+    outputs = tmp_path / "outputs"
+    processes = [subprocess.Popen([sys.executable, "-m", "interp_pipeline", "+experiment=smoke", f"seed={seed}"],
+                                  cwd=tmp_path, env=cli_env(outputs), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for seed in (0, 1)]
+    for process in processes:
+        output, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, output
+    runs, _ = parents(sqlite_uri(outputs), "smoke")
+    assert sorted(r.data.tags["hydra.overrides"] for r in runs) == ["+experiment=smoke seed=0",
+                                                                    "+experiment=smoke seed=1"]
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+
+
+def test_a_corrupt_checkpoint_fails_its_stage_in_one_line_naming_the_file(outputs):
+    from interp_pipeline.compose import compose
+    from interp_pipeline.experiment import prepare
+    from interp_pipeline.runner.runner import PipelineRunner
+    from interp_pipeline.runner.stage_cache import StageCache
+
+    args = ["+experiment=smoke", "model=toy_induction", "runner.check_expect=false"]
+    cfg = compose(args)
+    runner = PipelineRunner(prepare(cfg).spec, StageCache(cfg.runner.cache_dir))
+    checkpoint = StageCache(cfg.runner.cache_dir).workdir("load_model", runner.keys["model"]) / "step-000000500"
+    checkpoint.mkdir()
+    (checkpoint / "model.safetensors").write_bytes(b"\x00" * 40)  # cut short by a full disk, say
+    (checkpoint / "done.json").write_text(json.dumps({"step": 500, "loss": 1.0}))
+    done = run_cli(args, outputs)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: stage 'model' failed: "), errors
+    assert f"checkpoint file {checkpoint / 'model.safetensors'} cannot be loaded" in errors[0]
+    assert f"delete {checkpoint} to start over" in errors[0]
+    assert "Traceback" not in done.stdout + done.stderr and "weights_only" not in done.stdout + done.stderr
 
 
 def write_test_pipeline(folder: Path, *extra: dict) -> Path:

@@ -20,6 +20,7 @@ pytest.importorskip("sae_lens")
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from interp_pipeline.checkpoint_files import CorruptCheckpoint  # noqa: E402
 from interp_pipeline.errors import ConfigError  # noqa: E402
 from interp_pipeline.sae import checkpoints  # noqa: E402
 from interp_pipeline.sae.config import DEFAULTS  # noqa: E402
@@ -191,6 +192,38 @@ def test_trainer_state_loads_with_weights_only(tmp_path):
     assert {"optimizer", "lr_scheduler", "coefficient_schedulers", "rng_cpu", "scaling_factor"} <= set(state)
     manifest = json.loads((tmp_path / "step-000000004" / checkpoints.MANIFEST).read_text())
     assert manifest["identity"]["lr"] == 0.003 and "log_every" not in manifest["identity"]
+
+
+class Poison:
+    """A pickle that runs a command when loaded without weights_only."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _garbage(path: Path, tmp_path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:40])  # cut short, as a full disk or a bad copy leaves it
+
+
+def _poisoned(path: Path, tmp_path: Path) -> None:
+    torch.save({"n_training_steps": 3, "payload": Poison(tmp_path / "pwned")}, path)
+
+
+@pytest.mark.parametrize("spoil, name", [(_poisoned, checkpoints.STATE), (_garbage, checkpoints.STATE),
+                                         (_garbage, checkpoints.WEIGHTS), (_garbage, checkpoints.MANIFEST)])
+def test_an_unreadable_checkpoint_file_is_named_in_one_line_with_what_to_delete(spoil, name, tmp_path):
+    saved = checkpoints.save(tmp_path, 3, 0.5, {"W": torch.ones(2, 2)}, {"n_training_steps": 3}, {"lr": 1.0})
+    spoil(saved / name, tmp_path)
+    with pytest.raises(CorruptCheckpoint) as caught:
+        checkpoints.load(checkpoints.latest(tmp_path), "cpu")
+    message = str(caught.value)
+    assert "\n" not in message and "weights_only" not in message
+    assert message.startswith(f"checkpoint file {saved / name} cannot be loaded (")
+    assert message.endswith(f"; delete {saved} to start over")
+    assert not (tmp_path / "pwned").exists()
 
 
 def _params(**overrides):

@@ -182,3 +182,32 @@ def test_child_trackers_open_nested_runs_that_end_with_their_block(tmp_path):
     assert [a.path for a in client.list_artifacts(runs["good"].info.run_id)] == ["note.txt"]
     # Kept with the stage's files too, so a cached stage can show them again.
     assert (tmp_path / "artifacts" / "children" / "good" / "note.txt").read_text() == "hello"
+
+
+ORPHAN = """
+import sys, time
+from interp_pipeline.tracking.mlflow_tracking import MlflowTracking
+tracking = MlflowTracking(sys.argv[1])
+run = tracking.start_run(tracking.experiment_id("other_experiment"), "orphan", {})
+print(run.run_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_killed_with_sigkill_is_ended_by_the_next_invocation_of_another_experiment(outputs, client, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    uri = f"sqlite:///{outputs / 'mlflow.db'}"
+    process = subprocess.Popen([sys.executable, "-c", ORPHAN, uri], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    orphan = process.stdout.readline().strip()
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    other_experiment = client.get_experiment_by_name("other_experiment").experiment_id
+    elsewhere = client.create_run(other_experiment, tags={"host": "another-machine", "pid": "1"})
+    assert client.get_run(orphan).info.status == "RUNNING"
+    assert run(outputs, write_pipeline(tmp_path)) == EXIT_OK  # experiment tracking_test
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # its host's processes are not ours to see

@@ -78,3 +78,30 @@ def test_non_finite_loss_stops_training():
         model.embed.W_E.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="non-finite training loss"):
         train(model, task, TrainSettings(**SETTINGS), seed=0)
+
+
+@pytest.mark.parametrize("spoil", ["truncated", "poisoned"])
+def test_an_unreadable_optimizer_state_is_named_in_one_line_with_what_to_delete(spoil, tmp_path):
+    import os
+
+    from interp_pipeline.checkpoint_files import CorruptCheckpoint
+
+    class Poison:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'pwned'}",)
+
+    model, task = fresh()
+    train(model, task, TrainSettings(**{**SETTINGS, "steps": 11}), seed=0, workdir=tmp_path / "work")
+    found = checkpoints.latest(tmp_path / "work")
+    state = found.path / "optimizer.pt"
+    if spoil == "truncated":
+        state.write_bytes(state.read_bytes()[:100])
+    else:
+        torch.save({"state": {}, "param_groups": [], "payload": Poison()}, state)
+    model, task = fresh()
+    with pytest.raises(CorruptCheckpoint) as caught:
+        train(model, task, TrainSettings(**SETTINGS), seed=0, workdir=tmp_path / "work")
+    assert str(caught.value).startswith(f"checkpoint file {state} cannot be loaded (")
+    assert str(caught.value).endswith(f"; delete {found.path} to start over")
+    assert "\n" not in str(caught.value) and "weights_only" not in str(caught.value)
+    assert not (tmp_path / "pwned").exists()
