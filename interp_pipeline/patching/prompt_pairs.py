@@ -65,7 +65,7 @@ def as_prompt_pair(record: Any) -> PromptPair:
 
 
 def bos_token_id(tokenizer: Any) -> int:
-    """BOS as stages/datasets.py's ``_bos_id`` picks it: the tokenizer's BOS, else its EOS."""
+    """BOS as interp_pipeline.models.tokens.bos_id picks it: the tokenizer's BOS, else its EOS."""
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if bos is None:
         raise ConfigError("prepend_bos", "the model's tokenizer has no BOS (nor EOS) token; set prepend_bos: false")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from interp_pipeline.errors import ConfigError
+from interp_pipeline.plugins import load_plugins
 
 TRACKER_PARAM = "tracker"
 # A parameter named `workdir` receives a directory that is the same for every attempt
@@ -27,21 +28,6 @@ STAGE_DIR_PARAM = "stage_dir"
 # A parameter named `cache_key` receives the stage's cache key (to record in what it writes).
 CACHE_KEY_PARAM = "cache_key"
 INJECTED_PARAMS = (TRACKER_PARAM, WORKDIR_PARAM, STAGE_DIR_PARAM, CACHE_KEY_PARAM)
-BUILTIN_STAGE_MODULES = (
-    "interp_pipeline.stages.models",
-    "interp_pipeline.stages.tokens",
-    "interp_pipeline.stages.datasets",
-    "interp_pipeline.stages.text_datasets",
-    "interp_pipeline.stages.activation_stats",
-    "interp_pipeline.stages.head_scores",
-    "interp_pipeline.stages.fourier",
-    "interp_pipeline.stages.cache_activations",
-    "interp_pipeline.stages.patching_data",
-    "interp_pipeline.stages.patching",
-    "interp_pipeline.stages.sae",
-    "interp_pipeline.stages.sae_load",
-    "interp_pipeline.stages.sae_eval",
-)
 
 
 @dataclass(frozen=True)
@@ -142,17 +128,17 @@ def stage(
 
 
 def load_stage_modules(extra: Iterable[str] = ()) -> None:
-    """Import the built-in stage modules and any plugin modules (``runner.plugins``).
+    """Import the stage modules of every installed package (the ``interp_pipeline.stages``
+    entry points, interp_pipeline.plugins) and any modules named in ``runner.plugins``.
 
     Stage modules import torch and friends inside their functions, so this stays cheap.
     """
-    for module in (*BUILTIN_STAGE_MODULES, *extra):
+    load_plugins("stages")
+    for module in extra:
         if module not in _loaded_modules:
             try:
                 importlib.import_module(module)
             except Exception as error:
-                if module in BUILTIN_STAGE_MODULES:
-                    raise
                 raise _plugin_error(module, error) from error
             _loaded_modules.add(module)
 

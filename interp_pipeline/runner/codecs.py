@@ -1,8 +1,9 @@
 """How stage outputs are written to and read from the stage cache, chosen by the value's type.
 
 Nothing is pickled: tensors go to safetensors, arrays to ``.npy`` without pickle,
-plain data to JSON. Other issues register codecs for their own types (models,
-SAEs) with :func:`register_codec`.
+plain data to JSON. Modules listed under the ``interp_pipeline.codecs`` entry points
+(interp_pipeline.plugins) register codecs for their own types (models, SAEs, labelled
+arrays) with :func:`register_codec`; they are imported before any codec is looked up.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from interp_pipeline.plugins import load_plugins
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ def register_codec(codec: Codec) -> None:
 
 
 def codec_for(value: Any) -> Codec:
+    load_plugins("codecs")
     for codec in _CODECS:
         if codec.accepts(value):
             return codec
@@ -43,6 +47,7 @@ def codec_for(value: Any) -> Codec:
 
 
 def codec_named(name: str) -> Codec:
+    load_plugins("codecs")
     for codec in _CODECS:
         if codec.name == name:
             return codec

@@ -16,7 +16,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from interp_pipeline.config.ranges import require_int
 from interp_pipeline.errors import ConfigError
+from interp_pipeline.models.tokens import as_tokens, bos_id, check_fits_context, plain_token_ids, require_tokenizer
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.shapes import TokensShape
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
@@ -28,57 +30,13 @@ if TYPE_CHECKING:
 
 
 
-# ---------------------------------------------------------------- checks
-
-
-def _check_int(params: dict[str, Any], key: str, minimum: int = 1, *, optional: bool = False) -> None:
-    value = params.get(key)
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(key, f"expected an integer >= {minimum}, found {value!r}")
-
-
-def _check_fits_context(model: HookedTransformer, length: int, key: str) -> None:
-    if length > model.cfg.n_ctx:
-        raise ConfigError(key, f"expected sequences of at most n_ctx={model.cfg.n_ctx} tokens, found {length}")
-
-
-def _require_tokenizer(model: HookedTransformer, key: str) -> Any:
-    if model.tokenizer is None:
-        raise ConfigError(key, "tokenizing text needs the model's tokenizer, and this model has none "
-                               "(a model built from a config has none; load a pretrained one)")
-    return model.tokenizer
-
-
-def _bos_id(model: HookedTransformer) -> int:
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        return 0
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if bos is None:
-        raise ConfigError("prepend_bos", "the model's tokenizer has no BOS (nor EOS) token; set prepend_bos: false")
-    return bos
-
-
-def _as_tokens(rows: Any, model: HookedTransformer) -> Int[Tensor, "batch pos"]:
-    import torch
-
-    tokens = torch.as_tensor(rows, dtype=torch.int64).cpu()
-    # A tokenizer larger than the embedding would only fail later, as an index error deep in the model.
-    if tokens.numel() and int(tokens.max()) >= model.cfg.d_vocab:
-        raise ValueError(f"token id {int(tokens.max())} is outside the model's vocabulary "
-                         f"(d_vocab={model.cfg.d_vocab}): tokenizer and model do not match")
-    return tokens
-
-
 # ---------------------------------------------------------------- repeated tokens
 
 
 def _check_repeated_params(params: dict[str, Any]) -> None:
     for key in ("n_sequences", "half_len"):
-        _check_int(params, key)
-    _check_int(params, "seed", minimum=0)
+        require_int(params, key)
+    require_int(params, "seed", minimum=0)
 
 
 def _repeated_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> TokensShape:
@@ -109,33 +67,17 @@ def repeated_tokens(
     import torch
 
     _check_repeated_params({"n_sequences": n_sequences, "half_len": half_len, "seed": seed})
-    _check_fits_context(model, int(prepend_bos) + 2 * half_len, "half_len")
-    candidates = _plain_token_ids(model)
+    check_fits_context(model, int(prepend_bos) + 2 * half_len, "half_len")
+    candidates = plain_token_ids(model)
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(0, len(candidates), (n_sequences, half_len), generator=generator)
     half = candidates[picks]
     parts = [half, half]
     if prepend_bos:
-        parts.insert(0, torch.full((n_sequences, 1), _bos_id(model), dtype=torch.int64))
-    tokens = _as_tokens(torch.cat(parts, dim=1), model)
+        parts.insert(0, torch.full((n_sequences, 1), bos_id(model), dtype=torch.int64))
+    tokens = as_tokens(torch.cat(parts, dim=1), model)
     tracker.log_metrics({"n_sequences": n_sequences, "seq_len": tokens.shape[1]})
     return tokens
-
-
-def _plain_token_ids(model: HookedTransformer) -> Tensor:
-    """Sorted ids the model can embed that are not special tokens (sorted: same draws for the same seed)."""
-    import torch
-
-    d_vocab = model.cfg.d_vocab
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        ids = list(range(1, d_vocab))
-    else:
-        special = set(tokenizer.all_special_ids)
-        ids = sorted(i for i in set(tokenizer.get_vocab().values()) if i < d_vocab and i not in special)
-    if not ids:
-        raise ValueError(f"the vocabulary (d_vocab={d_vocab}) has no non-special token to draw")
-    return torch.tensor(ids, dtype=torch.int64)
 
 
 # ---------------------------------------------------------------- prompts
@@ -187,7 +129,7 @@ def prompt_tokens(
     import torch
 
     _check_prompt_params({"prompts": prompts})
-    tokenizer = _require_tokenizer(model, "prompts")
+    tokenizer = require_tokenizer(model, "prompts")
     # One at a time: each prompt's length is known (for the error below), and no
     # pad token is needed to tokenize.
     rows = [model.to_tokens(p, prepend_bos=prepend_bos, padding_side="right", move_to_device=False,
@@ -195,8 +137,8 @@ def prompt_tokens(
     for i, row in enumerate(rows):
         if len(row) > model.cfg.n_ctx:
             raise ConfigError(f"prompts.{i}", f"expected at most n_ctx={model.cfg.n_ctx} tokens, found {len(row)}")
-    pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, _bos_id(model)) if t is not None))
-    tokens = _as_tokens(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad), model)
+    pad = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, bos_id(model)) if t is not None))
+    tokens = as_tokens(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=pad), model)
     tracker.log_metrics({"n_sequences": len(rows), "seq_len": tokens.shape[1],
                          "pad_fraction": 1 - sum(len(r) for r in rows) / tokens.numel()})
     return tokens
@@ -206,8 +148,8 @@ def prompt_tokens(
 
 
 def _check_repeated_pairs_params(params: dict[str, Any]) -> None:
-    _check_int(params, "n_pairs")
-    _check_int(params, "seed", minimum=0)
+    require_int(params, "n_pairs")
+    require_int(params, "seed", minimum=0)
 
 
 def _check_repeated_pairs_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
@@ -245,7 +187,7 @@ def repeated_pairs(
     clean = tokens[:n_pairs].clone()
     n, width = clean.shape
     half = (width - 1) // 2
-    candidates = _plain_token_ids(model)
+    candidates = plain_token_ids(model)
     # A stream of its own: seeded with ``seed`` alone it would redraw the probe's own first halves.
     stream = int.from_bytes(hashlib.sha256(f"repeated_pairs:{seed}".encode()).digest()[:8], "little")
     generator = torch.Generator().manual_seed(stream)

@@ -11,7 +11,6 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import interp_pipeline.models.storage  # noqa: F401  (registers the model codec for cached models)
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker

@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import interp_pipeline.patching.labelled  # noqa: F401  (registers the labelled-array codecs for cached results)
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.progress import progress

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.pipeline.registry import stage
-from interp_pipeline.stages.datasets import _as_tokens, _check_int, _require_tokenizer
+from interp_pipeline.config.ranges import require_int
+from interp_pipeline.models.tokens import as_tokens, require_tokenizer
 from interp_pipeline.tasks.ioi_prompts import ORDERS, check_options, generate_ioi
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
@@ -36,7 +37,7 @@ def _check_loss_positions(params: Mapping[str, Any]) -> None:
 def _checked_pairs(model: HookedTransformer, pairs: dict[str, Tensor]) -> dict[str, Tensor]:
     # A tokenizer larger than the embedding would only fail later, deep in the model.
     for name in ("clean", "corrupted", "answer", "wrong"):
-        _as_tokens(pairs[name], model)
+        as_tokens(pairs[name], model)
     return pairs
 
 
@@ -54,10 +55,10 @@ def _log(tracker: Tracker, pairs: dict[str, Tensor], dropped: int) -> None:
 
 
 def _check_ioi_params(params: dict[str, Any]) -> None:
-    _check_int(params, "n_prompts")
-    _check_int(params, "seed", minimum=0)
+    require_int(params, "n_prompts")
+    require_int(params, "seed", minimum=0)
     min_pairs = params.get("min_pairs", 1)
-    _check_int({"min_pairs": min_pairs}, "min_pairs")
+    require_int({"min_pairs": min_pairs}, "min_pairs")
     if min_pairs > params["n_prompts"]:
         raise ConfigError("min_pairs", f"expected at most n_prompts={params['n_prompts']}, found {min_pairs}")
     check_options(templates=params.get("templates"), orders=params.get("orders", ORDERS),
@@ -120,7 +121,7 @@ def ioi_prompts(
     params = {"n_prompts": n_prompts, "seed": seed, "min_pairs": min_pairs, "templates": templates,
               "orders": orders, "corruption": corruption, "names": names, "loss_positions": loss_positions}
     _check_ioi_params(params)
-    tokenizer = _require_tokenizer(model, "n_prompts")
+    tokenizer = require_tokenizer(model, "n_prompts")
     records = generate_ioi(n_prompts, seed, templates=templates, orders=orders, corruption=corruption,
                            names=names, spaced_punctuation=spaced_punctuation)
     pairs, dropped = tokenize_pairs(tokenizer, records, prepend_bos=prepend_bos, min_pairs=min_pairs,
@@ -183,7 +184,7 @@ def prompt_pairs(
     from interp_pipeline.patching.prompt_pairs import tokenize_pairs
 
     _check_pair_params({"pairs": pairs, "loss_positions": loss_positions})
-    tokenizer = _require_tokenizer(model, "pairs")
+    tokenizer = require_tokenizer(model, "pairs")
     tokenized, dropped = tokenize_pairs(tokenizer, pairs, prepend_bos=prepend_bos, min_pairs=1, key="pairs",
                                         max_len=model.cfg.n_ctx, loss_positions=loss_positions)
     _log(tracker, tokenized, dropped)

@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import interp_pipeline.sae.storage  # noqa: F401  (registers the SAE codec for cached SAEs)
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.sae.config import DEFAULTS, check_sae_params

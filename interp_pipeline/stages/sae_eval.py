@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import interp_pipeline.sae.storage  # noqa: F401  (registers the SAE codec for cached SAEs)
 from interp_pipeline.errors import ConfigError, did_you_mean
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import interp_pipeline.sae.storage  # noqa: F401  (the SAE codec, for stages downstream that store one)
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker

@@ -26,7 +26,8 @@ from interp_pipeline.hf_hub_access import datasets_unreachable_reason
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.progress import progress
 from interp_pipeline.shapes import TokensShape
-from interp_pipeline.stages.datasets import _as_tokens, _bos_id, _check_fits_context, _check_int, _require_tokenizer
+from interp_pipeline.config.ranges import require_int
+from interp_pipeline.models.tokens import as_tokens, bos_id, check_fits_context, require_tokenizer
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def pack_documents(
     """Tokenize and pack ``texts`` (see the module docstring); stops reading at max_sequences rows."""
     tokenizer = model.tokenizer
     body_len = seq_len - 1 if prepend_bos else seq_len
-    prefix = [_bos_id(model)] if prepend_bos else []
+    prefix = [bos_id(model)] if prepend_bos else []
     counts = _PackCounts()
     rows = itertools.islice(_packed_rows(texts, tokenizer, body_len, counts), max_sequences)
     packed = [prefix + row for row in progress(rows, desc=f"packing {source}", total=max_sequences, unit="seq")]
@@ -98,16 +99,16 @@ def pack_documents(
                                      f"seq_len={seq_len}{with_bos}, found {counts.tokens} (EOS between "
                                      f"documents included) in {counts.documents} documents",
                           suggestion="lower seq_len or give more text")
-    tokens = _as_tokens(packed, model)
+    tokens = as_tokens(packed, model)
     tracker.log_metrics({"n_sequences": len(packed), "seq_len": seq_len, "n_documents": counts.documents,
                          "n_tokens_read": counts.tokens})
     return tokens
 
 
 def _check_packing(model: HookedTransformer, seq_len: int, max_sequences: int | None, prepend_bos: bool) -> None:
-    _check_int({"seq_len": seq_len}, "seq_len", minimum=2 if prepend_bos else 1)
-    _check_int({"max_sequences": max_sequences}, "max_sequences", optional=True)
-    _check_fits_context(model, seq_len, "seq_len")
+    require_int({"seq_len": seq_len}, "seq_len", minimum=2 if prepend_bos else 1)
+    require_int({"max_sequences": max_sequences}, "max_sequences", optional=True)
+    check_fits_context(model, seq_len, "seq_len")
 
 
 # ---------------------------------------------------------------- local text files
@@ -135,8 +136,8 @@ def resolve_text_file(path: Any, format: Any) -> tuple[Path, str]:
 
 def _check_text_file_params(params: dict[str, Any]) -> None:
     resolve_text_file(params.get("path"), params.get("format", "auto"))
-    _check_int(params, "seq_len", minimum=2 if params.get("prepend_bos", True) else 1)
-    _check_int(params, "max_sequences", optional=True)
+    require_int(params, "seq_len", minimum=2 if params.get("prepend_bos", True) else 1)
+    require_int(params, "max_sequences", optional=True)
 
 
 def _txt_documents(file: Path) -> Iterator[str]:
@@ -229,7 +230,7 @@ def text_file_tokens(
     directory the run was started in.
     """
     file, format = resolve_text_file(path, format)
-    _require_tokenizer(model, "path")
+    require_tokenizer(model, "path")
     _check_packing(model, seq_len, max_sequences, prepend_bos)
     if format == "txt":
         documents = _txt_documents(file)
@@ -356,7 +357,7 @@ def hf_dataset_tokens(
     full; with ``streaming`` nothing beyond that is downloaded. ``data_files`` is
     passed through, e.g. ``name: json`` with ``data_files: corpus.jsonl``.
     """
-    _require_tokenizer(model, "name")
+    require_tokenizer(model, "name")
     _check_packing(model, seq_len, max_sequences, prepend_bos)
     dataset = _load_dataset(name, config_name, split, streaming, data_files)
     return pack_documents(model, _dataset_texts(dataset, text_field, name), seq_len, max_sequences, prepend_bos,

@@ -62,8 +62,9 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def make_task(config: Mapping[str, Any], key: str = "task") -> Task:
-    from interp_pipeline.tasks import induction, ioi, modular_addition  # noqa: F401  (register them)
+    from interp_pipeline.plugins import load_plugins
 
+    load_plugins("tasks")  # the task modules import this one: loaded here, not at import, so no cycle
     fields = dict(config)
     name = fields.pop("name", None)
     if name not in _TASKS:
