@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from interp_pipeline.tasks.base import Task, register_task
+from interp_pipeline.tasks.tokenizers import BOS, PAD, SPECIALS
 
 if TYPE_CHECKING:
     from torch import Generator, Tensor
 
-BOS, PAD = "<bos>", "<pad>"
-SPECIALS = (BOS, PAD)
 
 
 @register_task

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.tasks.base import Task, register_task
+from interp_pipeline.tasks.tokenizers import BOS, PAD, SPECIALS
 from interp_pipeline.tasks.ioi_prompts import (
     BABA_TEMPLATES,
     ORDERS,
@@ -33,8 +34,6 @@ from interp_pipeline.tasks.ioi_prompts import (
 if TYPE_CHECKING:
     from torch import Generator, Tensor
 
-BOS, PAD = "<bos>", "<pad>"
-SPECIALS = (BOS, PAD)
 
 
 @register_task

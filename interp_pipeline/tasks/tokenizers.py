@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
+# The toy tasks' special tokens, ids 0 and 1 of their vocabularies (BOS is id 0: a task's
+# batches write it as a literal 0).
+BOS, PAD = "<bos>", "<pad>"
+SPECIALS = (BOS, PAD)
+
 
 def word_level_tokenizer(
     words: list[str], *, bos: str, pad: str, unk: str | None = None
