@@ -73,7 +73,7 @@ def bos_token_id(tokenizer: Any) -> int:
 
 
 def pad_token_id(tokenizer: Any) -> int:
-    """The pad token, else EOS, else BOS (as stages/datasets.py's ``prompt_tokens`` pads)."""
+    """The pad token, else EOS, else BOS (as stages/token_datasets.py's ``prompt_tokens`` pads)."""
     for token in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id):
         if token is not None:
             return token

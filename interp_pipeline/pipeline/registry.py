@@ -155,3 +155,15 @@ def _plugin_error(module: str, error: Exception) -> ConfigError:
 
 def registered_stages() -> dict[str, StageDef]:
     return dict(_REGISTRY)
+
+
+def describe_stages() -> str:
+    """Every registered stage, one a line: its name (a pipeline's ``fn:``), its module, and the
+    first line of its docstring, so a reader gets from a pipeline file to the code in one hop."""
+    load_stage_modules()
+    width = max(len(name) for name in _REGISTRY)
+    lines = []
+    for name, definition in sorted(_REGISTRY.items()):
+        doc = (inspect.getdoc(definition.fn) or "").split("\n")[0]
+        lines.append(f"  {name:<{width}}  {definition.fn.__module__}\n  {'':<{width}}  {doc}")
+    return "\n".join(lines)

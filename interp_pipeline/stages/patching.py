@@ -1,6 +1,6 @@
 """The activation-patching stage: exact sweeps, their attribution estimates, path patching.
 
-Inputs: a model and a prompt-pairs batch (stages/patching_data.py). Output
+Inputs: a model and a prompt-pairs batch (stages/prompt_pairs.py). Output
 ``results``: a dict of labelled arrays (patching/labelled.py), one per sweep
 (``head_out``), per attribution estimate (``head_out.attribution``) and per path
 (``path_to_final``). Logged: the clean and corrupted metric values, every

@@ -12,7 +12,8 @@ from interp_pipeline.errors import ConfigError  # noqa: E402
 from interp_pipeline.sae.evaluation import flatten_metrics  # noqa: E402
 from interp_pipeline.stages.cache_activations import cache_activations  # noqa: E402
 from interp_pipeline.stages.sae import train_sae  # noqa: E402
-from interp_pipeline.stages.sae_eval import evaluate_sae, store_heldout_tokens  # noqa: E402
+from interp_pipeline.stages.heldout_tokens import store_heldout_tokens  # noqa: E402
+from interp_pipeline.stages.sae_eval import evaluate_sae  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
 from tests.activations.fixtures import tiny_model_and_tokens  # noqa: E402
 

@@ -15,7 +15,7 @@ from interp_pipeline.sae.config import DEFAULTS  # noqa: E402
 from interp_pipeline.sae.data import from_model  # noqa: E402
 from interp_pipeline.stages.cache_activations import cache_activations  # noqa: E402
 from interp_pipeline.stages.sae import train_sae  # noqa: E402
-from interp_pipeline.stages.sae_eval import store_heldout_tokens  # noqa: E402
+from interp_pipeline.stages.heldout_tokens import store_heldout_tokens  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
 from tests.activations.fixtures import tiny_model_and_tokens  # noqa: E402
 

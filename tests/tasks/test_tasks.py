@@ -101,7 +101,7 @@ def test_toy_tokenizers_round_trip_through_transformer_lens():
 
 
 def test_task_tokens_stage_draws_from_the_task():
-    from interp_pipeline.stages.tokens import task_tokens
+    from interp_pipeline.stages.token_datasets import task_tokens
 
     induction = {"name": "induction", "d_vocab": 20, "seq_len": 16, "min_repeat": 2, "max_repeat": 8}
     tokens = task_tokens(None, induction, n_sequences=5, seed=1)

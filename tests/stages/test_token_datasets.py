@@ -10,7 +10,7 @@ import torch
 
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages
-from interp_pipeline.stages.datasets import prompt_tokens, repeated_tokens
+from interp_pipeline.stages.token_datasets import prompt_tokens, repeated_tokens
 from interp_pipeline.stages.text_datasets import check_hf_dataset_available, hf_dataset_tokens, text_file_tokens
 
 WORDS = "the cat sat on mat a dog ran far away and then came back home big small red".split()

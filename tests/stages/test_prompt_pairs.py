@@ -1,4 +1,4 @@
-"""The prompt-pair stages (stages/patching_data.py): IOI prompts generated in code, pairs from YAML."""
+"""The prompt-pair stages (stages/prompt_pairs.py): IOI prompts generated in code, pairs from YAML."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages
 from interp_pipeline.runner.codecs import codec_for
-from interp_pipeline.stages.patching_data import ioi_prompts, prompt_pairs
+from interp_pipeline.stages.prompt_pairs import ioi_prompts, prompt_pairs
 from interp_pipeline.tasks.base import make_task
 from interp_pipeline.tasks.ioi_prompts import generate_ioi
 from interp_pipeline.tracking.base import Tracker

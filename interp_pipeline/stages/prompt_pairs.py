@@ -1,6 +1,7 @@
-"""Prompt-pair datasets for activation patching: IOI prompts generated in code, or pairs listed in YAML.
+"""Prompt-pair datasets for activation patching: IOI prompts generated in code, pairs listed in
+YAML, and clean/corrupted induction probes.
 
-Both stages take the model first (its tokenizer, ``cfg.n_ctx`` and ``cfg.d_vocab``) and
+Every stage takes the model first (its tokenizer, ``cfg.n_ctx`` and ``cfg.d_vocab``) and
 return ``pairs``: the dict of CPU tensors described in interp_pipeline/patching/prompt_pairs.py
 (clean and corrupted tokens, answer and wrong tokens, END positions, loss targets, and
 for IOI the io/s1/s2 positions), which the patching stages read.
@@ -8,17 +9,19 @@ for IOI the io/s1/s2 positions), which the patching stages read.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
-from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.config.ranges import require_int
-from interp_pipeline.models.tokens import as_tokens, require_tokenizer
+from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.models.tokens import as_tokens, plain_token_ids, require_tokenizer
+from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tasks.ioi_prompts import ORDERS, check_options, generate_ioi
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
+    from jaxtyping import Int
     from torch import Tensor
     from transformer_lens import HookedTransformer
 
@@ -189,3 +192,63 @@ def prompt_pairs(
                                         max_len=model.cfg.n_ctx, loss_positions=loss_positions)
     _log(tracker, tokenized, dropped)
     return _checked_pairs(model, tokenized)
+
+
+# ---------------------------------------------------------------- repeated-token pairs (patching)
+
+
+def _check_repeated_pairs_params(params: dict[str, Any]) -> None:
+    require_int(params, "n_pairs")
+    require_int(params, "seed", minimum=0)
+
+
+def _check_repeated_pairs_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    tokens = inputs.get("tokens")
+    if tokens is not None and tokens.n_sequences is not None and params["n_pairs"] > tokens.n_sequences:
+        raise ConfigError("n_pairs", f"expected at most the probe's {tokens.n_sequences} sequences, "
+                                     f"found {params['n_pairs']}")
+
+
+@stage("repeated_pairs", outputs=("pairs",), preflight=_check_repeated_pairs_params,
+       check_shapes=_check_repeated_pairs_shapes, metrics=("n_pairs", "seq_len"))
+def repeated_pairs(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    n_pairs: int,
+    seed: int,
+    tracker: Tracker = NULL_TRACKER,
+) -> dict[str, Tensor]:
+    """Prompt pairs for patching induction: clean [BOS] r r (the first ``n_pairs`` rows of a
+    repeated_tokens probe), corrupted [BOS] r' r with a fresh first half r'.
+
+    The second half is the same in both, and only the clean run can predict it from
+    the first: the ``loss`` metric reads the second half's predictions (``loss_mask``).
+    For ``logit_diff`` the answer is the last token, the wrong answer the token at the
+    same place in r'. The pairs dict is the one patching/prompt_pairs.py describes.
+    """
+    import torch
+
+    _check_repeated_pairs_params({"n_pairs": n_pairs, "seed": seed})
+    if tokens.shape[1] % 2 == 0:
+        raise ConfigError("tokens", "expected a repeated_tokens probe with BOS ([BOS] r r, odd length), "
+                                    f"found length {tokens.shape[1]}")
+    if n_pairs > tokens.shape[0]:
+        raise ConfigError("n_pairs", f"expected at most the probe's {tokens.shape[0]} sequences, found {n_pairs}")
+    clean = tokens[:n_pairs].clone()
+    n, width = clean.shape
+    half = (width - 1) // 2
+    candidates = plain_token_ids(model)
+    # A stream of its own: seeded with ``seed`` alone it would redraw the probe's own first halves.
+    stream = int.from_bytes(hashlib.sha256(f"repeated_pairs:{seed}".encode()).digest()[:8], "little")
+    generator = torch.Generator().manual_seed(stream)
+    corrupted = clean.clone()
+    corrupted[:, 1:1 + half] = candidates[torch.randint(0, len(candidates), (n, half), generator=generator)]
+    targets = torch.cat([clean[:, 1:], clean[:, -1:]], dim=1)
+    loss_mask = torch.zeros(n, width, dtype=torch.bool)
+    loss_mask[:, half + 1:width - 1] = True  # predictions of the second half's tokens 2.. (the first is not predictable)
+    end = torch.full((n,), width - 2)
+    tracker.log_metrics({"n_pairs": n, "seq_len": width})
+    return {
+        "clean": clean, "corrupted": corrupted, "answer": clean[:, -1].clone(), "wrong": corrupted[:, half].clone(),
+        "end": end, "length": torch.full((n,), width), "targets": targets, "loss_mask": loss_mask,
+    }

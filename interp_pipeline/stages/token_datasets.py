@@ -1,8 +1,10 @@
-"""Token datasets built for a model: induction probes and prompts listed in YAML.
+"""Token datasets built in code for a model: random tokens, a task's sequences, induction
+probes and prompts listed in YAML.
 
 Every stage takes the model first (for its tokenizer, ``cfg.d_vocab`` and
 ``cfg.n_ctx``) and returns ``tokens``: an int64 CPU tensor of shape [batch, pos].
-Text files and Hugging Face datasets are in text_datasets.py.
+Text files and Hugging Face datasets are in text_datasets.py; prompt pairs for patching in
+prompt_pairs.py.
 
 BOS: the tokenizer's ``bos_token_id`` (TransformerLens sets it to EOS when a
 tokenizer has none). A model built from a config has no tokenizer; there BOS is
@@ -12,7 +14,6 @@ so that BOS never appears after position 0.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -144,61 +145,67 @@ def prompt_tokens(
     return tokens
 
 
-# ---------------------------------------------------------------- repeated-token pairs (patching)
+# ---------------------------------------------------------------- random tokens, a task's sequences
 
 
-def _check_repeated_pairs_params(params: dict[str, Any]) -> None:
-    require_int(params, "n_pairs")
-    require_int(params, "seed", minimum=0)
+def _random_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> TokensShape:
+    return TokensShape(params.get("n_sequences"), params.get("seq_len"))
 
 
-def _check_repeated_pairs_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
-    tokens = inputs.get("tokens")
-    if tokens is not None and tokens.n_sequences is not None and params["n_pairs"] > tokens.n_sequences:
-        raise ConfigError("n_pairs", f"expected at most the probe's {tokens.n_sequences} sequences, "
-                                     f"found {params['n_pairs']}")
+def _check_random_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    model = inputs.get("model")
+    if model is None:
+        return
+    model.check_fits_context("seq_len", params["seq_len"])
+    d_vocab = params.get("d_vocab")
+    if d_vocab is not None and not 1 <= d_vocab <= model.d_vocab:
+        raise ConfigError("d_vocab", f"expected 1..{model.d_vocab} (the model's d_vocab), found {d_vocab}")
 
 
-@stage("repeated_pairs", outputs=("pairs",), preflight=_check_repeated_pairs_params,
-       check_shapes=_check_repeated_pairs_shapes, metrics=("n_pairs", "seq_len"))
-def repeated_pairs(
-    model: HookedTransformer,
-    tokens: Int[Tensor, "batch pos"],
-    n_pairs: int,
-    seed: int,
-    tracker: Tracker = NULL_TRACKER,
-) -> dict[str, Tensor]:
-    """Prompt pairs for patching induction: clean [BOS] r r (the first ``n_pairs`` rows of a
-    repeated_tokens probe), corrupted [BOS] r' r with a fresh first half r'.
+@stage("random_tokens", outputs=("tokens",), version=2, shape=_random_shape, check_shapes=_check_random_shapes,
+       metrics=())
+def random_tokens(
+    model: Any, n_sequences: int, seq_len: int, seed: int, d_vocab: int | None = None
+) -> Int[Tensor, "batch pos"]:
+    """Uniform random token ids below ``d_vocab`` (default: the model's vocabulary size),
+    from a generator of their own (no global RNG state touched)."""
+    import torch
 
-    The second half is the same in both, and only the clean run can predict it from
-    the first: the ``loss`` metric reads the second half's predictions (``loss_mask``).
-    For ``logit_diff`` the answer is the last token, the wrong answer the token at the
-    same place in r'. The pairs dict is the one patching/prompt_pairs.py describes.
+    generator = torch.Generator().manual_seed(seed)
+    high = d_vocab if d_vocab is not None else model.cfg.d_vocab
+    return torch.randint(0, high, (n_sequences, seq_len), generator=generator)
+
+
+def _check_task_params(params: dict[str, Any]) -> None:
+    from interp_pipeline.tasks.base import make_task
+
+    make_task(params.get("task") or {}, key="task")
+
+
+def _task_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> TokensShape:
+    from interp_pipeline.tasks.base import make_task
+
+    # A task's sequences are as long as the context it fixes for its models.
+    n_ctx = make_task(params.get("task") or {}, key="task").model_config().get("n_ctx")
+    return TokensShape(params.get("n_sequences"), n_ctx)
+
+
+def _check_task_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    model, tokens = inputs.get("model"), _task_shape(params, inputs)
+    if model is not None and tokens.seq_len is not None:
+        model.check_fits_context("task", tokens.seq_len)
+
+
+@stage("task_tokens", outputs=("tokens",), preflight=_check_task_params, shape=_task_shape,
+       check_shapes=_check_task_shapes, metrics=())
+def task_tokens(model: Any, task: dict[str, Any], n_sequences: int, seed: int) -> Int[Tensor, "batch pos"]:
+    """Sequences from a synthetic task's generator (``task``: name and fields, as in model.train.task).
+
+    The model is an input only so that the tokens follow it in the pipeline (and in
+    the cache key); they come from the task and ``seed`` alone.
     """
     import torch
 
-    _check_repeated_pairs_params({"n_pairs": n_pairs, "seed": seed})
-    if tokens.shape[1] % 2 == 0:
-        raise ConfigError("tokens", "expected a repeated_tokens probe with BOS ([BOS] r r, odd length), "
-                                    f"found length {tokens.shape[1]}")
-    if n_pairs > tokens.shape[0]:
-        raise ConfigError("n_pairs", f"expected at most the probe's {tokens.shape[0]} sequences, found {n_pairs}")
-    clean = tokens[:n_pairs].clone()
-    n, width = clean.shape
-    half = (width - 1) // 2
-    candidates = plain_token_ids(model)
-    # A stream of its own: seeded with ``seed`` alone it would redraw the probe's own first halves.
-    stream = int.from_bytes(hashlib.sha256(f"repeated_pairs:{seed}".encode()).digest()[:8], "little")
-    generator = torch.Generator().manual_seed(stream)
-    corrupted = clean.clone()
-    corrupted[:, 1:1 + half] = candidates[torch.randint(0, len(candidates), (n, half), generator=generator)]
-    targets = torch.cat([clean[:, 1:], clean[:, -1:]], dim=1)
-    loss_mask = torch.zeros(n, width, dtype=torch.bool)
-    loss_mask[:, half + 1:width - 1] = True  # predictions of the second half's tokens 2.. (the first is not predictable)
-    end = torch.full((n,), width - 2)
-    tracker.log_metrics({"n_pairs": n, "seq_len": width})
-    return {
-        "clean": clean, "corrupted": corrupted, "answer": clean[:, -1].clone(), "wrong": corrupted[:, half].clone(),
-        "end": end, "length": torch.full((n,), width), "targets": targets, "loss_mask": loss_mask,
-    }
+    from interp_pipeline.tasks.base import make_task
+
+    return make_task(task, key="task").dataset(torch.Generator().manual_seed(seed), n_sequences)
