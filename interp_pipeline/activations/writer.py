@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from interp_pipeline.activations.checksums import codecs
-from interp_pipeline.activations.layout import LAYOUT_ATTR, LAYOUT_VERSION, DTYPES, RowPlan, chunk_range, differences
+from interp_pipeline.activations.layout import DTYPES, LAYOUT_ATTR, LAYOUT_VERSION, RowPlan, chunk_range, differences
 
 CREATING = "creating"
 # Tests only: a file to create once the group exists and before its attributes are
