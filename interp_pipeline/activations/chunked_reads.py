@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from interp_pipeline.activations.checksums import checked
 from interp_pipeline.activations.layout import chunk_range
 
 if TYPE_CHECKING:
@@ -19,15 +20,19 @@ if TYPE_CHECKING:
 
 
 def read_rows(arr: zarr.Array, index: np.ndarray) -> np.ndarray:
-    """Rows ``index`` of ``arr`` in that order, reading each needed chunk once."""
+    """Rows ``index`` of ``arr`` in that order, reading each needed chunk once.
+
+    A chunk that fails its checksum raises CorruptChunkError naming the array and chunk.
+    """
     if index.size == 0:
         return np.empty((0, *arr.shape[1:]), arr.dtype)
     if np.all(np.diff(index) == 1):
-        return arr[int(index[0]):int(index[-1]) + 1]
+        start, stop = int(index[0]), int(index[-1]) + 1
+        return checked(arr, (start, stop), lambda: arr[start:stop])
     # zarr's orthogonal indexing fetches the chunks concurrently; ask it for sorted,
     # unique rows (cheapest for it) and put them in the caller's order here.
     unique, inverse = np.unique(index, return_inverse=True)
-    raw = arr.oindex[unique]
+    raw = checked(arr, unique, lambda: arr.oindex[unique])
     return raw if unique.size == index.size and np.array_equal(unique, index) else raw[inverse]
 
 

@@ -1,9 +1,12 @@
-"""The activation store's layout (version 1) and the plan of which token goes to which row.
+"""The activation store's layout (version 2) and the plan of which token goes to which row.
 
 A store is a Zarr v3 group: ``activations/<hook>`` arrays of shape [rows, *row_shape]
 (rows are tokens), ``token_ids``, ``sequence`` and ``position`` beside them, a
 ``chunk_done`` flag per row chunk, and attributes that describe it (see
 :func:`store_attributes`). interp_pipeline.activations.reader reads it.
+
+Version 2 added a CRC32C checksum to every chunk of every array (and writes chunks
+of zeros too, so a missing chunk is noticed); version 1 stores are not read.
 
 The plan is a pure function of the tokens, the position option, the token budget
 and the batch size, so a resumed or sharded run recomputes exactly the rows it
@@ -19,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+LAYOUT_ATTR = "interp_pipeline_layout"
 DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "uint16"}  # logical -> stored (raw bits)
 POSITION_OPTIONS = ("all", "last", "drop_bos", "non_padding", "START:STOP")
 _SLICE = re.compile(r"^(-?\d*):(-?\d*)$")
@@ -110,7 +114,7 @@ def fingerprint(tokens: np.ndarray) -> str:
 
 
 # The attributes that must match for a run to continue an existing store.
-IDENTITY_KEYS = ("model", "hooks", "row_shape", "dtype", "positions", "dataset_fingerprint", "n_rows",
+IDENTITY_KEYS = (LAYOUT_ATTR, "model", "hooks", "row_shape", "dtype", "positions", "dataset_fingerprint", "n_rows",
                  "chunk_rows", "batch_size")
 
 
@@ -118,7 +122,7 @@ def store_attributes(*, model: dict[str, Any], hooks: list[str], row_shape: dict
                      positions: str, dataset_fingerprint: str, n_rows: int, chunk_rows: int, batch_size: int,
                      versions: dict[str, str]) -> dict[str, Any]:
     return {
-        "interp_pipeline_layout": LAYOUT_VERSION,
+        LAYOUT_ATTR: LAYOUT_VERSION,
         "complete": False,
         "model": model,
         "hooks": list(hooks),

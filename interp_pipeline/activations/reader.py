@@ -1,9 +1,11 @@
-"""Read activation stores (layout version 1): rows by index, token look-ups, shuffled batches.
+"""Read activation stores (layout version 2): rows by index, token look-ups, shuffled batches.
 
 An activation store is a zarr v3 group written by ``interp_pipeline.activations.writer``:
 one ``[n_rows, *row_shape]`` array per hook under ``activations/``, the token id,
 sequence index and position of every row, and a ``chunk_done`` flag per chunk so
-an interrupted write can resume. This module is the notebook-facing API::
+an interrupted write can resume. Every chunk carries a CRC32C checksum: a damaged
+one raises CorruptChunkError naming its array and chunk, and ``verify()`` checks
+them all. This module is the notebook-facing API::
 
     store = ActivationStore.open("outputs/activations/abc123.zarr")
     x = store.read("blocks.0.hook_resid_pre", slice(0, 1024))
@@ -22,16 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from interp_pipeline.activations.checksums import BadChunk, bad_chunks, checked, verify_arrays
 from interp_pipeline.activations.chunked_reads import read_rows, shuffled_batches
-from interp_pipeline.activations.layout import DTYPES, LAYOUT_VERSION
+from interp_pipeline.activations.layout import DTYPES, LAYOUT_ATTR, LAYOUT_VERSION
 from interp_pipeline.activations.token_runs import first_run
 from interp_pipeline.errors import did_you_mean
 
 if TYPE_CHECKING:
     import torch
     import zarr
-
-LAYOUT_ATTR = "interp_pipeline_layout"
 
 # Logical dtype -> numpy dtype the array is stored as. numpy has no bfloat16, so the
 # writer stores its raw bits as uint16 and we reinterpret them on the way out.
@@ -139,7 +140,27 @@ class ActivationStore:
 
     def chunk_done(self) -> np.ndarray:
         """Per chunk, True once the writer has written it for every array."""
-        return np.asarray(self._node("chunk_done")[:]).astype(bool)
+        return self._whole("chunk_done").astype(bool)
+
+    def _whole(self, name: str) -> np.ndarray:
+        node = self._node(name)
+        return np.asarray(checked(node, (0, node.shape[0]), lambda: node[:]))
+
+    def verify(self) -> list[BadChunk]:
+        """Read every chunk of every array; the ones that are damaged or missing (empty when all are sound).
+
+        Reads the whole store (once, a chunk at a time). Only chunks flagged done are
+        checked, so an incomplete store verifies what it has; a damaged ``chunk_done``
+        flag counts as done, so the chunk it flags is checked too.
+        """
+        flags = self._node("chunk_done")
+        broken = bad_chunks(flags, range(self.n_chunks))
+        done = np.ones(self.n_chunks, bool)
+        sound = np.setdiff1d(np.arange(self.n_chunks), [b.chunk for b in broken])
+        if sound.size:
+            done[sound] = np.asarray(flags.oindex[sound]).astype(bool)
+        arrays = [self._array(h) for h in self.hooks] + [self._node(name) for name in _INDEX_ARRAYS]
+        return broken + verify_arrays(arrays, done)
 
     def _check_hook(self, hook: str) -> None:
         if hook not in self._row_shapes:
@@ -180,12 +201,11 @@ class ActivationStore:
         arr = self._array(hook)
         if isinstance(rows, (int, np.integer)):
             index = _normalise_index(np.array([rows]), self.n_rows)
-            return self._convert(arr.oindex[index][0], as_torch)
+            return self._convert(read_rows(arr, index)[0], as_torch)
         if isinstance(rows, slice):
             start, stop, step = rows.indices(self.n_rows)
             if step == 1:
-                raw = arr[start:stop] if stop > start else np.empty((0, *arr.shape[1:]), arr.dtype)
-                return self._convert(raw, as_torch)
+                return self._convert(read_rows(arr, np.arange(start, max(start, stop))), as_torch)
             index = np.arange(start, stop, step)
         else:
             index = _normalise_index(np.asarray(rows), self.n_rows)
@@ -210,7 +230,7 @@ class ActivationStore:
     def _index_array(self, name: str) -> np.ndarray:
         # Loaded whole on first use and kept (4 bytes a row each); look-ups need all of it.
         if name not in self._index:
-            values = np.asarray(self._node(name)[:])
+            values = self._whole(name)
             values.flags.writeable = False
             self._index[name] = values
         return self._index[name]

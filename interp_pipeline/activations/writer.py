@@ -6,6 +6,12 @@ few chunks whatever the token budget), written for every array, and only then
 flagged in ``chunk_done``. A process killed at any point leaves chunks that are
 either flagged (complete) or not (rewritten on resume); the store's ``complete``
 attribute is set once every chunk is flagged.
+
+Creating a store is atomic in effect: the group is made with a ``creating`` marker,
+then its arrays, then its attributes replace the marker; a store still marked is one
+whose creation was killed, and is made again. zarr writes every object to a
+``<name>.<uuid>.partial`` file and renames it into place, so a kill leaves no torn
+chunk, only temporaries: a resumed run removes them.
 """
 
 from __future__ import annotations
@@ -14,14 +20,26 @@ import contextlib
 import fcntl
 import os
 import queue
+import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from interp_pipeline.activations.layout import DTYPES, RowPlan, chunk_range, differences
+from interp_pipeline.activations.checksums import codecs
+from interp_pipeline.activations.layout import DTYPES, LAYOUT_ATTR, LAYOUT_VERSION, RowPlan, chunk_range, differences
+
+CREATING = "creating"
+# Tests only: a file to create once the group exists and before its attributes are
+# written, after which creation waits (for a SIGKILL to arrive at the worst moment).
+PAUSE_ENV = "INTERP_PIPELINE_TEST_PAUSE_STORE_CREATION"
+_PARTIAL = re.compile(r"\.[0-9a-f]{32}\.partial$")
+# Chunks of zeros are written too: then a chunk flagged done always has an object, and
+# verify() can tell a deleted chunk from one that was all zeros.
+_ARRAY_CONFIG = {"write_empty_chunks": True}
 
 
 class StoreMismatch(Exception):
@@ -40,13 +58,19 @@ def _compressor(name: str | None, level: int) -> Any:
     raise ValueError(f"expected compression zstd, blosc or none, found '{name}'")
 
 
+def _local_root(url: str) -> Path | None:
+    if "://" in url and not url.startswith("file://"):
+        return None
+    return Path(url.removeprefix("file://"))
+
+
 @contextlib.contextmanager
 def creation_lock(url: str) -> Iterator[None]:
-    """Serialise store creation between shards on one machine (local paths only)."""
-    if "://" in url and not url.startswith("file://"):
+    """Serialise store creation (and attribute updates) between shards on one machine (local paths only)."""
+    path = _local_root(url)
+    if path is None:
         yield  # object stores: let shard 0 create it first (see README)
         return
-    path = Path(url.removeprefix("file://"))
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -71,16 +95,21 @@ def open_or_create(url: str, attributes: dict[str, Any], compression: str | None
             group = zarr.open_group(url, mode="r+", storage_options=options)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             group = None
-        if group is not None:
+        if group is not None and not group.attrs.get(CREATING):
             existing = dict(group.attrs)
             differ = differences(existing, attributes)
             if differ:
                 detail = "; ".join(f"{k}: store has {existing.get(k)!r}, this run {attributes.get(k)!r}"
                                    for k in differ[:3])
                 raise StoreMismatch(f"the store at {url} was written by another configuration ({detail})")
+            remove_partials(url, chunks=None)
             return group
-        group = zarr.open_group(url, mode="w", storage_options=options)
-        compressor = _compressor(compression, level)
+        # Absent, or a creation killed before its attributes were written (nothing else is
+        # written before them): made afresh. mode="w" replaces whatever was there.
+        group = zarr.open_group(url, mode="w", storage_options=options,
+                                attributes={LAYOUT_ATTR: LAYOUT_VERSION, CREATING: True})
+        _pause_for_tests()
+        compressors = codecs(_compressor(compression, level))
         rows, chunk = attributes["n_rows"], attributes["chunk_rows"]
         stored = DTYPES[attributes["dtype"]]
         activations = group.require_group("activations")
@@ -88,14 +117,53 @@ def open_or_create(url: str, attributes: dict[str, Any], compression: str | None
             shape = attributes["row_shape"][hook]
             names = ("token", "head", "d_head") if len(shape) == 2 else ("token", "d_model")
             activations.create_array(hook, shape=(rows, *shape), chunks=(chunk, *shape), dtype=stored,
-                                     compressors=compressor, dimension_names=names, fill_value=0)
+                                     compressors=compressors, dimension_names=names, fill_value=0)
         for name in ("token_ids", "sequence", "position"):
-            group.create_array(name, shape=(rows,), chunks=(chunk,), dtype="int32", compressors=compressor,
+            group.create_array(name, shape=(rows,), chunks=(chunk,), dtype="int32", compressors=compressors,
                                dimension_names=("token",), fill_value=0)
         group.create_array("chunk_done", shape=(attributes["n_chunks"],), chunks=(1,), dtype="uint8",
-                           fill_value=0)
-        group.attrs.update(attributes)
+                           compressors=codecs(None), fill_value=0)
+        group.attrs.put(attributes)  # last, and without the marker: the store now exists
         return group
+
+
+def _pause_for_tests() -> None:
+    ready = os.environ.get(PAUSE_ENV)
+    if ready:
+        Path(ready).touch()
+        time.sleep(600)
+
+
+def remove_partials(url: str | None, chunks: set[int] | None) -> int:
+    """Remove zarr's temporary files left by a killed write: of ``chunks``' chunk objects, or (None) of metadata.
+
+    A chunk's temporaries belong to the shard that owns the chunk, and metadata is
+    written under the creation lock, so neither can be a live write of another process.
+    Local stores only (object stores write each object in one request). Returns how many.
+    """
+    root = None if url is None else _local_root(url)
+    if root is None or not root.is_dir():
+        return 0
+    removed = 0
+    for path in root.rglob("*.partial"):
+        if not _PARTIAL.search(path.name):
+            continue
+        parts = path.relative_to(root).parts
+        # A chunk's object is <array>/c/<chunk>[/0...]; anything else is metadata (zarr.json).
+        chunk = int(parts[parts.index("c") + 1].split(".")[0]) if "c" in parts[:-1] else None
+        if (chunks is None and chunk is None) or (chunks is not None and chunk in chunks):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def local_path(group: Any) -> str | None:
+    """The directory of an open group when zarr writes it as local files (LocalStore), else None."""
+    from zarr.storage import LocalStore
+
+    if not isinstance(group.store, LocalStore):
+        return None  # object stores, and fsspec's local files: written without temporaries
+    return str(Path(group.store.root) / group.store_path.path)
 
 
 def done_chunks(group: Any) -> np.ndarray:
@@ -107,6 +175,8 @@ class ChunkWriter:
 
     def __init__(self, group: Any, plan: RowPlan, token_ids: np.ndarray, queue_size: int = 4):
         self.group = group
+        names = [f"activations/{hook}" for hook in group.attrs["hooks"]] + ["token_ids", "sequence", "position"]
+        self.arrays = {name: group[name].with_config(_ARRAY_CONFIG) for name in [*names, "chunk_done"]}
         self.plan = plan
         self.token_ids = token_ids
         self.queue: queue.Queue[tuple[int, dict[str, np.ndarray]] | None] = queue.Queue(maxsize=queue_size)
@@ -129,17 +199,17 @@ class ChunkWriter:
             start, stop = chunk_range(chunk, chunk_rows, n_rows)
             try:
                 for hook, values in arrays.items():
-                    self.group["activations"][hook][start:stop] = values
-                self.group["token_ids"][start:stop] = self.token_ids[start:stop]
-                self.group["sequence"][start:stop] = self.plan.sequence[start:stop]
-                self.group["position"][start:stop] = self.plan.position[start:stop]
+                    self.arrays[f"activations/{hook}"][start:stop] = values
+                self.arrays["token_ids"][start:stop] = self.token_ids[start:stop]
+                self.arrays["sequence"][start:stop] = self.plan.sequence[start:stop]
+                self.arrays["position"][start:stop] = self.plan.position[start:stop]
                 self._flag_done(chunk)
             except BaseException as error:  # noqa: BLE001 - handed to the producer thread
                 self.error = error
 
     def _flag_done(self, chunk: int) -> None:
         # Last: a chunk counts only once every array of it is written.
-        self.group["chunk_done"][chunk] = 1
+        self.arrays["chunk_done"][chunk] = 1
 
     def close(self) -> None:
         self.queue.put(None)
@@ -164,6 +234,7 @@ def write_chunks(
     attrs = group.attrs
     chunk_rows, n_rows, hooks = attrs["chunk_rows"], plan.n_rows, list(attrs["hooks"])
     wanted = {c: chunk_range(c, chunk_rows, n_rows) for c in chunks}
+    remove_partials(local_path(group), set(chunks))  # what a killed attempt at these chunks left
     buffers: dict[int, dict[str, np.ndarray]] = {}
     filled: dict[int, int] = {}
     writer = ChunkWriter(group, plan, token_ids)
@@ -198,7 +269,10 @@ def write_chunks(
 def mark_complete_if_done(group: Any) -> bool:
     """Set ``complete`` once every chunk is flagged (by this process or any shard)."""
     if done_chunks(group).all():
-        group.attrs["complete"] = True
+        # Under the lock: a shard resuming meanwhile removes metadata temporaries.
+        path = local_path(group)
+        with creation_lock(path) if path is not None else contextlib.nullcontext():
+            group.attrs["complete"] = True
         return True
     return False
 

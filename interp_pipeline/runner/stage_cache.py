@@ -5,11 +5,16 @@ A result is built in a hidden temporary directory beside its final place; its
 renamed into place in one atomic step. So a crash, a kill -9 or a failing stage
 leaves at worst a temporary directory, which is never read and is swept up later;
 a directory under its final name is always a finished result.
+
+``complete.json`` also records the SHA-256 of every file of the entry and a digest
+of itself (interp_pipeline.runner.integrity); :meth:`StageCache.lookup` checks them,
+so an entry edited or corrupted since it was written is recomputed, never served.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -21,6 +26,17 @@ from typing import Any
 
 from interp_pipeline.process import pid_alive
 from interp_pipeline.runner.codecs import codec_for, codec_named
+from interp_pipeline.runner.integrity import (
+    INTEGRITY_VERSION,
+    SKIP_ENV,
+    entry_hashes,
+    entry_problem,
+    record_digest,
+    stage_dir_listing,
+    stage_dir_problem,
+)
+
+log = logging.getLogger(__name__)
 
 MARKER = "complete.json"
 ARTIFACTS = "artifacts"
@@ -91,7 +107,13 @@ class PendingEntry:
             "outputs": self._outputs,
             "metrics": dict(metrics),
             **extra,
+            "integrity": INTEGRITY_VERSION,
+            "files": entry_hashes(self.dir, MARKER),
         }
+        data = data_dir(self.final)
+        if data.is_dir():
+            record["stage_dir"] = stage_dir_listing(data)
+        record["digest"] = record_digest(record)
         (self.dir / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True))
         _fsync_tree(self.dir)
         try:
@@ -108,18 +130,56 @@ class PendingEntry:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def data_dir(entry: Path) -> Path:
+    """The stage_dir of an entry's key (see StageCache.stage_dir)."""
+    return entry.parent / f"{entry.name}.data"
+
+
 class StageCache:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+        # stage_dirs whose entry failed its check in a way that leaves them untrusted:
+        # emptied before the stage writes into them again (see stage_dir).
+        self._untrusted: set[Path] = set()
 
     def entry_path(self, fn_name: str, key: str) -> Path:
         return self.root / fn_name / key
 
     def lookup(self, fn_name: str, key: str) -> CacheEntry | None:
+        """The complete entry of this key if its content is what was committed, else None.
+
+        Checked here, where the runner decides which stages are cached, rather than
+        when an output is loaded: a fully cached rerun loads nothing, yet reports the
+        entries' metrics, and a mismatch found after planning would need the stages
+        above it recomputed mid-run. Hashing every file of every entry each time is
+        affordable because entries hold small outputs (models, tensors, JSON); big
+        outputs live in the stage_dir, of which only small files are hashed
+        (benchmarks/integrity.py measures the cost on a cached quickstart).
+        """
         path = self.entry_path(fn_name, key)
         if not (path / MARKER).is_file():
             return None
-        return self.read_entry(path)
+        try:
+            entry = self.read_entry(path)
+        except (OSError, ValueError) as error:  # an unreadable or hand-broken complete.json
+            self._reject(path, f"its {MARKER} cannot be read ({error})", stage_dir_trusted=False)
+            return None
+        if os.environ.get(SKIP_ENV) == "1":
+            return entry
+        problem, record_trusted = entry_problem(path, entry.record, MARKER)
+        data = data_dir(path)
+        data_problem = None
+        if record_trusted and "stage_dir" in entry.record:
+            data_problem = stage_dir_problem(data, entry.record["stage_dir"])
+        if problem or data_problem:
+            self._reject(path, problem or data_problem, stage_dir_trusted=record_trusted and data_problem is None)
+            return None
+        return entry
+
+    def _reject(self, path: Path, problem: str, *, stage_dir_trusted: bool) -> None:
+        log.warning("warning: cache entry %s is not served: %s; recomputing it", path, problem)
+        if not stage_dir_trusted:
+            self._untrusted.add(data_dir(path))
 
     @staticmethod
     def read_entry(path: Path) -> CacheEntry:
@@ -132,8 +192,16 @@ class StageCache:
         return path
 
     def stage_dir(self, fn_name: str, key: str) -> Path:
-        """A directory kept beside the entry of this key, for outputs written in place."""
-        path = self.root / fn_name / f"{key}.data"
+        """A directory kept beside the entry of this key, for outputs written in place.
+
+        Emptied first when the entry failed its check and the directory's own content
+        could not be vouched for: a stage resuming into it would otherwise keep what
+        is damaged (an activation store finds every chunk done and rewrites nothing).
+        """
+        path = data_dir(self.entry_path(fn_name, key))
+        if path in self._untrusted:
+            self._untrusted.discard(path)
+            shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

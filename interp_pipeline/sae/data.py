@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from interp_pipeline.activations.reader import ActivationStore
 
 
+_SHOWN_ROWS = 5
+
+
 class NonFiniteActivations(ValueError):
     """A training batch holds NaN or infinity."""
 
@@ -55,12 +58,21 @@ class TrainingData:
         self.batches = self.batches_from(0)
 
 
-def _check_finite(batch: torch.Tensor, where: str) -> torch.Tensor:
+def _check_finite(batch: torch.Tensor, where: str, rows: Any = None) -> torch.Tensor:
+    """``batch``, unless a row holds NaN or infinity: then an error naming the first such rows and their count.
+
+    ``rows`` are the batch's row indices in its source (store rows, tensor rows); without
+    them the rows are named by their place in the batch.
+    """
     import torch
 
-    if not torch.isfinite(batch).all():
-        bad = int((~torch.isfinite(batch)).any(dim=-1).sum())
-        raise NonFiniteActivations(f"{where}: {bad} of {batch.shape[0]} rows hold NaN or infinity; "
+    finite = torch.isfinite(batch)
+    if not finite.all():
+        bad = torch.nonzero(~finite.reshape(batch.shape[0], -1).all(dim=-1)).flatten().numpy()
+        named = np.sort(np.asarray(rows)[bad]) if rows is not None else bad
+        shown = ", ".join(str(int(r)) for r in named[:_SHOWN_ROWS]) + (", ..." if bad.size > _SHOWN_ROWS else "")
+        raise NonFiniteActivations(f"{where}: {bad.size} of {batch.shape[0]} rows hold NaN or infinity "
+                                   f"({'rows' if rows is not None else 'batch rows'} {shown}); "
                                    "SAE training stopped before they reached the optimizer")
     return batch
 
@@ -122,7 +134,8 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
     train_rows = store.n_rows - eval_tokens
     batch_size, seed = int(params["train_batch_size_tokens"]), int(params["seed"])
     holdout = store.read(hook, slice(train_rows, store.n_rows)).reshape(eval_tokens, d_in).float()
-    _check_finite(holdout, f"activation store {store.url}, hook {hook}, held-out rows")
+    _check_finite(holdout, f"activation store {store.url}, hook {hook}, held-out rows",
+                  np.arange(train_rows, store.n_rows))
 
     per_epoch = train_rows // batch_size  # drop_last: the rows left over at an epoch's end are not drawn
 
@@ -138,7 +151,7 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
                                                   with_rows=True, n_rows=train_rows,
                                                   skip=skip if epoch == first else 0):
                 batch = batch.reshape(batch_size, d_in).float()
-                yield _check_finite(batch, f"activation store {store.url}, hook {hook}, rows {rows[:4].tolist()}...")
+                yield _check_finite(batch, f"activation store {store.url}, hook {hook}", rows)
 
     return TrainingData(batches, d_in, hook, holdout, train_rows, total, f"activation store {store.url}")
 
@@ -151,7 +164,8 @@ def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> Trainin
     eval_tokens, total = training_budget(params, rows.shape[0], "the activations tensor")
     train_rows = rows.shape[0] - eval_tokens
     batch_size = int(params["train_batch_size_tokens"])
-    holdout = _check_finite(rows[train_rows:], "activations tensor, held-out rows")
+    holdout = _check_finite(rows[train_rows:], "activations tensor, held-out rows",
+                            np.arange(train_rows, rows.shape[0]))
     per_epoch = train_rows // batch_size
 
     def batches(position: int) -> Iterator[torch.Tensor]:
@@ -162,7 +176,8 @@ def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> Trainin
         for epoch in itertools.count(first):
             order = torch.randperm(train_rows, generator=generator)
             for start in range(batch_size * (skip if epoch == first else 0), per_epoch * batch_size, batch_size):
-                yield _check_finite(rows[order[start:start + batch_size]], "activations tensor")
+                chosen = order[start:start + batch_size]
+                yield _check_finite(rows[chosen], "activations tensor", chosen.numpy())
 
     return TrainingData(batches, rows.shape[1], params.get("hook"), holdout, train_rows, total,
                         "the activations tensor")
@@ -232,7 +247,7 @@ def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, f
     first_heldout_seq = train_rows // seq_len
     holdout = activations(torch.arange(first_heldout_seq, n_seq))[train_rows - first_heldout_seq * seq_len:]
     d_in = int(holdout.shape[1])
-    _check_finite(holdout, f"{source}, held-out rows")
+    _check_finite(holdout, f"{source}, held-out rows", np.arange(train_rows, n_rows))
     # The boundary sequence's first rows are training rows, its last held out.
     training_sequences = -(-train_rows // seq_len)
     per_buffer = max(1, int(params["buffer_chunks"]) * batch_size // seq_len)
@@ -242,24 +257,26 @@ def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, f
         order = torch.randperm(training_sequences, generator=generator)
         return [order[start:start + per_buffer] for start in range(0, training_sequences, per_buffer)]
 
-    def training_rows_of(sequences: torch.Tensor) -> torch.Tensor:
-        rows = (sequences[:, None] * seq_len + torch.arange(seq_len)).reshape(-1)
-        return rows < train_rows  # mask, sequence-major like activations()
+    def row_ids(sequences: torch.Tensor) -> torch.Tensor:
+        """The rows' indices (sequence * seq_len + position), sequence-major like activations()."""
+        return (sequences[:, None] * seq_len + torch.arange(seq_len)).reshape(-1)
 
     def batches(position: int) -> Iterator[torch.Tensor]:
         skip = position
         for epoch in itertools.count():
             for index, sequences in enumerate(buffers(epoch)):
-                keep = training_rows_of(sequences)
+                ids = row_ids(sequences)
+                keep = ids < train_rows
                 n_batches = int(keep.sum()) // batch_size
                 if skip >= n_batches:  # a resumed stream passes whole buffers without a forward pass
                     skip -= n_batches
                     continue
-                rows = activations(sequences)[keep]
+                rows, ids = activations(sequences)[keep], ids[keep]
                 shuffle = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(
                     (seed * 1_000_003 + epoch) * 100_003 + index))
                 for b in range(skip, n_batches):
-                    yield _check_finite(rows[shuffle[b * batch_size:(b + 1) * batch_size]], source)
+                    chosen = shuffle[b * batch_size:(b + 1) * batch_size]
+                    yield _check_finite(rows[chosen], source, ids[chosen].numpy())
                 skip = 0
 
     return TrainingData(batches, d_in, hook, holdout, train_rows, total, source)

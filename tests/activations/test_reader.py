@@ -1,4 +1,4 @@
-"""ActivationStore on small stores written by hand in the version-1 layout."""
+"""ActivationStore on small stores written by hand in the version-2 layout (as the writer writes them)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ import pytest
 import zarr
 from zarr.codecs import ZstdCodec
 
+from interp_pipeline.activations.checksums import codecs
+from interp_pipeline.activations.layout import LAYOUT_VERSION
 from interp_pipeline.activations.reader import ActivationStore, IncompleteStoreError, StoreLayoutError
 
 RESID = "blocks.0.hook_resid_pre"
 HEADS = "blocks.0.attn.hook_z"
 D_MODEL, N_HEADS, D_HEAD = 6, 2, 3
+WRITER_CONFIG = {"write_empty_chunks": True}
 
 
 def write_store(path: Path | str, n_rows: int, chunk_rows: int, hooks: tuple[str, ...] = (RESID, HEADS),
@@ -43,21 +46,23 @@ def write_store(path: Path | str, n_rows: int, chunk_rows: int, hooks: tuple[str
             data = data.astype(stored)
         names = ("token", "head", "d_head") if len(shape) == 2 else ("token", "d_model")
         arr = group.create_array(f"activations/{hook}", shape=(n_rows, *shape), chunks=(chunk_rows, *shape),
-                                 dtype=stored, compressors=ZstdCodec(level=3), dimension_names=names,
-                                 fill_value=0)
+                                 dtype=stored, compressors=codecs(ZstdCodec(level=3)), dimension_names=names,
+                                 fill_value=0, config=WRITER_CONFIG)
         arr[:] = data
         written[hook] = data
     rows = np.arange(n_rows)
     index = {"token_ids": (7 * rows) % 50, "sequence": rows // seq_len, "position": rows % seq_len}
     for name, data in index.items():
         arr = group.create_array(name, shape=(n_rows,), chunks=(chunk_rows,), dtype="int32",
-                                 compressors=ZstdCodec(level=3), dimension_names=("token",), fill_value=0)
+                                 compressors=codecs(ZstdCodec(level=3)), dimension_names=("token",), fill_value=0,
+                                 config=WRITER_CONFIG)
         arr[:] = data.astype(np.int32)
         written[name] = data
-    done = group.create_array("chunk_done", shape=(n_chunks,), chunks=(1,), dtype="uint8", fill_value=0)
+    done = group.create_array("chunk_done", shape=(n_chunks,), chunks=(1,), dtype="uint8", fill_value=0,
+                              compressors=codecs(None), config=WRITER_CONFIG)
     done[:] = np.ones(n_chunks, np.uint8) if chunk_done is None else chunk_done
     group.attrs.update({
-        "interp_pipeline_layout": 1, "complete": complete, "hooks": list(hooks), "row_shape": shapes,
+        "interp_pipeline_layout": LAYOUT_VERSION, "complete": complete, "hooks": list(hooks), "row_shape": shapes,
         "dtype": dtype, "n_rows": n_rows, "chunk_rows": chunk_rows, "n_chunks": n_chunks,
         "model": {"name": "tiny"}, "positions": "all", "dataset_fingerprint": "f" * 16,
         "cache_key": "k", "versions": {"zarr": zarr.__version__},
@@ -265,8 +270,8 @@ def test_not_an_activation_store(tmp_path: Path) -> None:
 
 def test_unknown_layout_version(tmp_path: Path) -> None:
     write_store(tmp_path / "v.zarr", 10, 5, hooks=(RESID,))
-    zarr.open_group(str(tmp_path / "v.zarr"), mode="r+").attrs["interp_pipeline_layout"] = 2
-    with pytest.raises(StoreLayoutError, match="layout version 2"):
+    zarr.open_group(str(tmp_path / "v.zarr"), mode="r+").attrs["interp_pipeline_layout"] = 1
+    with pytest.raises(StoreLayoutError, match="layout version 1; this interp_pipeline reads version 2"):
         ActivationStore.open(tmp_path / "v.zarr")
 
 

@@ -46,6 +46,28 @@ def test_smoke_then_served_from_the_cache(outputs):
     assert runs[0].data.metrics["stats.loss_mean"] == runs[1].data.metrics["stats.loss_mean"]
 
 
+def test_an_edited_cached_output_is_recomputed_not_served(outputs, tmp_path):
+    # The case: smoke's tokens edited in the cache, then stats recomputed on them
+    # (another hook set) gave another loss (5.126 -> 5.004) with no word said.
+    from safetensors.torch import load_file, save_file
+
+    assert run_cli(["+experiment=smoke"], outputs).returncode == 0
+    (entry,) = [p for p in (outputs / "cache" / "random_tokens").iterdir() if (p / "complete.json").exists()]
+    tokens_file = entry / json.loads((entry / "complete.json").read_text())["outputs"]["tokens"]["file"]
+    tokens = load_file(str(tokens_file))
+    tokens["tensor"][:, 1:] = 7
+    save_file(tokens, str(tokens_file))
+    overrides = ["+experiment=smoke", "stats.hooks=[hook_embed]", "runner.check_expect=false"]
+    edited = run_cli(overrides, outputs)
+    assert edited.returncode == 0, edited.stdout + edited.stderr
+    assert f"warning: cache entry {entry} is not served: file {tokens_file.name} changed" in edited.stdout
+    fresh = run_cli(overrides, tmp_path / "fresh")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    loss = [parents(sqlite_uri(folder), "smoke")[0][-1].data.metrics["stats.loss_mean"]
+            for folder in (outputs, tmp_path / "fresh")]
+    assert loss[0] == loss[1]
+
+
 def test_user_error_is_one_line_status_2_and_no_traceback(outputs):
     done = run_cli(["+experiment=smoke", "stats.batch_sise=4"], outputs)
     assert done.returncode == 2

@@ -135,11 +135,27 @@ def test_per_head_hooks_are_flattened(store):
     assert sae.cfg.d_in == 16 and sae.cfg.metadata.hook_name == "blocks.1.attn.hook_z"
 
 
-def test_non_finite_activations_stop_training():
+def test_non_finite_activations_stop_training_naming_the_rows():
     acts = torch.randn(200, 8)
     acts[17, 3] = float("nan")
-    with pytest.raises(NonFiniteActivations, match=r"NaN or infinity"):
+    with pytest.raises(NonFiniteActivations, match=r"1 of 64 rows hold NaN or infinity \(rows 17\)"):
         train_sae(activations=acts, **{**SMALL, "eval_tokens": 8, "training_tokens": 128})
+    acts[[3, 199, 192, 193, 195, 197, 194]] = float("inf")  # 192.. are held out: checked first
+    shown = r"held-out rows: 6 of 8 rows .*\(rows 192, 193, 194, 195, 197, \.\.\.\)"  # the first five, sorted
+    with pytest.raises(NonFiniteActivations, match=shown):
+        train_sae(activations=acts, **{**SMALL, "eval_tokens": 8, "training_tokens": 128})
+
+
+def test_non_finite_rows_of_a_store_are_named_by_store_row(tmp_path):
+    from tests.activations.test_reader import RESID, write_store
+
+    values = np.random.default_rng(0).standard_normal((300, 6)).astype(np.float32)
+    values[[41, 7, 250]] = np.nan
+    write_store(tmp_path / "nan.zarr", 300, 50, hooks=(RESID,), values={RESID: values})
+    params = {**SMALL, "d_sae": 12, "eval_tokens": 20, "training_tokens": 256}
+    with pytest.raises(NonFiniteActivations, match=r"hook blocks.0.hook_resid_pre: (1|2) of 64 rows hold NaN "
+                                                   r"or infinity \(rows (7|41|250)(, (41|250))?\)"):
+        train_sae(store=str(tmp_path / "nan.zarr"), **params)
 
 
 def test_non_finite_loss_stops_training():

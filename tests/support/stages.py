@@ -87,3 +87,12 @@ def t_interrupt(numbers: list[int]) -> int:
     """Behaves as if the user pressed Ctrl-C while it ran."""
     _count("t_interrupt")
     raise KeyboardInterrupt
+
+
+@stage("t_in_place", outputs=("written",))
+def t_in_place(numbers: list[int], stage_dir: Path, big_bytes: int = 100_000) -> dict[str, object]:
+    """Like the activation cache: writes into its stage_dir (one small, one big file), returns where."""
+    _count("t_in_place")
+    (stage_dir / "small.json").write_text(json.dumps(numbers))
+    (stage_dir / "big.bin").write_bytes(bytes(range(256)) * (big_bytes // 256))
+    return {"dir": str(stage_dir), "n": len(numbers)}
