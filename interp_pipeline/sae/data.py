@@ -215,7 +215,7 @@ def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, f
     """
     import torch
 
-    from interp_pipeline.stages.cache_activations import hook_row_shapes, stop_at_layer_for
+    from interp_pipeline.activations.model_forward import hook_activations, hook_row_shapes, stop_at_layer_for
 
     hook = params.get("hook")
     if hook is None:
@@ -231,17 +231,14 @@ def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, f
     train_rows = n_rows - eval_tokens
     batch_size, seed = int(params["train_batch_size_tokens"]), int(params["seed"])
     stop = stop_at_layer_for(model, [hook])
-    device = model.cfg.device
 
     def activations(sequences: torch.Tensor) -> torch.Tensor:
         """[len(sequences) * seq_len, d_in] float32, rows in sequence-major order."""
         out = []
         for start in range(0, len(sequences), forward_batch):
-            batch = tokens[sequences[start:start + forward_batch]].to(device)
-            with torch.inference_mode():
-                _, cache = model.run_with_cache(batch, names_filter=[hook],
-                                                **({"stop_at_layer": stop} if stop is not None else {}))
-            out.append(cache[hook].reshape(batch.shape[0] * seq_len, -1).float().cpu())
+            batch = tokens[sequences[start:start + forward_batch]]  # [batch, pos]
+            acts = hook_activations(model, batch, [hook], stop)[hook]  # [batch, pos, *row]
+            out.append(acts.reshape(batch.shape[0] * seq_len, -1).float().cpu())  # [batch * pos, d_in]
         return torch.cat(out)
 
     first_heldout_seq = train_rows // seq_len

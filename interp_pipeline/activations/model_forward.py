@@ -1,0 +1,79 @@
+"""Running a model to the hooks one wants: the forward pass shared by the activation cache and
+SAE training streamed from the model.
+
+Both run TransformerLens's ``run_with_cache`` with a names filter, stopped after the
+deepest hook's block, and need each hook's per-token shape before the first batch.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from interp_pipeline.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def hook_row_shapes(model: Any, tokens: Tensor, hooks: list[str]) -> dict[str, list[int]]:
+    """Each hook's per-token shape, from a 3-token forward; refuses hooks with no token axis."""
+    for hook in hooks:
+        if hook not in model.hook_dict:
+            raise ConfigError("hooks", f"expected a hook name of this model, found '{hook}'",
+                              suggestion=did_you_mean(hook, model.hook_dict))
+    probe = tokens[:1, :3].to(model.cfg.device)
+    _, cache = model.run_with_cache(probe, names_filter=hooks)
+    shapes = {}
+    for hook in hooks:
+        shape = tuple(cache[hook].shape)
+        if len(shape) < 3 or shape[1] != probe.shape[1]:
+            raise ConfigError("hooks", f"expected a hook with one activation per token, found '{hook}' "
+                                       f"of shape {shape} (attention patterns are per query and key)")
+        shapes[hook] = list(shape[2:])
+    return shapes
+
+
+def stop_at_layer_for(model: Any, hooks: list[str]) -> int | None:
+    """Run only the blocks the hooks need (HookedTransformer's stop_at_layer)."""
+    from transformer_lens import HookedTransformer
+
+    layers = [_BLOCK_HOOK.match(h) for h in hooks]
+    if not isinstance(model, HookedTransformer) or not all(layers):
+        return None
+    deepest = max(int(m.group(1)) for m in layers)
+    return deepest + 1 if deepest + 1 < model.cfg.n_layers else None
+
+
+def hook_activations(model: Any, tokens: Tensor, hooks: list[str], stop_at_layer: int | None) -> dict[str, Tensor]:
+    """One forward pass over ``tokens`` (on the model's device), returning each hook's activations."""
+    import torch
+
+    kwargs = {"stop_at_layer": stop_at_layer} if stop_at_layer is not None else {}
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=hooks, **kwargs)
+    return {hook: cache[hook] for hook in hooks}
+
+
+def weights_fingerprint(model: Any) -> dict[str, Any]:
+    """Which weights made a store, cheaply: per tensor its name, shape, dtype, sum and first values.
+
+    Hashing every byte of GPT-2 small takes seconds; a different model, checkpoint or
+    fine-tune still changes the sums (the full checksum is on the model stage's run).
+    """
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    n_values = 0  # parameters and buffers
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            flat = tensor.detach().reshape(-1)
+            n_values += flat.numel()
+            head = flat[:64].float().cpu().numpy().tobytes()
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{flat.double().sum().item():.17g}".encode())
+            digest.update(head)
+    return {"n_values": n_values, "weights_fingerprint": digest.hexdigest()[:16]}
