@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-if TYPE_CHECKING:
-    from interp_pipeline.activations.reader import ActivationStore
+
+class BatchSource(Protocol):
+    """What this dataset needs of reader.ActivationStore (a protocol, so this module does not
+    import reader.py, which imports it)."""
+
+    def _iter_batches(self, hook: str, batch_size: int, **options: Any) -> Iterator[Any]: ...
+
+    def _reopened(self) -> BatchSource: ...
 
 _ALLOWED = {"seed", "epochs", "shuffle", "buffer_chunks", "drop_last", "with_rows"}
 
@@ -17,7 +23,7 @@ _ALLOWED = {"seed", "epochs", "shuffle", "buffer_chunks", "drop_last", "with_row
 class ActivationBatches(IterableDataset):
     """Whole batches of one hook, from ``ActivationStore.torch_dataset``; DataLoader with ``batch_size=None``."""
 
-    def __init__(self, store: ActivationStore, hook: str, batch_size: int, **kwargs: Any):
+    def __init__(self, store: BatchSource, hook: str, batch_size: int, **kwargs: Any):
         unknown = sorted(set(kwargs) - _ALLOWED)
         if unknown:
             raise TypeError(f"torch_dataset: unexpected argument(s) {', '.join(unknown)} "
