@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interp_pipeline.atomic_dirs import fsync_tree
 from interp_pipeline.process import pid_alive
 from interp_pipeline.runner.codecs import codec_for, codec_named
 from interp_pipeline.runner.integrity import (
@@ -40,21 +41,6 @@ log = logging.getLogger(__name__)
 
 MARKER = "complete.json"
 ARTIFACTS = "artifacts"
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, filenames in os.walk(root):
-        for filename in filenames:
-            fd = os.open(os.path.join(dirpath, filename), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 
@@ -115,7 +101,7 @@ class PendingEntry:
             record["stage_dir"] = stage_dir_listing(data)
         record["digest"] = record_digest(record)
         (self.dir / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True))
-        _fsync_tree(self.dir)
+        fsync_tree(self.dir)
         try:
             os.rename(self.dir, self.final)
         except OSError:

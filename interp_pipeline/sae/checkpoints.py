@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,12 +26,10 @@ from typing import Any
 
 from interp_pipeline.checkpoint_files import CorruptCheckpoint, json_record, safetensors_state, torch_state
 from interp_pipeline.errors import ConfigError
-from interp_pipeline.process import pid_alive
-from interp_pipeline.runner.stage_cache import _fsync_tree
+from interp_pipeline.atomic_dirs import publish, remove_abandoned, temporary_for
 
 PREFIX, MANIFEST = "step-", "checkpoint.json"
 WEIGHTS, STATE = "sae_weights.safetensors", "trainer_state.pt"
-TEMPORARY = ".tmp-"
 
 
 class NonFiniteCheckpoint(FloatingPointError):
@@ -97,23 +94,16 @@ def save(workdir: Path, step: int, loss: float, weights: Mapping[str, Any], trai
                                   "(sae.normalize_activations=expected_average_only_in)")
     workdir = Path(workdir)
     final = workdir / f"{PREFIX}{step:09d}"
-    temporary = workdir / f"{TEMPORARY}{final.name}-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
+    temporary = temporary_for(final)
     save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(temporary / WEIGHTS))
     torch.save(dict(trainer_state), temporary / STATE)
     manifest = {"step": step, "loss": loss, "finite": True, "identity": dict(identity)}
     (temporary / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    _fsync_tree(temporary)
-    if final.exists():  # the same step again (a resumed run that died before its next checkpoint)
-        shutil.rmtree(final)
-    os.rename(temporary, final)
-    _fsync_dir(workdir)
+    publish(temporary, final)  # replaces the same step's (a resumed run that died before its next checkpoint)
     for other in workdir.iterdir():
         if other != final and other.name.startswith(PREFIX):
             shutil.rmtree(other, ignore_errors=True)
-        elif other.name.startswith(TEMPORARY) and not pid_alive(_pid_of(other)):
-            shutil.rmtree(other, ignore_errors=True)  # left by a process that was killed mid-write
+    remove_abandoned(workdir)
     return final
 
 
@@ -125,18 +115,3 @@ def load(checkpoint: Checkpoint, device: str) -> tuple[dict[str, Any], dict[str,
     weights = safetensors_state(checkpoint.path / WEIGHTS, checkpoint.path, device=str(device))
     state = torch_state(checkpoint.path / STATE, checkpoint.path, map_location=device)
     return weights, state
-
-
-def _pid_of(path: Path) -> int:
-    try:
-        return int(path.name.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return 0
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

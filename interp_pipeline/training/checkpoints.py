@@ -12,12 +12,12 @@ complete one wins.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from interp_pipeline.atomic_dirs import publish, remove_abandoned, temporary_for
 from interp_pipeline.checkpoint_files import json_record, safetensors_state, torch_state
 
 PREFIX, DONE = "step-", "done.json"
@@ -42,17 +42,14 @@ def save(workdir: Path, step: int, model: Any, optimizer: Any, generator: Any, e
     from safetensors.torch import save_file
 
     final = workdir / f"{PREFIX}{step:09d}"
-    temporary = workdir / f".tmp-{PREFIX}{step:09d}-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
+    temporary = temporary_for(final)
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(temporary / "model.safetensors"))
     save_file({"state": generator.get_state()}, str(temporary / "generator.safetensors"))
     torch.save(optimizer.state_dict(), temporary / "optimizer.pt")
     (temporary / DONE).write_text(json.dumps({"step": step, **extra}))
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(temporary, final)
+    publish(temporary, final)
+    remove_abandoned(workdir)
     for older in workdir.glob(f"{PREFIX}*"):  # keep only the newest
         if older != final:
             shutil.rmtree(older, ignore_errors=True)
