@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from interp_pipeline.devices import resolve_device
 from interp_pipeline.runner.codecs import Codec, register_codec
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
@@ -53,8 +54,7 @@ def load_model_dir(directory: Path, device: str = "auto") -> Any:
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    if device == "auto":  # a cached model comes back where a fresh one would be built
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)  # a cached model comes back where a fresh one would be built
     fields = json.loads((directory / CONFIG_FILE).read_text())
     fields["dtype"] = getattr(torch, fields.get("dtype", "float32"))
     tokenizer = None

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from interp_pipeline.devices import resolve_device
 from interp_pipeline.runner.codecs import Codec, register_codec
 
 
@@ -29,12 +30,9 @@ def save_sae(sae: Any, directory: Path) -> None:
 
 
 def load_sae(directory: Path, device: str = "auto") -> Any:
-    import torch
     from sae_lens import SAE
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return SAE.load_from_disk(str(directory), device=device)
+    return SAE.load_from_disk(str(directory), device=resolve_device(device))
 
 
 def to_inference(training_sae: Any, directory: Path, device: str = "cpu") -> Any:

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from interp_pipeline.devices import resolve_device
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
@@ -28,15 +29,6 @@ SOURCE_KEYS = {
     "saved": {"path"},
 }
 SOURCE_SPECIFIC = set().union(*SOURCE_KEYS.values())
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` is cuda when present, else cpu."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _check_hooked_transformer_fields(cfg: dict[str, Any]) -> None:
