@@ -1,7 +1,7 @@
 """Exact patching engine against transformer_lens.patching, in the same process.
 
 GPT-2-small-shaped model with random weights (12 layers, 12 heads, d_model 768,
-d_vocab 50257), 8 prompts of 16 tokens, normalised logit difference. For each sweep:
+d_vocab 50257), 8 prompts of 16 tokens, normalized logit difference. For each sweep:
 TransformerLens's time, ours, the speed-up, the largest difference between the
 two results, and our time over a lower bound: the block forwards the sweep cannot
 avoid (blocks L.. for a patch in layer L, on every prompt), timed at the batch
@@ -93,7 +93,7 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
     model = gpt2_shaped_model()
     pairs = prompt_pairs(args.prompts, args.positions)
-    setup = prepare(model, pairs, "logit_diff", normalise=True, max_batch=args.max_batch,
+    setup = prepare(model, pairs, "logit_diff", normalize=True, max_batch=args.max_batch,
                     hook_names=hook_names_for(args.sweeps, model.cfg.n_layers))
     _, clean_cache = model.run_with_cache(pairs["clean"])
     attribution = prepare_attribution(model, pairs, setup.metric, args.sweeps, max_batch=args.max_batch)

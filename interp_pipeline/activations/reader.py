@@ -200,7 +200,7 @@ class ActivationStore:
         """
         arr = self._array(hook)
         if isinstance(rows, (int, np.integer)):
-            index = _normalise_index(np.array([rows]), self.n_rows)
+            index = _normalize_index(np.array([rows]), self.n_rows)
             return self._convert(read_rows(arr, index)[0], as_torch)
         if isinstance(rows, slice):
             start, stop, step = rows.indices(self.n_rows)
@@ -208,7 +208,7 @@ class ActivationStore:
                 return self._convert(read_rows(arr, np.arange(start, max(start, stop))), as_torch)
             index = np.arange(start, stop, step)
         else:
-            index = _normalise_index(np.asarray(rows), self.n_rows)
+            index = _normalize_index(np.asarray(rows), self.n_rows)
         return self._convert(read_rows(arr, index), as_torch)
 
     def _convert(self, raw: np.ndarray, as_torch: bool) -> Any:
@@ -410,7 +410,7 @@ def _check_layout(url: str, attrs: dict[str, Any]) -> None:
         raise StoreLayoutError(f"activation store {url} has no row_shape for hook(s) {', '.join(unshaped)}")
 
 
-def _normalise_index(index: np.ndarray, n_rows: int) -> np.ndarray:
+def _normalize_index(index: np.ndarray, n_rows: int) -> np.ndarray:
     if index.dtype == bool:
         if index.shape != (n_rows,):
             raise IndexError(f"expected a boolean mask of length {n_rows}, found shape {list(index.shape)}")

@@ -154,7 +154,7 @@ class PatchingConfig:
 
     sweeps: List[str] = field(default_factory=lambda: ["resid_pre", "head_out"])
     metric: str = "logit_diff"  # logit_diff, answer_prob, kl, loss
-    normalise: bool = True  # (patched - corrupted) / (clean - corrupted)
+    normalize: bool = True  # (patched - corrupted) / (clean - corrupted)
     attribution: bool = True  # also the gradient estimate of every sweep, and its correlation
     path: List[Any] = field(default_factory=list)  # {receivers: final} or {receivers: [[l, h], ...], input: q|k|v}
     max_batch: int = positive(64)  # sequences in any one forward pass

@@ -58,7 +58,7 @@ class PatchingSetup:
 
 
 def prepare(
-    model: Any, pairs: Mapping[str, Tensor], metric_name: str, *, normalise: bool, max_batch: int,
+    model: Any, pairs: Mapping[str, Tensor], metric_name: str, *, normalize: bool, max_batch: int,
     hook_names: Iterable[str], corrupted_hook_names: Iterable[str] = (), fast: bool | None = None,
 ) -> PatchingSetup:
     """Run the clean and corrupted prompts once: the clean activations ``hook_names``
@@ -70,7 +70,7 @@ def prepare(
     device = model.cfg.device
     pairs = {k: v.to(device) for k, v in pairs.items()}
     fast = supports_fast_path(model) if fast is None else fast
-    metric = Metric(metric_name, pairs, normalise=normalise)
+    metric = Metric(metric_name, pairs, normalize=normalize)
     n_layers = model.cfg.n_layers
     starts = {f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)} if fast else set()
     frozen = set(corrupted_hook_names)

@@ -87,7 +87,7 @@ class LabelledArray:
 
     ``coords`` may leave out a dimension; its labels are then "0", "1", ...
     ``attrs`` holds scalars describing the result: by convention ``metric`` (the
-    colourbar label), ``normalised`` and ``method`` ("exact", "attribution").
+    colourbar label), ``normalized`` and ``method`` ("exact", "attribution").
     Integer or boolean values become float64, torch tensors are converted, and
     every shape, label list and attr is checked here, so a bad sweep fails where it
     is built rather than where it is plotted.

@@ -5,7 +5,7 @@ A metric sees logits only where it needs them (the END position for all but
 ``loss``), so the engine can skip the unembedding everywhere else: with GPT-2's
 50k-token vocabulary that is a third of a forward pass. Every metric is a mean of
 per-prompt values, so a sweep can split its prompts across forward passes
-(``patching.max_batch``) and still give the same number. ``normalise`` maps the
+(``patching.max_batch``) and still give the same number. ``normalize`` maps the
 corrupted run to 0 and the clean run to 1: (patched - corrupted) / (clean - corrupted).
 """
 
@@ -35,7 +35,7 @@ class Metric:
 
     name: str
     pairs: Mapping[str, Tensor]
-    normalise: bool = False
+    normalize: bool = False
     clean_value: float | None = None  # set by calibrate()
     corrupted_value: float | None = None
     _clean_log_probs: Tensor | None = None  # END distribution of the clean run, for kl
@@ -54,7 +54,7 @@ class Metric:
         return self.pairs["end"][rows].unsqueeze(1)
 
     def per_prompt(self, logits: Float[Tensor, "n readout d_vocab"], rows: Tensor) -> Float[Tensor, "n"]:
-        """Raw (unnormalised) values, one per sequence; sequences are ``k`` copies of ``rows``."""
+        """Raw (unnormalized) values, one per sequence; sequences are ``k`` copies of ``rows``."""
         import torch
 
         copies = logits.shape[0] // len(rows)
@@ -83,11 +83,11 @@ class Metric:
         raise AssertionError(self.name)
 
     def finish(self, mean_value: Tensor | float) -> Tensor | float:
-        """The reported value from the mean raw value: normalised when configured."""
-        if not self.normalise:
+        """The reported value from the mean raw value: normalized when configured."""
+        if not self.normalize:
             return mean_value
         if self.clean_value is None or self.corrupted_value is None:
-            raise RuntimeError("normalising needs calibrate() first")
+            raise RuntimeError("normalizing needs calibrate() first")
         return (mean_value - self.corrupted_value) / (self.clean_value - self.corrupted_value)
 
     def scalar(self, logits: Tensor, rows: Tensor) -> Tensor:
@@ -103,11 +103,11 @@ class Metric:
             self._clean_log_probs = clean_readout[:, 0].float().log_softmax(-1)
         self.clean_value = float(self.per_prompt(clean_readout, rows).mean())
         self.corrupted_value = float(self.per_prompt(corrupted_readout, rows).mean())
-        if self.normalise and abs(self.clean_value - self.corrupted_value) < 1e-6:
+        if self.normalize and abs(self.clean_value - self.corrupted_value) < 1e-6:
             raise ConfigError(
-                "normalise",
+                "normalize",
                 f"the clean and corrupted runs give the same {self.name} ({self.clean_value:.4g}), "
-                "so there is nothing to normalise by; check the prompts or set normalise: false",
+                "so there is nothing to normalize by; check the prompts or set normalize: false",
             )
 
     def full_logits_metric(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:

@@ -96,10 +96,10 @@ def color_limit(array: LabelledArray) -> float:
 
 
 def colorbar_label(array: LabelledArray) -> str:
-    """The metric from ``attrs`` ("logit_diff (normalised)"), else "value"."""
+    """The metric from ``attrs`` ("logit_diff (normalized)"), else "value"."""
     label = str(array.attrs.get("metric", "value"))
-    if array.attrs.get("normalised") or array.attrs.get("normalized"):
-        label += " (normalised)"
+    if array.attrs.get("normalized") or array.attrs.get("normalised"):  # "normalised": results stored before the rename
+        label += " (normalized)"
     return label
 
 
@@ -274,7 +274,7 @@ def sweep_page(arrays: Sequence[LabelledArray], title: str = "Activation patchin
 
 def _metric_name(name: str) -> str:
     """A name MLflow accepts for a metric or tag: unsafe characters become "_", and no empty,
-    "." or ".." path segments (MLflow refuses a name that normalises as a path to another)."""
+    "." or ".." path segments (MLflow refuses a name that normalizes as a path to another)."""
     segments = [s for s in _UNSAFE_METRIC.sub("_", name).split("/") if s not in ("", ".", "..")]
     return "/".join(segments) or "sweep"
 

@@ -75,7 +75,7 @@ def activation_patching(
     pairs: Mapping[str, Tensor],
     sweeps: Sequence[str] = ("resid_pre", "head_out"),
     metric: str = "logit_diff",
-    normalise: bool = True,
+    normalize: bool = True,
     attribution: bool = True,
     path: Sequence[Mapping[str, Any]] = (),
     max_batch: int = 64,
@@ -93,9 +93,9 @@ def activation_patching(
     receivers = [path_patching.parse_receivers(dict(entry), model.cfg, f"path[{i}]") for i, entry in enumerate(path)]
     names = exact.hook_names_for(sweeps, model.cfg.n_layers)
     frozen = path_patching.hook_names(model.cfg.n_layers) if receivers else set()
-    setup = exact.prepare(model, pairs, metric, normalise=normalise, max_batch=max_batch, hook_names=names | frozen,
+    setup = exact.prepare(model, pairs, metric, normalize=normalize, max_batch=max_batch, hook_names=names | frozen,
                           corrupted_hook_names=frozen, fast=None if engine == "auto" else engine == "fast")
-    labels = _Labels(model, setup.pairs, normalise, metric)
+    labels = _Labels(model, setup.pairs, normalize, metric)
     tracker.log_metrics({f"clean_{metric}": setup.metric.clean_value,
                          f"corrupted_{metric}": setup.metric.corrupted_value})
 
@@ -162,9 +162,9 @@ class _Labels:
     """Coordinates for result arrays: layer and head numbers, and the first prompt's tokens
     on position axes (the prompts share a template where positions mean anything)."""
 
-    def __init__(self, model: Any, pairs: Mapping[str, Tensor], normalise: bool, metric: str):
+    def __init__(self, model: Any, pairs: Mapping[str, Tensor], normalize: bool, metric: str):
         self.model = model
-        self.attrs = {"metric": metric, "normalised": bool(normalise)}
+        self.attrs = {"metric": metric, "normalized": bool(normalize)}
         self.positions = self._position_labels(model, pairs)
 
     @staticmethod

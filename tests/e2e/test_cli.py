@@ -333,7 +333,7 @@ def test_ioi_patching_on_the_toy_model_end_to_end(outputs):
     assert metrics["model.eval/accuracy"] >= 0.95 and metrics["patching.clean_logit_diff"] >= 2
     assert metrics["prompts.pairs_kept"] >= 32
     patching_run = next(r for r in all_runs if r.data.tags.get("stage") == "patching")
-    # Every head's normalised effect is a metric; the path arrays and attribution are there too.
+    # Every head's normalized effect is a metric; the path arrays and attribution are there too.
     assert {f"head_out/L{layer}H{head}" for layer in range(2) for head in range(4)} <= set(patching_run.data.metrics)
     assert "path_to_final/top1" in patching_run.data.metrics and "head_out/attribution_corr" in patching_run.data.metrics
 

@@ -41,8 +41,8 @@ def test_a_bridge_takes_the_generic_path_and_agrees_with_the_fast_one(tmp_path, 
     pairs = random_pairs(3, 8, d_vocab=VOCAB)
     names = ["resid_pre", "head_out", "head_v_by_pos", "mlp_out"]
     hooks = hook_names_for(names, 2)
-    generic = prepare(bridge, pairs, "logit_diff", normalise=True, max_batch=8, hook_names=hooks)
-    fast = prepare(reference, pairs, "logit_diff", normalise=True, max_batch=8, hook_names=hooks)
+    generic = prepare(bridge, pairs, "logit_diff", normalize=True, max_batch=8, hook_names=hooks)
+    fast = prepare(reference, pairs, "logit_diff", normalize=True, max_batch=8, hook_names=hooks)
     assert generic.metric.clean_value == pytest.approx(fast.metric.clean_value, abs=1e-4)
     for name in names:
         torch.testing.assert_close(run_sweep(name, generic), run_sweep(name, fast), atol=1e-4, rtol=0, msg=name)
@@ -60,9 +60,9 @@ def test_a_bridge_takes_the_generic_path_and_agrees_with_the_fast_one(tmp_path, 
     from interp_pipeline.patching import path as path_patching
 
     frozen = path_patching.hook_names(2)
-    generic = prepare(bridge, pairs, "logit_diff", normalise=True, max_batch=8, hook_names=frozen,
+    generic = prepare(bridge, pairs, "logit_diff", normalize=True, max_batch=8, hook_names=frozen,
                       corrupted_hook_names=frozen)
-    fast = prepare(reference, pairs, "logit_diff", normalise=True, max_batch=8, hook_names=frozen,
+    fast = prepare(reference, pairs, "logit_diff", normalize=True, max_batch=8, hook_names=frozen,
                    corrupted_hook_names=frozen)
     for receivers in (path_patching.Receivers(None), path_patching.Receivers(((1, 0), (1, 3)), "k")):
         torch.testing.assert_close(path_patching.path_patch(receivers, generic), path_patching.path_patch(receivers, fast),

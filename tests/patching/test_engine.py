@@ -35,19 +35,19 @@ def transformer_lens_sweep(name, model, pairs, metric):
         return function(model, pairs["corrupted"], clean_cache, metric.full_logits_metric)
 
 
-@pytest.mark.parametrize(("metric", "normalise", "n_prompts", "max_batch", "fast"), [
+@pytest.mark.parametrize(("metric", "normalize", "n_prompts", "max_batch", "fast"), [
     ("logit_diff", True, 3, 5, True),  # one patched copy per pass (5 // 3)
     ("logit_diff", False, 2, 64, True),  # many patches per pass
     ("kl", False, 4, 3, True),  # the prompts themselves split over passes
     ("loss", True, 3, 12, True),
     ("answer_prob", False, 3, 9, False),  # the generic path (full forwards)
 ])
-def test_every_sweep_equals_transformer_lens(metric, normalise, n_prompts, max_batch, fast):
+def test_every_sweep_equals_transformer_lens(metric, normalize, n_prompts, max_batch, fast):
     model = tiny_model()
     pairs = random_pairs(n_prompts, 7)
     # Every sweep under one metric; the others check a sample (TransformerLens's side is slow).
-    names = ALL_NAMES if metric == "logit_diff" and normalise else ("resid_mid", "head_k", "head_pattern_by_pos")
-    setup = prepare(model, pairs, metric, normalise=normalise, max_batch=max_batch,
+    names = ALL_NAMES if metric == "logit_diff" and normalize else ("resid_mid", "head_k", "head_pattern_by_pos")
+    setup = prepare(model, pairs, metric, normalize=normalize, max_batch=max_batch,
                     hook_names=hook_names_for(names, 2), fast=fast)
     for name in names:
         ours = run_sweep(name, setup)
@@ -65,7 +65,7 @@ def test_other_shapes_equal_transformer_lens(shape):
     model = tiny_model(**shape)
     pairs = random_pairs(5, 9, differing=(1, 3, 6))
     names = ["resid_pre", "attn_out", "head_out", "head_v_by_pos", "head_pattern_by_pos"]
-    setup = prepare(model, pairs, "logit_diff", normalise=True, max_batch=16,
+    setup = prepare(model, pairs, "logit_diff", normalize=True, max_batch=16,
                     hook_names=hook_names_for(names, model.cfg.n_layers))
     for name in names:
         torch.testing.assert_close(run_sweep(name, setup), transformer_lens_sweep(name, model, pairs, setup.metric).float(),
@@ -78,7 +78,7 @@ def test_patching_every_head_recovers_clean_and_nothing_gives_corrupted():
     # every layer at once restores the clean logits exactly.
     model = tiny_model(n_layers=2, attn_only=True)
     pairs = random_pairs(4, 8)
-    setup = prepare(model, pairs, "logit_diff", normalise=True, max_batch=32,
+    setup = prepare(model, pairs, "logit_diff", normalize=True, max_batch=32,
                     hook_names=hook_names_for(["head_out", "resid_pre"], 2))
     rows = torch.arange(4)
     positions = setup.metric.readout_positions(rows)
@@ -103,8 +103,8 @@ def test_split_sweeps_match_one_pass_and_count_forwards():
     model = tiny_model()
     pairs = random_pairs(6, 7)
     names = hook_names_for(["head_out_by_pos"], 2)
-    wide = prepare(model, pairs, "logit_diff", normalise=False, max_batch=1000, hook_names=names)
-    narrow = prepare(model, pairs, "logit_diff", normalise=False, max_batch=4, hook_names=names)
+    wide = prepare(model, pairs, "logit_diff", normalize=False, max_batch=1000, hook_names=names)
+    narrow = prepare(model, pairs, "logit_diff", normalize=False, max_batch=4, hook_names=names)
     sweep = parts("head_out_by_pos")[0]
     assert count_forwards(sweep, wide) == 2  # one pass per layer
     # Prompt groups of 4 (one patch per pass) and 2 (two per pass), 28 patches per layer.

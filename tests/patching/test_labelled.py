@@ -23,7 +23,7 @@ def _heads() -> LabelledArray:
     # [layer, head] with a known order: |values| ranks L1H2 (-9), L0H1 (7), L2H0 (5), ...
     values = np.array([[0.5, 7.0, -1.0], [2.0, 0.0, -9.0], [5.0, -3.0, 1.5]], dtype=np.float32)
     return LabelledArray(values, ("layer", "head"), name="head_out",
-                         attrs={"metric": "logit_diff", "normalised": True, "method": "exact"})
+                         attrs={"metric": "logit_diff", "normalized": True, "method": "exact"})
 
 
 def _block() -> LabelledArray:

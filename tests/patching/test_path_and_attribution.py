@@ -15,7 +15,7 @@ from tests.patching.models import random_pairs, tiny_model  # noqa: E402
 
 def _path_setup(model, pairs, max_batch=64):
     names = path_patching.hook_names(model.cfg.n_layers)
-    return prepare(model, pairs, "logit_diff", normalise=False, max_batch=max_batch, hook_names=names,
+    return prepare(model, pairs, "logit_diff", normalize=False, max_batch=max_batch, hook_names=names,
                    corrupted_hook_names=names)
 
 
@@ -85,15 +85,15 @@ def test_path_entries_are_checked():
         path_patching.parse_receivers({"receivers": [[1, 0], [5, 0]]}, tiny_model().cfg, "patching.path[0]")
 
 
-@pytest.mark.parametrize("normalise", [False, True])
-def test_attribution_is_exact_where_the_metric_is_linear(normalise):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_attribution_is_exact_where_the_metric_is_linear(normalize):
     # One attention-only layer, no LayerNorm: the logits are linear in every head's
     # output and value vectors and in the layer's output, so the first-order
     # estimate is the exact patched metric.
     model = tiny_model(n_layers=1, n_heads=3, attn_only=True, normalization_type=None)
     pairs = random_pairs(4, 7)
     linear = ["head_out", "head_out_by_pos", "head_v", "head_v_by_pos", "attn_out", "resid_post"]
-    setup = prepare(model, pairs, "logit_diff", normalise=normalise, max_batch=64, hook_names=hook_names_for(linear, 1))
+    setup = prepare(model, pairs, "logit_diff", normalize=normalize, max_batch=64, hook_names=hook_names_for(linear, 1))
     data = prepare_attribution(model, pairs, setup.metric, linear, max_batch=3)
     for name in linear:
         torch.testing.assert_close(attribution_sweep(name, data), run_sweep(name, setup), atol=1e-4, rtol=0, msg=name)
@@ -102,7 +102,7 @@ def test_attribution_is_exact_where_the_metric_is_linear(normalise):
     with torch.no_grad():
         model.blocks[0].attn.W_Q.mul_(6)
         model.blocks[0].attn.W_K.mul_(6)
-    setup = prepare(model, pairs, "logit_diff", normalise=normalise, max_batch=64,
+    setup = prepare(model, pairs, "logit_diff", normalize=normalize, max_batch=64,
                     hook_names=hook_names_for(["resid_pre", "head_k"], 1))
     data = prepare_attribution(model, pairs, setup.metric, ["resid_pre", "head_k"], max_batch=64)
     for name in ("resid_pre", "head_k"):
@@ -115,7 +115,7 @@ def test_attribution_correlates_with_exact_on_a_deeper_model():
     model = tiny_model(n_layers=2, n_heads=4)
     pairs = random_pairs(6, 8)
     names = ["block_every", "head_all_pos_every"]
-    setup = prepare(model, pairs, "logit_diff", normalise=True, max_batch=64, hook_names=hook_names_for(names, 2))
+    setup = prepare(model, pairs, "logit_diff", normalize=True, max_batch=64, hook_names=hook_names_for(names, 2))
     data = prepare_attribution(model, pairs, setup.metric, names, max_batch=64)
     for name in names:
         estimate, exact = attribution_sweep(name, data), run_sweep(name, setup)

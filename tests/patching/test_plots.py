@@ -27,7 +27,7 @@ TOKENS = ["<|endoftext|>", "When", " John", " and", " Mary"]
 def _heads() -> LabelledArray:
     values = np.array([[0.5, 7.0, -1.0], [2.0, 0.0, -9.0], [5.0, -3.0, 1.5]])
     return LabelledArray(values, ("layer", "head"), name="head_out",
-                         attrs={"metric": "logit_diff", "normalised": True, "method": "exact"})
+                         attrs={"metric": "logit_diff", "normalized": True, "method": "exact"})
 
 
 def _positions(tokens: list[str] = TOKENS) -> LabelledArray:
@@ -97,7 +97,7 @@ def test_a_2d_heatmap_is_labelled_and_centred_on_zero() -> None:
     assert _ticks(ax.get_xticklabels()) == ["0", "1", "2"]
     assert _ticks(ax.get_yticklabels()) == ["0", "1", "2"]
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("head", "layer")
-    assert image.colorbar.ax.get_ylabel() == "logit_diff (normalised)"
+    assert image.colorbar.ax.get_ylabel() == "logit_diff (normalized)"
     assert figure.get_suptitle() == "head_out (exact)"
 
 
@@ -219,7 +219,7 @@ def test_top_k_is_logged_as_metrics_tags_and_a_table(tmp_path: Path) -> None:
     assert saved["top"][0] == {"rank": 1, "label": "L1H2", "value": -9.0, "coords": {"layer": "1", "head": "2"}}
     assert saved["attrs"]["metric"] == "logit_diff"
     lines = table.splitlines()
-    assert lines[0].split() == ["rank", "component", "logit_diff", "(normalised)"]
+    assert lines[0].split() == ["rank", "component", "logit_diff", "(normalized)"]
     assert lines[1].split() == ["1", "L1H2", "-9"] and len(lines) == 4
 
 
