@@ -44,6 +44,11 @@ def _from_omegaconf(error: Any) -> str | None:
     return f"{key}: {first}"
 
 
+# Groups an experiment picks by the model (`- /ioi: ${model}` in its defaults list): per-model
+# settings the user never names, so a missing option is spoken of as the model=... it follows.
+PER_MODEL_GROUPS = ("ioi", "sae_setup")
+
+
 def describe(error: BaseException) -> str:
     """The one line shown for a Hydra composition error (the traceback goes to the log)."""
     from hydra.errors import MissingConfigException
@@ -51,6 +56,9 @@ def describe(error: BaseException) -> str:
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
         group, _, option = str(error.missing_cfg_file).rpartition("/")
         options = list(error.options or [])
+        if group in PER_MODEL_GROUPS:
+            return (f"model={option}: this experiment has per-model settings (conf/{group}/) for model= "
+                    f"{one_of(options)}, found '{option}'; add conf/{group}/{option}.yaml to run it on that model")
         if group:
             line = f"{group}={option}: expected one of {one_of(options)}, found '{option}'"
             hint = did_you_mean(option, options)

@@ -248,6 +248,11 @@ class ExperimentConfig:
     scores: Optional[HeadScoresConfig] = None
     fourier: Optional[FourierConfig] = None
     cache: Optional[CacheConfig] = None
+    # Pipelines that make a second dataset or store beside the first (quickstart's patching
+    # pairs, and the SAE's own training tokens and store): same schemas, their own keys.
+    pairs: Optional[DataConfig] = None
+    sae_data: Optional[DataConfig] = None
+    sae_cache: Optional[CacheConfig] = None
     patching: Optional[PatchingConfig] = None
     sae: Optional[SAEConfig] = None
     sae_source: Optional[SAESourceConfig] = None

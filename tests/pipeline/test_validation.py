@@ -42,6 +42,12 @@ def test_wrong_type_names_key_expected_and_found(outputs):
     assert line == "stats.batch_size: expected integer, found 'many' (str)"
 
 
+def test_a_model_without_per_model_settings_is_named_as_the_model(outputs):
+    line = composition_error(["+experiment=ioi_patching", "model=tiny"])
+    assert line.startswith("model=tiny: this experiment has per-model settings (conf/ioi/) for model= ")
+    assert "toy_ioi" in line and "add conf/ioi/tiny.yaml" in line
+
+
 def test_unknown_option_of_a_group_lists_options(outputs):
     line = composition_error(["+experiment=smoke", "model=tinny"])
     assert line.startswith("model=tinny: expected one of ") and " tiny," in line
