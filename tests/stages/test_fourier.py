@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from interp_pipeline.errors import ConfigError
-from interp_pipeline.stages.fourier import fourier_analysis, fourier_basis, frequency_energy
+from interp_pipeline.analysis.fourier import fourier_basis, frequency_energy
+from interp_pipeline.stages.fourier import fourier_analysis
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
 
 D_MODEL = 32

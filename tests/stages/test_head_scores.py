@@ -8,14 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from interp_pipeline.analysis.head_scores import SCORES, detection_patterns, score_patterns, top_heads
 from interp_pipeline.errors import ConfigError
-from interp_pipeline.stages.head_scores import (
-    SCORES,
-    detection_patterns,
-    head_scores,
-    score_patterns,
-    top_heads,
-)
+from interp_pipeline.stages.head_scores import head_scores
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
 
 HALF = 10  # distinct tokens, then the same again: length 2 * HALF
