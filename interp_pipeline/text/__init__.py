@@ -1,0 +1,1 @@
+"""Text corpora for token datasets: local files, Hugging Face datasets, packing into rows."""
