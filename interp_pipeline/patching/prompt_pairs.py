@@ -169,8 +169,6 @@ def tokenize_pairs(
     fewer than ``min_pairs`` left is a ConfigError naming ``key``. A record without spans
     that is not aligned is a ConfigError naming it: ``{key}[i].answer`` etc.
     """
-    import torch
-
     if loss_positions not in LOSS_POSITIONS:
         raise ConfigError("loss_positions", f"expected one of {one_of(LOSS_POSITIONS)}, found {loss_positions!r}",
                           suggestion=did_you_mean(str(loss_positions), LOSS_POSITIONS))
@@ -213,6 +211,16 @@ def tokenize_pairs(
         raise ConfigError(key, f"expected at least {min_pairs} aligned prompt pairs, found {len(kept)} of "
                                f"{len(pairs)} ({dropped} dropped: {why or 'none'})")
 
+    return _pairs_tensors(tokenizer, kept, clean, corrupted, answers, wrongs, prepend_bos=prepend_bos,
+                          loss_positions=loss_positions), dropped
+
+
+def _pairs_tensors(tokenizer: Any, kept: list[tuple[int, dict[str, int]]], clean: Any, corrupted: Any,
+                   answers: Any, wrongs: Any, *, prepend_bos: bool, loss_positions: str) -> dict[str, Tensor]:
+    """The pairs dict of the aligned records ``kept`` (record index, role -> position), right-padded."""
+    import torch
+
+    shift = int(prepend_bos)
     pad = pad_token_id(tokenizer)
     bos = bos_token_id(tokenizer) if prepend_bos else None
     lengths = [len(clean[i].ids) + shift for i, _ in kept]
@@ -244,7 +252,7 @@ def tokenize_pairs(
     roles = set.intersection(*(set(positions) for _, positions in kept)) - {"end"}
     for role in sorted(roles):
         out[f"{role}_pos"] = torch.tensor([positions[role] for _, positions in kept], dtype=torch.int64)
-    return out, dropped
+    return out
 
 
 def _align(
