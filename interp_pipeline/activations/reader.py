@@ -26,7 +26,8 @@ import numpy as np
 
 from interp_pipeline.activations.checksums import BadChunk, bad_chunks, checked, verify_arrays
 from interp_pipeline.activations.chunked_reads import read_rows, shuffled_batches
-from interp_pipeline.activations.layout import DTYPES, LAYOUT_ATTR, LAYOUT_VERSION
+from interp_pipeline.activations.layout import DTYPES, LAYOUT_VERSION
+from interp_pipeline.activations.store_group import IncompleteStoreError, StoreLayoutError, check_layout, open_group
 from interp_pipeline.activations.token_runs import first_run
 from interp_pipeline.errors import did_you_mean
 
@@ -38,15 +39,7 @@ if TYPE_CHECKING:
 # writer stores its raw bits as uint16 and we reinterpret them on the way out.
 _STORED_DTYPE = {logical: np.dtype(stored) for logical, stored in DTYPES.items()}
 _INDEX_ARRAYS = ("token_ids", "sequence", "position")
-_REQUIRED_ATTRS = ("complete", "hooks", "row_shape", "dtype", "n_rows", "chunk_rows", "n_chunks")
 
-
-class StoreLayoutError(Exception):
-    """The path is not an interp_pipeline activation store, or has a layout this version cannot read."""
-
-
-class IncompleteStoreError(Exception):
-    """The store's writer has not finished every chunk (open with ``allow_incomplete=True`` to read anyway)."""
 
 
 class _LookupError(KeyError):
@@ -97,9 +90,9 @@ class ActivationStore:
         go to fsspec (credentials, endpoints) for URLs.
         """
         url = os.fspath(url)
-        group = _open_group(url, storage_options)
+        group = open_group(url, storage_options)
         attrs = dict(group.attrs)
-        _check_layout(url, attrs)
+        check_layout(url, attrs)
         store = cls(group, url, attrs, allow_incomplete=allow_incomplete, storage_options=storage_options)
         if not allow_incomplete:
             done = store.chunk_done()
@@ -117,7 +110,7 @@ class ActivationStore:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # No re-validation: the store was checked when first opened.
-        group = _open_group(state["url"], state["storage_options"])
+        group = open_group(state["url"], state["storage_options"])
         self.__init__(group, state["url"], state["attrs"], allow_incomplete=state["allow_incomplete"],
                       storage_options=state["storage_options"])
 
@@ -376,38 +369,6 @@ class ActivationStore:
 
 
 # ---- helpers ------------------------------------------------------------------------------
-
-def _open_group(url: str, storage_options: dict[str, Any] | None) -> zarr.Group:
-    import zarr
-    from zarr.errors import ContainsArrayError, GroupNotFoundError
-
-    try:
-        return zarr.open_group(url, mode="r", storage_options=storage_options)
-    except (GroupNotFoundError, ContainsArrayError):
-        # Checked before FileNotFoundError: GroupNotFoundError subclasses it.
-        raise StoreLayoutError(f"{url} is not an interp_pipeline activation store (no zarr group there)") from None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no activation store at {url} (the path does not exist)") from None
-
-
-def _check_layout(url: str, attrs: dict[str, Any]) -> None:
-    version = attrs.get(LAYOUT_ATTR)
-    if version is None:
-        raise StoreLayoutError(f"{url} is not an interp_pipeline activation store "
-                               f"(zarr group without a '{LAYOUT_ATTR}' attribute)")
-    if version != LAYOUT_VERSION:
-        raise StoreLayoutError(f"activation store {url} has layout version {version!r}; this interp_pipeline "
-                               f"reads version {LAYOUT_VERSION} (use the interp_pipeline that wrote it)")
-    missing = [key for key in _REQUIRED_ATTRS if key not in attrs]
-    if missing:
-        raise StoreLayoutError(f"activation store {url} lacks attribute(s) {', '.join(missing)} "
-                               f"required by layout version {LAYOUT_VERSION}")
-    if attrs["dtype"] not in _STORED_DTYPE:
-        raise StoreLayoutError(f"activation store {url} has dtype {attrs['dtype']!r}; expected one of "
-                               f"{', '.join(_STORED_DTYPE)}")
-    unshaped = [h for h in attrs["hooks"] if h not in attrs["row_shape"]]
-    if unshaped:
-        raise StoreLayoutError(f"activation store {url} has no row_shape for hook(s) {', '.join(unshaped)}")
 
 
 def _normalize_index(index: np.ndarray, n_rows: int) -> np.ndarray:
