@@ -91,7 +91,7 @@ def path_patch(receivers: Receivers, setup: PatchingSetup, on_forward: Callable[
 
     cfg = setup.model.cfg
     n_layers, n_heads = cfg.n_layers, cfg.n_heads
-    sums = torch.zeros(n_layers, n_heads, dtype=torch.float64)
+    sums = torch.zeros(n_layers, n_heads, dtype=torch.float64)  # [layer, head]: per-prompt metric, summed
     last = n_layers if receivers.heads is None else max(layer for layer, _ in receivers.heads)
     with torch.inference_mode():
         for layer in range(n_layers):
@@ -102,6 +102,7 @@ def path_patch(receivers: Receivers, setup: PatchingSetup, on_forward: Callable[
                 per_pass = max(1, setup.max_batch // len(rows))
                 for start in range(0, n_heads, per_pass):
                     senders = list(range(start, min(n_heads, start + per_pass)))
+                    # [len(senders)]: one forward with a copy of the prompts per sender
                     sums[layer, senders] += _sender_values(setup, receivers, layer, senders, rows).double().cpu()
                     on_forward()
     return torch.as_tensor(setup.metric.finish(sums / setup.n_prompts), dtype=torch.float32)
@@ -116,16 +117,16 @@ def _sender_values(setup: PatchingSetup, receivers: Receivers, layer: int, sende
     """Summed per-prompt metric values for ``senders`` (heads of ``layer``), one copy each."""
     n_layers = setup.model.cfg.n_layers
     copies = len(senders)
-    positions = setup.metric.readout_positions(rows).repeat(copies, 1)
+    positions = setup.metric.readout_positions(rows).repeat(copies, 1)  # [copies * prompts, readouts]
 
     def freeze(z_layer: int) -> Callable[[Tensor, Any], Tensor]:
-        frozen = setup.corrupted_cache[f"blocks.{z_layer}.attn.hook_z"][rows]
+        frozen = setup.corrupted_cache[f"blocks.{z_layer}.attn.hook_z"][rows]  # [prompts, pos, head, d_head]
 
         def hook(z: Tensor, hook: Any) -> Tensor:
-            view = z.unflatten(0, (copies, len(rows)))
+            view = z.unflatten(0, (copies, len(rows)))  # [copies, prompts, pos, head, d_head]
             view[:] = frozen
             if z_layer == layer:
-                clean = setup.clean_cache[f"blocks.{layer}.attn.hook_z"][rows]
+                clean = setup.clean_cache[f"blocks.{layer}.attn.hook_z"][rows]  # [prompts, pos, head, d_head]
                 for j, head in enumerate(senders):
                     view[j, :, :, head] = clean[:, :, head]
             return z
@@ -135,7 +136,7 @@ def _sender_values(setup: PatchingSetup, receivers: Receivers, layer: int, sende
     freezing = [(f"blocks.{z_layer}.attn.hook_z", freeze(z_layer)) for z_layer in range(layer, n_layers)]
     if receivers.heads is None:
         logits = setup.forward.run(layer, rows, copies, freezing, positions)
-        return setup.metric.per_prompt(logits, rows).view(copies, len(rows)).sum(1)
+        return setup.metric.per_prompt(logits, rows).view(copies, len(rows)).sum(1)  # [copies]
 
     # Step 1: the receivers' inputs with the sender patched and the other heads frozen.
     downstream = [(r_layer, head) for r_layer, head in receivers.heads if r_layer > layer]
@@ -146,7 +147,7 @@ def _sender_values(setup: PatchingSetup, receivers: Receivers, layer: int, sende
     # Hooks keyed by the name asked for: a TransformerBridge's hook.name may be its own alias.
     def capture(name: str) -> Callable[[Tensor, Any], Tensor]:
         def hook(activation: Tensor, hook: Any) -> Tensor:
-            captured[name] = activation.clone()
+            captured[name] = activation.clone()  # [copies * prompts, pos, head, d_head]
             return activation
 
         return hook
@@ -160,7 +161,7 @@ def _sender_values(setup: PatchingSetup, receivers: Receivers, layer: int, sende
 
         def hook(activation: Tensor, hook: Any) -> Tensor:
             for head in by_layer[r_layer]:
-                activation[:, :, head] = captured[name][:, :, head]
+                activation[:, :, head] = captured[name][:, :, head]  # [copies * prompts, pos, d_head]
             return activation
 
         return hook
@@ -168,7 +169,7 @@ def _sender_values(setup: PatchingSetup, receivers: Receivers, layer: int, sende
     first = min(by_layer)
     logits = setup.forward.run(first, rows, copies, [(n, replace(r_layer)) for r_layer, n in input_names.items()],
                                positions)
-    return setup.metric.per_prompt(logits, rows).view(copies, len(rows)).sum(1)
+    return setup.metric.per_prompt(logits, rows).view(copies, len(rows)).sum(1)  # [copies]
 
 
 def check_path_entries(entries: Sequence[Any], key: str = "patching.path") -> list[Receivers]:
