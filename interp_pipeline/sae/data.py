@@ -121,6 +121,7 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
     eval_tokens, total = training_budget(params, store.n_rows, f"activation store {store.url}")
     train_rows = store.n_rows - eval_tokens
     batch_size, seed = int(params["train_batch_size_tokens"]), int(params["seed"])
+    # [eval_tokens, d_in]
     holdout = store.read(hook, slice(train_rows, store.n_rows)).reshape(eval_tokens, d_in).float()
     _check_finite(holdout, f"activation store {store.url}, hook {hook}, held-out rows")
 
@@ -137,7 +138,7 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
                                                   buffer_chunks=int(params["buffer_chunks"]), drop_last=True,
                                                   with_rows=True, n_rows=train_rows,
                                                   skip=skip if epoch == first else 0):
-                batch = batch.reshape(batch_size, d_in).float()
+                batch = batch.reshape(batch_size, d_in).float()  # [batch, d_in]
                 yield _check_finite(batch, f"activation store {store.url}, hook {hook}, rows {rows[:4].tolist()}...")
 
     return TrainingData(batches, d_in, hook, holdout, train_rows, total, f"activation store {store.url}")
@@ -147,11 +148,11 @@ def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> Trainin
     """Shuffled batches of an in-memory ``[rows, d_in]`` tensor (synthetic data, small experiments)."""
     import torch
 
-    rows = activations.reshape(activations.shape[0], -1).float()
+    rows = activations.reshape(activations.shape[0], -1).float()  # [rows, d_in]
     eval_tokens, total = training_budget(params, rows.shape[0], "the activations tensor")
     train_rows = rows.shape[0] - eval_tokens
     batch_size = int(params["train_batch_size_tokens"])
-    holdout = _check_finite(rows[train_rows:], "activations tensor, held-out rows")
+    holdout = _check_finite(rows[train_rows:], "activations tensor, held-out rows")  # [eval_tokens, d_in]
     per_epoch = train_rows // batch_size
 
     def batches(position: int) -> Iterator[torch.Tensor]:
@@ -160,9 +161,9 @@ def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> Trainin
         for _ in range(first):  # the skipped epochs' permutations, to bring the generator along
             torch.randperm(train_rows, generator=generator)
         for epoch in itertools.count(first):
-            order = torch.randperm(train_rows, generator=generator)
+            order = torch.randperm(train_rows, generator=generator)  # [train_rows]
             for start in range(batch_size * (skip if epoch == first else 0), per_epoch * batch_size, batch_size):
-                yield _check_finite(rows[order[start:start + batch_size]], "activations tensor")
+                yield _check_finite(rows[order[start:start + batch_size]], "activations tensor")  # [batch, d_in]
 
     return TrainingData(batches, rows.shape[1], params.get("hook"), holdout, train_rows, total,
                         "the activations tensor")
@@ -176,13 +177,14 @@ def from_synthetic(toy: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -
 
     eval_tokens = int(params["eval_tokens"])
     torch.manual_seed(int(params["seed"]))  # SAELens's generator draws from torch's global generator
+    # [eval_tokens, d]
     holdout = next(activation_stream(toy, eval_tokens)) if eval_tokens else torch.empty(0, toy["features"].shape[1])
 
     def batches(position: int) -> Iterator[torch.Tensor]:
         # A fresh stream draws from the global RNG as it sets itself up; a resumed one must
         # not: the RNG state it is handed (the checkpoint's) is already past that point.
         stream = activation_stream(toy, int(params["train_batch_size_tokens"]), keep_rng_for_setup=position > 0)
-        return (_check_finite(batch, "synthetic activations") for batch in stream)
+        return (_check_finite(batch, "synthetic activations") for batch in stream)  # each [batch, d]
 
     return TrainingData(batches, int(toy["features"].shape[1]), params.get("hook"), holdout.float(), 0,
                         whole_batches(int(params["training_tokens"]), int(params["train_batch_size_tokens"])),
@@ -222,14 +224,15 @@ def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, f
         """[len(sequences) * seq_len, d_in] float32, rows in sequence-major order."""
         out = []
         for start in range(0, len(sequences), forward_batch):
-            batch = tokens[sequences[start:start + forward_batch]].to(device)
+            batch = tokens[sequences[start:start + forward_batch]].to(device)  # [forward_batch, seq_len]
             with torch.inference_mode():
                 _, cache = model.run_with_cache(batch, names_filter=[hook],
                                                 **({"stop_at_layer": stop} if stop is not None else {}))
-            out.append(cache[hook].reshape(batch.shape[0] * seq_len, -1).float().cpu())
+            out.append(cache[hook].reshape(batch.shape[0] * seq_len, -1).float().cpu())  # [batch * seq_len, d_in]
         return torch.cat(out)
 
     first_heldout_seq = train_rows // seq_len
+    # [eval_tokens, d_in]: the held-out sequences' rows, less the boundary sequence's training ones
     holdout = activations(torch.arange(first_heldout_seq, n_seq))[train_rows - first_heldout_seq * seq_len:]
     d_in = int(holdout.shape[1])
     _check_finite(holdout, f"{source}, held-out rows")
@@ -239,27 +242,27 @@ def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, f
 
     def buffers(epoch: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(training_sequences, generator=generator)
+        order = torch.randperm(training_sequences, generator=generator)  # [training_sequences]
         return [order[start:start + per_buffer] for start in range(0, training_sequences, per_buffer)]
 
     def training_rows_of(sequences: torch.Tensor) -> torch.Tensor:
-        rows = (sequences[:, None] * seq_len + torch.arange(seq_len)).reshape(-1)
+        rows = (sequences[:, None] * seq_len + torch.arange(seq_len)).reshape(-1)  # [len(sequences) * seq_len]
         return rows < train_rows  # mask, sequence-major like activations()
 
     def batches(position: int) -> Iterator[torch.Tensor]:
         skip = position
         for epoch in itertools.count():
             for index, sequences in enumerate(buffers(epoch)):
-                keep = training_rows_of(sequences)
+                keep = training_rows_of(sequences)  # [len(sequences) * seq_len], bool
                 n_batches = int(keep.sum()) // batch_size
                 if skip >= n_batches:  # a resumed stream passes whole buffers without a forward pass
                     skip -= n_batches
                     continue
-                rows = activations(sequences)[keep]
+                rows = activations(sequences)[keep]  # [kept rows, d_in]
                 shuffle = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(
                     (seed * 1_000_003 + epoch) * 100_003 + index))
                 for b in range(skip, n_batches):
-                    yield _check_finite(rows[shuffle[b * batch_size:(b + 1) * batch_size]], source)
+                    yield _check_finite(rows[shuffle[b * batch_size:(b + 1) * batch_size]], source)  # [batch, d_in]
                 skip = 0
 
     return TrainingData(batches, d_in, hook, holdout, train_rows, total, source)
