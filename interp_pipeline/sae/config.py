@@ -8,7 +8,7 @@ None unless given, and refused by the others, as SAELens's per-architecture conf
 refuse them; left out, they take the default of the architecture that reads them.
 
 ``variants`` lists SAEs to train together in one pass over the data (the
-train_saes stage): each entry overrides some of the other keys, and its architecture
+train_sae stage): each entry overrides some of the other keys, and its architecture
 decides which keys it may set; keys of the others that only another architecture
 reads are not inherited. What decides the batches (hook, batch size, token budget,
 held-out rows, seed) is shared by all of them, so it cannot vary between entries.
@@ -114,7 +114,7 @@ def _variant_settings(base: Mapping[str, Any], variant: Any, where: str) -> dict
     for key in variant:
         if key in SHARED_IN_ONE_PASS:
             raise ConfigError(f"{where}.{key}", "expected the same value for every SAE of one pass (it decides "
-                                                f"their batches or how the pass runs), found it set here",
+                                                "their batches or how the pass runs), found it set here",
                               suggestion=f"set sae.{key}, or sweep it with -m (separate runs)")
         if key not in _VARIANT_KEYS:
             raise ConfigError(f"{where}.{key}", f"expected an SAE setting ({one_of(_VARIANT_KEYS)})",
@@ -163,7 +163,8 @@ def _architecture_fields(params: Mapping[str, Any], d_sae: int) -> dict[str, Any
 
 
 def training_sae(params: Mapping[str, Any], d_in: int, *, hook: str | None = None, device: str = "cpu") -> Any:
-    """A fresh SAELens training SAE for ``params`` (the ``sae`` group) and activations of width ``d_in``."""
+    """A fresh SAELens training SAE for ``params`` (one SAE's settings, as ``sae_settings`` completes them)
+    and activations of width ``d_in``."""
     from sae_lens.registry import get_sae_training_class
     from sae_lens.saes.sae import SAEMetadata
 
