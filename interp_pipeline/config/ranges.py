@@ -1,9 +1,11 @@
-"""Check every config value against the range its schema field declares (``positive``, ``fraction`` ...).
+"""Check every config value against the range its schema field declares (``positive``, ``fraction``, ``choice`` ...).
 
 Hydra checks types at compose time; ranges it has no notion of. The schema
 (interp_pipeline.config.schema) writes each numeric field's range once, as field
 metadata, and this walks the composed config against it, so ``stats.batch_size=0``
 is one line naming the key before any work, not torch's error from inside a stage.
+The same walk takes a plain mapping (a stage's keyword arguments from a notebook,
+interp_pipeline.config.settings), so those meet the same ranges.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 
 
 def _describe(meta: dict[str, Any], integer: bool) -> str:
@@ -40,27 +42,31 @@ def _is_integer_field(annotation: Any) -> bool:
     return "int" in text and "float" not in text
 
 
-def check_ranges(cfg: DictConfig, schema: type, prefix: str = "") -> None:
-    """Raise ConfigError for the first value of ``cfg`` outside its ``schema`` field's range."""
+def check_ranges(cfg: Mapping[str, Any], schema: type, prefix: str = "") -> None:
+    """Raise ConfigError for the first value of ``cfg`` (a DictConfig or a plain mapping) outside
+    its ``schema`` field's range."""
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
-        if f.name not in cfg or OmegaConf.is_missing(cfg, f.name):
+        if f.name not in cfg or (isinstance(cfg, DictConfig) and OmegaConf.is_missing(cfg, f.name)):
             continue
         key = f"{prefix}{f.name}"
         value = cfg[f.name]
-        nested = _dataclass_of(hints.get(f.name))
-        if nested is not None and isinstance(value, DictConfig):
+        nested = dataclass_of(hints.get(f.name))
+        if nested is not None and isinstance(value, Mapping):
             check_ranges(value, nested, f"{key}.")
             continue
         meta = dict(f.metadata)
-        if not meta or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if "choices" in meta and value not in meta["choices"]:
+            raise ConfigError(key, f"expected one of {one_of(meta['choices'])}, found {value!r}",
+                              suggestion=did_you_mean(str(value), meta["choices"]))
+        if "min" not in meta or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if not _in_range(value, meta):
             raise ConfigError(key, f"expected {_describe(meta, _is_integer_field(hints.get(f.name)))}, "
                                    f"found {value!r}")
 
 
-def _dataclass_of(annotation: Any) -> type | None:
+def dataclass_of(annotation: Any) -> type | None:
     """The dataclass behind ``X`` or ``Optional[X]``."""
     for candidate in (annotation, *typing.get_args(annotation)):
         if dataclasses.is_dataclass(candidate) and isinstance(candidate, type):

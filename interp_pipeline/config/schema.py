@@ -30,6 +30,27 @@ def fraction(default: Any, *, open_below: bool = False) -> Any:
     return field(default=default, metadata={"min": 0, "max": 1, "exclusive": open_below})
 
 
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    """One of ``choices``."""
+    return field(default=default, metadata={"choices": choices})
+
+
+def used_by(architectures: tuple[str, ...], setting: Any) -> Any:
+    """An SAE setting only ``architectures`` read, with ``setting``'s range, and its default for them.
+
+    None in the schema, so that "given" shows: as in SAELens's per-architecture configs, ``k``
+    given to a standard SAE is refused rather than ignored (interp_pipeline.sae.config).
+    """
+    return field(default=None, metadata={**setting.metadata, "architectures": architectures,
+                                         "architecture_default": setting.default})
+
+
+L1_PENALISED = ("standard", "gated")
+TOP_K = ("topk", "batchtopk", "matryoshka_batchtopk")
+# SAELens's training architectures (sae_lens.registry) that interp_pipeline.sae.config maps our keys onto.
+SAE_ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
+
+
 @dataclass
 class PathsConfig:
     # Absolute by construction (see interp_pipeline.paths.default_outputs_dir).
@@ -164,20 +185,21 @@ class PatchingConfig:
 
 @dataclass
 class SAEConfig:
-    """Training one SAE with SAELens (the train_sae stage); architecture-specific keys are ignored by the others."""
+    """Training one SAE with SAELens (the train_sae stage); an architecture refuses another's keys (``used_by``)."""
 
     hook: Optional[str] = None  # which hook of the store; None: the store's only one
-    architecture: str = "standard"  # standard, topk, batchtopk, jumprelu, gated, matryoshka_batchtopk
+    architecture: str = choice("standard", SAE_ARCHITECTURES)
     d_in: Optional[int] = positive(None)  # None: the hook's width; given, it must match it
     d_sae: Optional[int] = positive(None)  # None: expansion_factor * d_in
     expansion_factor: Optional[int] = positive(8)
-    l1_coefficient: float = at_least(0, 5.0)  # standard, gated
-    l1_warm_up_steps: int = at_least(0, 0)  # standard, gated; jumprelu's l0 warm-up
-    l0_coefficient: float = at_least(0, 1.0)  # jumprelu
-    k: int = positive(32)  # topk (per token), batchtopk and matryoshka_batchtopk (mean per token)
-    matryoshka_widths: Optional[List[int]] = None  # None: d_sae/8, d_sae/4, d_sae/2, d_sae
+    l1_coefficient: Optional[float] = used_by(L1_PENALISED, at_least(0, 5.0))
+    l1_warm_up_steps: Optional[int] = used_by(L1_PENALISED + ("jumprelu",), at_least(0, 0))  # jumprelu: its l0's
+    l0_coefficient: Optional[float] = used_by(("jumprelu",), at_least(0, 1.0))
+    k: Optional[int] = used_by(TOP_K, positive(32))  # topk: per token; the batch ones: mean per token
+    # None: d_sae/8, d_sae/4, d_sae/2, d_sae
+    matryoshka_widths: Optional[List[int]] = used_by(("matryoshka_batchtopk",), field(default=None))
     lr: float = positive(3e-4)
-    lr_scheduler: str = "constant"  # constant, cosineannealing, cosineannealingwarmrestarts
+    lr_scheduler: str = choice("constant", ("constant", "cosineannealing", "cosineannealingwarmrestarts"))
     lr_warm_up_steps: int = at_least(0, 0)
     lr_decay_steps: int = at_least(0, 0)
     lr_end: Optional[float] = None  # cosine schedules; None: lr / 10
@@ -187,12 +209,12 @@ class SAEConfig:
     eval_tokens: int = at_least(0, 4096)  # the store's last rows, held out for the final evaluation
     dead_feature_window: int = positive(1000)  # steps without firing before a latent counts as dead
     feature_sampling_window: int = positive(2000)
-    normalize_activations: str = "none"  # none, expected_average_only_in, layer_norm
+    normalize_activations: str = choice("none", ("none", "expected_average_only_in", "layer_norm"))
     log_every: int = positive(50)  # steps between metric logs
     checkpoint_every: int = at_least(0, 1000)  # steps between checkpoints a killed run resumes from; 0: none
     buffer_chunks: int = positive(8)  # store chunks shuffled together
-    device: str = "auto"
-    dtype: str = "float32"
+    device: str = choice("auto", ("auto", "cpu", "cuda", "mps"))  # auto: cuda when present, else cpu
+    dtype: str = choice("float32", ("float32", "bfloat16", "float16"))
     seed: int = SI("${seed}")
     # SAEs to train together in one pass, each entry overriding keys above (not those that
     # decide the batches): [{l1_coefficient: 1}, {architecture: topk, k: 16}]; [] trains one.

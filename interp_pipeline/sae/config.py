@@ -1,142 +1,103 @@
-"""The ``sae`` config group, checked and mapped onto SAELens's per-architecture training configs.
+"""The ``sae`` config group, checked against its schema and mapped onto SAELens's per-architecture configs.
 
-Our keys are the few a researcher sweeps (architecture, width, sparsity, learning
-rate, token budget); everything else keeps SAELens's defaults. Keys that belong to
-other architectures are ignored (``k`` for a standard SAE), so one sweep can span
-architectures.
+Every setting's name, type, range, choices and default is SAEConfig's
+(interp_pipeline.config.schema). ``settings`` checks a mapping against it, whether
+Hydra composed it or it came as train_sae's keyword arguments from a notebook, and
+completes it. Keys only some architectures read (``k``, ``l1_coefficient`` ...) are
+None unless given, and refused by the others, as SAELens's per-architecture configs
+refuse them; left out, they take the default of the architecture that reads them.
 
 ``variants`` lists SAEs to train together in one pass over the data (the
-train_saes stage): each entry overrides some of the other keys. What decides the
-batches (hook, batch size, token budget, held-out rows, seed) is shared by all of
-them, so it cannot vary between entries.
+train_sae stage): each entry overrides some of the other keys, and its architecture
+decides which keys it may set; keys of the others that only another architecture
+reads are not inherited. What decides the batches (hook, batch size, token budget,
+held-out rows, seed) is shared by all of them, so it cannot vary between entries.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from interp_pipeline.config.schema import SAE_ARCHITECTURES, SAEConfig
+from interp_pipeline.config.settings import settings_of
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 
-ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
-NORMALIZATIONS = ("none", "expected_average_only_in", "layer_norm")
-LR_SCHEDULERS = ("constant", "cosineannealing", "cosineannealingwarmrestarts")
-DEVICES = ("auto", "cpu", "cuda", "mps")
-DTYPES = ("float32", "bfloat16", "float16")
-
-
-def _positive_int(params: Mapping[str, Any], key: str, *, minimum: int = 1, optional: bool = False) -> None:
-    value = params.get(key)
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(key, f"expected an integer >= {minimum}, found {value!r}")
-
-
-def _positive_float(params: Mapping[str, Any], key: str, *, zero_ok: bool = True) -> None:
-    value = params.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not zero_ok):
-        raise ConfigError(key, f"expected a number {'>=' if zero_ok else '>'} 0, found {value!r}")
-
-
-def _choice(params: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> None:
-    value = params.get(key, default)
-    if value not in choices:
-        raise ConfigError(key, f"expected one of {one_of(choices)}, found {value!r}",
-                          suggestion=did_you_mean(str(value), choices))
+ARCHITECTURES = SAE_ARCHITECTURES
+SETTINGS = tuple(f.name for f in dataclasses.fields(SAEConfig))
+# {key: (the architectures that read it, its default for them)}, from the schema's ``used_by``.
+PER_ARCHITECTURE: dict[str, tuple[tuple[str, ...], Any]] = {
+    f.name: (f.metadata["architectures"], f.metadata["architecture_default"])
+    for f in dataclasses.fields(SAEConfig) if "architectures" in f.metadata}
 
 
 def check_sae_params(params: Mapping[str, Any]) -> None:
     """Everything checkable before the activations exist (pre-flight); keys relative to ``sae``."""
-    params = {**DEFAULTS, **params}
-    _check_one_sae(params)
-    if params.get("variants"):
-        resolve_variants(params)
+    sae_settings(params)
 
 
-def _check_one_sae(params: Mapping[str, Any]) -> None:
-    _choice(params, "architecture", ARCHITECTURES, "standard")
-    _choice(params, "normalize_activations", NORMALIZATIONS, "none")
-    _choice(params, "lr_scheduler", LR_SCHEDULERS, "constant")
-    _choice(params, "device", DEVICES, "auto")
-    _choice(params, "dtype", DTYPES, "float32")
-    if params.get("d_sae") is None and params.get("expansion_factor") is None:
+def sae_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` checked against SAEConfig and completed: one SAE's settings, or with ``variants``
+    the base each entry overrides (every entry is checked too). ConfigError keys are relative to ``sae``."""
+    full = settings_of(SAEConfig, params)
+    if full["training_tokens"] < full["train_batch_size_tokens"]:
+        raise ConfigError("training_tokens", f"expected at least one batch ({full['train_batch_size_tokens']} "
+                                             f"tokens, sae.train_batch_size_tokens), found {full['training_tokens']}")
+    if not full["variants"]:
+        return _one_sae(full)
+    architectures = {v.get("architecture", full["architecture"]) for v in full["variants"] if isinstance(v, Mapping)}
+    _refuse_unread(full, architectures)
+    resolve_variants(full)
+    return full
+
+
+def _one_sae(full: dict[str, Any]) -> dict[str, Any]:
+    architecture = full["architecture"]
+    _refuse_unread(full, {architecture})
+    if full["d_sae"] is None and full["expansion_factor"] is None:
         raise ConfigError("d_sae", "expected d_sae or expansion_factor, found neither")
-    _positive_int(params, "d_sae", optional=True)
-    _positive_int(params, "expansion_factor", optional=True)
-    _positive_int(params, "d_in", optional=True)
-    for key in ("train_batch_size_tokens", "training_tokens", "log_every", "dead_feature_window",
-                "feature_sampling_window", "buffer_chunks"):
-        _positive_int(params, key)
-    for key in ("lr_warm_up_steps", "lr_decay_steps", "l1_warm_up_steps", "eval_tokens",
-                "checkpoint_every"):
-        _positive_int(params, key, minimum=0)
-    _positive_float(params, "lr", zero_ok=False)
-    _positive_float(params, "l1_coefficient")
-    _positive_float(params, "l0_coefficient")
-    if params["architecture"] in ("topk", "batchtopk", "matryoshka_batchtopk"):
-        _positive_int(params, "k")
-    if params["training_tokens"] < params["train_batch_size_tokens"]:
-        raise ConfigError("training_tokens", f"expected at least one batch ({params['train_batch_size_tokens']} "
-                                             f"tokens, sae.train_batch_size_tokens), found {params['training_tokens']}")
-    widths = list(params.get("matryoshka_widths") or [])
-    if params["architecture"] == "matryoshka_batchtopk" and widths:
-        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths) or widths != sorted(set(widths)):
-            raise ConfigError("matryoshka_widths", f"expected strictly increasing positive widths, found {widths}")
+    widths = full["matryoshka_widths"] or []
+    if any(w < 1 for w in widths) or widths != sorted(set(widths)):
+        raise ConfigError("matryoshka_widths", f"expected strictly increasing positive widths, found {widths}")
+    return {**full, **{key: default for key, (users, default) in PER_ARCHITECTURE.items()
+                       if architecture in users and full[key] is None}}
 
 
-# What the stage's signature defaults to; the check above reads them for keys left out.
-DEFAULTS: dict[str, Any] = dict(
-    hook=None, architecture="standard", d_in=None, d_sae=None, expansion_factor=8,
-    l1_coefficient=5.0, l1_warm_up_steps=0, l0_coefficient=1.0, k=32, matryoshka_widths=None,
-    lr=3e-4, lr_scheduler="constant", lr_warm_up_steps=0, lr_decay_steps=0, lr_end=None,
-    train_batch_size_tokens=4096, training_tokens=2_000_000, allow_fewer_tokens=False,
-    eval_tokens=4096, dead_feature_window=1000, feature_sampling_window=2000,
-    normalize_activations="none", log_every=50, checkpoint_every=1000, buffer_chunks=8, device="auto",
-    dtype="float32", seed=0, variants=None,
-)
+def _refuse_unread(full: Mapping[str, Any], architectures: set[str]) -> None:
+    """A key given for architectures none of which reads it is a mistake (a sweep over the wrong key), not a no-op."""
+    for key, (users, _) in PER_ARCHITECTURE.items():
+        if full[key] is not None and not architectures & set(users):
+            raise ConfigError(key, f"expected no value for a {' or '.join(sorted(map(str, architectures)))} SAE "
+                                   f"(only {', '.join(users)} read it), found {full[key]!r}",
+                              suggestion="remove it or set it to null, or pick an architecture that reads it")
+
 
 # What decides the batches, or how the one pass runs: the same for every SAE trained in it.
 # normalize_activations too: estimating the scale draws the first batches, which then do not reach training.
 SHARED_IN_ONE_PASS = ("hook", "d_in", "train_batch_size_tokens", "training_tokens", "allow_fewer_tokens",
                       "eval_tokens", "normalize_activations", "log_every", "checkpoint_every", "buffer_chunks",
                       "device", "seed")
-_VARIANT_KEYS = tuple(k for k in DEFAULTS if k not in SHARED_IN_ONE_PASS and k != "variants") + ("name",)
+_VARIANT_KEYS = tuple(k for k in SETTINGS if k not in SHARED_IN_ONE_PASS and k != "variants") + ("name",)
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 
 
 def resolve_variants(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{name: params}`` for each entry of ``params["variants"]``, merged over the rest; checked.
+    """``{name: settings}`` for each entry of ``params["variants"]``, merged over the rest; checked.
 
     A variant's name is its ``name``, or the keys it sets (``l1_coefficient-2.0``); errors
     name the entry (``variants[1].lr``).
     """
-    params = {**DEFAULTS, **params}
-    variants = params.get("variants") or []
-    if not isinstance(variants, (list, tuple)) or not variants:
+    base = settings_of(SAEConfig, params)
+    variants = base["variants"]
+    if not variants:
         raise ConfigError("variants", f"expected a list of SAE settings (e.g. [{{l1_coefficient: 1}}, "
                                       f"{{l1_coefficient: 5}}]), found {variants!r}")
-    base = {k: v for k, v in params.items() if k != "variants"}
     resolved: dict[str, dict[str, Any]] = {}
     for index, variant in enumerate(variants):
         where = f"variants[{index}]"
-        if not isinstance(variant, Mapping):
-            raise ConfigError(where, f"expected a mapping of SAE settings, found {variant!r}")
-        for key in variant:
-            if key in SHARED_IN_ONE_PASS:
-                raise ConfigError(f"{where}.{key}", "expected the same value for every SAE of one pass (it decides "
-                                                    f"their batches or how the pass runs), found it set here",
-                                  suggestion=f"set sae.{key}, or sweep it with -m (separate runs)")
-            if key not in _VARIANT_KEYS:
-                raise ConfigError(f"{where}.{key}", f"expected an SAE setting ({one_of(_VARIANT_KEYS)})",
-                                  suggestion=did_you_mean(str(key), _VARIANT_KEYS))
-        merged = {**base, **{k: v for k, v in variant.items() if k != "name"}}
-        try:
-            _check_one_sae(merged)
-        except ConfigError as error:
-            key = f"{where}.{error.key}" if error.key in variant else error.key
-            raise ConfigError(key, error.message, suggestion=error.suggestion) from None
+        merged = _variant_settings(base, variant, where)
         name = str(variant.get("name") or "_".join(f"{k}-{v}" for k, v in variant.items()) or f"sae{index}")
         name = _NAME_UNSAFE.sub("_", name)
         if name in resolved:
@@ -146,18 +107,34 @@ def resolve_variants(params: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return resolved
 
 
+def _variant_settings(base: Mapping[str, Any], variant: Any, where: str) -> dict[str, Any]:
+    """One entry's complete settings: the base's, less the keys its architecture does not read, and its own."""
+    if not isinstance(variant, Mapping):
+        raise ConfigError(where, f"expected a mapping of SAE settings, found {variant!r}")
+    for key in variant:
+        if key in SHARED_IN_ONE_PASS:
+            raise ConfigError(f"{where}.{key}", "expected the same value for every SAE of one pass (it decides "
+                                                "their batches or how the pass runs), found it set here",
+                              suggestion=f"set sae.{key}, or sweep it with -m (separate runs)")
+        if key not in _VARIANT_KEYS:
+            raise ConfigError(f"{where}.{key}", f"expected an SAE setting ({one_of(_VARIANT_KEYS)})",
+                              suggestion=did_you_mean(str(key), _VARIANT_KEYS))
+    architecture = variant.get("architecture", base["architecture"])
+    inherited = {k: v for k, v in base.items() if k != "variants"
+                 and (k not in PER_ARCHITECTURE or architecture in PER_ARCHITECTURE[k][0])}
+    try:
+        return _one_sae(settings_of(SAEConfig, {**inherited, **{k: v for k, v in variant.items() if k != "name"}}))
+    except ConfigError as error:
+        key = f"{where}.{error.key}" if error.key.split("[")[0] in variant else error.key
+        raise ConfigError(key, error.message, suggestion=error.suggestion) from None
+
+
 def resolve_d_sae(params: Mapping[str, Any], d_in: int) -> int:
     if params.get("d_sae") is not None:
         return int(params["d_sae"])
     return int(params["expansion_factor"]) * d_in
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _architecture_fields(params: Mapping[str, Any], d_sae: int) -> dict[str, Any]:
@@ -180,11 +157,11 @@ def _architecture_fields(params: Mapping[str, Any], d_sae: int) -> dict[str, Any
 
 
 def training_sae(params: Mapping[str, Any], d_in: int, *, hook: str | None = None, device: str = "cpu") -> Any:
-    """A fresh SAELens training SAE for ``params`` (the ``sae`` group) and activations of width ``d_in``."""
+    """A fresh SAELens training SAE for ``params`` (one SAE's settings, as ``sae_settings`` completes them)
+    and activations of width ``d_in``."""
     from sae_lens.registry import get_sae_training_class
     from sae_lens.saes.sae import SAEMetadata
 
-    params = {**DEFAULTS, **params}
     if params.get("d_in") is not None and int(params["d_in"]) != d_in:
         raise ConfigError("d_in", f"expected the width of the activations ({d_in}"
                                   f"{f' for {hook}' if hook else ''}), found {params['d_in']}")
@@ -205,7 +182,6 @@ def trainer_config(params: Mapping[str, Any], *, total_tokens: int, device: str,
     """SAELens's SAETrainerConfig: W&B off, no checkpoints of its own (the stage cache keeps the result)."""
     from sae_lens.config import LoggingConfig, SAETrainerConfig
 
-    params = {**DEFAULTS, **params}
     return SAETrainerConfig(
         total_training_samples=int(total_tokens),
         train_batch_size_samples=int(params["train_batch_size_tokens"]),

@@ -133,6 +133,7 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
     eval_tokens, total = training_budget(params, store.n_rows, f"activation store {store.url}")
     train_rows = store.n_rows - eval_tokens
     batch_size, seed = int(params["train_batch_size_tokens"]), int(params["seed"])
+    # [eval_tokens, d_in]
     holdout = store.read(hook, slice(train_rows, store.n_rows)).reshape(eval_tokens, d_in).float()
     _check_finite(holdout, f"activation store {store.url}, hook {hook}, held-out rows",
                   np.arange(train_rows, store.n_rows))
@@ -150,7 +151,7 @@ def from_store(store: Any, params: Mapping[str, Any]) -> TrainingData:
                                                   buffer_chunks=int(params["buffer_chunks"]), drop_last=True,
                                                   with_rows=True, n_rows=train_rows,
                                                   skip=skip if epoch == first else 0):
-                batch = batch.reshape(batch_size, d_in).float()
+                batch = batch.reshape(batch_size, d_in).float()  # [batch, d_in]
                 yield _check_finite(batch, f"activation store {store.url}, hook {hook}", rows)
 
     return TrainingData(batches, d_in, hook, holdout, train_rows, total, f"activation store {store.url}")
@@ -160,11 +161,11 @@ def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> Trainin
     """Shuffled batches of an in-memory ``[rows, d_in]`` tensor (synthetic data, small experiments)."""
     import torch
 
-    rows = activations.reshape(activations.shape[0], -1).float()
+    rows = activations.reshape(activations.shape[0], -1).float()  # [rows, d_in]
     eval_tokens, total = training_budget(params, rows.shape[0], "the activations tensor")
     train_rows = rows.shape[0] - eval_tokens
     batch_size = int(params["train_batch_size_tokens"])
-    holdout = _check_finite(rows[train_rows:], "activations tensor, held-out rows",
+    holdout = _check_finite(rows[train_rows:], "activations tensor, held-out rows",  # [eval_tokens, d_in]
                             np.arange(train_rows, rows.shape[0]))
     per_epoch = train_rows // batch_size
 
@@ -174,7 +175,7 @@ def from_tensor(activations: torch.Tensor, params: Mapping[str, Any]) -> Trainin
         for _ in range(first):  # the skipped epochs' permutations, to bring the generator along
             torch.randperm(train_rows, generator=generator)
         for epoch in itertools.count(first):
-            order = torch.randperm(train_rows, generator=generator)
+            order = torch.randperm(train_rows, generator=generator)  # [train_rows]
             for start in range(batch_size * (skip if epoch == first else 0), per_epoch * batch_size, batch_size):
                 chosen = order[start:start + batch_size]
                 yield _check_finite(rows[chosen], "activations tensor", chosen.numpy())
@@ -191,13 +192,14 @@ def from_synthetic(toy: Mapping[str, torch.Tensor], params: Mapping[str, Any]) -
 
     eval_tokens = int(params["eval_tokens"])
     torch.manual_seed(int(params["seed"]))  # SAELens's generator draws from torch's global generator
+    # [eval_tokens, d]
     holdout = next(activation_stream(toy, eval_tokens)) if eval_tokens else torch.empty(0, toy["features"].shape[1])
 
     def batches(position: int) -> Iterator[torch.Tensor]:
         # A fresh stream draws from the global RNG as it sets itself up; a resumed one must
         # not: the RNG state it is handed (the checkpoint's) is already past that point.
         stream = activation_stream(toy, int(params["train_batch_size_tokens"]), keep_rng_for_setup=position > 0)
-        return (_check_finite(batch, "synthetic activations") for batch in stream)
+        return (_check_finite(batch, "synthetic activations") for batch in stream)  # each [batch, d]
 
     return TrainingData(batches, int(toy["features"].shape[1]), params.get("hook"), holdout.float(), 0,
                         whole_batches(int(params["training_tokens"]), int(params["train_batch_size_tokens"])),
@@ -242,6 +244,7 @@ def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, f
         return torch.cat(out)
 
     first_heldout_seq = train_rows // seq_len
+    # [eval_tokens, d_in]: the held-out sequences' rows, less the boundary sequence's training ones
     holdout = activations(torch.arange(first_heldout_seq, n_seq))[train_rows - first_heldout_seq * seq_len:]
     d_in = int(holdout.shape[1])
     _check_finite(holdout, f"{source}, held-out rows", np.arange(train_rows, n_rows))
@@ -251,29 +254,29 @@ def from_model(model: Any, tokens: torch.Tensor, params: Mapping[str, Any], *, f
 
     def buffers(epoch: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(training_sequences, generator=generator)
+        order = torch.randperm(training_sequences, generator=generator)  # [training_sequences]
         return [order[start:start + per_buffer] for start in range(0, training_sequences, per_buffer)]
 
     def row_ids(sequences: torch.Tensor) -> torch.Tensor:
         """The rows' indices (sequence * seq_len + position), sequence-major like activations()."""
-        return (sequences[:, None] * seq_len + torch.arange(seq_len)).reshape(-1)
+        return (sequences[:, None] * seq_len + torch.arange(seq_len)).reshape(-1)  # [len(sequences) * seq_len]
 
     def batches(position: int) -> Iterator[torch.Tensor]:
         skip = position
         for epoch in itertools.count():
             for index, sequences in enumerate(buffers(epoch)):
                 ids = row_ids(sequences)
-                keep = ids < train_rows
+                keep = ids < train_rows  # [len(sequences) * seq_len], bool
                 n_batches = int(keep.sum()) // batch_size
                 if skip >= n_batches:  # a resumed stream passes whole buffers without a forward pass
                     skip -= n_batches
                     continue
-                rows, ids = activations(sequences)[keep], ids[keep]
+                rows, ids = activations(sequences)[keep], ids[keep]  # [kept rows, d_in], [kept rows]
                 shuffle = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(
                     (seed * 1_000_003 + epoch) * 100_003 + index))
                 for b in range(skip, n_batches):
                     chosen = shuffle[b * batch_size:(b + 1) * batch_size]
-                    yield _check_finite(rows[chosen], source, ids[chosen].numpy())
+                    yield _check_finite(rows[chosen], source, ids[chosen].numpy())  # [batch, d_in]
                 skip = 0
 
     return TrainingData(batches, d_in, hook, holdout, train_rows, total, source)

@@ -1,7 +1,8 @@
 """Several SAEs trained in one pass over the data: SAELens's MultiSAETrainer, one tracker per SAE.
 
 MultiSAETrainer reads each batch once and hands it to one SAETrainer per SAE (their
-public ``step`` seam), in lockstep. Ours replaces those per-SAE trainers with
+public ``step`` seam), in lockstep; like SAETrainer, it reaches us after each step and
+shows our bar through interp_pipeline.sae.sae_lens_adapter. Ours replaces those per-SAE trainers with
 TrackedSAETrainers built from each SAE's own trainer config, so the learning rate
 and its schedule may differ between SAEs (MultiSAETrainer would give all of them
 one config), and each SAE's step metrics go to its own tracker: its own MLflow run.
@@ -20,14 +21,8 @@ from typing import Any
 
 from interp_pipeline.progress import progress
 from interp_pipeline.sae import checkpoints
-from interp_pipeline.sae.trainer import (
-    CountingBatches,
-    flushed_denormals,
-    lent_progress_bars,
-    restore_rng,
-    rng_state,
-    tracked_trainer_class,
-)
+from interp_pipeline.sae.trainer import (CountingBatches, flushed_denormals, restore_rng, rng_state,
+                                         tracked_trainer_class)
 from interp_pipeline.tracking.base import Tracker
 
 # The key of the one hook in each of MultiSAETrainer's multi-hook batches.
@@ -40,11 +35,11 @@ def _as_multi_hook(batches: Iterator[Any]) -> Iterator[dict[str, Any]]:
 
 def tracked_multi_trainer_class() -> type:
     """MultiSAETrainer's subclass, built on first use so importing this module does not import SAELens."""
-    from sae_lens.training import multi_sae_trainer
+    from interp_pipeline.sae.sae_lens_adapter import adapted_multi_trainer_class
 
     tracked = tracked_trainer_class()
 
-    class TrackedMultiSAETrainer(multi_sae_trainer.MultiSAETrainer):
+    class TrackedMultiSAETrainer(adapted_multi_trainer_class()):
         def __init__(self, configs: Mapping[str, Any], saes: Mapping[str, Any], data_provider: CountingBatches, *,
                      trackers: Mapping[str, Tracker], log_every: int, desc: str, workdir: Path | None,
                      checkpoint_every: int, identity: Mapping[str, Any]):
@@ -59,13 +54,13 @@ def tracked_multi_trainer_class() -> type:
             self.identity = dict(identity)
             self.resumed_from_step = 0
 
-        def _update_pbar(self, step_outputs: Mapping[str, Any], pbar: Any, update_interval: int = 100) -> None:
+        def after_step(self, step_outputs: Mapping[str, Any], bar: Any) -> None:
             losses = {name: self.trainers[name].log_step(output) for name, output in step_outputs.items()}
-            pbar.update(self.cfg.train_batch_size_samples)
+            bar.update(self.cfg.train_batch_size_samples)
             step = self.n_training_steps
             trainers = self.trainers.values()
             if all(t.last_logged_step == step for t in trainers):
-                pbar.set_postfix(l0="/".join(f"{t.last_metrics['metrics/l0']:.1f}" for t in trainers), refresh=False)
+                bar.set_postfix(l0="/".join(f"{t.last_metrics['metrics/l0']:.1f}" for t in trainers), refresh=False)
             if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps:
                 weights = {f"{name}/{key}": value for name, trainer in self.trainers.items()
                            for key, value in trainer.sae.state_dict().items()}
@@ -88,12 +83,10 @@ def tracked_multi_trainer_class() -> type:
             self.n_training_samples = any_trainer.n_training_samples
             self.resumed_from_step = self.n_training_steps
 
-        def fit(self) -> Any:
-            # fit() makes its own tqdm bar (no resumed start, no rate); lend it ours.
-            with lent_progress_bars(multi_sae_trainer, lambda total, desc=None: progress(
-                    range(0), desc=self.desc, total=total, unit="tok", unit_scale=True,
-                    initial=self.n_training_samples)):
-                return super().fit()
+        def training_bar(self, total: int) -> Any:
+            # Ours instead of fit()'s tqdm, which has no resumed start and no rate.
+            return progress(range(0), desc=self.desc, total=total, unit="tok", unit_scale=True,
+                            initial=self.n_training_samples)
 
     return TrackedMultiSAETrainer
 

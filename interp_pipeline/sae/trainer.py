@@ -1,12 +1,13 @@
 """Drive SAELens's SAETrainer, reporting to our Tracker instead of W&B.
 
-SAETrainer.fit() calls ``_update_pbar`` once after every step (the step counter
-already advanced) and asks ``_is_logging_step`` before each step whether to
-compute its logging-only metrics; overriding those two, and lending fit() our
-progress bar, is all it takes. The loop itself, the activation normalisation
-and its folding into the weights stay SAELens's. (``step`` is overridden too, only
-to drop what a step returns beyond its loss when nothing will log it.) The same
-trainer serves each SAE of a one-pass run (interp_pipeline.sae.multi).
+SAETrainer.fit() runs the loop; through interp_pipeline.sae.sae_lens_adapter (the
+one module that touches SAELens's private members) it calls our ``after_step``
+once after every step (the step counter already advanced), asks our
+``is_logging_step`` before each step whether to compute its logging-only metrics,
+and shows our progress bar. The loop itself, the activation normalisation and its
+folding into the weights stay SAELens's. (``step`` is overridden too, only to drop
+what a step returns beyond its loss when nothing will log it.) The same trainer
+serves each SAE of a one-pass run (interp_pipeline.sae.multi).
 
 With a ``workdir``, a checkpoint (interp_pipeline.sae.checkpoints) is written
 every ``checkpoint_every`` steps, right after the step's loss was checked, and a
@@ -20,6 +21,7 @@ one would have.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Mapping
@@ -41,121 +43,127 @@ class NonFiniteLoss(FloatingPointError):
     """The SAE's training loss became NaN or infinite."""
 
 
+@functools.cache
 def tracked_trainer_class() -> type:
     """SAETrainer's subclass, built on first use so importing this module does not import SAELens."""
-    from sae_lens.training import sae_trainer
+    from interp_pipeline.sae.sae_lens_adapter import adapted_trainer_class
 
-    class TrackedSAETrainer(sae_trainer.SAETrainer):
-        def __init__(self, cfg: Any, sae: Any, data_provider: Any, *, tracker: Tracker = NULL_TRACKER,
-                     log_every: int = 50, desc: str = "training SAE", workdir: Path | None = None,
-                     checkpoint_every: int = 0, identity: Mapping[str, Any] | None = None, name: str = "",
-                     **kwargs: Any):
-            super().__init__(cfg, sae, data_provider, **kwargs)
-            self.name = name  # which of several SAEs trained together, for messages
-            self.tracker = tracker
-            self.log_every = log_every
-            self.desc = desc
-            self.last_metrics: dict[str, float] = {}
-            self.last_logged_step = -1
-            self.workdir = workdir
-            self.checkpoint_every = checkpoint_every if workdir is not None else 0
-            self.identity = dict(identity or {})
-            self.resumed_from_step = 0
+    return type("TrackedSAETrainer", (TrackedSteps, CheckpointedState, adapted_trainer_class()), {})
 
-        def state_for_checkpoint(self) -> dict[str, Any]:
-            """SAETrainer.save_trainer_state's contents, plus the scaler, data position and RNG, as one dict."""
-            return {**self.own_state(), "data_position": self.data_provider.position, **rng_state()}
 
-        def own_state(self) -> dict[str, Any]:
-            """What this SAE's training needs to go on, without the data position and RNG it may share."""
-            return {
-                "optimizer": self.optimizer.state_dict(),
-                "lr_scheduler": self.lr_scheduler.state_dict(),
-                "coefficient_schedulers": {name: s.state_dict() for name, s in self.coefficient_schedulers.items()},
-                "n_training_samples": self.n_training_samples,
-                "n_training_steps": self.n_training_steps,
-                "act_freq_scores": self.act_freq_scores,
-                "n_forward_passes_since_fired": self.n_forward_passes_since_fired,
-                "n_frac_active_samples": self.n_frac_active_samples,
-                "started_fine_tuning": self.started_fine_tuning,
-                "scaling_factor": self.activation_scaler.scaling_factor,
-            }
+class TrackedSteps:
+    """SAETrainer's steps reported to a Tracker, stopped on a non-finite loss, and checkpointed."""
 
-        def restore(self, found: Any, batches_from: Callable[[int], Iterator[Any]]) -> None:
-            """Bring back checkpoint ``found``: weights, state, RNG, and the provider at its data position."""
-            weights, state = checkpoints.load(found, self.cfg.device)
-            self.restore_state(weights, state)
-            restore_rng(state)
-            self.data_provider = CountingBatches(batches_from(int(state["data_position"])),
-                                                 int(state["data_position"]))
+    def __init__(self, cfg: Any, sae: Any, data_provider: Any, *, tracker: Tracker = NULL_TRACKER,
+                 log_every: int = 50, desc: str = "training SAE", workdir: Path | None = None,
+                 checkpoint_every: int = 0, identity: Mapping[str, Any] | None = None, name: str = "",
+                 **kwargs: Any):
+        super().__init__(cfg, sae, data_provider, **kwargs)
+        self.name = name  # which of several SAEs trained together, for messages
+        self.tracker = tracker
+        self.log_every = log_every
+        self.desc = desc
+        self.last_metrics: dict[str, float] = {}
+        self.last_logged_step = -1
+        self.workdir = workdir
+        self.checkpoint_every = checkpoint_every if workdir is not None else 0
+        self.identity = dict(identity or {})
+        self.resumed_from_step = 0
 
-        def restore_state(self, weights: Mapping[str, Any], state: Mapping[str, Any]) -> None:
-            """This SAE's own part of a checkpoint: weights, optimizer, schedules, firing statistics, scaler."""
-            self.sae.load_state_dict(weights)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
-            for name, scheduler_state in state["coefficient_schedulers"].items():
-                self.coefficient_schedulers[name].load_state_dict(scheduler_state)
-            for name in ("n_training_samples", "n_training_steps", "act_freq_scores", "n_forward_passes_since_fired",
-                         "n_frac_active_samples", "started_fine_tuning"):
-                setattr(self, name, state[name])
-            self.activation_scaler.scaling_factor = state["scaling_factor"]
-            self.resumed_from_step = self.n_training_steps
+    def step(self, batch: Any) -> Any:
+        # Between logging steps only the loss is read afterwards. Dropping the rest now (latents,
+        # reconstructions: batch x d_sae floats) matters when several SAEs train in lockstep:
+        # MultiSAETrainer keeps every SAE's output until the last one has stepped.
+        output = super().step(batch)
+        return output if self.is_logging_step() else LossOnly(output.loss.detach())
 
-        def step(self, batch: Any) -> Any:
-            # Between logging steps only the loss is read afterwards. Dropping the rest now (latents,
-            # reconstructions: batch x d_sae floats) matters when several SAEs train in lockstep:
-            # MultiSAETrainer keeps every SAE's output until the last one has stepped.
-            output = super().step(batch)
-            return output if self._is_logging_step() else LossOnly(output.loss.detach())
+    def is_logging_step(self) -> bool:
+        step = self.n_training_steps + 1  # asked before the step runs
+        return step % self.log_every == 0 or step == self.cfg.total_training_steps
 
-        def _is_logging_step(self) -> bool:
-            step = self.n_training_steps + 1  # asked before the step runs
-            return step % self.log_every == 0 or step == self.cfg.total_training_steps
+    def after_step(self, step_output: Any, bar: Any) -> None:
+        loss = self.log_step(step_output)
+        bar.update(self.cfg.train_batch_size_samples)
+        if self.last_logged_step == self.n_training_steps:
+            bar.set_postfix(l0=f"{self.last_metrics['metrics/l0']:.1f}", loss=f"{loss:.4g}", refresh=False)
+        step = self.n_training_steps
+        if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps:
+            # The last step needs none: its result goes to the stage cache.
+            checkpoints.save(self.workdir, step, loss, self.sae.state_dict(), self.state_for_checkpoint(),
+                             self.identity)
 
-        def _update_pbar(self, step_output: Any, pbar: Any, update_interval: int = 100) -> None:
-            loss = self.log_step(step_output)
-            pbar.update(self.cfg.train_batch_size_samples)
-            if self.last_logged_step == self.n_training_steps:
-                pbar.set_postfix(l0=f"{self.last_metrics['metrics/l0']:.1f}", loss=f"{loss:.4g}", refresh=False)
-            step = self.n_training_steps
-            if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps:
-                # The last step needs none: its result goes to the stage cache.
-                checkpoints.save(self.workdir, step, loss, self.sae.state_dict(), self.state_for_checkpoint(),
-                                 self.identity)
+    def log_step(self, step_output: Any) -> float:
+        """After a step (the counter already advanced): stop on a non-finite loss, log every log_every steps."""
+        loss = float(step_output.loss.detach())
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(
+                f"SAE training{f' of {self.name}' if self.name else ''} stopped at step {self.n_training_steps}: "
+                f"the loss is {loss}; lower sae.lr, or rescale the activations "
+                "(sae.normalize_activations=expected_average_only_in)")
+        step = self.n_training_steps
+        if step % self.log_every == 0 or step == self.cfg.total_training_steps:
+            metrics = self.build_train_step_log_dict(output=step_output, n_training_samples=self.n_training_samples)
+            numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            self.tracker.log_metrics(numeric, step=step)
+            self.last_metrics = numeric
+            self.last_logged_step = step
+        return loss
 
-        def log_step(self, step_output: Any) -> float:
-            """After a step (the counter already advanced): stop on a non-finite loss, log every log_every steps."""
-            loss = float(step_output.loss.detach())
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"SAE training{f' of {self.name}' if self.name else ''} stopped at step {self.n_training_steps}: "
-                    f"the loss is {loss}; lower sae.lr, or rescale the activations "
-                    "(sae.normalize_activations=expected_average_only_in)")
-            step = self.n_training_steps
-            if step % self.log_every == 0 or step == self.cfg.total_training_steps:
-                metrics = self.build_train_step_log_dict(output=step_output, n_training_samples=self.n_training_samples)
-                numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-                self.tracker.log_metrics(numeric, step=step)
-                self.last_metrics = numeric
-                self.last_logged_step = step
-            return loss
+    def maybe_reset_sparsity(self) -> dict[str, Any]:
+        # Every feature_sampling_window steps: SAELens's feature-density summary (its histogram is W&B-only).
+        log = super().maybe_reset_sparsity()
+        scalars = {k: float(v) for k, v in log.items() if isinstance(v, (int, float))}
+        if scalars:
+            self.tracker.log_metrics(scalars, step=self.n_training_steps)
+        return log
 
-        def maybe_reset_sparsity(self) -> dict[str, Any]:
-            # Every feature_sampling_window steps: SAELens's feature-density summary (its histogram is W&B-only).
-            log = super().maybe_reset_sparsity()
-            scalars = {k: float(v) for k, v in log.items() if isinstance(v, (int, float))}
-            if scalars:
-                self.tracker.log_metrics(scalars, step=self.n_training_steps)
-            return log
+    def training_bar(self, total: int) -> Any:
+        # Ours instead of fit()'s tqdm: tokens/s, L0, a resumed run's start, quiet in log files.
+        return progress(range(0), desc=self.desc, total=total, unit="tok", unit_scale=True,
+                        initial=self.n_training_samples)
 
-        def fit(self) -> Any:
-            # fit() makes its own tqdm bar; lend it ours (tokens/s, L0, quiet in log files).
-            with lent_progress_bars(sae_trainer, lambda total, initial=0, desc=None: progress(
-                    range(0), desc=self.desc, total=total, unit="tok", unit_scale=True, initial=initial)):
-                return super().fit()
 
-    return TrackedSAETrainer
+class CheckpointedState:
+    """What a checkpoint of one SAE's training holds, and bringing it back."""
+
+    def state_for_checkpoint(self) -> dict[str, Any]:
+        """SAETrainer.save_trainer_state's contents, plus the scaler, data position and RNG, as one dict."""
+        return {**self.own_state(), "data_position": self.data_provider.position, **rng_state()}
+
+    def own_state(self) -> dict[str, Any]:
+        """What this SAE's training needs to go on, without the data position and RNG it may share."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "coefficient_schedulers": {name: s.state_dict() for name, s in self.coefficient_schedulers.items()},
+            "n_training_samples": self.n_training_samples,
+            "n_training_steps": self.n_training_steps,
+            "act_freq_scores": self.act_freq_scores,
+            "n_forward_passes_since_fired": self.n_forward_passes_since_fired,
+            "n_frac_active_samples": self.n_frac_active_samples,
+            "started_fine_tuning": self.started_fine_tuning,
+            "scaling_factor": self.activation_scaler.scaling_factor,
+        }
+
+    def restore(self, found: Any, batches_from: Callable[[int], Iterator[Any]]) -> None:
+        """Bring back checkpoint ``found``: weights, state, RNG, and the provider at its data position."""
+        weights, state = checkpoints.load(found, self.cfg.device)
+        self.restore_state(weights, state)
+        restore_rng(state)
+        self.data_provider = CountingBatches(batches_from(int(state["data_position"])), int(state["data_position"]))
+
+    def restore_state(self, weights: Mapping[str, Any], state: Mapping[str, Any]) -> None:
+        """This SAE's own part of a checkpoint: weights, optimizer, schedules, firing statistics, scaler."""
+        self.sae.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        for name, scheduler_state in state["coefficient_schedulers"].items():
+            self.coefficient_schedulers[name].load_state_dict(scheduler_state)
+        for name in ("n_training_samples", "n_training_steps", "act_freq_scores", "n_forward_passes_since_fired",
+                     "n_frac_active_samples", "started_fine_tuning"):
+            setattr(self, name, state[name])
+        self.activation_scaler.scaling_factor = state["scaling_factor"]
+        self.resumed_from_step = self.n_training_steps
 
 
 @dataclass(frozen=True)
@@ -178,21 +186,6 @@ def restore_rng(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(state["rng_cpu"].cpu())
     if state["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
-
-
-@contextlib.contextmanager
-def lent_progress_bars(module: Any, training_bar: Callable[..., Any]) -> Iterator[None]:
-    """SAELens's loops with our bars: ``module.tqdm`` (its training loop's) becomes ``training_bar``,
-    and its activation scaler's bar, like all of ours, shows on a terminal only, not in log files."""
-    from sae_lens.training import activation_scaler
-
-    saved = module.tqdm, activation_scaler.tqdm
-    module.tqdm = training_bar
-    activation_scaler.tqdm = lambda iterable, desc=None, leave=False: progress(iterable, desc=desc or "")
-    try:
-        yield
-    finally:
-        module.tqdm, activation_scaler.tqdm = saved
 
 
 @contextlib.contextmanager

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import stage
-from interp_pipeline.sae.config import DEFAULTS, check_sae_params
+from interp_pipeline.sae.config import check_sae_params, sae_settings
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def _trained_on(params: dict[str, Any], inputs: Mapping[str, Any]) -> tuple[str,
 
     from interp_pipeline.sae.data import training_budget
 
-    params = {**DEFAULTS, **params}
+    params = sae_settings(params)
     store, model = inputs.get("store"), inputs.get("model")
     if store is not None:
         hook, width = store.hook_width("hook", params["hook"])
@@ -76,11 +76,11 @@ def _train_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> Any:
     hook, d_in = found
 
     def shape(settings: Mapping[str, Any]) -> SAEShape:
-        return SAEShape(d_in, resolve_d_sae({**DEFAULTS, **settings}, d_in), hook)
+        return SAEShape(d_in, resolve_d_sae(settings, d_in), hook)
 
     if params.get("variants"):
         return {name: shape(settings) for name, settings in resolve_variants(params).items()}
-    return shape(params)
+    return shape(sae_settings(params))
 
 
 def _train_metrics(params: dict[str, Any]) -> list[str]:
@@ -91,8 +91,9 @@ def _train_metrics(params: dict[str, Any]) -> list[str]:
     return own + ["*/eval/*", "*/final/*", "*/dead_features"] if params.get("variants") else own
 
 
+# Version 2: settings an architecture does not read are None in the params (k for a standard SAE).
 @stage("train_sae", outputs=("sae",), preflight=check_sae_params, check_shapes=_check_train_shapes,
-       shape=_train_shape, metrics=_train_metrics, version=1, key_exclude=("checkpoint_every",),
+       shape=_train_shape, metrics=_train_metrics, version=2, key_exclude=("checkpoint_every",),
        summary=("eval/explained_variance", "eval/l0", "eval/dead_latents", "steps_per_s",
                 "*/eval/explained_variance", "*/eval/l0"))
 def train_sae(
@@ -101,80 +102,59 @@ def train_sae(
     synthetic: Mapping[str, Tensor] | None = None,
     model: Any = None,
     tokens: Tensor | None = None,
-    hook: str | None = None,
-    architecture: str = "standard",
-    d_in: int | None = None,
-    d_sae: int | None = None,
-    expansion_factor: int | None = 8,
-    l1_coefficient: float = 5.0,
-    l1_warm_up_steps: int = 0,
-    l0_coefficient: float = 1.0,
-    k: int = 32,
-    matryoshka_widths: list[int] | None = None,
-    lr: float = 3e-4,
-    lr_scheduler: str = "constant",
-    lr_warm_up_steps: int = 0,
-    lr_decay_steps: int = 0,
-    lr_end: float | None = None,
-    train_batch_size_tokens: int = 4096,
-    training_tokens: int = 2_000_000,
-    allow_fewer_tokens: bool = False,
-    eval_tokens: int = 4096,
-    dead_feature_window: int = 1000,
-    feature_sampling_window: int = 2000,
-    normalize_activations: str = "none",
-    log_every: int = 50,
-    checkpoint_every: int = 1000,
-    buffer_chunks: int = 8,
-    device: str = "auto",
-    dtype: str = "float32",
-    seed: int = 0,
-    variants: list[Mapping[str, Any]] | None = None,
     tracker: Tracker = NULL_TRACKER,
     workdir: Path | None = None,
+    **settings: Any,
 ) -> Any:
     """Train one SAE on one hook of ``store`` (or ``activations``, ``synthetic``, or ``model`` run on ``tokens``).
 
-    See the module doc and conf/sae/.
+    ``settings`` are the ``sae`` group's (interp_pipeline.config.schema.SAEConfig, whose
+    defaults fill those left out); an unknown key, a wrong type or a value out of range is
+    a ConfigError. See the module doc and conf/sae/.
 
     With ``variants``, trains one SAE per entry in one pass and returns them by name.
     """
-    from interp_pipeline.sae import data, trainer
-    from interp_pipeline.sae.config import resolve_device
+    from interp_pipeline.sae import trainer
+    from interp_pipeline.devices import resolve_device
 
-    params = {key: value for key, value in locals().items() if key in DEFAULTS}
-    check_sae_params(params)
-    given = [name for name, value in (("store", store), ("activations", activations), ("synthetic", synthetic),
-                                      ("model", model)) if value is not None]
-    if len(given) != 1 or (model is None) != (tokens is None):
-        found = " and ".join(given + (["tokens"] if tokens is not None else [])) or "none"
-        raise ConfigError("inputs", "expected exactly one of the inputs store (an activation store), activations "
-                                    "(a tensor), synthetic (toy_superposition), and model with tokens (streamed "
-                                    f"from the model), found {found}")
-    if store is not None:
-        source = data.from_store(store, params)
-    elif model is not None:
-        source = data.from_model(model, tokens, params)
-    elif activations is not None:
-        source = data.from_tensor(activations, params)
-    else:
-        source = data.from_synthetic(synthetic, params)
-    device = resolve_device(device)
+    params = sae_settings(settings)
+    source = _training_data(params, store=store, activations=activations, synthetic=synthetic, model=model,
+                            tokens=tokens)
+    device = resolve_device(params["device"])
     identity = {**{key: value for key, value in params.items() if key not in _NOT_IN_CHECKPOINT_IDENTITY},
                 "d_in": source.d_in, "source": source.source, "train_rows": source.train_rows,
                 "total_tokens": source.total_tokens, "sae_lens": _sae_lens_version()}
     workdir = None if workdir is None else Path(workdir)
     tracker.set_tags({"sae.source": source.source, **({"sae.hook": source.hook} if source.hook else {})})
-    if variants:
+    if params["variants"]:
         return _train_in_one_pass(source, params, device, identity, tracker, workdir)
 
     sae, cfg = _fresh_sae(params, source, device)
-    tracker.set_tags({"sae.architecture": architecture})
+    tracker.set_tags({"sae.architecture": params["architecture"]})
     started = time.perf_counter()
-    fitted = trainer.train(sae, source.batches_from, cfg, tracker=tracker, log_every=log_every,
-                           desc=f"training {architecture} SAE", workdir=workdir,
-                           checkpoint_every=checkpoint_every, identity=identity)
+    fitted = trainer.train(sae, source.batches_from, cfg, tracker=tracker, log_every=params["log_every"],
+                           desc=f"training {params['architecture']} SAE", workdir=workdir,
+                           checkpoint_every=params["checkpoint_every"], identity=identity)
     return _finish(sae, fitted, source, time.perf_counter() - started, device, tracker)[0]
+
+
+def _training_data(params: Mapping[str, Any], **inputs: Any) -> Any:
+    """The TrainingData (interp_pipeline.sae.data) of the one data input given."""
+    from interp_pipeline.sae import data
+
+    given = [name for name in ("store", "activations", "synthetic", "model") if inputs[name] is not None]
+    if len(given) != 1 or (inputs["model"] is None) != (inputs["tokens"] is None):
+        found = " and ".join(given + (["tokens"] if inputs["tokens"] is not None else [])) or "none"
+        raise ConfigError("inputs", "expected exactly one of the inputs store (an activation store), activations "
+                                    "(a tensor), synthetic (toy_superposition), and model with tokens (streamed "
+                                    f"from the model), found {found}")
+    if inputs["store"] is not None:
+        return data.from_store(inputs["store"], params)
+    if inputs["model"] is not None:
+        return data.from_model(inputs["model"], inputs["tokens"], params)
+    if inputs["activations"] is not None:
+        return data.from_tensor(inputs["activations"], params)
+    return data.from_synthetic(inputs["synthetic"], params)
 
 
 def _train_in_one_pass(source: Any, params: Mapping[str, Any], device: str, identity: Mapping[str, Any],

@@ -59,7 +59,7 @@ def load_sae(
 
     from sae_lens import SAE
 
-    from interp_pipeline.sae.config import resolve_device
+    from interp_pipeline.devices import resolve_device
     from interp_pipeline.sae.pretrained import check_local, check_source
 
     params = dict(release=release, sae_id=sae_id, path=path)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file  # noqa: E402
 from interp_pipeline.checkpoint_files import CorruptCheckpoint  # noqa: E402
 from interp_pipeline.errors import ConfigError  # noqa: E402
 from interp_pipeline.sae import checkpoints  # noqa: E402
-from interp_pipeline.sae.config import DEFAULTS  # noqa: E402
+from interp_pipeline.sae.config import sae_settings  # noqa: E402
 from interp_pipeline.sae.data import from_store, from_tensor  # noqa: E402
 from interp_pipeline.sae.toy import make_toy_model  # noqa: E402
 from interp_pipeline.sae.trainer import NonFiniteLoss  # noqa: E402
@@ -227,7 +227,7 @@ def test_an_unreadable_checkpoint_file_is_named_in_one_line_with_what_to_delete(
 
 
 def _params(**overrides):
-    return {**DEFAULTS, **overrides}
+    return sae_settings(overrides)
 
 
 def test_batches_from_a_position_continue_the_stream(tmp_path):

@@ -11,7 +11,7 @@ pytest.importorskip("sae_lens")
 
 from interp_pipeline.activations.reader import ActivationStore  # noqa: E402
 from interp_pipeline.errors import ConfigError  # noqa: E402
-from interp_pipeline.sae.config import DEFAULTS  # noqa: E402
+from interp_pipeline.sae.config import sae_settings  # noqa: E402
 from interp_pipeline.sae.data import from_model  # noqa: E402
 from interp_pipeline.stages.cache_activations import cache_activations  # noqa: E402
 from interp_pipeline.stages.sae import train_sae  # noqa: E402
@@ -22,8 +22,8 @@ from tests.activations.fixtures import tiny_model_and_tokens  # noqa: E402
 HOOK = "blocks.0.hook_resid_post"  # d_model 16; stop_at_layer=1 of 2 blocks
 # 30 sequences x 12 tokens = 360 rows; the last 40 held out (sequence 26 is split); batches of 16,
 # buffers of 2 batches (2 sequences, 24 rows: one batch each, 8 rows dropped).
-PARAMS = {**DEFAULTS, "hook": HOOK, "train_batch_size_tokens": 16, "training_tokens": 160, "eval_tokens": 40,
-          "buffer_chunks": 2, "seed": 0}
+PARAMS = sae_settings({"hook": HOOK, "train_batch_size_tokens": 16, "training_tokens": 160, "eval_tokens": 40,
+                       "buffer_chunks": 2, "seed": 0})
 
 
 @pytest.fixture(scope="module")

@@ -28,9 +28,9 @@ def test_experiment_composes_and_passes_preflight(outputs):
 def test_preflight_names_a_mistyped_architecture(outputs):
     from interp_pipeline.errors import ConfigError
 
-    prepared = prepare(compose(["+experiment=sae_toy_superposition", "sae.architecture=gatd"]))
+    # The schema declares the choices, so the composed config's check finds it, before the stage's pre-flight.
     with pytest.raises(ConfigError, match=r"^sae\.architecture: .*found 'gatd' \(did you mean 'gated'\?\)"):
-        run_preflight(prepared.spec.stages)
+        run_preflight(prepare(compose(["+experiment=sae_toy_superposition", "sae.architecture=gatd"])).spec.stages)
 
 
 def test_a_small_toy_is_recovered(tmp_path):

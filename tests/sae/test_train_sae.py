@@ -15,7 +15,7 @@ from sae_lens import SAE  # noqa: E402
 from interp_pipeline.errors import ConfigError  # noqa: E402
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages  # noqa: E402
 from interp_pipeline.runner.codecs import codec_for  # noqa: E402
-from interp_pipeline.sae.config import ARCHITECTURES  # noqa: E402
+from interp_pipeline.sae.config import ARCHITECTURES, sae_settings  # noqa: E402
 from interp_pipeline.sae.data import NonFiniteActivations  # noqa: E402
 from interp_pipeline.sae.trainer import NonFiniteLoss  # noqa: E402
 from interp_pipeline.stages.cache_activations import cache_activations  # noqa: E402
@@ -26,7 +26,8 @@ from tests.activations.fixtures import tiny_model_and_tokens  # noqa: E402
 HOOK = "blocks.0.hook_resid_post"  # d_model 16
 # 30 sequences x 12 tokens = 360 rows; 40 held out, 5 steps of 64.
 SMALL = dict(d_sae=32, train_batch_size_tokens=64, training_tokens=320, eval_tokens=40, log_every=2,
-             k=4, lr=1e-3, device="cpu", seed=0)
+             lr=1e-3, device="cpu", seed=0)
+TOP_K = {"topk": 4, "batchtopk": 4, "matryoshka_batchtopk": 4}  # the others refuse k
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def store(tmp_path_factory):
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_every_architecture_trains_and_reloads(architecture, store, tmp_path):
     tracker = RecordingTracker(NullRun(), tmp_path / "artifacts")
-    sae = train_sae(store=store, hook=HOOK, architecture=architecture, tracker=tracker, **SMALL)
+    sae = train_sae(store=store, hook=HOOK, architecture=architecture, tracker=tracker, **SMALL,
+                    **({"k": TOP_K[architecture]} if architecture in TOP_K else {}))
     assert sae.cfg.d_in == 16 and sae.cfg.d_sae == 32
     assert tracker.last["steps"] == 5 and tracker.last["tokens_trained"] == 320
     assert tracker.last["eval/tokens"] == 40 and 0 <= tracker.last["eval/l0"] <= 32
@@ -92,20 +94,14 @@ def test_held_out_rows_are_never_trained_on(tmp_path):
     from tests.activations.test_reader import RESID, write_store
 
     write_store(tmp_path / "s.zarr", n_rows=100, chunk_rows=16)  # column 0 of row i holds i
-    params = {**registered_defaults(), **SMALL, "hook": RESID, "train_batch_size_tokens": 8, "eval_tokens": 20,
-              "training_tokens": 80}
+    params = sae_settings({**SMALL, "hook": RESID, "train_batch_size_tokens": 8, "eval_tokens": 20,
+                           "training_tokens": 80})
     source = from_store(str(tmp_path / "s.zarr"), params)
     assert source.train_rows == 80 and source.holdout.shape == (20, 6) and source.d_in == 6
     assert source.holdout[:, 0].tolist() == list(range(80, 100))
     epochs = [torch.cat([next(source.batches) for _ in range(10)])[:, 0].long().tolist() for _ in range(2)]
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(80))  # every training row once an epoch
     assert epochs[0] != epochs[1] and epochs[0] != list(range(80))  # shuffled, differently each epoch
-
-
-def registered_defaults():
-    from interp_pipeline.sae.config import DEFAULTS
-
-    return dict(DEFAULTS)
 
 
 def test_config_errors_name_their_keys(store):
