@@ -235,7 +235,9 @@ def _check_signature(
             raise ConfigError(f"{key}.inputs.{arg}", "is given both as an input and as a param")
     for prefix, names in ((f"{key}.inputs", inputs), (params_key, params)):
         for arg in names:
-            if arg not in accepted and not takes_any:
+            # **settings takes params (checked against their schema by the stage's pre-flight), never
+            # inputs: an input is always a named argument, so a misspelt one is caught here.
+            if arg not in accepted and (not takes_any or names is inputs):
                 raise ConfigError(
                     f"{prefix}.{arg}",
                     f"expected an argument of {definition.name}() ({one_of(accepted)}), found '{arg}'",

@@ -175,3 +175,15 @@ def test_model_preflight_names_the_config_key(outputs):
     spec = load_pipeline(cfg)
     with pytest.raises(ConfigError, match=r"^model.cfg.n_head: .*did you mean 'n_heads'"):
         run_preflight(spec.stages)
+
+
+def test_a_misspelt_input_of_a_stage_that_takes_settings_is_caught(outputs):
+    from interp_pipeline.pipeline.registry import load_stage_modules
+
+    load_stage_modules()  # train_sae takes **settings: params go to its schema, inputs must still be arguments
+    error = pipeline_error([
+        {"name": "a", "fn": "t_numbers", "params": {"n": 3}},
+        {"name": "sae", "fn": "train_sae", "inputs": {"stor": "a"}},
+    ])
+    assert error.key == "pipelines/p.yaml: stages[1].inputs.stor"
+    assert "did you mean 'store'?" in str(error)
