@@ -17,7 +17,6 @@ The caller closes a matplotlib figure it does not hand to a tracker (``plt.close
 
 from __future__ import annotations
 
-import html
 import itertools
 import math
 import re
@@ -25,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from interp_pipeline.html_page import escape
 from interp_pipeline.patching.labelled import LabelledArray, component_label
 from interp_pipeline.tracking.base import Tracker
 
@@ -179,11 +179,6 @@ def heatmap_figure(array: LabelledArray, title: str | None = None) -> Any:
     return figure
 
 
-def _html_text(text: str) -> str:
-    # plotly reads text as a small HTML subset: "<|endoftext|>" or "<bos>" would vanish as a tag.
-    return html.escape(text, quote=False)
-
-
 def heatmap_html(array: LabelledArray, title: str | None = None) -> Any:
     """A plotly Figure of ``array``: one go.Heatmap per panel on one colour scale, each cell's label and value on hover."""
     import plotly.graph_objects as go
@@ -194,19 +189,19 @@ def heatmap_html(array: LabelledArray, title: str | None = None) -> Any:
     columns = _panel_columns(n_panels)
     panel_rows = math.ceil(n_panels / columns)
     limit = color_limit(array)
-    metric = _html_text(colorbar_label(array))
-    titles = [_html_text(t) for t in grid.panel_titles] if n_panels > 1 else None
+    metric = escape(colorbar_label(array))
+    titles = [escape(t) for t in grid.panel_titles] if n_panels > 1 else None
     figure = make_subplots(rows=panel_rows, cols=columns, subplot_titles=titles,
                            horizontal_spacing=min(0.08, 0.5 / columns), vertical_spacing=min(0.12, 0.6 / panel_rows))
     rotate = _rotate(grid.cols)
     x_step, y_step = _tick_step(n_cols), _tick_step(n_rows)
     x_ticks = dict(tickmode="array", tickvals=list(range(0, n_cols, x_step)),
-                   ticktext=[_html_text(c) for c in grid.cols[::x_step]], tickangle=-60 if rotate else 0)
+                   ticktext=[escape(c) for c in grid.cols[::x_step]], tickangle=-60 if rotate else 0)
     y_ticks = dict(tickmode="array", tickvals=list(range(0, n_rows, y_step)),
-                   ticktext=[_html_text(r) for r in grid.rows[::y_step]], autorange="reversed")
+                   ticktext=[escape(r) for r in grid.rows[::y_step]], autorange="reversed")
     for p in range(n_panels):
         row, col = p // columns + 1, p % columns + 1
-        text = [[_html_text(label) for label in line] for line in grid.cell_labels[p]]
+        text = [[escape(label) for label in line] for line in grid.cell_labels[p]]
         figure.add_trace(
             go.Heatmap(
                 # NaN as None: plotly draws a gap (the grey background) for it.
@@ -223,7 +218,7 @@ def heatmap_html(array: LabelledArray, title: str | None = None) -> Any:
     longest = max(len(c) for c in grid.cols) if rotate else 2
     width = min(columns * (110 + 22 * n_cols), 2600) + 160
     height = min(panel_rows * (90 + 20 * n_rows + 6 * min(longest, 30)), 3200) + 120
-    figure.update_layout(title=dict(text=_html_text(title or _default_title(array))), width=width, height=height,
+    figure.update_layout(title=dict(text=escape(title or _default_title(array))), width=width, height=height,
                          template="plotly_white", plot_bgcolor=NAN_COLOR)
     return figure
 
@@ -256,20 +251,10 @@ def log_sweep_figures(tracker: Tracker, array: LabelledArray, prefix: str = "", 
 
 
 def sweep_page(arrays: Sequence[LabelledArray], title: str = "Activation patching") -> str:
-    """One self-contained HTML page with every array's interactive heatmap.
+    """One self-contained HTML page with every array's interactive heatmap (plotly.js inlined once)."""
+    from interp_pipeline.html_page import html_page
 
-    plotly.js (about 4.8 MB) is inlined once for the page rather than once per
-    figure, so a run with many sweeps logs one large file, not many, and it still
-    opens offline.
-    """
-    import plotly.io as pio
-
-    parts = [f"<h1>{_html_text(title)}</h1>"]
-    for index, array in enumerate(arrays):
-        parts.append(pio.to_html(heatmap_html(array), full_html=False, include_plotlyjs=index == 0))
-    body = "\n".join(parts)
-    return f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{_html_text(title)}</title></head>" \
-           f"<body>\n{body}\n</body></html>\n"
+    return html_page(title, [heatmap_html(array) for array in arrays])
 
 
 def _metric_name(name: str) -> str:
