@@ -193,7 +193,8 @@ def _run_tracked(
     started = time.perf_counter()
     try:
         outcomes = runner.run(start_child, on_outcome=lambda i, o: log.info(
-            _summary(i, total, o, prepared.spec.stages[i].definition.summary)))
+            _summary(i, total, o, prepared.spec.stages[i].definition.summary)),
+            on_start=lambda i, s: log.info("[%d/%d] %s: running %s", i + 1, total, s.name, s.definition.name))
     except StageFailed as failure:
         cause = failure.__cause__
         text = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)) if cause else ""

@@ -114,14 +114,18 @@ class PipelineRunner:
         self,
         start_child: StartChild | None = None,
         on_outcome: Callable[[int, StageOutcome], None] | None = None,
+        on_start: Callable[[int, StageSpec], None] | None = None,
     ) -> list[StageOutcome]:
-        """Run the plan; ``start_child(stage_name, tags)`` opens each stage's tracked run."""
+        """Run the plan; ``start_child(stage_name, tags)`` opens each stage's tracked run;
+        ``on_start`` hears of each stage about to be computed, ``on_outcome`` of each stage done."""
         if start_child is not None:
             self.start_child = start_child
         outcomes = []
         remaining_uses = self._count_uses()
         for index, stage in enumerate(self.spec.stages):
             if stage.name in self.to_compute:
+                if on_start is not None:
+                    on_start(index, stage)
                 outcome = self._compute(stage)
             else:
                 outcome = self._record_uncomputed(stage)
