@@ -45,6 +45,7 @@ def task(cfg: Any) -> int:
 
     from interp_pipeline.experiment import Invocation, run_experiment
     from interp_pipeline.hydra_callbacks import experiment_choice
+    from interp_pipeline.threads import parallel_jobs
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -55,6 +56,7 @@ def task(cfg: Any) -> int:
         overrides=list(hydra_cfg.overrides.task),
         sweep_id=Path(hydra_cfg.sweep.dir).name if multirun else None,
         job_num=hydra_cfg.job.num if multirun else None,
+        parallel_jobs=parallel_jobs(hydra_cfg.launcher) if multirun else 1,
     )
     try:
         status = run_experiment(cfg, invocation)

@@ -42,6 +42,7 @@ class Invocation:
     overrides: list[str] = field(default_factory=list)
     sweep_id: str | None = None
     job_num: int | None = None
+    parallel_jobs: int = 1  # jobs the launcher runs at once on this machine
 
 
 @dataclass
@@ -126,6 +127,18 @@ def _summary(index: int, total: int, outcome: StageOutcome, patterns: tuple[str,
     return f"{line}  {shown}" if shown else line
 
 
+def _set_threads(cfg: DictConfig, invocation: Invocation, prepared: Prepared, shapes: list[Any]) -> None:
+    from interp_pipeline.devices import resolve_device
+    from interp_pipeline.models.shape import ModelShape
+    from interp_pipeline.threads import apply_threads, choose_threads
+
+    widths = [shape.d_model for shape in shapes if isinstance(shape, ModelShape)]
+    models = [s for s in prepared.spec.stages if s.definition.name == "load_model"]
+    on_cpu = all(resolve_device(str(s.params.get("device", "auto"))) == "cpu" for s in models) if widths else False
+    apply_threads(*choose_threads(cfg.runner.num_threads, parallel=invocation.parallel_jobs, model_widths=widths,
+                                  on_cpu=on_cpu))
+
+
 def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
     """Run one experiment; returns the exit status. Re-raises KeyboardInterrupt and Terminated
     after ending the runs KILLED, so the process stops as the user asked."""
@@ -137,7 +150,7 @@ def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
             force=cfg.runner.force,
             from_stage=cfg.runner.from_stage,
         )
-        run_preflight(runner.stages_to_compute(), prepared.spec.stages)
+        shapes = run_preflight(runner.stages_to_compute(), prepared.spec.stages)
         if cfg.tracking.enabled:
             from interp_pipeline.tracking.mlflow_tracking import check_reachable, resolve_tracking_uri
 
@@ -146,6 +159,7 @@ def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
         log.debug("configuration error", exc_info=True)
         log.error("error: %s", error)
         return EXIT_CONFIG
+    _set_threads(cfg, invocation, prepared, shapes)
 
     tracking, experiment_id = _open_tracking(cfg, invocation)
     parent: RunLogger = NullRun()

@@ -37,6 +37,9 @@ class _Shapes:
             self._computed[ref.stage] = self._compute(self._stages[ref.stage])
         return self._computed[ref.stage].get(ref.output)
 
+    def computed(self) -> list[Any]:
+        return [shape for outputs in self._computed.values() for shape in outputs.values() if shape is not None]
+
     def inputs(self, spec: StageSpec) -> Mapping[str, Any]:
         return _LazyInputs(self, spec.inputs)
 
@@ -85,11 +88,12 @@ class _absolute_keys:
             raise error.under(self._spec.params_key) from error
 
 
-def run_preflight(stages: Iterable[StageSpec], pipeline: Sequence[StageSpec] | None = None) -> None:
+def run_preflight(stages: Iterable[StageSpec], pipeline: Sequence[StageSpec] | None = None) -> list[Any]:
     """Run ``stages``' pre-flight checks, in order, before any of them runs.
 
     ``pipeline`` is every stage of the pipeline (default: ``stages``), where the shapes
-    of inputs that are cached, and so not about to run, come from.
+    of inputs that are cached, and so not about to run, come from. Returns the shapes
+    the checks computed (a ModelShape among them when a model's was needed).
     """
     stages = list(stages)
     shapes = _Shapes(pipeline if pipeline is not None else stages)
@@ -100,3 +104,4 @@ def run_preflight(stages: Iterable[StageSpec], pipeline: Sequence[StageSpec] | N
                 definition.preflight(dict(spec.params))
             if definition.check_shapes is not None:
                 definition.check_shapes(dict(spec.params), shapes.inputs(spec))
+    return shapes.computed()
