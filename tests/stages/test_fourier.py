@@ -12,17 +12,15 @@ from interp_pipeline.errors import ConfigError
 from interp_pipeline.analysis.fourier import fourier_basis, frequency_energy
 from interp_pipeline.stages.fourier import fourier_analysis
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
+from tests.support.models import tiny_hooked_transformer
 
 D_MODEL = 32
 
 
 def _model(p: int):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
     # d_vocab = p + 1: residues 0..p-1 and the '=' token.
-    cfg = HookedTransformerConfig(n_layers=1, d_model=D_MODEL, n_heads=2, d_head=16, n_ctx=3,
-                                  d_vocab=p + 1, attn_only=True, seed=0, device="cpu")
-    return HookedTransformer(cfg).eval()
+    return tiny_hooked_transformer(n_layers=1, d_model=D_MODEL, n_heads=2, d_head=16, n_ctx=3,
+                                   d_vocab=p + 1, attn_only=True, seed=0, device="cpu")
 
 
 def _two_frequency_embedding(p: int, k1: int, k2: int) -> torch.Tensor:

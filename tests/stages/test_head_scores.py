@@ -12,6 +12,7 @@ from interp_pipeline.analysis.head_scores import SCORES, detection_patterns, sco
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.stages.head_scores import head_scores
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
+from tests.support.models import tiny_hooked_transformer
 
 HALF = 10  # distinct tokens, then the same again: length 2 * HALF
 SEQ = torch.cat([torch.arange(5, 5 + HALF), torch.arange(5, 5 + HALF)])
@@ -111,11 +112,8 @@ def test_top_heads_are_sorted_per_score() -> None:
 
 @pytest.fixture(scope="module")
 def model():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=32, d_vocab=50,
-                                  attn_only=True, seed=0, device="cpu")
-    return HookedTransformer(cfg).eval()
+    return tiny_hooked_transformer(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=32, d_vocab=50,
+                                   attn_only=True, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages
 from interp_pipeline.stages.token_datasets import prompt_tokens, repeated_tokens
 from interp_pipeline.stages.text_datasets import check_hf_dataset_available, hf_dataset_tokens, text_file_tokens
+from tests.support.models import tiny_hooked_transformer
 
 WORDS = "the cat sat on mat a dog ran far away and then came back home big small red".split()
 # Specials last, so BOS is not token 0 (which is the no-tokenizer fallback).
@@ -48,11 +49,8 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _tiny_model(d_vocab: int):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=64, d_vocab=d_vocab,
-                                  act_fn="relu", device="cpu", seed=0)
-    return HookedTransformer(cfg)
+    return tiny_hooked_transformer(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=64, d_vocab=d_vocab,
+                                   act_fn="relu", device="cpu", seed=0)
 
 
 @pytest.fixture(scope="module")
