@@ -89,7 +89,7 @@ def test_sae_lens_step_metrics_reach_the_tracker_with_steps(store, tmp_path):
 
 def test_held_out_rows_are_never_trained_on(tmp_path):
     from interp_pipeline.sae.data import from_store
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     write_store(tmp_path / "s.zarr", n_rows=100, chunk_rows=16)  # column 0 of row i holds i
     params = {**registered_defaults(), **SMALL, "hook": RESID, "train_batch_size_tokens": 8, "eval_tokens": 20,
@@ -147,7 +147,7 @@ def test_non_finite_activations_stop_training_naming_the_rows():
 
 
 def test_non_finite_rows_of_a_store_are_named_by_store_row(tmp_path):
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     values = np.random.default_rng(0).standard_normal((300, 6)).astype(np.float32)
     values[[41, 7, 250]] = np.nan
