@@ -96,13 +96,3 @@ def test_toy_tokenizers_round_trip_through_transformer_lens():
         str_tokens = model.to_str_tokens(tokens[0])
         assert [t for t in str_tokens if t != "<bos>"] == text.split()
         assert (tokens[0, 0] == 0) == cfg.default_prepend_bos  # BOS (id 0) only where the model uses it
-
-
-def test_task_tokens_stage_draws_from_the_task():
-    from interp_pipeline.stages.token_datasets import task_tokens
-
-    induction = {"name": "induction", "d_vocab": 20, "seq_len": 16, "min_repeat": 2, "max_repeat": 8}
-    tokens = task_tokens(None, induction, n_sequences=5, seed=1)
-    assert tokens.shape == (5, 17) and torch.equal(tokens, task_tokens(None, induction, n_sequences=5, seed=1))
-    pairs = task_tokens(None, {"name": "modular_addition", "p": 11}, n_sequences=50, seed=0)
-    assert pairs.shape == (50, 3) and len({tuple(p) for p in pairs[:, :2].tolist()}) == 50
