@@ -20,6 +20,7 @@ pytest.importorskip("sae_lens")
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from interp_pipeline.atomic_dirs import TEMPORARY  # noqa: E402
 from interp_pipeline.checkpoint_files import CorruptCheckpoint  # noqa: E402
 from interp_pipeline.errors import ConfigError  # noqa: E402
 from interp_pipeline.sae import checkpoints  # noqa: E402
@@ -173,7 +174,7 @@ def test_partial_checkpoints_are_never_taken_as_the_latest(reference, tmp_path):
     # final name without its manifest; and a manifest that does not say the values were finite.
     (tmp_path / "step-000000016").mkdir()
     (tmp_path / "step-000000016" / checkpoints.WEIGHTS).write_bytes(b"partial")
-    leftover = tmp_path / f"{checkpoints.TEMPORARY}step-000000012-999999999"
+    leftover = tmp_path / f"{TEMPORARY}step-000000012-999999999"
     leftover.mkdir()
     (leftover / checkpoints.MANIFEST).write_text(json.dumps({"step": 12, "finite": True}))
     (tmp_path / "step-000000020").mkdir()
