@@ -20,6 +20,7 @@ pytest.importorskip("sae_lens")
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from interp_pipeline.atomic_dirs import TEMPORARY  # noqa: E402
 from interp_pipeline.checkpoint_files import CorruptCheckpoint  # noqa: E402
 from interp_pipeline.errors import ConfigError  # noqa: E402
 from interp_pipeline.sae import checkpoints  # noqa: E402
@@ -173,7 +174,7 @@ def test_partial_checkpoints_are_never_taken_as_the_latest(reference, tmp_path):
     # final name without its manifest; and a manifest that does not say the values were finite.
     (tmp_path / "step-000000016").mkdir()
     (tmp_path / "step-000000016" / checkpoints.WEIGHTS).write_bytes(b"partial")
-    leftover = tmp_path / f"{checkpoints.TEMPORARY}step-000000012-999999999"
+    leftover = tmp_path / f"{TEMPORARY}step-000000012-999999999"
     leftover.mkdir()
     (leftover / checkpoints.MANIFEST).write_text(json.dumps({"step": 12, "finite": True}))
     (tmp_path / "step-000000020").mkdir()
@@ -231,7 +232,7 @@ def _params(**overrides):
 
 
 def test_batches_from_a_position_continue_the_stream(tmp_path):
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     values = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
     write_store(tmp_path / "s.zarr", n_rows=200, chunk_rows=16, hooks=(RESID,), values={RESID: values})
@@ -247,7 +248,7 @@ def test_batches_from_a_position_continue_the_stream(tmp_path):
 
 
 def test_a_store_run_resumes_across_an_epoch_boundary(tmp_path):
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     values = np.random.default_rng(1).normal(size=(200, 6)).astype(np.float32)
     write_store(tmp_path / "s.zarr", n_rows=200, chunk_rows=16, hooks=(RESID,), values={RESID: values})
@@ -283,7 +284,7 @@ def test_a_synthetic_run_resumes_to_the_same_weights(tmp_path):
 def test_shuffled_batches_skip_without_reading_what_they_skip(drop_last, shuffle, tmp_path, monkeypatch):
     from interp_pipeline.activations import chunked_reads
     from interp_pipeline.activations.reader import ActivationStore
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     write_store(tmp_path / "s.zarr", n_rows=203, chunk_rows=16, hooks=(RESID,))
     arr = ActivationStore.open(str(tmp_path / "s.zarr"))._array(RESID)
