@@ -162,7 +162,8 @@ def test_a_corrupt_checkpoint_fails_its_stage_in_one_line_naming_the_file(output
     from interp_pipeline.runner.runner import PipelineRunner
     from interp_pipeline.runner.stage_cache import StageCache
 
-    args = ["+experiment=smoke", "model=toy_induction", "runner.check_expect=false"]
+    # stats.hooks: smoke's default hooks include an MLP hook, which the attention-only toy model lacks
+    args = ["+experiment=smoke", "model=toy_induction", "stats.hooks=[blocks.1.hook_resid_post]", "runner.check_expect=false"]
     cfg = compose(args)
     runner = PipelineRunner(prepare(cfg).spec, StageCache(cfg.runner.cache_dir))
     checkpoint = StageCache(cfg.runner.cache_dir).workdir("load_model", runner.keys["model"]) / "step-000000500"
