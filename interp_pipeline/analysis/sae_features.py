@@ -41,6 +41,15 @@ def token_strings(model: Any, ids: Sequence[int]) -> list[str]:
     return [decoded[i] for i in ids]
 
 
+def text_of(model: Any, ids: Sequence[int]) -> str:
+    """``ids`` decoded as one text (a word-level toy tokenizer puts spaces between words, which
+    joining ``to_str_tokens`` would not)."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return " ".join(f"#{int(i)}" for i in ids)
+    return str(tokenizer.decode([int(i) for i in ids]))
+
+
 def shown(token: str) -> str:
     """A token string for a label: quoted (so a leading space shows), newlines and tabs visible."""
     return "'" + token.replace("\n", "\u21b5").replace("\t", "\u21e5").replace("$", r"\$") + "'"
@@ -181,6 +190,24 @@ def strongest_features(prompts: Sequence[PromptFeatures], n: int) -> list[int]:
                 if counted and i >= 0 and v > best.get(i, 0.0):
                     best[i] = v
     return [i for i, _ in sorted(best.items(), key=lambda item: (-item[1], item[0]))[:n]]
+
+
+def heatmap_columns(prompt: PromptFeatures, n: int) -> list[int]:
+    """Up to ``n`` features for a tokens x features heatmap of one prompt: every counted token's
+    strongest feature first, then its second, and so on (so no token's row is left blank while
+    another token fills the columns), ordered by the first token that lists them (a diagonal)."""
+    rows = [(pos, ids) for pos, (counted, ids) in enumerate(zip(prompt.counted, prompt.top_ids)) if counted]
+    chosen: dict[int, tuple[int, int]] = {}
+    for rank in range(max((len(ids) for _, ids in rows), default=0)):
+        for pos, ids in rows:
+            if len(chosen) < n and rank < len(ids) and ids[rank] >= 0 and ids[rank] not in chosen:
+                chosen[ids[rank]] = (pos, rank)
+    first = {}
+    for pos, ids in rows:
+        for rank, i in enumerate(ids):
+            if i in chosen and i not in first:
+                first[i] = (pos, rank)
+    return sorted(chosen, key=lambda i: first[i])
 
 
 # ---------------------------------------------------------------- figures

@@ -121,3 +121,12 @@ def test_strongest_features_rank_the_counted_tokens_top_k_by_activation():
                                top_values=[[50.0, 40.0], [2.0, 1.0], [3.0, 0.0]])
     assert sf.strongest_features([prompt], 5) == [1, 3]  # BOS's features (9, 8) are not counted
     assert sf.strongest_features([prompt], 1) == [1]
+
+
+def test_heatmap_columns_give_every_token_its_strongest_feature_before_any_token_its_second():
+    prompt = sf.PromptFeatures(token_ids=[0, 4, 5, 6], tokens=["<bos>", "a", "b", "c"],
+                               counted=[False, True, True, True], l0=[2, 2, 2, 1],
+                               top_ids=[[9, 8], [1, 2], [3, 1], [1, -1]],
+                               top_values=[[50.0, 40.0], [5.0, 4.0], [1.0, 0.5], [3.0, 0.0]])
+    assert sf.heatmap_columns(prompt, 2) == [1, 3]  # b's weak top feature comes before a's second
+    assert sf.heatmap_columns(prompt, 3) == [1, 2, 3]  # ordered by the first token (and rank) listing them
