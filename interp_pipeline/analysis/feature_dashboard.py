@@ -154,7 +154,8 @@ def svg_histogram(counts: Sequence[int], edges: Sequence[float], title: str, *, 
     peak = max(counts) or 1
     bar_w = plot_w / len(counts)
     bars = "".join(
-        f"<rect x=\"{left + i * bar_w:.1f}\" y=\"{top + plot_h * (1 - c / peak):.1f}\" width=\"{max(bar_w - 1, 1):.1f}\" "
+        f"<rect x=\"{left + i * bar_w:.1f}\" y=\"{top + plot_h * (1 - c / peak):.1f}\" "
+        f"width=\"{max(bar_w - 1, 1):.1f}\" "
         f"height=\"{plot_h * c / peak:.1f}\" fill=\"#e67300\"><title>{edges[i]:.3g} to {edges[i + 1]:.3g}: {c}"
         "</title></rect>" for i, c in enumerate(counts))
     text = "font-size=\"11\" font-family=\"sans-serif\""
@@ -193,7 +194,8 @@ def dashboard_page(title: str, meta: str, summary: Sequence[dict[str, Any]],
     """The whole page: the summary, a per-token table per prompt, then a card per feature."""
     parts = [_CONTEXT_STYLE, "<h2>summary</h2>", html_table(summary, text_columns=("metric",))]
     for caption, rows in prompt_tables:
-        parts += [f"<h2>{escape(caption)}</h2>", html_table(rows, text_columns=("token", "top features (id activation)"))]
+        parts += [f"<h2>{escape(caption)}</h2>",
+                  html_table(rows, text_columns=("token", "top features (id activation)"))]
     parts += [card_html(card, n_tokens) for card in cards]
     return html_page(title, parts, meta=meta)
 

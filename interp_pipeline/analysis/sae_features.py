@@ -102,7 +102,8 @@ def sae_input(sae: Any, activations: Tensor) -> Tensor:
 
 
 def encode(model: Any, sae: Any, tokens: Int[Tensor, "batch pos"], hook: str, *, batch_size: int,
-           ) -> tuple[Float[Tensor, "batch pos d_in"], Float[Tensor, "batch pos d_sae"], Float[Tensor, "batch pos d_in"]]:
+           ) -> tuple[Float[Tensor, "batch pos d_in"], Float[Tensor, "batch pos d_sae"],
+                      Float[Tensor, "batch pos d_in"]]:
     """The hook's activations, the SAE's feature activations and its reconstruction, batch-wise."""
     import torch
 

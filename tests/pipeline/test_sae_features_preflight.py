@@ -4,8 +4,6 @@ test_preflight_before_work.py; and GPT-2's default, which needs the hub, stops h
 
 from __future__ import annotations
 
-import pytest
-
 from interp_pipeline.compose import compose
 from tests.conftest import run_cli
 from tests.pipeline.test_preflight_before_work import run_and_capture

@@ -47,7 +47,8 @@ def test_the_stage_logs_figures_tables_and_a_dashboard_of_the_planted_feature(pl
 
 
 def test_a_hook_the_model_lacks_or_a_bad_setting_names_the_key(planted):
-    with pytest.raises(ConfigError, match=r"^hook: expected a hook name of this model, found 'blocks.3.hook_resid_pre'"):
+    wrong = r"^hook: expected a hook name of this model, found 'blocks\.3\.hook_resid_pre'"
+    with pytest.raises(ConfigError, match=wrong):
         sae_features(planted.model, planted.sae, planted.tokens[:1], hook="blocks.3.hook_resid_pre")
     with pytest.raises(ConfigError, match=r"^top_k: expected an integer >= 1, found 0"):
         sae_features(planted.model, planted.sae, planted.tokens[:1], top_k=0)
