@@ -82,3 +82,12 @@ def test_gpt2_default_stops_offline_with_one_line(outputs):
     assert len(errors) == 1 and errors[0].startswith("error: model.name: model 'gpt2-small'"), done.stdout + done.stderr
     assert "offline options" in errors[0]
     assert not (outputs / "cache").exists() or not any((outputs / "cache").rglob("complete.json"))
+
+
+def test_a_model_without_feature_settings_is_named_as_the_model(outputs):
+    from tests.config.test_validation import composition_error
+
+    line = composition_error(["+experiment=sae_features", "model=tiny"])
+    assert line == ("model=tiny: this experiment has per-model settings (conf/sae_features_setup/) for model= "
+                    "gpt2_small, toy_induction, found 'tiny'; add conf/sae_features_setup/tiny.yaml to run it on "
+                    "that model"), line
