@@ -123,9 +123,9 @@ def sae_features(
 
     dataset = prompts if tokens is None else (tokens if max_sequences is None else tokens[:max_sequences])
     chosen = sf.strongest_features(found, dashboard_features)
-    cards = _cards(model, sae, dataset, hook, chosen, found, exclude_special_tokens, contexts=contexts,
-                   before=context_before, after=context_after, bins=histogram_bins, batch_size=batch_size)
     d_valid, d_counted = sf.position_masks(model, dataset, exclude_special=exclude_special_tokens)
+    cards = _cards(model, sae, dataset, d_valid, d_counted, hook, chosen, found, contexts=contexts,
+                   before=context_before, after=context_after, bins=histogram_bins, batch_size=batch_size)
     n_tokens = int(d_counted.sum())
     metrics.update({"dashboard/features": float(len(cards)), "dashboard/tokens": float(n_tokens),
                     "dashboard/min_contexts": float(min((len(c.contexts) for c in cards), default=0)),
@@ -187,15 +187,14 @@ def _log_prompt_figures(tracker: Tracker, model: Any, found: list[Any], features
                                         f"active SAE features per token (L0)\n{where}"), f"l0_per_token{suffix}")
 
 
-def _cards(model: Any, sae: Any, dataset: Any, hook: str, chosen: list[int], found: list[Any], exclude_special: bool,
-           *, contexts: int, before: int, after: int, bins: int, batch_size: int) -> list[Any]:
+def _cards(model: Any, sae: Any, dataset: Any, valid: Any, counted: Any, hook: str, chosen: list[int],
+           found: list[Any], *, contexts: int, before: int, after: int, bins: int, batch_size: int) -> list[Any]:
+    """A dashboard card per chosen feature, over ``dataset`` (its ``counted`` positions searched)."""
     from interp_pipeline.analysis import feature_dashboard as board
-    from interp_pipeline.analysis import sae_features as sf
 
     if not chosen:
         return []
     activations = board.feature_activations(model, sae, dataset, hook, chosen, batch_size=batch_size)
-    valid, counted = sf.position_masks(model, dataset, exclude_special=exclude_special)
     cards = board.feature_cards(model, dataset, activations, valid, counted, chosen, contexts=contexts,
                                 before=before, after=after, bins=bins)
     for card in cards:
