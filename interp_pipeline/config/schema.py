@@ -249,6 +249,25 @@ class SAESourceConfig:
 
 
 @dataclass
+class SAEFeaturesConfig:
+    """An SAE's features on prompts, and a dashboard of the strongest (the sae_features stage)."""
+
+    hook: Optional[str] = None  # where to read the model; None: the hook the SAE was trained on
+    top_k: int = positive(5)  # features listed per token (SAELens's tutorial: 5)
+    heatmap_features: int = positive(20)  # heatmap columns: the strongest of the tokens' top-k
+    dashboard_features: int = positive(10)  # features on the dashboard, strongest on the prompts first
+    contexts: int = positive(8)  # max-activating contexts per feature
+    context_before: int = at_least(0, 8)  # tokens shown left of the max token
+    context_after: int = at_least(0, 4)  # and right of it
+    histogram_bins: int = positive(30)
+    batch_size: int = positive(16)  # sequences per forward pass
+    max_sequences: Optional[int] = positive(None)  # the dashboard reads the first so many; None: all
+    exclude_special_tokens: bool = True  # BOS/EOS/PAD out of the metrics, heatmap and max search
+    model_label: Optional[str] = None  # names in titles; None: the model's name
+    sae_label: Optional[str] = None  # None: the SAE's architecture and width
+
+
+@dataclass
 class ExpectEntry:
     """A published value and its tolerance: ``{value, atol|rtol}``, ``{min}``, ``{max}`` or a range."""
 
@@ -281,6 +300,9 @@ class ExperimentConfig:
     sae: Optional[SAEConfig] = None
     sae_source: Optional[SAESourceConfig] = None
     sae_eval: Optional[SAEEvalConfig] = None
+    # Prompts to look at beside a dataset (sae_features): a dataset stage and its params, as `data`.
+    prompts: Optional[DataConfig] = None
+    sae_features: Optional[SAEFeaturesConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
 
