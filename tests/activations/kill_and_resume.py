@@ -14,7 +14,7 @@ import sys
 
 from interp_pipeline.activations import writer
 from interp_pipeline.stages.cache_activations import cache_activations
-from tests.activations.fixtures import CACHE_PARAMS, tiny_model_and_tokens
+from tests.support.models import CACHE_PARAMS, tiny_model_and_tokens
 
 
 def die() -> None:

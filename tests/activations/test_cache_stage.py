@@ -15,7 +15,7 @@ import zarr
 
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.stages.cache_activations import cache_activations
-from tests.activations.fixtures import CACHE_PARAMS, HOOKS, tiny_model_and_tokens
+from tests.support.models import CACHE_PARAMS, HOOKS, tiny_model_and_tokens
 from tests.conftest import REPO
 
 ARRAYS = [f"activations/{h}" for h in HOOKS] + ["token_ids", "sequence", "position", "chunk_done"]

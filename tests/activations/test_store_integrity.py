@@ -18,7 +18,7 @@ from interp_pipeline.activations.reader import ActivationStore
 from interp_pipeline.activations.writer import PAUSE_ENV
 from interp_pipeline.sae.data import from_store
 from interp_pipeline.stages.cache_activations import cache_activations
-from tests.activations.fixtures import CACHE_PARAMS, HOOKS, tiny_model_and_tokens
+from tests.support.models import CACHE_PARAMS, HOOKS, tiny_model_and_tokens
 from tests.conftest import REPO
 
 RESID, HEADS = HOOKS

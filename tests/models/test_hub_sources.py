@@ -278,13 +278,13 @@ def test_identity_counts_the_checkpoints_parameters_and_its_checksum_is_stable(t
 
 def test_identity_of_a_bfloat16_hookedtransformer():
     import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from tests.support.models import tiny_hooked_transformer
 
-    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=8, d_head=4, n_heads=4, d_vocab=20,
-                                  act_fn="gelu", seed=0, device="cpu", dtype=torch.bfloat16)
-    model = HookedTransformer(cfg)
+    cfg = dict(n_layers=1, d_model=16, n_ctx=8, d_head=4, n_heads=4, d_vocab=20, act_fn="gelu", seed=0, device="cpu",
+               dtype=torch.bfloat16)
+    model = tiny_hooked_transformer(**cfg)
     identity = hub.model_identity(model, source="config", name=None, revision=None)
     assert identity["n_params"] == sum(p.numel() for p in model.parameters())
     assert (identity["name"], identity["revision"], identity["dtype"]) == ("", "", "bfloat16")
-    assert identity["checksum"] == hub.model_identity(HookedTransformer(cfg), source="config", name=None,
+    assert identity["checksum"] == hub.model_identity(tiny_hooked_transformer(**cfg), source="config", name=None,
                                                       revision=None)["checksum"]  # same seed, same weights

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 
 from interp_pipeline.patching.engine import hook_names_for, prepare, run_sweep  # noqa: E402
 from interp_pipeline.patching.forward import supports_fast_path  # noqa: E402
-from tests.patching.models import random_pairs  # noqa: E402
+from tests.support.models import random_pairs  # noqa: E402
 from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2  # noqa: E402
 
 

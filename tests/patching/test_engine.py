@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from interp_pipeline.patching.engine import count_forwards, hook_names_for, prepare, run_sweep  # noqa: E402
 from interp_pipeline.patching.sweeps import ALL_NAMES, COMPOSITES, parts  # noqa: E402
-from tests.patching.models import random_pairs, tiny_model  # noqa: E402
+from tests.support.models import random_pairs, tiny_model  # noqa: E402
 
 EVERY_FUNCTIONS = {
     "block_every": "get_act_patch_block_every",

@@ -10,7 +10,7 @@ from interp_pipeline.errors import ConfigError  # noqa: E402
 from interp_pipeline.patching import path as path_patching  # noqa: E402
 from interp_pipeline.patching.attribution import attribution_sweep, prepare_attribution  # noqa: E402
 from interp_pipeline.patching.engine import hook_names_for, prepare, run_sweep  # noqa: E402
-from tests.patching.models import random_pairs, tiny_model  # noqa: E402
+from tests.support.models import random_pairs, tiny_model  # noqa: E402
 
 
 def _path_setup(model, pairs, max_batch=64):

@@ -9,7 +9,7 @@ from interp_pipeline.errors import ConfigError
 from interp_pipeline.patching.prompt_pairs import tokenize_pairs
 from interp_pipeline.tasks.base import make_task
 from interp_pipeline.tasks.ioi_prompts import generate_ioi
-from tests.patching import byte_level_bpe
+from tests.support.models import byte_level_bpe, tiny_hooked_transformer
 
 NAMES = ["John", "Mary", "Tom", "James", "Amy", "Sid", "Dan", "Martin"]
 RARE = "Zebulon"  # never in the BPE tokenizer's training text: several tokens
@@ -172,11 +172,8 @@ def test_right_padding_to_the_longest_prompt(bpe):
 
 
 def test_right_padding_is_exact_for_a_causal_model(bpe):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=32,
-                                  d_vocab=len(bpe), act_fn="gelu", seed=0, device="cpu")
-    model = HookedTransformer(cfg)
+    model = tiny_hooked_transformer(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=32,
+                                    d_vocab=len(bpe), act_fn="gelu", seed=0, device="cpu")
     short = _pair(clean="When John and Mary went to the shops, John gave", answer=" the", wrong=" a")
     short["corrupted"] = short["clean"]
     pairs, _ = tokenize_pairs(bpe, [_pair(), short], prepend_bos=True, key="pairs")

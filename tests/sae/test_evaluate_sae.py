@@ -15,7 +15,7 @@ from interp_pipeline.stages.sae import train_sae  # noqa: E402
 from interp_pipeline.stages.heldout_tokens import store_heldout_tokens  # noqa: E402
 from interp_pipeline.stages.sae_eval import evaluate_sae  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
-from tests.activations.fixtures import tiny_model_and_tokens  # noqa: E402
+from tests.support.models import tiny_model_and_tokens  # noqa: E402
 
 HOOK = "blocks.0.hook_resid_post"  # d_model 16
 BOS = 0

@@ -23,7 +23,7 @@ from interp_pipeline.stages.sae import train_sae  # noqa: E402
 from interp_pipeline.stages.sae_eval import evaluate_sae  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
 from interp_pipeline.tracking.mlflow_tracking import MlflowTracking  # noqa: E402
-from tests.activations.fixtures import tiny_model_and_tokens  # noqa: E402
+from tests.support.models import tiny_model_and_tokens  # noqa: E402
 
 HOOK = "blocks.0.hook_resid_post"  # d_model 16
 # 360 rows; 40 held out; 5 steps of 64.

@@ -231,7 +231,7 @@ def _params(**overrides):
 
 
 def test_batches_from_a_position_continue_the_stream(tmp_path):
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     values = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
     write_store(tmp_path / "s.zarr", n_rows=200, chunk_rows=16, hooks=(RESID,), values={RESID: values})
@@ -247,7 +247,7 @@ def test_batches_from_a_position_continue_the_stream(tmp_path):
 
 
 def test_a_store_run_resumes_across_an_epoch_boundary(tmp_path):
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     values = np.random.default_rng(1).normal(size=(200, 6)).astype(np.float32)
     write_store(tmp_path / "s.zarr", n_rows=200, chunk_rows=16, hooks=(RESID,), values={RESID: values})
@@ -283,7 +283,7 @@ def test_a_synthetic_run_resumes_to_the_same_weights(tmp_path):
 def test_shuffled_batches_skip_without_reading_what_they_skip(drop_last, shuffle, tmp_path, monkeypatch):
     from interp_pipeline.activations import chunked_reads
     from interp_pipeline.activations.reader import ActivationStore
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     write_store(tmp_path / "s.zarr", n_rows=203, chunk_rows=16, hooks=(RESID,))
     arr = ActivationStore.open(str(tmp_path / "s.zarr"))._array(RESID)

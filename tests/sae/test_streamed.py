@@ -17,7 +17,7 @@ from interp_pipeline.stages.cache_activations import cache_activations  # noqa: 
 from interp_pipeline.stages.sae import train_sae  # noqa: E402
 from interp_pipeline.stages.heldout_tokens import store_heldout_tokens  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
-from tests.activations.fixtures import tiny_model_and_tokens  # noqa: E402
+from tests.support.models import tiny_model_and_tokens  # noqa: E402
 
 HOOK = "blocks.0.hook_resid_post"  # d_model 16; stop_at_layer=1 of 2 blocks
 # 30 sequences x 12 tokens = 360 rows; the last 40 held out (sequence 26 is split); batches of 16,

@@ -21,7 +21,7 @@ from interp_pipeline.sae.trainer import NonFiniteLoss  # noqa: E402
 from interp_pipeline.stages.cache_activations import cache_activations  # noqa: E402
 from interp_pipeline.stages.sae import train_sae  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
-from tests.activations.fixtures import tiny_model_and_tokens  # noqa: E402
+from tests.support.models import tiny_model_and_tokens  # noqa: E402
 
 HOOK = "blocks.0.hook_resid_post"  # d_model 16
 # 30 sequences x 12 tokens = 360 rows; 40 held out, 5 steps of 64.
@@ -91,7 +91,7 @@ def test_sae_lens_step_metrics_reach_the_tracker_with_steps(store, tmp_path):
 
 def test_held_out_rows_are_never_trained_on(tmp_path):
     from interp_pipeline.sae.data import from_store
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     write_store(tmp_path / "s.zarr", n_rows=100, chunk_rows=16)  # column 0 of row i holds i
     params = sae_settings({**SMALL, "hook": RESID, "train_batch_size_tokens": 8, "eval_tokens": 20,
@@ -143,7 +143,7 @@ def test_non_finite_activations_stop_training_naming_the_rows():
 
 
 def test_non_finite_rows_of_a_store_are_named_by_store_row(tmp_path):
-    from tests.activations.test_reader import RESID, write_store
+    from tests.support.stores import RESID, write_store
 
     values = np.random.default_rng(0).standard_normal((300, 6)).astype(np.float32)
     values[[41, 7, 250]] = np.nan

@@ -1,28 +1,25 @@
-"""Fourier analysis of W_E: hand-set embeddings with known frequencies."""
+"""The fourier_analysis stage on W_E: hand-set embeddings with known frequencies (the basis and the
+energy themselves are tested in tests/analysis/test_fourier.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from interp_pipeline.errors import ConfigError
-from interp_pipeline.analysis.fourier import fourier_basis, frequency_energy
 from interp_pipeline.stages.fourier import fourier_analysis
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
+from tests.support.models import tiny_hooked_transformer
 
 D_MODEL = 32
 
 
 def _model(p: int):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
     # d_vocab = p + 1: residues 0..p-1 and the '=' token.
-    cfg = HookedTransformerConfig(n_layers=1, d_model=D_MODEL, n_heads=2, d_head=16, n_ctx=3,
-                                  d_vocab=p + 1, attn_only=True, seed=0, device="cpu")
-    return HookedTransformer(cfg).eval()
+    return tiny_hooked_transformer(n_layers=1, d_model=D_MODEL, n_heads=2, d_head=16, n_ctx=3,
+                                   d_vocab=p + 1, attn_only=True, seed=0, device="cpu")
 
 
 def _two_frequency_embedding(p: int, k1: int, k2: int) -> torch.Tensor:
@@ -32,21 +29,6 @@ def _two_frequency_embedding(p: int, k1: int, k2: int) -> torch.Tensor:
     waves = torch.cat([2 * torch.cos(2 * torch.pi * k1 * x / p), 2 * torch.sin(2 * torch.pi * k1 * x / p),
                        torch.cos(2 * torch.pi * k2 * x / p), torch.sin(2 * torch.pi * k2 * x / p)], dim=1)
     return waves @ directions
-
-
-@pytest.mark.parametrize("p", [3, 13, 113])
-def test_basis_is_orthonormal(p: int) -> None:
-    basis = fourier_basis(p)
-    assert basis.shape == (p, p)
-    np.testing.assert_allclose(basis @ basis.T, np.eye(p), atol=1e-10)
-
-
-def test_energy_is_total_energy_less_the_constant() -> None:
-    embedding = np.random.default_rng(0).normal(size=(13, 8))
-    energy = frequency_energy(embedding, 13)
-    assert energy.shape == (6,)
-    centred = embedding - embedding.mean(axis=0)
-    assert energy.sum() == pytest.approx((centred**2).sum())
 
 
 @pytest.mark.parametrize("p, k1, k2", [(13, 3, 5), (113, 3, 7)])

@@ -16,7 +16,7 @@ from interp_pipeline.tasks.base import make_task
 from interp_pipeline.tasks.ioi_prompts import generate_ioi
 from interp_pipeline.tracking.base import Tracker
 from tests.conftest import REPO
-from tests.patching import byte_level_bpe
+from tests.support.models import byte_level_bpe, task_model, tiny_hooked_transformer
 
 NAMES = ["John", "Mary", "Tom", "James", "Amy", "Sid", "Dan", "Martin"]
 DEMO = REPO / "conf/data/ioi_demo_prompts.yaml"
@@ -31,21 +31,14 @@ class Recorder(Tracker):
 
 
 def _model(tokenizer, n_ctx: int = 32):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=n_ctx, d_vocab=len(tokenizer),
-                                  attn_only=True, seed=0, device="cpu")
-    return HookedTransformer(cfg, tokenizer=tokenizer)
+    return tiny_hooked_transformer(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=n_ctx, d_vocab=len(tokenizer),
+                                   attn_only=True, seed=0, device="cpu", tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="module")
 def toy_model():
     task = make_task({"name": "ioi"})
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, attn_only=True, seed=0, device="cpu",
-                                  **task.model_config())
-    return HookedTransformer(cfg, tokenizer=task.tokenizer())
+    return task_model(task, n_layers=1, d_model=16, n_heads=2, d_head=8, attn_only=True, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="module")

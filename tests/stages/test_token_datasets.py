@@ -10,8 +10,9 @@ import torch
 
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages
-from interp_pipeline.stages.token_datasets import prompt_tokens, repeated_tokens
+from interp_pipeline.stages.token_datasets import prompt_tokens, repeated_tokens, task_tokens
 from interp_pipeline.stages.text_datasets import check_hf_dataset_available, hf_dataset_tokens, text_file_tokens
+from tests.support.models import tiny_hooked_transformer
 
 WORDS = "the cat sat on mat a dog ran far away and then came back home big small red".split()
 # Specials last, so BOS is not token 0 (which is the no-tokenizer fallback).
@@ -48,11 +49,8 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _tiny_model(d_vocab: int):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=64, d_vocab=d_vocab,
-                                  act_fn="relu", device="cpu", seed=0)
-    return HookedTransformer(cfg)
+    return tiny_hooked_transformer(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=64, d_vocab=d_vocab,
+                                   act_fn="relu", device="cpu", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -323,6 +321,17 @@ def test_datasets_offline_flag_overrides_the_hub_flag(monkeypatch: pytest.Monkey
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
     monkeypatch.setattr(hf_hub_access, "_hub_probe", lambda: True)
     assert hf_hub_access.datasets_unreachable_reason() is None
+
+
+# ---------------------------------------------------------------- task_tokens
+
+
+def test_task_tokens_stage_draws_from_the_task():
+    induction = {"name": "induction", "d_vocab": 20, "seq_len": 16, "min_repeat": 2, "max_repeat": 8}
+    tokens = task_tokens(None, induction, n_sequences=5, seed=1)
+    assert tokens.shape == (5, 17) and torch.equal(tokens, task_tokens(None, induction, n_sequences=5, seed=1))
+    pairs = task_tokens(None, {"name": "modular_addition", "p": 11}, n_sequences=50, seed=0)
+    assert pairs.shape == (50, 3) and len({tuple(p) for p in pairs[:, :2].tolist()}) == 50
 
 
 def test_stages_registered() -> None:

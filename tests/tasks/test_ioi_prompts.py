@@ -162,11 +162,10 @@ def test_ioi_task_holds_out_name_pairs(task):
 
 
 def _model(task, **cfg):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from tests.support.models import task_model
 
     config = {"n_layers": 1, "d_model": 32, "n_heads": 2, "d_head": 16, "attn_only": True, "seed": 0, **cfg}
-    return HookedTransformer(HookedTransformerConfig(**config, **task.model_config(), device="cpu"),
-                             tokenizer=task.tokenizer())
+    return task_model(task, **config, device="cpu")
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.tasks.base import make_task
+from tests.support.models import task_model
 
 
 def copy_offsets(tokens: torch.Tensor, mask: torch.Tensor) -> set[int]:
@@ -59,9 +59,8 @@ def test_modular_addition_split_is_disjoint_complete_and_seeded():
 
 def test_modular_addition_last_position_logits_equal_the_full_forward():
     task = make_task({"name": "modular_addition", "p": 17})
-    cfg = HookedTransformerConfig(n_layers=1, d_model=32, n_heads=4, d_head=8, d_mlp=64, act_fn="relu",
-                                  normalization_type=None, seed=0, **task.model_config())
-    model = HookedTransformer(cfg)
+    model = task_model(task, with_tokenizer=False, n_layers=1, d_model=32, n_heads=4, d_head=8, d_mlp=64,
+                       act_fn="relu", normalization_type=None, seed=0)
     tokens = task.split()[0]
     fast = task.logits(model, tokens)
     full = model(tokens, return_type="logits")
@@ -88,9 +87,8 @@ def test_task_config_errors_name_the_key(config, key, hint):
 def test_toy_tokenizers_round_trip_through_transformer_lens():
     for config, text in (({"name": "induction"}, "t0 t5 t9"), ({"name": "modular_addition", "p": 7}, "1 2 =")):
         task = make_task(config)
-        cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, attn_only=True,
-                                      **task.model_config())
-        model = HookedTransformer(cfg, tokenizer=task.tokenizer())
+        model = task_model(task, n_layers=1, d_model=16, n_heads=2, d_head=8, attn_only=True)
+        cfg = model.cfg  # the config the model was built from (the same object)
         assert len(model.tokenizer) == cfg.d_vocab  # TransformerLens added no token of its own
         # truncate=False: "[BOS] 1 2 =" is one token longer than modular addition's n_ctx of 3,
         # and TransformerLens truncates before it drops the BOS this model does not use.
@@ -98,13 +96,3 @@ def test_toy_tokenizers_round_trip_through_transformer_lens():
         str_tokens = model.to_str_tokens(tokens[0])
         assert [t for t in str_tokens if t != "<bos>"] == text.split()
         assert (tokens[0, 0] == 0) == cfg.default_prepend_bos  # BOS (id 0) only where the model uses it
-
-
-def test_task_tokens_stage_draws_from_the_task():
-    from interp_pipeline.stages.token_datasets import task_tokens
-
-    induction = {"name": "induction", "d_vocab": 20, "seq_len": 16, "min_repeat": 2, "max_repeat": 8}
-    tokens = task_tokens(None, induction, n_sequences=5, seed=1)
-    assert tokens.shape == (5, 17) and torch.equal(tokens, task_tokens(None, induction, n_sequences=5, seed=1))
-    pairs = task_tokens(None, {"name": "modular_addition", "p": 11}, n_sequences=50, seed=0)
-    assert pairs.shape == (50, 3) and len({tuple(p) for p in pairs[:, :2].tolist()}) == 50

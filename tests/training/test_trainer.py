@@ -2,20 +2,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-
 from interp_pipeline.tasks.base import make_task
 from interp_pipeline.training import checkpoints
 from interp_pipeline.training.trainer import TrainSettings, train
+from tests.support.models import task_model
 
 TASK = {"name": "induction", "d_vocab": 20, "seq_len": 16, "min_repeat": 2, "max_repeat": 8, "eval_sequences": 16}
 
 
 def fresh(seed: int = 0):
     task = make_task(TASK)
-    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, attn_only=True, seed=seed,
-                                  **task.model_config())
-    return HookedTransformer(cfg, tokenizer=task.tokenizer()), task
+    return task_model(task, n_layers=1, d_model=16, n_heads=2, d_head=8, attn_only=True, seed=seed), task
 
 
 def weights(model):

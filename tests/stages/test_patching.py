@@ -12,7 +12,7 @@ from interp_pipeline.pipeline.registry import load_stage_modules, registered_sta
 from interp_pipeline.runner.codecs import codec_for  # noqa: E402
 from interp_pipeline.stages.patching import activation_patching  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
-from tests.patching.models import random_pairs, tiny_model  # noqa: E402
+from tests.support.models import random_pairs, tiny_model  # noqa: E402
 
 
 def test_results_are_labelled_logged_and_stored(tmp_path):
