@@ -93,22 +93,25 @@ def attention_grid_figure(patterns: np.ndarray, layers: Sequence[int], heads: Se
 
 def lens_heatmap_figure(values: np.ndarray, cell_tokens: Sequence[Sequence[str]], states: Sequence[str],
                         position_labels: Sequence[str], title: str, scale_label: str) -> Any:
-    """States down, positions across, coloured by ``values`` [state, pos] on [0, 1], with the lens's
-    top-1 token written in each cell."""
+    """States down, positions across, coloured by ``values`` [state, pos] on [0, 1] (nan: grey), with the
+    lens's top-1 token written in each cell."""
+    import numpy as np
+
     plt = _pyplot()
     n_states, n_pos = values.shape
-    fig, ax = plt.subplots(figsize=(2.2 + 0.78 * n_pos, 1.6 + 0.42 * n_states))
-    image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    fig, ax = plt.subplots(figsize=(2.2 + 0.78 * n_pos, max(3.4, 1.8 + 0.42 * n_states)))
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")  # no value (no next token): grey
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
     font = max(5.0, min(8.0, 160.0 / n_pos))
     for s in range(n_states):
         for p in range(n_pos):
             ax.text(p, s, token_label(cell_tokens[s][p], 8), ha="center", va="center", fontsize=font,
-                    color="black" if values[s, p] > 0.6 else "white")
+                    color="black" if not values[s, p] <= 0.6 else "white")
     ax.set_xticks(range(n_pos), [token_label(t) for t in position_labels], rotation=60, ha="right",
                   fontsize=font + 1)
     ax.set_yticks(range(n_states), list(states))
     ax.set_xlabel("position: input token (each cell: the top token predicted next)")
-    ax.set_ylabel("layer (residual stream entering it; final_post: after the last)")
+    ax.set_ylabel("layer (the residual\nstream entering it)")
     ax.set_title(title, fontsize=10)
     bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01)
     bar.set_label(scale_label)

@@ -99,7 +99,7 @@ def _log_figures(tracker: Tracker, model: Any, sequences: Any, result: Any, metr
     prompt = f"prompt {show}: {sequences.label(show)!r}"
     heatmaps = [("top1", lens.top_probs[:, start:, 0], "probability of the top-1 token")]
     target = lens.target_prob[:, start:]
-    if not np.isnan(target).any():
+    if not np.isnan(target).all():  # the last position has no next token: a grey cell
         heatmaps.append(("answer", target, "probability of the actual next token"))
     page = []
     for key, values, scale in heatmaps:
