@@ -18,7 +18,8 @@ def test_there_are_experiments():
 
 
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
-NEEDS_HUB = {"cache_activations", "ioi_patching", "sae_train", "sae_train_streamed", "sae_eval_pretrained"}
+NEEDS_HUB = {"cache_activations", "ioi_patching", "sae_train", "sae_train_streamed", "sae_eval_pretrained",
+             "inspect_model", "logit_lens"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -38,6 +39,10 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
          "cache.hooks=[blocks.1.hook_resid_pre]"],
     ["+experiment=ioi_patching", "model=toy_ioi"],
     ["+experiment=sae_train", "model=toy_induction"],
+    ["+experiment=inspect_model", "model=toy_induction"],
+    ["+experiment=inspect_model", "model=toy_ioi"],
+    ["+experiment=logit_lens", "model=toy_induction"],
+    ["+experiment=logit_lens", "model=toy_ioi"],
 ])
 def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides):
     prepared = prepare(compose(overrides))
