@@ -19,17 +19,13 @@ def test_there_are_experiments():
 
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
 NEEDS_HUB = {"cache_activations", "ioi_patching", "sae_train", "sae_train_streamed", "sae_eval_pretrained",
-             "sae_features"}
-
-
-# Stage modules not yet among the installed package's entry points (until it is installed again).
-PLUGINS = {"sae_features": ["runner.plugins=[interp_pipeline.stages.sae_features]"]}
+             "sae_features", "inspect_model", "logit_lens"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_composes_and_validates(name, outputs, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    prepared = prepare(compose([f"+experiment={name}", *PLUGINS.get(name, [])]))
+    prepared = prepare(compose([f"+experiment={name}"]))
     assert prepared.spec.stages
     if name in NEEDS_HUB:
         with pytest.raises(ConfigError, match=r"^model\.name: model 'gpt2-small'.*offline options"):
@@ -43,6 +39,10 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
          "cache.hooks=[blocks.1.hook_resid_pre]"],
     ["+experiment=ioi_patching", "model=toy_ioi"],
     ["+experiment=sae_train", "model=toy_induction"],
+    ["+experiment=inspect_model", "model=toy_induction"],
+    ["+experiment=inspect_model", "model=toy_ioi"],
+    ["+experiment=logit_lens", "model=toy_induction"],
+    ["+experiment=logit_lens", "model=toy_ioi"],
 ])
 def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides):
     prepared = prepare(compose(overrides))

@@ -148,6 +148,36 @@ class HeadScoresConfig:
 
 
 @dataclass
+class InspectConfig:
+    """A first look at a model on some sequences (the inspect_model stage)."""
+
+    prompts: Optional[List[str]] = None  # text prompts; None: the sequences come from the pipeline's data stage
+    prepend_bos: bool = True
+    layers: Optional[List[int]] = None  # attention patterns of these layers; None: all
+    heads: Optional[List[int]] = None  # ... and of these heads; None: all
+    positions: Any = "last"  # where to read the top-k: last, all, START:STOP or a list of positions
+    top_k: int = positive(5)
+    show_prompt: int = at_least(0, 0)  # the sequence whose attention patterns are drawn
+    exclude_bos: bool = True  # leave BOS (an attention sink with an outsized norm) out of the norms' means
+    max_table_prompts: int = positive(8)  # sequences listed in the token and prediction tables
+    batch_size: int = positive(16)
+
+
+@dataclass
+class LogitLensConfig:
+    """Each layer's residual stream read through the final LayerNorm and the unembedding (the logit_lens stage)."""
+
+    prompts: Optional[List[str]] = None  # text prompts; None: the sequences come from the pipeline's data stage
+    answer: Optional[str] = None  # one token, the prompts' expected next token (" Paris")
+    prepend_bos: bool = True
+    positions: Any = "last"  # where the metrics are read: last, all, START:STOP or a list of positions
+    top_k: int = positive(5)
+    show_prompt: int = at_least(0, 0)  # the sequence drawn in the heatmaps
+    max_positions: int = positive(24)  # the heatmaps show the shown sequence's last this many positions
+    batch_size: int = positive(16)
+
+
+@dataclass
 class FourierConfig:
     p: int = at_least(3, 113)
     top_k: int = positive(5)
@@ -303,6 +333,8 @@ class ExperimentConfig:
     # Prompts to look at beside a dataset (sae_features): a dataset stage and its params, as `data`.
     prompts: Optional[DataConfig] = None
     sae_features: Optional[SAEFeaturesConfig] = None
+    inspect: Optional[InspectConfig] = None
+    logit_lens: Optional[LogitLensConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
 

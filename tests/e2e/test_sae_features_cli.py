@@ -13,9 +13,7 @@ from tests.e2e.test_sae_cli import SMALL
 pytestmark = pytest.mark.slow
 
 # sae_train's small settings (tests/e2e/test_sae_cli.py); the features stage keeps its defaults.
-# runner.plugins: until the package is installed again with this branch's entry points.
-FEATURES = [*(a.replace("sae_train", "sae_features") for a in SMALL),
-            "runner.plugins=[interp_pipeline.stages.sae_features]"]
+FEATURES = [a.replace("sae_train", "sae_features") for a in SMALL]
 
 
 def test_sae_features_on_the_toy_model_end_to_end(outputs):

@@ -10,8 +10,7 @@ from tests.pipeline.test_preflight_before_work import run_and_capture
 
 # Until the package is installed again with this branch's pyproject.toml, the stage's entry point
 # is not there: name its module.
-PLUGINS = "runner.plugins=[interp_pipeline.stages.sae_features]"
-TOY = ["+experiment=sae_features", "model=toy_induction", PLUGINS]
+TOY = ["+experiment=sae_features", "model=toy_induction"]
 
 
 def saved_sae(folder, *, d_in: int, hook: str):
@@ -69,14 +68,14 @@ def test_the_toy_setup_shares_sae_trains_stages_and_settings(outputs):
     for group in ("model", "data", "cache", "sae", "sae_eval"):
         assert features[group] == train[group], group
     assert features.pipeline == "sae_features_train"
-    gpt2 = compose(["+experiment=sae_features", PLUGINS])
+    gpt2 = compose(["+experiment=sae_features"])
     assert gpt2.pipeline == "sae_features" and gpt2.sae_source.release == "gpt2-small-res-jb"
     assert gpt2.sae_source.sae_id == "blocks.8.hook_resid_pre"
     assert list(gpt2.prompts.params.prompts) == ["The capital of France is Paris"]
 
 
 def test_gpt2_default_stops_offline_with_one_line(outputs):
-    done = run_cli(["+experiment=sae_features", PLUGINS], outputs, HF_HUB_OFFLINE="1")
+    done = run_cli(["+experiment=sae_features"], outputs, HF_HUB_OFFLINE="1")
     assert done.returncode == 2, done.stdout + done.stderr
     errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith("error: model.name: model 'gpt2-small'"), done.stdout + done.stderr
