@@ -1,12 +1,16 @@
 """How many threads torch may use in one job, chosen before any stage runs.
 
-Measured here (2 cores; benchmarks/threads.py): training the toy models, one torch
-thread per process beats two, by 3-10x when anything else runs beside it, because
-their matrices are too small to split; and two jobs of a joblib sweep with torch's
-default threads each oversubscribe the cores (37x slower per step than one thread
-each). So: a job of a parallel sweep gets the cores divided by the jobs running at
-once, and a single run whose models are all toy-sized gets one thread. Larger models
-keep torch's default. ``runner.num_threads`` overrides all of it.
+Measured here (2 cores; benchmarks/threads.py, figures in benchmarks/README.md): a
+toy model's training step takes 34-38 ms with two threads and 55-63 ms with one on a
+quiet machine, but with one other busy process beside it two threads take 225-515 ms
+against 53-73 ms for one: its matrices are too small for two threads to win anything
+once they must wait for a core. A joblib sweep whose jobs keep torch's default
+threads takes 1.8x (2 jobs) and 2.1x (4 jobs) the time of running them one after
+another; with one thread each, 0.65x and 0.58x. So: a job of a parallel sweep gets
+the cores divided by the jobs running at once, and a single run whose models are all
+toy-sized gets one thread, giving up a third of the quiet machine's speed to never be
+the run that is 4-7x slower on a busy one (and never slower than OMP_NUM_THREADS=1).
+Larger models keep torch's default. ``runner.num_threads`` overrides all of it.
 """
 
 from __future__ import annotations
