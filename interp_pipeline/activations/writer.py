@@ -17,7 +17,6 @@ chunk, only temporaries: a resumed run removes them.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import queue
 import re
@@ -31,6 +30,7 @@ import numpy as np
 
 from interp_pipeline.activations.checksums import codecs
 from interp_pipeline.activations.layout import DTYPES, LAYOUT_ATTR, LAYOUT_VERSION, RowPlan, chunk_range, differences
+from interp_pipeline.process import lock_beside
 
 CREATING = "creating"
 # Tests only: a file to create once the group exists and before its attributes are
@@ -71,13 +71,8 @@ def creation_lock(url: str) -> Iterator[None]:
     if path is None:
         yield  # object stores: let shard 0 create it first (see README)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with lock_beside(path):
+        yield
 
 
 def _storage_options(url: str) -> dict[str, Any] | None:

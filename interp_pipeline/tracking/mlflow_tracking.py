@@ -8,7 +8,6 @@ avoid the fluent API's atexit hook, which would mark an interrupted run FINISHED
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import socket
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from interp_pipeline.process import pid_alive
+from interp_pipeline.process import lock_beside, pid_alive
 
 # MLflow refuses longer values; a 50-element list in a param is rarely read anyway.
 MAX_PARAM_LENGTH = 6000
@@ -85,13 +84,8 @@ def store_lock(uri: str) -> Iterator[None]:
     else:
         yield
         return
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with open(store.parent / f".{store.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with lock_beside(store):
+        yield
 
 
 def _chunks(items: list[Any], size: int = BATCH) -> Iterable[list[Any]]:
