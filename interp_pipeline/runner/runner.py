@@ -124,9 +124,7 @@ class PipelineRunner:
         remaining_uses = self._count_uses()
         for index, stage in enumerate(self.spec.stages):
             if stage.name in self.to_compute:
-                if on_start is not None:
-                    on_start(index, stage)
-                outcome = self._compute(stage)
+                outcome = self._compute_once(index, stage, on_start)
             else:
                 outcome = self._record_uncomputed(stage)
             outcomes.append(outcome)
@@ -192,6 +190,32 @@ class PipelineRunner:
             time.perf_counter() - started, entry.metrics if entry else {}, run.run_id,
             entry.run_id if entry else None,
         )
+
+    def _compute_once(self, index: int, stage: StageSpec,
+                      on_start: Callable[[int, StageSpec], None] | None) -> StageOutcome:
+        """Compute a stage, under its key's lock when it is cached: parallel jobs that need the
+        same key (a sweep's shared activation cache or trained model) compute it once; the
+        others wait for the lock and then serve the result like any cached one."""
+        if not stage.cacheable:
+            if on_start is not None:
+                on_start(index, stage)
+            return self._compute(stage)
+        fn_name, key = stage.definition.name, self.keys[stage.name]
+
+        def waiting(holder: Mapping[str, Any]) -> None:
+            by = f"pid {holder['pid']} on {holder.get('host', '?')}" if holder.get("pid") else "another process"
+            log.info("[%d/%d] %s: waiting for %s, which computes %s key %s", index + 1, len(self.spec.stages),
+                     stage.name, by, fn_name, key)
+
+        with self.cache.key_lock(fn_name, key, on_wait=waiting):
+            if stage.name not in self.forced:
+                entry = self.cache.lookup(fn_name, key)
+                if entry is not None:  # computed by another job while this one planned or waited
+                    self.entries[stage.name] = entry
+                    return self._record_uncomputed(stage)
+            if on_start is not None:
+                on_start(index, stage)
+            return self._compute(stage)
 
     def _compute(self, stage: StageSpec) -> StageOutcome:
         definition = stage.definition

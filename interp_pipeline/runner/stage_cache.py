@@ -13,19 +13,20 @@ so an entry edited or corrupted since it was written is recomputed, never served
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from interp_pipeline.atomic_dirs import fsync_tree
-from interp_pipeline.process import pid_alive
+from interp_pipeline.process import lock_beside, pid_alive
 from interp_pipeline.runner.codecs import codec_for, codec_named
 from interp_pipeline.runner.integrity import (
     INTEGRITY_VERSION,
@@ -190,6 +191,18 @@ class StageCache:
             shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @contextlib.contextmanager
+    def key_lock(self, fn_name: str, key: str,
+                 on_wait: Callable[[dict[str, Any]], None] | None = None) -> Iterator[None]:
+        """Held while one process computes this key, so parallel jobs that need it compute it once.
+
+        A file lock beside the entry (``.KEY.lock``): released by the kernel when its holder
+        dies (kill -9 included), so the next waiter takes over and resumes from the key's
+        workdir and stage_dir. ``on_wait(holder)`` hears that another process holds it.
+        """
+        with lock_beside(self.entry_path(fn_name, key), on_wait=on_wait):
+            yield
 
     def begin(self, fn_name: str, key: str) -> PendingEntry:
         final = self.entry_path(fn_name, key)

@@ -96,3 +96,16 @@ def t_in_place(numbers: list[int], stage_dir: Path, big_bytes: int = 100_000) ->
     (stage_dir / "small.json").write_text(json.dumps(numbers))
     (stage_dir / "big.bin").write_bytes(bytes(range(256)) * (big_bytes // 256))
     return {"dir": str(stage_dir), "n": len(numbers)}
+
+
+@stage("t_hold", outputs=("held",))
+def t_hold(numbers: list[int], started_file: str, release_file: str, seconds: float = 120.0) -> int:
+    """Appends its pid to ``started_file``, then holds until ``release_file`` exists (a stage to kill, or to
+    keep busy while parallel jobs that need the same key wait for it)."""
+    _count("t_hold")
+    with open(started_file, "a") as handle:
+        handle.write(f"{os.getpid()}\n")
+    deadline = time.monotonic() + seconds
+    while not Path(release_file).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sum(numbers)
