@@ -33,6 +33,8 @@ class StoreShape:
     hooks: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     # An upper bound (padding may be left out at run time); None when the dataset's size is unknown.
     max_rows: int | None = None
+    # (shard_index, num_shards) when the job writes one shard of it: the rest is other jobs' to write.
+    shard: tuple[int, int] | None = None
 
     def hook_width(self, key: str, hook: str | None) -> tuple[str, tuple[int, ...]]:
         """``hook`` (None: the store's only one) and its width; a hook the store lacks is an error on ``key``."""

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from interp_pipeline.activations.layout import DTYPES, fingerprint, plan_rows, shard_chunks, store_attributes
+from interp_pipeline.activations.layout import (
+    DTYPES,
+    fingerprint,
+    missing_shards_text,
+    plan_rows,
+    shard_chunks,
+    store_attributes,
+)
 from interp_pipeline.activations.model_forward import (
     hook_activations,
     hook_row_shapes,
@@ -77,13 +84,19 @@ def write_store(model: Any, tokens: Tensor, url: str, hooks: list[str], *, posit
         chunk_rows=chunk_rows, batch_size=batch_size, versions=library_versions(),
     )
     attributes["cache_key"] = cache_key  # recorded, not compared: shards and reruns share it anyway
+    attributes["num_shards"] = num_shards  # the creator's, for readers to name unfinished shards; not compared
     try:
-        group = open_or_create(url, attributes, compression, compression_level)
+        group = open_or_create(url, attributes, compression, compression_level, shard_index)
     except StoreMismatch as error:
         raise ConfigError("store", f"{error}; delete it or choose another cache.store") from None
     token_ids = tokens_np[plan.sequence, plan.position].astype(np.int32)
     mine = shard_chunks(attributes["n_chunks"], shard_index, num_shards)
     done = done_chunks(group)
+    created_shards = int(group.attrs.get("num_shards", 1))
+    if num_shards == 1 and created_shards > 1 and not done.all():
+        # One process would otherwise quietly compute every other shard's share itself.
+        raise ConfigError("num_shards", f"the store at {url} is written in shards: "
+                                        f"{missing_shards_text(done, created_shards)}")
     todo = [c for c in mine if not done[c]]
 
     stop = stop_at_layer_for(model, hooks)

@@ -49,7 +49,13 @@ def codecs(compressor: Any) -> list[Any]:
 
 
 def store_url(arr: zarr.Array) -> str:
-    """The store an array belongs to, as the user named it (a path for local stores)."""
+    """The store an array belongs to, as the user named it (a path for local stores, a URL for fsspec's)."""
+    fs = getattr(arr.store, "fs", None)
+    if fs is not None:  # an FsspecStore, whose str() is its repr: rebuild "s3://bucket/path"
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        group = arr.store_path.path.removesuffix(arr.path).strip("/")
+        root = f"{protocol}://{arr.store.path.rstrip('/')}"
+        return f"{root}/{group}" if group else root
     full = str(arr.store_path).removesuffix("/" + arr.path)
     return full.removeprefix("file://")
 

@@ -107,6 +107,21 @@ def shard_chunks(n_chunks: int, shard_index: int, num_shards: int) -> range:
     return range(start, n_chunks * (shard_index + 1) // num_shards)
 
 
+def unfinished_shards(done: np.ndarray, num_shards: int) -> list[int]:
+    """The shards (of ``num_shards``, as :func:`shard_chunks` divides them) with a chunk not yet done."""
+    n_chunks = len(done)
+    return [i for i in range(num_shards) if not all(done[c] for c in shard_chunks(n_chunks, i, num_shards))]
+
+
+def missing_shards_text(done: np.ndarray, num_shards: int) -> str:
+    """What a reader of an unfinished sharded store is told: which shards, and how to write them."""
+    shards = unfinished_shards(done, num_shards)
+    listed = ",".join(str(i) for i in shards)
+    return (f"shard{'s' if len(shards) > 1 else ''} {listed} of {num_shards} not finished "
+            f"(write {'them' if len(shards) > 1 else 'it'} with cache.shard_index={listed} "
+            f"cache.num_shards={num_shards}, or wait for the jobs writing {'them' if len(shards) > 1 else 'it'})")
+
+
 def fingerprint(tokens: np.ndarray) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(tokens, dtype=np.int64).tobytes())
     digest.update(str(tokens.shape).encode())

@@ -26,7 +26,7 @@ import numpy as np
 
 from interp_pipeline.activations.checksums import BadChunk, bad_chunks, checked, verify_arrays
 from interp_pipeline.activations.chunked_reads import read_rows, shuffled_batches
-from interp_pipeline.activations.layout import DTYPES, LAYOUT_VERSION
+from interp_pipeline.activations.layout import DTYPES, LAYOUT_VERSION, missing_shards_text
 from interp_pipeline.activations.store_group import IncompleteStoreError, StoreLayoutError, check_layout, open_group
 from interp_pipeline.activations.token_runs import first_run
 from interp_pipeline.errors import did_you_mean
@@ -97,9 +97,12 @@ class ActivationStore:
         if not allow_incomplete:
             done = store.chunk_done()
             if not attrs["complete"] or not done.all():
+                shards = int(attrs.get("num_shards", 1))
+                how = (missing_shards_text(done, shards) if shards > 1 and not done.all()
+                       else "rerun the same command to resume")
                 raise IncompleteStoreError(
                     f"activation store {url} is incomplete: {int(done.sum())} of {store.n_chunks} chunks "
-                    "written; rerun the same command to resume (or open with allow_incomplete=True)")
+                    f"written; {how} (or open with allow_incomplete=True)")
         return store
 
     # Pickled (DataLoader workers under spawn, multiprocessing) as its URL: zarr groups

@@ -12,11 +12,19 @@ then its arrays, then its attributes replace the marker; a store still marked is
 whose creation was killed, and is made again. zarr writes every object to a
 ``<name>.<uuid>.partial`` file and renames it into place, so a kill leaves no torn
 chunk, only temporaries: a resumed run removes them.
+
+Shards on one machine take turns creating under a file lock beside a local store. An
+object store (s3://, gs://) has no such lock, so there shard 0 alone creates (or
+re-creates a store whose creation was killed) and the other shards wait until the
+group's attributes no longer carry the marker: its ``zarr.json`` is written last, in
+one PUT, so they never see a half-made layout. Object stores write each object in one
+request: no ``.partial`` temporaries, nothing to clean up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -32,7 +40,12 @@ from interp_pipeline.activations.checksums import codecs
 from interp_pipeline.activations.layout import DTYPES, LAYOUT_ATTR, LAYOUT_VERSION, RowPlan, chunk_range, differences
 from interp_pipeline.process import lock_beside
 
+log = logging.getLogger(__name__)
+
 CREATING = "creating"
+# How long a shard of an object store waits for shard 0 to create it, and how often it says so.
+CREATION_WAIT_S = float(os.environ.get("INTERP_PIPELINE_STORE_CREATION_WAIT_S", 3600))
+CREATION_LOG_S = 30.0
 # Tests only: a file to create once the group exists and before its attributes are
 # written, after which creation waits (for a SIGKILL to arrive at the worst moment).
 PAUSE_ENV = "INTERP_PIPELINE_TEST_PAUSE_STORE_CREATION"
@@ -80,23 +93,61 @@ def _storage_options(url: str) -> dict[str, Any] | None:
     return {"auto_mkdir": True} if url.startswith("file://") else None
 
 
-def open_or_create(url: str, attributes: dict[str, Any], compression: str | None, level: int) -> Any:
-    """The store at ``url``: created if absent, checked against ``attributes`` if present."""
+def _open_existing(url: str, options: dict[str, Any] | None) -> Any:
+    """The group at ``url`` opened for writing, or None when there is none."""
+    import zarr
+
+    try:
+        return zarr.open_group(url, mode="r+", storage_options=options)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return None
+
+
+def _check_same(url: str, group: Any, attributes: dict[str, Any]) -> None:
+    existing = dict(group.attrs)
+    differ = differences(existing, attributes)
+    if differ:
+        detail = "; ".join(f"{k}: store has {existing.get(k)!r}, this run {attributes.get(k)!r}"
+                           for k in differ[:3])
+        raise StoreMismatch(f"the store at {url} was written by another configuration ({detail})")
+
+
+def wait_for_creation(url: str, shard_index: int) -> Any:
+    """An object store's group once shard 0 has finished creating it (see the module docstring)."""
+    options = _storage_options(url)
+    started = time.monotonic()
+    next_report = started
+    while True:
+        group = _open_existing(url, options)
+        if group is not None and not group.attrs.get(CREATING):
+            return group
+        now = time.monotonic()
+        if now - started > CREATION_WAIT_S:
+            raise TimeoutError(f"shard {shard_index} waited {CREATION_WAIT_S:.0f} s for shard 0 to create the store "
+                               f"at {url}; shard 0 (cache.shard_index=0) creates an object store: run it too")
+        if now >= next_report:
+            log.info("shard %d: waiting for shard 0 to create the store at %s", shard_index, url)
+            next_report = now + CREATION_LOG_S
+        time.sleep(0.25)
+
+
+def open_or_create(url: str, attributes: dict[str, Any], compression: str | None, level: int,
+                   shard_index: int = 0) -> Any:
+    """The store at ``url``: created if absent, checked against ``attributes`` if present.
+
+    On an object store only shard 0 creates it; other shards wait for it (see the module docstring).
+    """
     import zarr
 
     options = _storage_options(url)
+    if _local_root(url) is None and shard_index != 0:
+        group = wait_for_creation(url, shard_index)
+        _check_same(url, group, attributes)
+        return group
     with creation_lock(url):
-        try:
-            group = zarr.open_group(url, mode="r+", storage_options=options)
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            group = None
+        group = _open_existing(url, options)
         if group is not None and not group.attrs.get(CREATING):
-            existing = dict(group.attrs)
-            differ = differences(existing, attributes)
-            if differ:
-                detail = "; ".join(f"{k}: store has {existing.get(k)!r}, this run {attributes.get(k)!r}"
-                                   for k in differ[:3])
-                raise StoreMismatch(f"the store at {url} was written by another configuration ({detail})")
+            _check_same(url, group, attributes)
             remove_partials(url, chunks=None)
             return group
         # Absent, or a creation killed before its attributes were written (nothing else is
@@ -273,10 +324,16 @@ def mark_complete_if_done(group: Any) -> bool:
 
 
 def store_bytes(url: str) -> int:
-    path = Path(url.removeprefix("file://"))
-    if not path.exists():
+    root = _local_root(url)
+    if root is None:  # an object store: the sizes of its objects, in one listing
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url)
+        fs.invalidate_cache(path)
+        return int(fs.du(path)) if fs.exists(path) else 0
+    if not root.exists():
         return 0
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
 
 def ensure_writable(url: str) -> None:

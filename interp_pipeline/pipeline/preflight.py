@@ -32,10 +32,17 @@ class _Shapes:
         self._stages = {s.name: s for s in stages}
         self._computed: dict[str, Mapping[str, Any]] = {}
 
+    def stage(self, name: str) -> StageSpec:
+        return self._stages[name]
+
     def of(self, ref: InputRef) -> Any:
         if ref.stage not in self._computed:
             self._computed[ref.stage] = self._compute(self._stages[ref.stage])
         return self._computed[ref.stage].get(ref.output)
+
+    def known(self, ref: InputRef) -> Any:
+        """The shape of ``ref`` if a check has computed it already, else None (computes nothing)."""
+        return self._computed.get(ref.stage, {}).get(ref.output)
 
     def computed(self) -> list[Any]:
         return [shape for outputs in self._computed.values() for shape in outputs.values() if shape is not None]
@@ -104,4 +111,19 @@ def run_preflight(stages: Iterable[StageSpec], pipeline: Sequence[StageSpec] | N
                 definition.preflight(dict(spec.params))
             if definition.check_shapes is not None:
                 definition.check_shapes(dict(spec.params), shapes.inputs(spec))
+        _refuse_partial_stores(spec, shapes)
     return shapes.computed()
+
+
+def _refuse_partial_stores(spec: StageSpec, shapes: _Shapes) -> None:
+    """A stage may not read a store its job writes only one shard of: the other shards are other
+    jobs' (and may not have started), so this job would read an unfinished store."""
+    for ref in spec.inputs.values():
+        shard = getattr(shapes.known(ref), "shard", None)
+        if shard is not None:
+            producer = shapes.stage(ref.stage)
+            raise ConfigError("num_shards", f"expected 1 when stage '{spec.name}' reads the store in the same job, "
+                                            f"found {shard[1]} (this job writes only shard {shard[0]}); write the "
+                                            f"shards with a pipeline that ends at the store (e.g. "
+                                            f"+experiment=cache_activations), then run this one without "
+                                            f"num_shards").under(producer.params_key)

@@ -8,6 +8,7 @@ Arguments: STORE [SHARD_INDEX NUM_SHARDS].
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ def die() -> None:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the writer's lines (a shard that waits)
     kill_at = os.environ.get("KILL_AT")
     if kill_at:
         where, chunk = kill_at.split(":")

@@ -1,0 +1,50 @@
+"""A store written in shards by several jobs: a reader of an unfinished one is told which shards are
+missing; an unsharded run does not quietly write the other shards' share; a job that writes one
+shard may not read the whole store (exit 2 before any work)."""
+
+from __future__ import annotations
+
+import pytest
+
+from interp_pipeline.activations.layout import unfinished_shards
+from interp_pipeline.activations.reader import ActivationStore, IncompleteStoreError
+from interp_pipeline.errors import ConfigError
+from interp_pipeline.stages.cache_activations import cache_activations
+from tests.pipeline.test_preflight_before_work import run_and_capture
+from tests.support.models import CACHE_PARAMS, tiny_model_and_tokens
+
+
+def test_unfinished_shards_are_those_with_a_chunk_not_done():
+    done = [True] * 15
+    done[7] = done[14] = False  # 15 chunks in 4 shards: 0-2, 3-6, 7-10, 11-14
+    assert unfinished_shards(done, 4) == [2, 3]
+    assert unfinished_shards([True] * 15, 4) == []
+
+
+def test_a_store_with_missing_shards_says_which_and_is_not_finished_by_an_unsharded_run(tmp_path):
+    model, tokens = tiny_model_and_tokens()
+    url = str(tmp_path / "s.zarr")
+    out = cache_activations(model, tokens, store=url, shard_index=1, num_shards=3, **CACHE_PARAMS)
+    assert not out["complete"]
+    with pytest.raises(IncompleteStoreError) as info:
+        ActivationStore.open(url)
+    assert str(info.value) == (
+        f"activation store {url} is incomplete: 5 of 15 chunks written; shards 0,2 of 3 not finished (write them "
+        "with cache.shard_index=0,2 cache.num_shards=3, or wait for the jobs writing them) "
+        "(or open with allow_incomplete=True)")
+    with pytest.raises(ConfigError) as refused:
+        cache_activations(model, tokens, store=url, **CACHE_PARAMS)
+    assert str(refused.value) == (f"num_shards: the store at {url} is written in shards: shards 0,2 of 3 not "
+                                  "finished (write them with cache.shard_index=0,2 cache.num_shards=3, or wait for "
+                                  "the jobs writing them)")
+    cache_activations(model, tokens, store=url, shard_index=2, num_shards=3, **CACHE_PARAMS)
+    with pytest.raises(IncompleteStoreError, match=r"shard 0 of 3 not finished \(write it with cache.shard_index=0 "):
+        ActivationStore.open(url)
+
+
+def test_a_job_writing_one_shard_may_not_read_the_whole_store(outputs, caplog):
+    line = run_and_capture(outputs, caplog, ["+experiment=sae_train", "model=toy_induction",
+                                             "cache.shard_index=1", "cache.num_shards=4"])
+    assert line == ("error: cache.num_shards: expected 1 when stage 'sae' reads the store in the same job, found 4 "
+                    "(this job writes only shard 1); write the shards with a pipeline that ends at the store "
+                    "(e.g. +experiment=cache_activations), then run this one without num_shards")
