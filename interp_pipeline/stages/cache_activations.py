@@ -42,9 +42,25 @@ def _check_params(params: dict[str, Any]) -> None:
     if not (isinstance(shards, int) and shards >= 1 and 0 <= params.get("shard_index", 0) < shards):
         raise ConfigError("shard_index", f"expected 0 <= shard_index < num_shards, found "
                                          f"{params.get('shard_index')} of {shards}")
+    _check_store_url(params.get("store"))
     for key in ("batch_size", "chunk_rows"):
         if not (isinstance(params.get(key, 1), int) and params.get(key, 1) >= 1):
             raise ConfigError(key, f"expected a positive integer, found {params.get(key)!r}")
+
+
+def _check_store_url(store: Any) -> None:
+    """A URL's filesystem must be importable here (s3fs for s3://), or the run would fail after the model."""
+    if store is None or "://" not in str(store):
+        return
+    import fsspec
+
+    protocol = str(store).split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as error:
+        extra = "; pip install 'interp_pipeline[s3]'" if protocol in ("s3", "s3a") else ""
+        raise ConfigError("store", f"expected a path or a URL fsspec can open, found '{store}' "
+                                   f"({str(error).splitlines()[0]}){extra}") from None
 
 
 def _check_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:

@@ -48,12 +48,11 @@ def local(tmp_path_factory, model_and_tokens):
     return out, stored(path)
 
 
-def assert_equal_to_local(url: str, local) -> None:
+def assert_equal_to_local(url: str, local, arrays: list[str] = ARRAYS) -> None:
     group = zarr.open_group(url, mode="r")
     assert group.attrs["complete"]
-    written = stored(url)
-    for name in ARRAYS:
-        assert written[name].tobytes() == local[1][name].tobytes(), name
+    for name in arrays:
+        assert group[name][:].tobytes() == local[1][name][:].tobytes(), name
 
 
 def test_a_store_on_s3_is_written_and_read_like_a_local_one(s3, model_and_tokens, local):
@@ -141,3 +140,37 @@ def test_shards_on_s3_wait_for_shard_0_to_create_the_store_and_equal_the_local_o
     assert out["n_rows"] == 360
     assert_equal_to_local(url, local)
     assert np.asarray(zarr.open_group(url, mode="r")["chunk_done"][:]).all()
+
+
+SHARDED = ["+experiment=cache_activations", "model=tiny", "data=random_tokens", "seed=0",
+           "cache.hooks=[blocks.0.hook_resid_post]", "cache.chunk_rows=256"]
+
+
+def test_a_sharded_joblib_sweep_writes_one_store_on_s3_equal_to_the_local_one(s3, outputs, tmp_path):
+    """The README's recipe (`-m cache.shard_index='range(4)' cache.num_shards=4` on the joblib launcher),
+    with 2 shards: every job imports torch and transformer_lens, which is most of this test's CPU time."""
+    from mlflow.tracking import MlflowClient
+
+    from interp_pipeline.compose import compose
+    from interp_pipeline.experiment import prepare
+    from interp_pipeline.runner.runner import PipelineRunner
+    from interp_pipeline.runner.stage_cache import StageCache
+    from tests.conftest import run_cli
+
+    url = f"s3://{BUCKET}/sweep.zarr"
+    done = run_cli(["-m", *SHARDED, f"cache.store={url}", "cache.shard_index=range(2)", "cache.num_shards=2",
+                    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "tracking.experiment_name=shards"], outputs)
+    assert done.returncode == 0, done.stdout + done.stderr
+    reference = tmp_path / "local.zarr"
+    spec = prepare(compose([*SHARDED, f"cache.store={reference}"])).spec
+    PipelineRunner(spec, StageCache(tmp_path / "cache")).run()
+    arrays = ["activations/blocks.0.hook_resid_post", "token_ids", "sequence", "position", "chunk_done"]
+    assert_equal_to_local(url, (None, zarr.open_group(str(reference), mode="r")), arrays)
+    store = ActivationStore.open(url)
+    assert store.n_chunks == 8 and store.attrs["num_shards"] == 2
+    client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("shards").experiment_id], "tags.stage = 'cache'")
+    assert sorted(r.data.params["shard_index"] for r in runs) == ["0", "1"]
+    assert sum(r.data.metrics["tokens_written"] for r in runs) == 64 * 32
+    tokens = client.search_runs([client.get_experiment_by_name("shards").experiment_id], "tags.stage = 'tokens'")
+    assert sorted(r.data.tags["cached"] for r in tokens) == ["false", "true"]  # shared, computed once

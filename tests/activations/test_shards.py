@@ -48,3 +48,12 @@ def test_a_job_writing_one_shard_may_not_read_the_whole_store(outputs, caplog):
     assert line == ("error: cache.num_shards: expected 1 when stage 'sae' reads the store in the same job, found 4 "
                     "(this job writes only shard 1); write the shards with a pipeline that ends at the store "
                     "(e.g. +experiment=cache_activations), then run this one without num_shards")
+
+
+def test_a_store_url_fsspec_cannot_open_is_refused_before_work():
+    from interp_pipeline.stages.cache_activations import _check_params
+
+    with pytest.raises(ConfigError, match=r"^store: expected a path or a URL fsspec can open, found 'nosuch://b/s.zarr' "
+                                          r"\(Protocol not known: nosuch\)$"):
+        _check_params({**CACHE_PARAMS, "store": "nosuch://b/s.zarr"})
+    _check_params({**CACHE_PARAMS, "store": "s3://bucket/s.zarr"})  # s3fs is installed with the dev extra
