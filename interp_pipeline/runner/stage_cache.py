@@ -128,6 +128,9 @@ class StageCache:
         # stage_dirs whose entry failed its check in a way that leaves them untrusted:
         # emptied before the stage writes into them again (see stage_dir).
         self._untrusted: set[Path] = set()
+        # Rejected entries already warned about (path and its marker's identity): a job looks an
+        # entry up again under the key's lock, and the same damaged entry is worth one warning.
+        self._warned: set[tuple[Path, tuple[int, int, int]]] = set()
 
     def entry_path(self, fn_name: str, key: str) -> Path:
         return self.root / fn_name / key
@@ -164,7 +167,14 @@ class StageCache:
         return entry
 
     def _reject(self, path: Path, problem: str, *, stage_dir_trusted: bool) -> None:
-        log.warning("warning: cache entry %s is not served: %s; recomputing it", path, problem)
+        try:
+            marker = (path / MARKER).stat()
+            seen = (path, (marker.st_ino, marker.st_mtime_ns, marker.st_size))
+        except OSError:
+            seen = (path, (0, 0, 0))
+        if seen not in self._warned:
+            self._warned.add(seen)
+            log.warning("warning: cache entry %s is not served: %s; recomputing it", path, problem)
         if not stage_dir_trusted:
             self._untrusted.add(data_dir(path))
 
