@@ -34,8 +34,8 @@ def lock_beside(path: Path, on_wait: Callable[[dict[str, Any]], None] | None = N
     flock, not a lock file that exists or not: the kernel releases it when its holder dies,
     kill -9 included, so a dead holder never blocks the next one (no stale locks to detect).
     The holder writes its pid and host into the file; a process that finds the lock taken
-    calls ``on_wait(holder)`` (``{"pid", "host", "since"}``, empty if unknown) once, then
-    again every ``wait_log_seconds`` while it waits. The file stays: removing a lock file
+    calls ``on_wait(holder)`` (``{"pid", "host", "since"}`` as the holder wrote them, and
+    ``waited``, seconds so far) once, then again every ``wait_log_seconds`` while it waits. The file stays: removing a lock file
     while another process has it open would let a third lock a new file beside the second.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def lock_beside(path: Path, on_wait: Callable[[dict[str, Any]], None] | None = N
 
 def _wait_for_lock(handle: Any, on_wait: Callable[[dict[str, Any]], None], log_seconds: float) -> None:
     # Polled rather than blocking in flock, so the wait can be reported while it lasts.
-    next_report = 0.0
+    started = next_report = time.monotonic()
     while True:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,7 +66,7 @@ def _wait_for_lock(handle: Any, on_wait: Callable[[dict[str, Any]], None], log_s
             pass
         now = time.monotonic()
         if now >= next_report:
-            on_wait(lock_holder(handle))
+            on_wait({**lock_holder(handle), "waited": now - started})
             next_report = now + log_seconds
         time.sleep(0.2)
 

@@ -204,18 +204,20 @@ class PipelineRunner:
 
         def waiting(holder: Mapping[str, Any]) -> None:
             by = f"pid {holder['pid']} on {holder.get('host', '?')}" if holder.get("pid") else "another process"
-            log.info("[%d/%d] %s: waiting for %s, which computes %s key %s", index + 1, len(self.spec.stages),
-                     stage.name, by, fn_name, key)
+            waited = holder.get("waited", 0.0)
+            still = f"still ({waited / 60:.0f} min) " if waited >= 30 else ""
+            log.info("[%d/%d] %s: %swaiting for %s, which computes %s key %s", index + 1, len(self.spec.stages),
+                     stage.name, still, by, fn_name, key)
 
         with self.cache.key_lock(fn_name, key, on_wait=waiting):
-            if stage.name not in self.forced:
-                entry = self.cache.lookup(fn_name, key)
-                if entry is not None:  # computed by another job while this one planned or waited
-                    self.entries[stage.name] = entry
-                    return self._record_uncomputed(stage)
-            if on_start is not None:
-                on_start(index, stage)
-            return self._compute(stage)
+            entry = None if stage.name in self.forced else self.cache.lookup(fn_name, key)
+            if entry is None:
+                if on_start is not None:
+                    on_start(index, stage)
+                return self._compute(stage)
+        # Computed by another job while this one planned or waited: served like any cached result.
+        self.entries[stage.name] = entry
+        return self._record_uncomputed(stage)
 
     def _compute(self, stage: StageSpec) -> StageOutcome:
         definition = stage.definition
