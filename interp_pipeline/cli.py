@@ -38,11 +38,22 @@ _RUN_STATUSES: list[int] = []
 register()
 
 
+class _JobLines(logging.Formatter):
+    """Every terminal line of a job (each line of a table too) starts with the job's number."""
+
+    def __init__(self, job_num: int):
+        super().__init__("%(message)s")
+        self.prefix = f"[job {job_num}] "
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(self.prefix + line for line in super().format(record).splitlines())
+
+
 def _label_job_lines(job_num: int) -> None:
     """Prefix this job's terminal lines with its number, so a parallel sweep's output can be told apart."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setFormatter(logging.Formatter(f"[job {job_num}] %(message)s"))
+            handler.setFormatter(_JobLines(job_num))
 
 
 def task(cfg: Any) -> Any:

@@ -53,6 +53,7 @@ PER_MODEL_GROUPS = ("ioi", "sae_setup", "sae_features_setup", "inspect_setup", "
 PLUGIN_EXTRAS = {
     ("hydra/sweeper", "optuna"): ("optuna", "hydra-optuna-sweeper"),
     ("hydra/launcher", "ray"): ("ray", "hydra-ray-launcher"),
+    ("hydra/launcher", "ray_cluster"): ("ray", "hydra-ray-launcher"),
     ("hydra/launcher", "submitit_local"): ("slurm", "hydra-submitit-launcher"),
     ("hydra/launcher", "submitit_slurm"): ("slurm", "hydra-submitit-launcher"),
 }
