@@ -129,7 +129,7 @@ def main() -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from interp_pipeline.exit_status import combine
-    from interp_pipeline.hydra_callbacks import SWEEP_STATUSES
+    from interp_pipeline.hydra_callbacks import SWEEP_STATUSES, SweepRefused
 
     from interp_pipeline.expect_overrides import rewrite_all
 
@@ -138,6 +138,10 @@ def main() -> None:
     try:
         sys.argv[1:] = rewrite_all(sys.argv[1:])  # expect.STAGE.METRIC overrides, in a form Hydra can apply
         hydra_main()
+    except SweepRefused as refused:  # the sweep callback's pre-flight, before any job
+        _record_config_error(refused.error)
+        print(f"error: {refused.error}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except Terminated:

@@ -10,6 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from interp_pipeline.errors import ConfigError
 from interp_pipeline.exit_status import EXIT_EXPECT, EXIT_OK, STATUS_FILE, combine, read_statuses
 
 log = logging.getLogger(__name__)
@@ -25,13 +26,28 @@ def _experiment_name(config: DictConfig) -> str:
     return config.tracking.experiment_name or experiment_choice(config.hydra.runtime.choices)
 
 
+class SweepRefused(BaseException):
+    """A config error found before a sweep's first job. A BaseException because Hydra turns an
+    Exception raised by a callback into a warning and goes on; cli.main prints it (exit status 2)."""
+
+    def __init__(self, error: ConfigError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class PipelineCallbacks(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._prepare(config)
+        except ConfigError as error:
+            raise SweepRefused(error) from error
+
+    def _prepare(self, config: DictConfig) -> None:
         from interp_pipeline.experiment import prepare
         from interp_pipeline.sweeps.job_results import RESULT_FILE
 
         # Every check that needs no model (sweep.objective among them) before the sweeper
-        # starts a job: a ConfigError here is one line and exit status 2 (cli.main).
+        # starts a job.
         prepare(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         for stale in [*sweep_dir.glob(f"*/{STATUS_FILE}"), *sweep_dir.glob(f"*/{RESULT_FILE}")]:
