@@ -60,7 +60,7 @@ def task(cfg: Any) -> Any:
     """Hydra's task function: one job. Never raises for a user error.
 
     Returns the exit status; in a sweep with ``sweep.objective``, the objective's values
-    instead (what hydra/sweeper=optuna optimises; NaN for a job that did not succeed).
+    instead (what hydra/sweeper=optuna optimises; None for a job that did not succeed, a failed trial).
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
