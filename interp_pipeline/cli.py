@@ -38,13 +38,37 @@ _RUN_STATUSES: list[int] = []
 register()
 
 
-def task(cfg: Any) -> int:
-    """Hydra's task function: one job. Never raises for a user error; returns the exit status."""
+class _JobLines(logging.Formatter):
+    """Every terminal line of a job (each line of a table too) starts with the job's number."""
+
+    def __init__(self, job_num: int):
+        super().__init__("%(message)s")
+        self.prefix = f"[job {job_num}] "
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(self.prefix + line for line in super().format(record).splitlines())
+
+
+def _label_job_lines(job_num: int) -> None:
+    """Prefix this job's terminal lines with its number, so a parallel sweep's output can be told apart."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setFormatter(_JobLines(job_num))
+
+
+def task(cfg: Any) -> Any:
+    """Hydra's task function: one job. Never raises for a user error.
+
+    Returns the exit status; in a sweep with ``sweep.objective``, the objective's values
+    instead (what hydra/sweeper=optuna optimises; None for a job that did not succeed, a failed trial).
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from interp_pipeline.experiment import Invocation, run_experiment
+    from interp_pipeline.experiment import Invocation, JobResult, run_job
     from interp_pipeline.hydra_callbacks import experiment_choice
+    from interp_pipeline.sweeps.job_results import JobRecord, write_job_result
+    from interp_pipeline.sweeps.objective import objective_values
     from interp_pipeline.threads import parallel_jobs
 
     hydra_cfg = HydraConfig.get()
@@ -58,17 +82,24 @@ def task(cfg: Any) -> int:
         job_num=hydra_cfg.job.num if multirun else None,
         parallel_jobs=parallel_jobs(hydra_cfg.launcher) if multirun else 1,
     )
+    if multirun and "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", "")):
+        _label_job_lines(hydra_cfg.job.num)
     try:
-        status = run_experiment(cfg, invocation)
+        result = run_job(cfg, invocation)
     except (KeyboardInterrupt, Terminated):
         raise
     except Exception as error:  # a failure outside any stage (the tracking store, the disk)
         log.debug("unexpected error:\n%s", traceback.format_exc())
         log.error("error: %s: %s (traceback in %s)", type(error).__name__, error, output_dir)
-        status = EXIT_FAILED
-    write_status(output_dir, status)
-    _RUN_STATUSES.append(status)
-    return status
+        result = JobResult(EXIT_FAILED)
+    write_status(output_dir, result.status)
+    _RUN_STATUSES.append(result.status)
+    if not multirun:
+        return result.status
+    write_job_result(output_dir, JobRecord(hydra_cfg.job.num, invocation.overrides, result.status, result.metrics,
+                                           result.run_id))
+    objective = list(cfg.sweep.objective)
+    return objective_values(objective, result.status, result.metrics) if objective else result.status
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -98,7 +129,7 @@ def main() -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from interp_pipeline.exit_status import combine
-    from interp_pipeline.hydra_callbacks import SWEEP_STATUSES
+    from interp_pipeline.hydra_callbacks import SWEEP_STATUSES, SweepRefused
 
     from interp_pipeline.expect_overrides import rewrite_all
 
@@ -107,6 +138,10 @@ def main() -> None:
     try:
         sys.argv[1:] = rewrite_all(sys.argv[1:])  # expect.STAGE.METRIC overrides, in a form Hydra can apply
         hydra_main()
+    except SweepRefused as refused:  # the sweep callback's pre-flight, before any job
+        _record_config_error(refused.error)
+        print(f"error: {refused.error}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
     except Terminated:

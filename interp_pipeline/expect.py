@@ -29,14 +29,28 @@ def _entry(spec: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in spec.items() if v is not None}
 
 
-def _check_metric(key: str, stage: str, metric: str, patterns: Sequence[str]) -> None:
+def _check_metric(key: str, stage: str, metric: str, patterns: Sequence[str], config_key: str | None = None) -> None:
     """``metric`` is one the stage declares it can log (its patterns may hold globs: ``head_out/*``)."""
     if any(fnmatch.fnmatchcase(metric, pattern) for pattern in patterns):
         return
     named = [p for p in patterns if not any(c in p for c in "*?[")]
     shown = ", ".join(patterns) if patterns else "(none)"
-    raise ConfigError(f"expect.{key}", f"expected a metric stage '{stage}' logs ({shown}), found '{metric}'",
+    raise ConfigError(config_key or f"expect.{key}", f"expected a metric stage '{stage}' logs ({shown}), found '{metric}'",
                       suggestion=did_you_mean(metric, named))
+
+
+def check_metric_name(config_key: str, name: str, stage_names: list[str],
+                      metrics: Mapping[str, Sequence[str] | None]) -> None:
+    """``name`` (STAGE.METRIC) is a metric some stage of the pipeline logs; else a ConfigError on ``config_key``."""
+    stage, dot, metric = name.partition(".")
+    if not dot or not metric:
+        raise ConfigError(config_key, f"expected STAGE.METRIC, found '{name}'")
+    if stage not in stage_names:
+        raise ConfigError(config_key, f"expected a stage of this pipeline ({one_of(stage_names)}), found '{stage}' "
+                                      f"in '{name}'", suggestion=did_you_mean(stage, stage_names))
+    patterns = metrics.get(stage)
+    if patterns is not None:
+        _check_metric(name, stage, metric, patterns, config_key)
 
 
 def validate_expectations(expect: Mapping[str, Mapping[str, Any]], stage_names: list[str],

@@ -29,6 +29,7 @@ from interp_pipeline.pipeline.preflight import run_preflight
 from interp_pipeline.pipeline.spec import PipelineSpec, load_pipeline
 from interp_pipeline.runner.runner import CACHED, COMPUTED, PipelineRunner, StageOutcome, flatten
 from interp_pipeline.runner.stage_cache import StageCache
+from interp_pipeline.sweeps.objective import validate_sweep
 from interp_pipeline.tracking.base import NullRun, RunLogger
 from interp_pipeline.tracking.run_info import git_state, version_tags
 
@@ -43,6 +44,15 @@ class Invocation:
     sweep_id: str | None = None
     job_num: int | None = None
     parallel_jobs: int = 1  # jobs the launcher runs at once on this machine
+
+
+@dataclass
+class JobResult:
+    """What a job leaves for its sweep: the exit status, the metrics its stages logged, its MLflow run."""
+
+    status: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    run_id: str | None = None
 
 
 @dataclass
@@ -67,7 +77,11 @@ def prepare(cfg: DictConfig) -> Prepared:
     node = OmegaConf.select(cfg, "expect", default=None) if cfg.runner.check_expect else None
     expect = OmegaConf.to_container(node, resolve=True) if node is not None else {}
     assert isinstance(expect, dict)
-    validate_expectations(expect, names, {s.name: s.definition.metric_patterns(s.params) for s in spec.stages})
+    metric_patterns = {s.name: s.definition.metric_patterns(s.params) for s in spec.stages}
+    validate_expectations(expect, names, metric_patterns)
+    sweep = OmegaConf.select(cfg, "sweep", default=None)
+    if sweep is not None:
+        validate_sweep(sweep, names, metric_patterns)
     return Prepared(spec, expect)
 
 
@@ -142,6 +156,11 @@ def _set_threads(cfg: DictConfig, invocation: Invocation, prepared: Prepared, sh
 def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
     """Run one experiment; returns the exit status. Re-raises KeyboardInterrupt and Terminated
     after ending the runs KILLED, so the process stops as the user asked."""
+    return run_job(cfg, invocation).status
+
+
+def run_job(cfg: DictConfig, invocation: Invocation) -> JobResult:
+    """:func:`run_experiment`, keeping the metrics a sweep's objective and summary read."""
     try:
         prepared = prepare(cfg)
         runner = PipelineRunner(
@@ -158,7 +177,7 @@ def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
     except ConfigError as error:
         log.debug("configuration error", exc_info=True)
         log.error("error: %s", error)
-        return EXIT_CONFIG
+        return JobResult(EXIT_CONFIG)
     _set_threads(cfg, invocation, prepared, shapes)
 
     tracking, experiment_id = _open_tracking(cfg, invocation)
@@ -195,7 +214,7 @@ def _run_tracked(
     start_child: Callable[[str, Mapping[str, str]], RunLogger],
     tracking: Any,
     experiment_id: str | None,
-) -> int:
+) -> JobResult:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     parent.log_params(flatten("", resolved))
     _log_file_artifact(parent, "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -218,9 +237,9 @@ def _run_tracked(
         if isinstance(cause, ConfigError):
             stage = prepared.spec.stage(failure.stage)
             log.error("error: %s", cause.under(stage.params_key))
-            return EXIT_CONFIG
+            return JobResult(EXIT_CONFIG, run_id=parent.run_id)
         log.error("error: %s (traceback in %s)", failure, invocation.output_dir)
-        return EXIT_FAILED
+        return JobResult(EXIT_FAILED, run_id=parent.run_id)
 
     metrics = {f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()}
     if metrics:
@@ -252,4 +271,4 @@ def _run_tracked(
     log.info("outputs: %s", invocation.output_dir)
     if tracking is not None:
         log.info("mlflow: %s", tracking.run_url(experiment_id, parent.run_id))
-    return status
+    return JobResult(status, metrics, parent.run_id)

@@ -1,4 +1,5 @@
-"""Hydra callbacks: prepare the MLflow store before a sweep's jobs start, gather their statuses after."""
+"""Hydra callbacks: check the config and prepare the MLflow store before a sweep's jobs start;
+gather their statuses, print the sweep's table and log its summary run after."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from interp_pipeline.exit_status import STATUS_FILE, combine, read_statuses
+from interp_pipeline.errors import ConfigError
+from interp_pipeline.exit_status import EXIT_EXPECT, EXIT_OK, STATUS_FILE, combine, read_statuses
 
 log = logging.getLogger(__name__)
 SWEEP_STATUSES: list[int] = []
@@ -20,10 +22,35 @@ def experiment_choice(choices: Any) -> str:
     return choices.get("experiment") or "default"
 
 
+def _experiment_name(config: DictConfig) -> str:
+    return config.tracking.experiment_name or experiment_choice(config.hydra.runtime.choices)
+
+
+class SweepRefused(BaseException):
+    """A config error found before a sweep's first job. A BaseException because Hydra turns an
+    Exception raised by a callback into a warning and goes on; cli.main prints it (exit status 2)."""
+
+    def __init__(self, error: ConfigError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class PipelineCallbacks(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            self._prepare(config)
+        except ConfigError as error:
+            raise SweepRefused(error) from error
+
+    def _prepare(self, config: DictConfig) -> None:
+        from interp_pipeline.experiment import prepare
+        from interp_pipeline.sweeps.job_results import RESULT_FILE
+
+        # Every check that needs no model (sweep.objective among them) before the sweeper
+        # starts a job.
+        prepare(config)
         sweep_dir = Path(config.hydra.sweep.dir)
-        for stale in sweep_dir.glob(f"*/{STATUS_FILE}"):
+        for stale in [*sweep_dir.glob(f"*/{STATUS_FILE}"), *sweep_dir.glob(f"*/{RESULT_FILE}")]:
             stale.unlink()
         if config.tracking.enabled:
             # Every job opens the store under a file lock (MlflowTracking); doing it once
@@ -37,11 +64,43 @@ class PipelineCallbacks(Callback):
             uri = resolve_tracking_uri(config.tracking.uri, config.paths.outputs)
             check_reachable(uri)
             tracking = MlflowTracking(uri)
-            name = config.tracking.experiment_name or experiment_choice(config.hydra.runtime.choices)
-            tracking.experiment_id(name)
+            tracking.experiment_id(_experiment_name(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         statuses = read_statuses(Path(config.hydra.sweep.dir))
-        SWEEP_STATUSES[:] = [combine(statuses)] if statuses else []
+        counted = statuses
+        if config.sweep.objective and EXIT_OK in statuses:
+            # In a search, a job that misses expect: is a trial the sweeper was told failed (a
+            # constraint of the search, sweeps/objective.py), not a failure of the sweep.
+            counted = [s for s in statuses if s != EXIT_EXPECT]
+        SWEEP_STATUSES[:] = [combine(counted)] if counted else []
         failed = sum(s != 0 for s in statuses)
         log.info("sweep: %d jobs, %d not ok; outputs in %s", len(statuses), failed, config.hydra.sweep.dir)
+        try:
+            self._summarise(config)
+        except Exception as error:  # the jobs' results stand; say why the summary is missing
+            log.debug("sweep summary failed", exc_info=True)
+            log.error("error: sweep summary not logged: %s: %s", type(error).__name__, error)
+
+    def _summarise(self, config: DictConfig) -> None:
+        from interp_pipeline.sweeps.job_results import read_job_results
+        from interp_pipeline.sweeps.summary import log_summary_run, render_table, summarise
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        records = read_job_results(sweep_dir)
+        if not records:
+            return
+        sweep = config.sweep
+        result = summarise(records, list(sweep.objective), list(sweep.direction), list(sweep.summary))
+        table = render_table(result, title=f"sweep {sweep_dir.name}")
+        log.info("%s", table)
+        if result.best and len(result.best) == 1:
+            best = next(r for r in records if r.job_num == result.best[0])
+            log.info("best job: %d (%s)", best.job_num, " ".join(f"{k}={v}" for k, v in result.swept[best.job_num].items()))
+        if config.tracking.enabled:
+            from interp_pipeline.tracking.mlflow_tracking import MlflowTracking, resolve_tracking_uri
+
+            tracking = MlflowTracking(resolve_tracking_uri(config.tracking.uri, config.paths.outputs))
+            experiment_id = tracking.experiment_id(_experiment_name(config))
+            run_id = log_summary_run(result, tracking, experiment_id, sweep_dir.name, sweep_dir, table)
+            log.info("sweep summary: %s", tracking.run_url(experiment_id, run_id))

@@ -49,6 +49,16 @@ def _from_omegaconf(error: Any) -> str | None:
 PER_MODEL_GROUPS = ("ioi", "sae_setup", "sae_features_setup", "inspect_setup", "lens_setup")
 
 
+# Hydra plugins behind an extra of ours (pyproject.toml): (group, option) -> (extra, the plugin's package).
+PLUGIN_EXTRAS = {
+    ("hydra/sweeper", "optuna"): ("optuna", "hydra-optuna-sweeper"),
+    ("hydra/launcher", "ray"): ("ray", "hydra-ray-launcher"),
+    ("hydra/launcher", "ray_cluster"): ("ray", "hydra-ray-launcher"),
+    ("hydra/launcher", "submitit_local"): ("slurm", "hydra-submitit-launcher"),
+    ("hydra/launcher", "submitit_slurm"): ("slurm", "hydra-submitit-launcher"),
+}
+
+
 def describe(error: BaseException) -> str:
     """The one line shown for a Hydra composition error (the traceback goes to the log)."""
     from hydra.errors import MissingConfigException
@@ -56,6 +66,10 @@ def describe(error: BaseException) -> str:
     if isinstance(error, MissingConfigException) and error.missing_cfg_file:
         group, _, option = str(error.missing_cfg_file).rpartition("/")
         options = list(error.options or [])
+        if (group, option) in PLUGIN_EXTRAS and option not in options:
+            extra, package = PLUGIN_EXTRAS[group, option]
+            return (f"{group}={option}: needs {package}, which is not installed; "
+                    f"install the '{extra}' extra: pip install 'interp_pipeline[{extra}]'")
         if group in PER_MODEL_GROUPS:
             return (f"model={option}: this experiment has per-model settings (conf/{group}/) for model= "
                     f"{one_of(options)}, found '{option}'; add conf/{group}/{option}.yaml to run it on that model")

@@ -309,6 +309,16 @@ class ExpectEntry:
 
 
 @dataclass
+class SweepConfig:
+    """What a multirun optimises and reports (interp_pipeline/sweeps): STAGE.METRIC names."""
+
+    # Returned to the sweeper by each job (hydra/sweeper=optuna); several make a Pareto front.
+    objective: List[str] = field(default_factory=list)
+    direction: List[str] = field(default_factory=list)  # maximize | minimize, one per objective
+    summary: List[str] = field(default_factory=list)  # more metrics for the sweep's summary table
+
+
+@dataclass
 class ExperimentConfig:
     pipeline: str = MISSING  # a name in pipelines/ or a path to a pipeline YAML
     seed: int = 0
@@ -337,6 +347,7 @@ class ExperimentConfig:
     logit_lens: Optional[LogitLensConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 def register_configs() -> None:

@@ -131,10 +131,15 @@ def test_parallel_sweep_of_three_jobs_shares_one_store(outputs):
     done = run_cli(["-m", "+experiment=smoke", "seed=0,1,2", "hydra/launcher=joblib",
                     "hydra.launcher.n_jobs=3"], outputs, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    runs, all_runs = parents(sqlite_uri(outputs), "smoke")
-    assert len(runs) == 3 and len(all_runs) == 12
+    top, all_runs = parents(sqlite_uri(outputs), "smoke")
+    summaries = [r for r in top if r.data.tags.get("sweep.summary") == "true"]
+    runs = [r for r in top if r.data.tags.get("sweep.summary") != "true"]
+    assert len(runs) == 3 and len(summaries) == 1 and len(all_runs) == 13
     assert all(r.info.status == "FINISHED" for r in all_runs)
-    assert len({r.data.tags["sweep.id"] for r in runs}) == 1
+    assert len({r.data.tags["sweep.id"] for r in top}) == 1  # the summary run carries the sweep's id too
+    # each job's terminal lines carry its number, so the three jobs' interleaved output can be told apart
+    for job in range(3):
+        assert f"[job {job}] smoke: pipeline 'smoke'" in done.stdout and f"[job {job}] [3/3] stats" in done.stdout
     assert sorted(r.data.tags["hydra.overrides"] for r in runs) == [f"+experiment=smoke seed={i}" for i in range(3)]
     assert sorted(r.data.tags["sweep.job_num"] for r in runs) == ["0", "1", "2"]
     assert len({r.data.metrics["stats.loss_mean"] for r in runs}) == 3

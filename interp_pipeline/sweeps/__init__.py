@@ -1,0 +1,1 @@
+"""Multirun sweeps: the objective a sweeper optimises, each job's result, and the sweep's summary run."""
