@@ -125,13 +125,14 @@ def run_entry(entry: SuiteEntry, overrides: Sequence[str], run_dir: Path, log_pa
     """One experiment as its own process; its report.json read back (or a report of why there is none)."""
     command = [sys.executable, "-m", "interp_pipeline", f"+experiment={entry.experiment}", *entry.overrides,
                *overrides, f"hydra.run.dir={run_dir}"]
+    report_path = run_dir / REPORT_JSON
+    report_path.unlink(missing_ok=True)  # a report left by an earlier run there must not stand in for this one's
     started = time.perf_counter()
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
     seconds = time.perf_counter() - started
-    report_path = run_dir / REPORT_JSON
     if report_path.is_file():
         report = ExperimentReport.read_json(report_path)
     else:
