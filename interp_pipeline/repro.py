@@ -121,25 +121,33 @@ def _last_error(log_path: Path) -> str:
     return (errors or lines or [""])[-1][:500]
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far (their children included)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_entry(entry: SuiteEntry, overrides: Sequence[str], run_dir: Path, log_path: Path) -> ExperimentReport:
     """One experiment as its own process; its report.json read back (or a report of why there is none)."""
     command = [sys.executable, "-m", "interp_pipeline", f"+experiment={entry.experiment}", *entry.overrides,
                *overrides, f"hydra.run.dir={run_dir}"]
     report_path = run_dir / REPORT_JSON
     report_path.unlink(missing_ok=True)  # a report left by an earlier run there must not stand in for this one's
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), _children_cpu()
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
     if report_path.is_file():
         report = ExperimentReport.read_json(report_path)
     else:
         report = ExperimentReport(entry.name, entry.experiment, message=_last_error(log_path))
     report.name, report.experiment = entry.name, entry.experiment
     report.overrides = [*entry.overrides, *overrides]
-    report.status, report.seconds, report.run_dir = status, seconds, str(run_dir)
+    report.status, report.seconds, report.cpu_seconds, report.run_dir = status, seconds, cpu, str(run_dir)
     if entry.figures:
         report.figures = [f for f in report.figures if any(fnmatch.fnmatchcase(f.name, g) for g in entry.figures)]
     return report

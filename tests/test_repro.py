@@ -49,7 +49,7 @@ def test_a_suite_writes_markdown_json_and_html_and_exits_3_when_an_expectation_i
     assert data["passed"] is False
     ok, missed = (ExperimentReport.from_dict(e) for e in data["experiments"])
     assert ok.passed and ok.status == 0 and not missed.passed and missed.status == EXIT_EXPECT
-    assert ok.seconds > 0 and ok.rows[0].got == pytest.approx(missed.rows[0].got)
+    assert ok.seconds > 0 and 0 < ok.cpu_seconds and ok.rows[0].got == pytest.approx(missed.rows[0].got)
     assert ok.figures and Path(ok.figures[0].path).is_file()
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 2 and "smoke_missed" in html

@@ -37,6 +37,8 @@ class ExperimentReport:
     overrides: list[str] = field(default_factory=list)
     status: int = EXIT_OK  # the run's exit status
     seconds: float = 0.0
+    # CPU time of the run's process (user + system): on a shared machine, what the run itself cost.
+    cpu_seconds: float | None = None
     rows: list[ExpectRow] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     run_dir: str = ""

@@ -43,6 +43,10 @@ def summary_line(reports: Sequence[ExperimentReport]) -> str:
             f"{seconds:.0f} s in all ({seconds / 60:.1f} min)")
 
 
+def _cpu(report: ExperimentReport) -> str:
+    return "" if report.cpu_seconds is None else f"{report.cpu_seconds:.1f}"
+
+
 def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -55,11 +59,11 @@ def _md_row(report: ExperimentReport, row: ExpectRow) -> str:
 def to_markdown(reports: Sequence[ExperimentReport], title: str) -> str:
     header = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
     lines = [f"# {title}", "", summary_line(reports), "",
-             "| experiment | run | status | time (s) | expectations met |", "|---|---|---|---:|---|"]
+             "| experiment | run | status | time (s) | CPU (s) | expectations met |", "|---|---|---|---:|---:|---|"]
     for report in reports:
         met = sum(row.passed for row in report.rows)
         lines.append(f"| {_md(report.name)} | {_md(' '.join(['+experiment=' + report.experiment, *report.overrides]))}"
-                     f" | {report.status_word} | {report.seconds:.1f} | {met}/{len(report.rows)} |")
+                     f" | {report.status_word} | {report.seconds:.1f} | {_cpu(report)} | {met}/{len(report.rows)} |")
     rows = _rows(reports)
     lines += ["", "## Expectations", "", header, *(_md_row(r, row) for r, row in rows if row.passed)]
     failing = [(r, row) for r, row in rows if not row.passed]
@@ -122,11 +126,12 @@ def to_html(reports: Sequence[ExperimentReport], title: str, *, figures_per_expe
         f"<tr class=\"{'ok' if r.passed else 'fail'}\"><td>{escape(r.name)}</td>"
         f"<td>{escape(' '.join(['+experiment=' + r.experiment, *r.overrides]))}</td>"
         f"<td class=\"verdict\">{escape(r.status_word)}</td><td class=\"num\">{r.seconds:.1f}</td>"
+        f"<td class=\"num\">{_cpu(r)}</td>"
         f"<td class=\"num\">{sum(row.passed for row in r.rows)}/{len(r.rows)}</td>"
         f"<td>{escape(r.run_dir)}</td></tr>" for r in reports)
     parts = [f"<h1>{escape(title)}</h1>",
              f"<p class=\"meta\">{escape(summary_line(reports))}; written {time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
-             "<table class=\"runs\"><tr><th>experiment</th><th>run</th><th>status</th><th>time (s)</th>"
+             "<table class=\"runs\"><tr><th>experiment</th><th>run</th><th>status</th><th>time (s)</th><th>CPU (s)</th>"
              f"<th>expectations met</th><th>run directory</th></tr>{runs}</table>",
              "<h2>Expectations</h2>", _html_rows(_rows(reports))]
     for report in reports:

@@ -16,7 +16,7 @@ def test_failing_rows_come_last_and_a_run_without_rows_is_reported_by_its_error(
     assert "| a | s.n |" in ok_part and "| c | s.k | 3 ± 0.1 | 3.05 | ok | demo | rounding |" in ok_part
     assert failing.index("| a | s.m | >= 1 | 0.5 | **FAIL** | paper, fig. 1 | half of it |") < failing.index("| b | (run)")
     assert "| b | (run) | exit 0 | missing | **FAIL** |  | error: model.name: model 'gpt2-small'" in failing
-    assert "| b | +experiment=b | config error | 0.0 | 0/0 |" in ok_part
+    assert "| b | +experiment=b | config error | 0.0 |  | 0/0 |" in ok_part
     assert "3 experiment(s), 4 expectation(s): 2 not met" in markdown
     html = to_html(reports, "t")
     assert html.count("<tr class=\"fail\">") == 2 + 2  # two runs, two rows
