@@ -141,10 +141,11 @@ def run_entry(entry: SuiteEntry, overrides: Sequence[str], run_dir: Path, log_pa
         log.flush()
         status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
     seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
-    if report_path.is_file():
+    try:
         report = ExperimentReport.read_json(report_path)
-    else:
-        report = ExperimentReport(entry.name, entry.experiment, message=_last_error(log_path))
+    except (OSError, ValueError, TypeError) as error:  # none (the run stopped early), or unreadable
+        found = "" if isinstance(error, FileNotFoundError) else f"unreadable {REPORT_JSON} ({error}); "
+        report = ExperimentReport(entry.name, entry.experiment, message=found + _last_error(log_path))
     report.name, report.experiment = entry.name, entry.experiment
     report.overrides = [*entry.overrides, *overrides]
     report.status, report.seconds, report.cpu_seconds, report.run_dir = status, seconds, cpu, str(run_dir)

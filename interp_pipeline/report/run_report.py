@@ -28,8 +28,8 @@ def build(experiment: str, overrides: Sequence[str], status: int, seconds: float
     rows = [ExpectRow(r.key, r.expected, r.got, r.passed, r.source, r.why) for r in results]
     # Hydra's task overrides hold the experiment choice too; the report names it on its own.
     overrides = [o for o in overrides if not o.lstrip("+~").startswith("experiment=")]
-    return ExperimentReport(experiment, experiment, overrides, status, seconds, rows, list(figures),
-                            str(run_dir), message)
+    return ExperimentReport(experiment, experiment, overrides=overrides, status=status, seconds=seconds, rows=rows,
+                            figures=list(figures), run_dir=str(run_dir), message=message)
 
 
 def write(report: ExperimentReport, run_dir: Path) -> Mapping[str, Path]:
