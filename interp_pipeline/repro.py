@@ -143,7 +143,7 @@ def run_entry(entry: SuiteEntry, overrides: Sequence[str], run_dir: Path, log_pa
     seconds, cpu = time.perf_counter() - started, _children_cpu() - cpu_before
     try:
         report = ExperimentReport.read_json(report_path)
-    except (OSError, ValueError, TypeError) as error:  # none (the run stopped early), or unreadable
+    except (OSError, ValueError, TypeError, AttributeError) as error:  # none (the run stopped early), or unreadable
         found = "" if isinstance(error, FileNotFoundError) else f"unreadable {REPORT_JSON} ({error}); "
         report = ExperimentReport(entry.name, entry.experiment, message=found + _last_error(log_path))
     report.name, report.experiment = entry.name, entry.experiment
