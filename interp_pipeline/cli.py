@@ -120,6 +120,11 @@ def _record_config_error(error: BaseException) -> Path | None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["repro"]:  # `interp-pipeline repro ...`: a suite of runs, not one (interp_pipeline.repro)
+        from interp_pipeline.repro import main as repro_main
+
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        sys.exit(repro_main(sys.argv[2:]))
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises; we print one line and pick the status
     # MLflow logs its store migrations at INFO on its own handler; keep the terminal to our lines.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

@@ -2,8 +2,9 @@
 
 Keys are ``stage.metric`` (the last value that stage logged for that metric);
 entries are ``{value, atol}``, ``{value, rtol}``, ``{min}``, ``{max}`` or
-``{min, max}``. This is how CI re-runs a published result and fails when a number
-drifts.
+``{min, max}``, each optionally with ``source`` (the paper, section or figure, or the
+demo notebook) and ``why`` (the reason for the tolerance), which reports show beside
+the numbers. This is how CI re-runs a published result and fails when a number drifts.
 """
 
 from __future__ import annotations
@@ -23,10 +24,21 @@ class ExpectResult:
     expected: str
     got: float | None
     passed: bool
+    source: str = ""  # where the expected value comes from
+    why: str = ""  # why the tolerance is what it is
+
+
+# Text beside the numbers: where the published value comes from, and why the tolerance.
+NOTES = ("source", "why")
 
 
 def _entry(spec: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in spec.items() if v is not None}
+    return {k: float(v) for k, v in spec.items() if v is not None and k not in NOTES}
+
+
+def notes(spec: Mapping[str, Any]) -> dict[str, str]:
+    """An entry's ``source`` and ``why`` ("" where not given)."""
+    return {k: str(spec.get(k) or "") for k in NOTES}
 
 
 def _check_metric(key: str, stage: str, metric: str, patterns: Sequence[str], config_key: str | None = None) -> None:
@@ -116,7 +128,7 @@ def check_expectations(
     for key, spec in expect.items():
         entry = _entry(spec)
         got = metrics.get(key)
-        results.append(ExpectResult(key, describe(entry), got, check(entry, got)))
+        results.append(ExpectResult(key, describe(entry), got, check(entry, got), **notes(spec)))
     return results
 
 

@@ -22,7 +22,13 @@ from interp_pipeline.config.ranges import check_ranges
 from interp_pipeline.config.schema import ExperimentConfig
 from interp_pipeline.errors import ConfigError, StageFailed, Terminated, did_you_mean, one_of
 from interp_pipeline.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
-from interp_pipeline.expect import check_expectations, per_name_matches, render_table, validate_expectations
+from interp_pipeline.expect import (
+    ExpectResult,
+    check_expectations,
+    per_name_matches,
+    render_table,
+    validate_expectations,
+)
 from interp_pipeline.paths import project_root
 from interp_pipeline.pipeline.registry import load_stage_modules
 from interp_pipeline.pipeline.preflight import run_preflight
@@ -233,13 +239,17 @@ def _run_tracked(
         text = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__)) if cause else ""
         log.debug("traceback of stage '%s':\n%s", failure.stage, text)
         _log_file_artifact(parent, "traceback.txt", text)
-        parent.end("FAILED")
         if isinstance(cause, ConfigError):
             stage = prepared.spec.stage(failure.stage)
-            log.error("error: %s", cause.under(stage.params_key))
-            return JobResult(EXIT_CONFIG, run_id=parent.run_id)
-        log.error("error: %s (traceback in %s)", failure, invocation.output_dir)
-        return JobResult(EXIT_FAILED, run_id=parent.run_id)
+            message = f"error: {cause.under(stage.params_key)}"
+            status = EXIT_CONFIG
+        else:
+            message = f"error: {failure} (traceback in {invocation.output_dir})"
+            status = EXIT_FAILED
+        _write_report(cfg, invocation, prepared, runner, parent, status, time.perf_counter() - started, [], message)
+        parent.end("FAILED")
+        log.error("%s", message)
+        return JobResult(status, run_id=parent.run_id)
 
     metrics = {f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()}
     if metrics:
@@ -249,6 +259,7 @@ def _run_tracked(
              sum(o.status == CACHED for o in outcomes))
 
     status = EXIT_OK
+    results: list[ExpectResult] = []
     if prepared.expect and cfg.runner.check_expect:
         results = check_expectations(prepared.expect, metrics)
         table = render_table(results)
@@ -267,8 +278,28 @@ def _run_tracked(
                               "runner.check_expect=false)", result.key, ", ".join(named))
             status = EXIT_EXPECT
 
+    _write_report(cfg, invocation, prepared, runner, parent, status, time.perf_counter() - started, results)
     parent.end("FINISHED")
     log.info("outputs: %s", invocation.output_dir)
     if tracking is not None:
         log.info("mlflow: %s", tracking.run_url(experiment_id, parent.run_id))
     return JobResult(status, metrics, parent.run_id)
+
+
+def _write_report(cfg: DictConfig, invocation: Invocation, prepared: Prepared, runner: PipelineRunner,
+                  parent: RunLogger, status: int, seconds: float, results: list[ExpectResult],
+                  message: str = "") -> None:
+    """``report.json`` and ``report.html`` (interp_pipeline.report) in the run directory, the page
+    logged to the run. A report that cannot be written costs a warning, never the run's result."""
+    from interp_pipeline.report import run_report
+
+    try:
+        stages = [(s.name, s.definition.name, runner.keys[s.name]) for s in prepared.spec.stages]
+        figures = run_report.stage_figures(stages, Path(cfg.runner.cache_dir))
+        report = run_report.build(invocation.experiment, invocation.overrides, status, seconds, results, figures,
+                                  invocation.output_dir, message)
+        paths = run_report.write(report, invocation.output_dir)
+        parent.log_artifact(paths["html"])
+        log.info("report: %s", paths["html"])
+    except Exception as error:  # noqa: BLE001 - the run's own outcome matters more than its page
+        log.warning("warning: could not write the run report: %s: %s", type(error).__name__, error)

@@ -54,8 +54,13 @@ def test_what_hydra_could_not_apply_is_refused_with_the_forms_that_work(override
 
 def test_compose_applies_them_over_the_experiment(outputs):
     cfg = compose(["+experiment=smoke", "expect.stats.loss_mean.max=6", "+expect.model.n_params={min: 1}"])
-    assert OmegaConf.to_container(cfg.expect) == {
+    expect = OmegaConf.to_container(cfg.expect)
+    # The experiment's notes (where the value comes from, why the tolerance) stay with its entry.
+    assert expect["stats.loss_mean"].pop("source").startswith("uniform guessing")
+    assert expect["stats.loss_mean"].pop("why").startswith("measured")
+    assert expect == {
         "stats.loss_mean": {"value": None, "atol": None, "rtol": None, "min": 4.85, "max": 6.0},
-        "model.n_params": {"value": None, "atol": None, "rtol": None, "min": 1.0, "max": None},
+        "model.n_params": {"value": None, "atol": None, "rtol": None, "min": 1.0, "max": None,
+                           "source": None, "why": None},
     }
     assert "expect" not in compose(["+experiment=smoke", "~expect"])

@@ -18,8 +18,8 @@ def test_there_are_experiments():
 
 
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
-NEEDS_HUB = {"cache_activations", "ioi_patching", "sae_train", "sae_train_streamed", "sae_eval_pretrained",
-             "sae_features", "inspect_model", "logit_lens", "sae_l1_search_gpt2"}
+NEEDS_HUB = {"cache_activations", "induction_heads", "ioi_patching", "sae_train", "sae_train_streamed",
+             "sae_eval_pretrained", "sae_features", "inspect_model", "logit_lens", "sae_l1_search_gpt2"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -306,6 +306,33 @@ class ExpectEntry:
     rtol: Optional[float] = None
     min: Optional[float] = None
     max: Optional[float] = None
+    # Where the value comes from (paper, section or figure; demo notebook) and why the tolerance is what
+    # it is: shown beside the value in every run's report and in `interp-pipeline repro`'s.
+    source: Optional[str] = None
+    why: Optional[str] = None
+
+
+@dataclass
+class TMSConfig:
+    """Toy Models of Superposition's first model (interp_pipeline.superposition.tms)."""
+
+    n_features: int = positive(5)
+    n_hidden: int = positive(2)
+    importance_decay: float = fraction(0.9, open_below=True)  # I_i = importance_decay ** i
+    sparsity_levels: int = positive(10)  # feature probability from 1 down to min_feature_probability, log-spaced
+    min_feature_probability: float = fraction(0.05, open_below=True)
+    replicas: int = positive(4)  # models per level; the one with the lowest held-out loss is kept
+    steps: int = positive(2000)
+    batch_size: int = positive(256)
+    lr: float = positive(1e-2)
+    eval_batch: int = positive(20000)
+    log_every: int = positive(100)
+    seed: int = SI("${seed}")
+
+
+@dataclass
+class TMSGeometryConfig:
+    represented_norm: float = positive(0.5)  # ||W_i|| at or above which feature i counts as represented
 
 
 @dataclass
@@ -345,6 +372,8 @@ class ExperimentConfig:
     sae_features: Optional[SAEFeaturesConfig] = None
     inspect: Optional[InspectConfig] = None
     logit_lens: Optional[LogitLensConfig] = None
+    tms: Optional[TMSConfig] = None
+    tms_geometry: Optional[TMSGeometryConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
     sweep: SweepConfig = field(default_factory=SweepConfig)
