@@ -44,7 +44,7 @@ def task(cfg: Any) -> int:
     from hydra.types import RunMode
 
     from interp_pipeline.experiment import Invocation, run_experiment
-    from interp_pipeline.hydra_callbacks import experiment_choice
+    from interp_pipeline.hydra_callbacks import experiment_choice, read_swept_keys
     from interp_pipeline.threads import parallel_jobs
 
     hydra_cfg = HydraConfig.get()
@@ -57,6 +57,7 @@ def task(cfg: Any) -> int:
         sweep_id=Path(hydra_cfg.sweep.dir).name if multirun else None,
         job_num=hydra_cfg.job.num if multirun else None,
         parallel_jobs=parallel_jobs(hydra_cfg.launcher) if multirun else 1,
+        swept=read_swept_keys(Path(hydra_cfg.sweep.dir)) if multirun else None,
     )
     try:
         status = run_experiment(cfg, invocation)

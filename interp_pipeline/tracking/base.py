@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -73,6 +73,9 @@ class RunLogger(Protocol):
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def start_child(self, name: str, tags: Mapping[str, Any]) -> RunLogger: ...
+    def log_datasets(self, datasets: Iterable[Any], context: str) -> None: ...
+    def log_model(self, name: str, value: Any, saved: Path | None) -> None: ...
+    def rename(self, name: str) -> None: ...
     def end(self, status: str) -> None: ...
 
 
@@ -95,6 +98,15 @@ class NullRun:
 
     def start_child(self, name: str, tags: Mapping[str, Any]) -> RunLogger:
         return NullRun()
+
+    def log_datasets(self, datasets: Iterable[Any], context: str) -> None:
+        pass
+
+    def log_model(self, name: str, value: Any, saved: Path | None) -> None:
+        pass
+
+    def rename(self, name: str) -> None:
+        pass
 
     def end(self, status: str) -> None:
         pass

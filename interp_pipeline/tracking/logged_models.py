@@ -1,0 +1,88 @@
+"""Models and SAEs a stage computes, logged as MLflow models so they can be registered.
+
+A pyfunc model (tracking/pyfunc_model.py) around the files the stage cache's codec
+writes, so what the registry serves is what the cache holds. Logging copies the
+weights into the artifact store; ``tracking.max_model_mb`` caps that (toy models and
+SAEs are a few MB; GPT-2 small is 500 MB), and a model over it is named in a
+``model.<output>.not_logged`` tag instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MODEL_CODECS = ("hooked_transformer", "sae_lens_sae", "sae_lens_saes")
+_ENTRY = Path(__file__).with_name("pyfunc_model.py")
+_REQUIREMENTS = ("torch", "transformer_lens", "sae_lens", "safetensors", "numpy")
+
+
+def model_codec(value: Any) -> str | None:
+    """The codec name when ``value`` is a model or SAE(s) the stage cache can store, else None."""
+    from interp_pipeline.runner.codecs import codec_for
+
+    try:
+        name = codec_for(value).name
+    except TypeError:
+        return None
+    return name if name in MODEL_CODECS else None
+
+
+def size_mb(value: Any) -> float:
+    """Parameters and buffers, in MB (10**6 bytes), of a module or a mapping of modules."""
+    modules = value.values() if isinstance(value, Mapping) else [value]
+    total = 0
+    for module in modules:
+        total += sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    return total / 1e6
+
+
+def _requirements() -> list[str]:
+    found = []
+    for name in _REQUIREMENTS:
+        try:
+            found.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    # Model.log reaches the store through the fluent API's URI; set it for this call only,
+    # so a notebook's own mlflow.set_tracking_uri is left as it was.
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def log_model(uri: str, run_id: str, name: str, value: Any, codec: str, saved: Path | None) -> Any:
+    """Log ``value`` as the pyfunc model ``name`` of the run; ``saved`` is its codec's folder when already written.
+
+    Returns MLflow's ModelInfo (``model_uri`` is ``models:/<model_id>``).
+    """
+    import mlflow
+    from mlflow.models import Model
+
+    from interp_pipeline.runner.codecs import codec_named
+
+    with tempfile.TemporaryDirectory(prefix="interp-model-") as scratch:
+        if saved is None:
+            saved = Path(scratch) / "weights"
+            codec_named(codec).save(value, saved)
+        with _tracking_uri(uri):
+            return Model.log(
+                artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id,
+                python_model=str(_ENTRY), artifacts={"weights": str(saved)}, model_config={"codec": codec},
+                # Listed, not inferred: inference loads the model in a subprocess (seconds).
+                pip_requirements=_requirements(),
+            )
