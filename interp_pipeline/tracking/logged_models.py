@@ -10,6 +10,7 @@ SAEs are a few MB; GPT-2 small is 500 MB), and a model over it is named in a
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from importlib import metadata
@@ -53,16 +54,46 @@ def _requirements() -> list[str]:
 
 @contextlib.contextmanager
 def _tracking_uri(uri: str) -> Iterator[None]:
-    # Model.log reaches the store through the fluent API's URI; set it for this call only,
-    # so a notebook's own mlflow.set_tracking_uri is left as it was.
-    import mlflow
+    """Model.log reaches the store through the fluent API's URI: set it for this call only.
 
-    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI (for subprocesses); both are
+    put back as they were, else the next run in this process (a sweep's next job) would
+    follow the variable to another store.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    previous, variable = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
         mlflow.set_tracking_uri(previous)
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bar for copying a few files, and no advice about type hints a
+    models-from-code pyfunc cannot use (its input is an array, not a list of records)."""
+    import warnings
+
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+
+    previous = os.environ.get(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name)
+    os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name, None)
+        else:
+            os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = previous
 
 
 def log_model(uri: str, run_id: str, name: str, value: Any, codec: str, saved: Path | None) -> Any:
@@ -79,7 +110,7 @@ def log_model(uri: str, run_id: str, name: str, value: Any, codec: str, saved: P
         if saved is None:
             saved = Path(scratch) / "weights"
             codec_named(codec).save(value, saved)
-        with _tracking_uri(uri):
+        with _tracking_uri(uri), _quiet():
             return Model.log(
                 artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id,
                 python_model=str(_ENTRY), artifacts={"weights": str(saved)}, model_config={"codec": codec},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -46,6 +47,8 @@ def view(tmp_path_factory):
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         cfg = compose([f"pipeline={pipeline}", "++expect={sae.eval/l0: {max: -1}}"])
         status = run_experiment(cfg, Invocation("view_test", outputs / "run", overrides=OVERRIDES))
+        # Logging the models set MLflow's fluent URI for a moment, not the variable the next run would follow.
+        assert "MLFLOW_TRACKING_URI" not in os.environ
     client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("view_test")
     runs = client.search_runs([experiment.experiment_id])
@@ -57,12 +60,10 @@ def view(tmp_path_factory):
 @pytest.fixture
 def tracking_uri(view):
     """``models:/`` URIs resolve in the fluent API's store, as in a notebook: point it at the run's."""
-    import mlflow
+    from interp_pipeline.tracking.logged_models import _tracking_uri
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(view[1].tracking_uri)
-    yield
-    mlflow.set_tracking_uri(previous)
+    with _tracking_uri(view[1].tracking_uri):
+        yield
 
 
 def test_run_names_show_what_differs_and_stages_sort_in_pipeline_order(view):
