@@ -4,7 +4,7 @@ A pyfunc model (tracking/pyfunc_model.py) around the files the stage cache's cod
 writes, so what the registry serves is what the cache holds. Logging copies the
 weights into the artifact store; ``tracking.max_model_mb`` caps that (toy models and
 SAEs are a few MB; GPT-2 small is 500 MB), and a model over it is named in a
-``model.<output>.not_logged`` tag instead.
+``logged_model.<output>.not_logged`` tag instead.
 """
 
 from __future__ import annotations
@@ -53,21 +53,29 @@ def _requirements() -> list[str]:
 
 
 @contextlib.contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """Model.log reaches the store through the fluent API's URI: set it for this call only.
+def fluent_store(uri: str, experiment_id: str | None = None) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` (and ``experiment_id``) for a moment, then put it back.
 
-    mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI (for subprocesses); both are
-    put back as they were, else the next run in this process (a sweep's next job) would
-    follow the variable to another store.
+    Model.log finds the store through the fluent API's URI, and the logged model's
+    experiment through its active experiment (else "Default", whose artifacts land in
+    ./mlruns). mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI (for
+    subprocesses); it is restored too, else the next run in this process (a sweep's next
+    job) would follow the variable to another store. No public API sets the active
+    experiment without creating or looking it up by name, hence the module attribute.
     """
     import mlflow
+    from mlflow.tracking import fluent
     from mlflow.tracking._tracking_service import utils
 
     previous, variable = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    previous_experiment = fluent._active_experiment_id
     mlflow.set_tracking_uri(uri)
+    if experiment_id is not None:
+        fluent._active_experiment_id = experiment_id
     try:
         yield
     finally:
+        fluent._active_experiment_id = previous_experiment
         mlflow.set_tracking_uri(previous)
         if variable is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -77,8 +85,8 @@ def _tracking_uri(uri: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """No progress bar for copying a few files, and no advice about type hints a
-    models-from-code pyfunc cannot use (its input is an array, not a list of records)."""
+    """MLflow draws a progress bar for copying a model's few files, and advises an input
+    example (which it would run through the model to check): neither is worth a line in a log."""
     import warnings
 
     from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
@@ -87,7 +95,7 @@ def _quiet() -> Iterator[None]:
     os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+            warnings.filterwarnings("ignore", message="(?s).*input example was not provided", category=UserWarning)
             yield
     finally:
         if previous is None:
@@ -96,7 +104,24 @@ def _quiet() -> Iterator[None]:
             os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = previous
 
 
-def log_model(uri: str, run_id: str, name: str, value: Any, codec: str, saved: Path | None) -> Any:
+def _signature(value: Any, codec: str) -> Any:
+    """What predict takes and returns (given, so MLflow does not try to infer one and warn)."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    if codec == "hooked_transformer":
+        inputs = TensorSpec(np.dtype("int64"), (-1, -1))
+        outputs = TensorSpec(np.dtype("float32"), (-1, -1, int(value.cfg.d_vocab)))
+    else:
+        sae = value if codec == "sae_lens_sae" else next(iter(value.values()))
+        inputs = TensorSpec(np.dtype("float32"), (-1, int(sae.cfg.d_in)))
+        outputs = TensorSpec(np.dtype("float32"), (-1, -1))  # widths may differ by SAE
+    return ModelSignature(Schema([inputs]), Schema([outputs]))
+
+
+def log_model(uri: str, experiment_id: str, run_id: str, name: str, value: Any, codec: str,
+              saved: Path | None) -> Any:
     """Log ``value`` as the pyfunc model ``name`` of the run; ``saved`` is its codec's folder when already written.
 
     Returns MLflow's ModelInfo (``model_uri`` is ``models:/<model_id>``).
@@ -110,10 +135,11 @@ def log_model(uri: str, run_id: str, name: str, value: Any, codec: str, saved: P
         if saved is None:
             saved = Path(scratch) / "weights"
             codec_named(codec).save(value, saved)
-        with _tracking_uri(uri), _quiet():
+        with fluent_store(uri, experiment_id), _quiet():
             return Model.log(
                 artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=run_id,
                 python_model=str(_ENTRY), artifacts={"weights": str(saved)}, model_config={"codec": codec},
+                signature=_signature(value, codec),
                 # Listed, not inferred: inference loads the model in a subprocess (seconds).
                 pip_requirements=_requirements(),
             )

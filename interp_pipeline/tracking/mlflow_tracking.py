@@ -158,11 +158,11 @@ class MlflowRun:
             return
         megabytes = size_mb(value)
         if megabytes > self.tracking.max_model_mb:
-            self.set_tags({f"model.{name}.not_logged":
+            self.set_tags({f"logged_model.{name}.not_logged":
                            f"{megabytes:.1f} MB > tracking.max_model_mb={self.tracking.max_model_mb:g}"})
             return
-        info = log_model(self.tracking.uri, self.run_id, name, value, codec, saved)
-        self.set_tags({f"model.{name}.uri": info.model_uri, f"model.{name}.mb": f"{megabytes:.2f}"})
+        info = log_model(self.tracking.uri, self.experiment_id, self.run_id, name, value, codec, saved)
+        self.set_tags({f"logged_model.{name}": info.model_uri, f"logged_model.{name}.mb": f"{megabytes:.2f}"})
 
     def rename(self, name: str) -> None:
         self.client.update_run(self.run_id, name=name)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 from mlflow.pyfunc import PythonModel
 
 
@@ -29,9 +30,8 @@ class StageOutputModel(PythonModel):
 
         self.module = codec_named(context.model_config["codec"]).load(Path(context.artifacts["weights"]))
 
-    # No type hints: MLflow would read them as a signature (and warn that Any is not one).
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
-        import numpy as np
+    # np.ndarray: a hint MLflow takes as "no signature to infer" (none, or Any, makes it warn).
+    def predict(self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         import torch
 
         x = torch.as_tensor(np.asarray(model_input))

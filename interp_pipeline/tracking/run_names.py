@@ -47,8 +47,8 @@ def parent_run_name(experiment: str, overrides: Sequence[str], swept: Sequence[s
     """
     if swept is not None:
         shown = [o for o in overrides if override_key(o) in set(swept)]
-    else:
-        shown = [o for o in overrides if not override_key(o).startswith(_QUIET_PREFIXES)]
+    else:  # +experiment=NAME names the run already
+        shown = [o for o in overrides if not override_key(o).startswith(_QUIET_PREFIXES) and override_key(o) != "experiment"]
     name = " ".join([experiment, *(_short(o) for o in shown)])
     return name if len(name) <= MAX_NAME else name[:MAX_NAME - 1] + "…"
 

@@ -60,9 +60,9 @@ def view(tmp_path_factory):
 @pytest.fixture
 def tracking_uri(view):
     """``models:/`` URIs resolve in the fluent API's store, as in a notebook: point it at the run's."""
-    from interp_pipeline.tracking.logged_models import _tracking_uri
+    from interp_pipeline.tracking.logged_models import fluent_store
 
-    with _tracking_uri(view[1].tracking_uri):
+    with fluent_store(view[1].tracking_uri):
         yield
 
 
@@ -111,7 +111,7 @@ def test_the_trained_sae_and_the_model_are_logged_models_that_load_back(view, tr
     import torch
 
     _, _, _, stages, cache = view
-    sae_uri = stages["sae"].data.tags["model.sae.uri"]
+    sae_uri = stages["sae"].data.tags["logged_model.sae"]
     loaded = mlflow.pyfunc.load_model(sae_uri)
     cached = cache.lookup("train_sae", stages["sae"].data.tags["cache_key"]).load_output("sae")
     sae = loaded.unwrap_python_model().module
@@ -122,7 +122,11 @@ def test_the_trained_sae_and_the_model_are_logged_models_that_load_back(view, tr
         expected = cached.encode(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(loaded.predict(x), expected, rtol=1e-5)
     # The model stage is rebuilt from its config (never cached): logged from a copy its codec writes.
-    model = mlflow.pyfunc.load_model(stages["model"].data.tags["model.model.uri"])
+    model_uri = stages["model"].data.tags["logged_model.model"]
+    logged = view[1].get_logged_model(model_uri.removeprefix("models:/"))
+    assert logged.experiment_id == stages["model"].info.experiment_id  # in the run's experiment, not "Default"
+    assert logged.artifact_location.startswith(cache.root.parent.as_uri())  # beside the store, not in ./mlruns
+    model = mlflow.pyfunc.load_model(model_uri)
     assert model.predict(np.zeros((2, 16), np.int64)).shape == (2, 16, 50)
 
 
@@ -135,15 +139,15 @@ def test_a_model_over_the_size_limit_is_named_in_a_tag_not_logged(view):
     run.log_model("model", model, None)
     run.end("FINISHED")
     tags = tracking.client.get_run(run.run_id).data.tags
-    assert "model.model.uri" not in tags
-    assert tags["model.model.not_logged"].endswith("MB > tracking.max_model_mb=0.001")
+    assert "logged_model.model" not in tags
+    assert tags["logged_model.model.not_logged"].endswith("MB > tracking.max_model_mb=0.001")
     assert not tracking.client.list_artifacts(run.run_id)
 
 
 def test_parent_names_keep_the_swept_overrides_only():
     assert swept_keys(["+experiment=x", "sae.l1_coefficient=1,5,20", "seed=range(3)", "model=toy"]) == [
         "sae.l1_coefficient", "seed"]
-    overrides = ["model=toy_induction", "sae.l1_coefficient=5", "seed=1", "runner.force=true"]
+    overrides = ["+experiment=sae_train", "model=toy_induction", "sae.l1_coefficient=5", "seed=1", "runner.force=true"]
     assert parent_run_name("sae_train", overrides, ["sae.l1_coefficient"]) == "sae_train sae.l1_coefficient=5"
     assert parent_run_name("sae_train", overrides) == "sae_train model=toy_induction sae.l1_coefficient=5 seed=1"
     long = parent_run_name("x", [f"data.params.prompts=[{'a' * 80}]"])
