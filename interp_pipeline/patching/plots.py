@@ -35,6 +35,7 @@ COLORSCALE = "RdBu"  # low red, high blue in both matplotlib and plotly
 NAN_COLOR = "#d9d9d9"
 # Past this many labels on an axis only every n-th is drawn; more would overlap.
 MAX_TICKS = 60
+MIN_FIGURE_WIDTH = 640  # px of an HTML figure: its title and plotly's toolbar side by side
 # Panels per row for a 3-D array; more panels wrap onto further rows.
 MAX_PANEL_COLUMNS = 4
 # MLflow metric and tag names: letters, digits, _ - . / and space (colons too, but not
@@ -240,9 +241,12 @@ def heatmap_html(array: LabelledArray, title: str | None = None) -> Any:
     n_panels, n_rows, n_cols = grid.values.shape
     layout = _pixel_layout(grid)
     panel_rows = math.ceil(n_panels / layout.columns)
-    margin = _PixelLayout.MARGIN
+    margin = dict(_PixelLayout.MARGIN)
     plot_w = layout.columns * layout.box_w
     plot_h = panel_rows * layout.box_h
+    # A small array (2 layers x 4 heads) still gets a figure wide enough that its title and
+    # plotly's toolbar do not overlap: the extra width goes to the right of the colour bar.
+    margin["r"] += max(0.0, MIN_FIGURE_WIDTH - (plot_w + margin["l"] + margin["r"]))
     width, height = plot_w + margin["l"] + margin["r"], plot_h + margin["t"] + margin["b"]
     limit = color_limit(array)
     metric = escape(colorbar_label(array))

@@ -253,8 +253,9 @@ class PipelineRunner:
                     path = pending.write_output(name, value)
                     if path.suffix == ".json" and path.stat().st_size <= 1_000_000:
                         run.log_artifact(path, "outputs")
-                # A model or SAE becomes an MLflow model (the run decides which values are, and their size limit).
-                run.log_model(name, value, path if path is not None and path.is_dir() else None)
+                # A model or SAE becomes an MLflow model (the run decides which values are, and their size limit);
+                # its tags go into the cache entry, so a run served from the cache points at the same model.
+                tracker.tags.update(run.log_model(name, value, path if path is not None and path.is_dir() else None))
             if pending is not None:
                 self.entries[stage.name] = pending.commit(run_id=run.run_id, metrics=tracker.last,
                                                           extra={"stage": stage.name, "key": key, "tags": tracker.tags})

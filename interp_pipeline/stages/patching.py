@@ -163,7 +163,8 @@ def _page_header(model: Any, setup: Any, metric: str, normalize: bool) -> dict[s
         "metric": f"{metric}: {_METRIC_MEANING.get(metric, metric)}; clean run {clean:.4g}, corrupted run {corrupted:.4g}",
         "normalization": ("(patched - corrupted) / (clean - corrupted): 0 = corrupted run, 1 = clean run" if normalize
                           else "none: the raw metric of the patched run"),
-        "positions": "labels are prompt 0's tokens (the prompts share a template; IOI roles marked where all agree)",
+        "positions": "labels are prompt 0's tokens (IO, S1, S2, END marked where every prompt has them there)"
+                     if any(key in setup.pairs for key in ("io_pos", "s1_pos")) else "labels are prompt 0's tokens",
     }
 
 

@@ -149,20 +149,23 @@ class MlflowRun:
         if inputs:
             self.client.log_inputs(self.run_id, datasets=inputs)
 
-    def log_model(self, name: str, value: Any, saved: Path | None) -> None:
-        """Log a model or SAE(s) as a pyfunc model (tracking/logged_models.py) within ``tracking.max_model_mb``."""
+    def log_model(self, name: str, value: Any, saved: Path | None) -> dict[str, str]:
+        """Log a model or SAE(s) as a pyfunc model (tracking/logged_models.py) within ``tracking.max_model_mb``;
+        returns the tags it set (``logged_model.<name>``: its ``models:/`` URI, or why it was not logged)."""
         from interp_pipeline.tracking.logged_models import log_model, model_codec, size_mb
 
         codec = model_codec(value)
         if codec is None:
-            return
+            return {}
         megabytes = size_mb(value)
         if megabytes > self.tracking.max_model_mb:
-            self.set_tags({f"logged_model.{name}.not_logged":
-                           f"{megabytes:.1f} MB > tracking.max_model_mb={self.tracking.max_model_mb:g}"})
-            return
-        info = log_model(self.tracking.uri, self.experiment_id, self.run_id, name, value, codec, saved)
-        self.set_tags({f"logged_model.{name}": info.model_uri, f"logged_model.{name}.mb": f"{megabytes:.2f}"})
+            tags = {f"logged_model.{name}.not_logged":
+                    f"{megabytes:.1f} MB > tracking.max_model_mb={self.tracking.max_model_mb:g}"}
+        else:
+            info = log_model(self.tracking.uri, self.experiment_id, self.run_id, name, value, codec, saved)
+            tags = {f"logged_model.{name}": info.model_uri, f"logged_model.{name}.mb": f"{megabytes:.2f}"}
+        self.set_tags(tags)
+        return tags
 
     def rename(self, name: str) -> None:
         self.client.update_run(self.run_id, name=name)

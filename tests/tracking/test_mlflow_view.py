@@ -128,6 +128,8 @@ def test_the_trained_sae_and_the_model_are_logged_models_that_load_back(view, tr
     assert logged.artifact_location.startswith(cache.root.parent.as_uri())  # beside the store, not in ./mlruns
     model = mlflow.pyfunc.load_model(model_uri)
     assert model.predict(np.zeros((2, 16), np.int64)).shape == (2, 16, 50)
+    # The cache entry keeps the SAE's tag: a later run served from the cache points at the same model.
+    assert cache.lookup("train_sae", stages["sae"].data.tags["cache_key"]).record["tags"]["logged_model.sae"] == sae_uri
 
 
 def test_a_model_over_the_size_limit_is_named_in_a_tag_not_logged(view):
