@@ -84,6 +84,18 @@ class Browser:
             time.sleep(0.5)
         return False
 
+    def drag(self, x: float, y: float, to_x: float, to_y: float, steps: int = 10) -> None:
+        """Press the left button at (x, y), move to (to_x, to_y), release (resizing a column)."""
+        self.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", x=x, y=y)
+        self.call("Input.dispatchMouseEvent", session=True, type="mousePressed", x=x, y=y, button="left", clickCount=1)
+        for step in range(1, steps + 1):
+            self.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", button="left",
+                      x=x + (to_x - x) * step / steps, y=y + (to_y - y) * step / steps)
+            time.sleep(0.05)
+        self.call("Input.dispatchMouseEvent", session=True, type="mouseReleased", x=to_x, y=to_y, button="left",
+                  clickCount=1)
+        self.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", x=5, y=5)  # no tooltip left over
+
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", session=True, format="png")["data"]
         path.write_bytes(base64.b64decode(data))

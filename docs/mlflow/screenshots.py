@@ -42,6 +42,13 @@ def runs_page(browser: Browser, server: str, experiment_id: str, expand: bool) -
     if expand:
         browser.js("document.querySelector('button[data-component-id*=runnamecellrenderer]').click()")
     time.sleep(2)
+    # Widen the Run Name column (its resize handle is the right edge of its header) so names show whole.
+    edge = browser.js("""(() => { const h = Array.from(document.querySelectorAll('[role=columnheader]'))
+        .find(e => (e.innerText || '').trim().startsWith('Run Name')); if (!h) return null;
+        const r = h.getBoundingClientRect(); return [r.right - 2, r.top + r.height / 2] })()""")
+    if edge:
+        browser.drag(edge[0], edge[1], edge[0] + 330, edge[1])
+        time.sleep(1)
 
 
 def main() -> None:

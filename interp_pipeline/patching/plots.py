@@ -224,7 +224,8 @@ def _pixel_layout(grid: _Grid, max_width: float = 1500.0) -> _PixelLayout:
     while columns > 1 and usable / columns - y_room - _PixelLayout.GAP < smallest * n_cols:
         columns -= 1
     cell = (usable / columns - y_room - _PixelLayout.GAP) / n_cols
-    cell = max(smallest, min(30.0, cell, 700.0 / n_rows if n_rows * smallest <= 700 else smallest))
+    largest = 30.0 if max(n_rows, n_cols) > 8 else 44.0  # a 2 x 4 grid of heads need not be a stamp
+    cell = max(smallest, min(largest, cell, 700.0 / n_rows if n_rows * smallest <= 700 else smallest))
     return _PixelLayout(columns, cell, y_room, x_room, title_room, n_rows, n_cols)
 
 
