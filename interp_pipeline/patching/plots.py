@@ -217,7 +217,8 @@ def _pixel_layout(grid: _Grid, max_width: float = 1500.0) -> _PixelLayout:
     y_room = 28 + char * min(max(len(r) for r in shown_rows), 40)
     x_room = 34 + (char * 0.87 * min(max(len(c) for c in shown_cols), 30) + 6 if _rotate(grid.cols) else 18)
     title_room = 26.0 if n_panels > 1 else 0.0
-    # Cells of 14-30 px: labels one to a cell stay legible; past MAX_TICKS labels (drawn every n-th) they may be smaller.
+    # Cells of 14-30 px: labels one to a cell stay legible; past MAX_TICKS labels (drawn every
+    # n-th) they may be smaller.
     smallest = 14.0 if max(n_rows, n_cols) <= MAX_TICKS else 4.0
     usable = max_width - _PixelLayout.MARGIN["l"] - _PixelLayout.MARGIN["r"]
     columns = n_panels if n_panels <= MAX_PANEL_COLUMNS else math.ceil(math.sqrt(n_panels))

@@ -160,7 +160,8 @@ def _page_header(model: Any, setup: Any, metric: str, normalize: bool) -> dict[s
         "prompts": f"{setup.n_prompts} clean/corrupted pairs of {setup.n_pos} tokens",
         "prompt 0 clean": _prompt_text(model, setup.pairs["clean"][0]),
         "prompt 0 corrupted": _prompt_text(model, setup.pairs["corrupted"][0]),
-        "metric": f"{metric}: {_METRIC_MEANING.get(metric, metric)}; clean run {clean:.4g}, corrupted run {corrupted:.4g}",
+        "metric": f"{metric}: {_METRIC_MEANING.get(metric, metric)}; "
+                  f"clean run {clean:.4g}, corrupted run {corrupted:.4g}",
         "normalization": ("(patched - corrupted) / (clean - corrupted): 0 = corrupted run, 1 = clean run" if normalize
                           else "none: the raw metric of the patched run"),
         "positions": "labels are prompt 0's tokens (IO, S1, S2, END marked where every prompt has them there)"

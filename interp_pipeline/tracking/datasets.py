@@ -42,8 +42,8 @@ def _tokens(name: str, path: Path, sha256: str) -> DatasetRecord | None:
         dtype, shape = piece.get_dtype(), list(piece.get_shape())
     if dtype not in _TOKEN_DTYPES or len(shape) != 2:
         return None  # only [sequence, position] integer ids are token datasets
-    schema = {"mlflow_tensorspec": {"features": json.dumps(
-        [{"type": "tensor", "tensor-spec": {"dtype": _TOKEN_DTYPES[dtype], "shape": [-1, shape[1]]}}]), "targets": None}}
+    spec = {"type": "tensor", "tensor-spec": {"dtype": _TOKEN_DTYPES[dtype], "shape": [-1, shape[1]]}}
+    schema = {"mlflow_tensorspec": {"features": json.dumps([spec]), "targets": None}}
     return DatasetRecord(name, sha256[:DIGEST_CHARS], path.resolve().as_uri(), "tokens",
                          {"sequences": shape[0], "positions": shape[1], "tokens": shape[0] * shape[1]}, schema)
 

@@ -171,7 +171,8 @@ class MlflowRun:
         self.client.update_run(self.run_id, name=name)
 
     def start_system_metrics(self, interval: float) -> None:
-        """MLflow's system metrics (``system/cpu_utilization_percentage`` ...), sampled every ``interval`` s until :meth:`end`."""
+        """MLflow's system metrics (``system/cpu_utilization_percentage`` ...), sampled every
+        ``interval`` s until :meth:`end`."""
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
         self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, tracking_uri=self.tracking.uri)

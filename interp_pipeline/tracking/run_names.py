@@ -25,7 +25,8 @@ def override_key(override: str) -> str:
 
 
 def swept_keys(sweep_overrides: Iterable[str]) -> list[str]:
-    """The keys a sweep varies (``a=1,2``, ``range(...)``, ``choice(...)``, ``interval(...)``), by Hydra's own parser."""
+    """The keys a sweep varies (``a=1,2``, ``range(...)``, ``choice(...)``, ``interval(...)``),
+    found by Hydra's own override parser."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(sweep_overrides))
@@ -48,7 +49,8 @@ def parent_run_name(experiment: str, overrides: Sequence[str], swept: Sequence[s
     if swept is not None:
         shown = [o for o in overrides if override_key(o) in set(swept)]
     else:  # +experiment=NAME names the run already
-        shown = [o for o in overrides if not override_key(o).startswith(_QUIET_PREFIXES) and override_key(o) != "experiment"]
+        shown = [o for o in overrides
+                 if not override_key(o).startswith(_QUIET_PREFIXES) and override_key(o) != "experiment"]
     name = " ".join([experiment, *(_short(o) for o in shown)])
     return name if len(name) <= MAX_NAME else name[:MAX_NAME - 1] + "…"
 
