@@ -66,7 +66,7 @@ def task(cfg: Any) -> Any:
     from hydra.types import RunMode
 
     from interp_pipeline.experiment import Invocation, JobResult, run_job
-    from interp_pipeline.hydra_callbacks import experiment_choice
+    from interp_pipeline.hydra_callbacks import experiment_choice, read_swept_keys
     from interp_pipeline.sweeps.job_results import JobRecord, write_job_result
     from interp_pipeline.sweeps.objective import objective_values
     from interp_pipeline.threads import parallel_jobs
@@ -81,6 +81,7 @@ def task(cfg: Any) -> Any:
         sweep_id=Path(hydra_cfg.sweep.dir).name if multirun else None,
         job_num=hydra_cfg.job.num if multirun else None,
         parallel_jobs=parallel_jobs(hydra_cfg.launcher) if multirun else 1,
+        swept=read_swept_keys(Path(hydra_cfg.sweep.dir)) if multirun else None,
     )
     if multirun and "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", "")):
         _label_job_lines(hydra_cfg.job.num)

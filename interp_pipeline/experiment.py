@@ -38,6 +38,7 @@ from interp_pipeline.runner.stage_cache import StageCache
 from interp_pipeline.sweeps.objective import validate_sweep
 from interp_pipeline.tracking.base import NullRun, RunLogger
 from interp_pipeline.tracking.run_info import git_state, version_tags
+from interp_pipeline.tracking.run_names import parent_run_name, with_expect_failed
 
 log = logging.getLogger("interp_pipeline")
 
@@ -50,6 +51,7 @@ class Invocation:
     sweep_id: str | None = None
     job_num: int | None = None
     parallel_jobs: int = 1  # jobs the launcher runs at once on this machine
+    swept: list[str] | None = None  # keys the sweep varies (None: not a sweep, or not known)
 
 
 @dataclass
@@ -96,7 +98,8 @@ def _open_tracking(cfg: DictConfig, invocation: Invocation) -> tuple[Any, str | 
         return None, None
     from interp_pipeline.tracking.mlflow_tracking import MlflowTracking, resolve_tracking_uri
 
-    tracking = MlflowTracking(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs))
+    tracking = MlflowTracking(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs),
+                              max_model_mb=cfg.tracking.max_model_mb)
     experiment_id = tracking.experiment_id(cfg.tracking.experiment_name or invocation.experiment)
     ended = tracking.end_orphaned_runs()
     if ended:
@@ -121,7 +124,7 @@ def _parent_tags(prepared: Prepared, invocation: Invocation) -> dict[str, str]:
 
 
 def _run_name(invocation: Invocation) -> str:
-    return " ".join([invocation.experiment, *invocation.overrides])[:250]
+    return parent_run_name(invocation.experiment, invocation.overrides, invocation.swept)
 
 
 def _log_file_artifact(run: RunLogger, name: str, text: str) -> None:
@@ -145,6 +148,21 @@ def _summary(index: int, total: int, outcome: StageOutcome, patterns: tuple[str,
         status = f"cached (from run {outcome.cached_from[:8]})"
     line = f"[{index + 1}/{total}] {outcome.name:<16} {status:<28} {outcome.seconds:7.2f} s"
     return f"{line}  {shown}" if shown else line
+
+
+def _mark_expect_failed(tracking: Any, parent: RunLogger, invocation: Invocation, outcomes: list[StageOutcome],
+                        failed: list[str]) -> None:
+    """Name the parent and the stage runs whose metrics missed their expect: with a suffix, and tag them."""
+    parent.set_tags({"expect.failed": ", ".join(failed)})
+    parent.rename(with_expect_failed(_run_name(invocation)))
+    if tracking is None:
+        return
+    for outcome in outcomes:
+        keys = [k for k in failed if k.startswith(f"{outcome.name}.")]
+        if keys and outcome.run_id is not None:
+            run = tracking.client.get_run(outcome.run_id)
+            tracking.client.set_tag(outcome.run_id, "expect.failed", ", ".join(keys))
+            tracking.client.update_run(outcome.run_id, name=with_expect_failed(run.info.run_name))
 
 
 def _set_threads(cfg: DictConfig, invocation: Invocation, prepared: Prepared, shapes: list[Any]) -> None:
@@ -194,7 +212,11 @@ def run_job(cfg: DictConfig, invocation: Invocation) -> JobResult:
     def start_child(name: str, tags: Mapping[str, str]) -> RunLogger:
         if tracking is None:
             return NullRun()
-        return tracking.start_run(experiment_id, name, tags, parent=parent)
+        run = tracking.start_run(experiment_id, name, tags, parent=parent)
+        computing = tags.get("cached") == "false" and "skipped" not in tags
+        if computing and cfg.tracking.system_metrics:  # a cached stage's run lasts a moment: nothing to sample
+            run.start_system_metrics(cfg.tracking.system_metrics_interval)
+        return run
 
     try:
         return _run_tracked(cfg, invocation, prepared, runner, parent, start_child, tracking, experiment_id)
@@ -270,6 +292,7 @@ def _run_tracked(
         parent.set_tags({"expect.passed": str(passed).lower()})
         if not passed:
             failed = ", ".join(r.key for r in results if not r.passed)
+            _mark_expect_failed(tracking, parent, invocation, outcomes, [r.key for r in results if not r.passed])
             log.error("error: expect not met for %s", failed)
             for result in results:
                 named = per_name_matches(result.key, metrics) if result.got is None else []
@@ -279,7 +302,10 @@ def _run_tracked(
             status = EXIT_EXPECT
 
     _write_report(cfg, invocation, prepared, runner, parent, status, time.perf_counter() - started, results)
-    parent.end("FINISHED")
+    # An unmet expect: ends the parent FAILED (red in the runs list, and `attributes.status =
+    # 'FAILED'` finds it), named with a suffix and tagged expect.passed=false so that it reads
+    # apart from a crash, whose run has a traceback.txt instead of an expect.txt.
+    parent.end("FAILED" if status == EXIT_EXPECT else "FINISHED")
     log.info("outputs: %s", invocation.output_dir)
     if tracking is not None:
         log.info("mlflow: %s", tracking.run_url(experiment_id, parent.run_id))

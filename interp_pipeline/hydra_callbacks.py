@@ -3,6 +3,7 @@ gather their statuses, print the sweep's table and log its summary run after."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,30 @@ from interp_pipeline.exit_status import EXIT_EXPECT, EXIT_OK, STATUS_FILE, combi
 
 log = logging.getLogger(__name__)
 SWEEP_STATUSES: list[int] = []
+# Written in the sweep directory before the jobs start: the keys the sweep varies, which
+# name each job's MLflow run (tracking/run_names.py). A file, not an environment
+# variable, so that jobs launched elsewhere (submitit, ray) read it too.
+SWEPT_FILE = ".swept_keys.json"
+
+
+def write_swept_keys(config: DictConfig, sweep_dir: Path) -> list[str]:
+    from interp_pipeline.tracking.run_names import swept_keys
+
+    keys = swept_keys(config.hydra.overrides.task)
+    params = config.hydra.get("sweeper", {}).get("params") or {}  # a sweep set in the config (Optuna's search space)
+    keys += [str(k) for k in params if str(k) not in keys]
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SWEPT_FILE).write_text(json.dumps(keys))
+    return keys
+
+
+def read_swept_keys(sweep_dir: Path) -> list[str] | None:
+    """The keys written by :func:`write_swept_keys`; None when there are none to read."""
+    try:
+        keys = json.loads((sweep_dir / SWEPT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return [str(k) for k in keys] or None
 
 
 def experiment_choice(choices: Any) -> str:
@@ -52,6 +77,7 @@ class PipelineCallbacks(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         for stale in [*sweep_dir.glob(f"*/{STATUS_FILE}"), *sweep_dir.glob(f"*/{RESULT_FILE}")]:
             stale.unlink()
+        write_swept_keys(config, sweep_dir)
         if config.tracking.enabled:
             # Every job opens the store under a file lock (MlflowTracking); doing it once
             # here first checks the server before any job starts and spares them the wait.

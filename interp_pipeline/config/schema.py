@@ -75,6 +75,13 @@ class TrackingConfig:
     uri: Optional[str] = None
     # None: the name of the experiment config (+experiment=NAME)
     experiment_name: Optional[str] = None
+    # MLflow's system metrics (CPU, memory, disk, network, GPU) on each computed stage's run,
+    # one sample every `system_metrics_interval` s; a stage shorter than that logs none.
+    system_metrics: bool = True
+    system_metrics_interval: float = positive(10.0)
+    # Models and SAEs a stage computes, logged as MLflow models (pyfunc, safetensors inside)
+    # so they can be registered; ones larger than this many MB are not (0: none are).
+    max_model_mb: float = at_least(0, 200.0)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ COLORSCALE = "RdBu"  # low red, high blue in both matplotlib and plotly
 NAN_COLOR = "#d9d9d9"
 # Past this many labels on an axis only every n-th is drawn; more would overlap.
 MAX_TICKS = 60
+MIN_FIGURE_WIDTH = 640  # px of an HTML figure: its title and plotly's toolbar side by side
 # Panels per row for a 3-D array; more panels wrap onto further rows.
 MAX_PANEL_COLUMNS = 4
 # MLflow metric and tag names: letters, digits, _ - . / and space (colons too, but not
@@ -164,66 +165,144 @@ def heatmap_figure(array: LabelledArray, title: str | None = None) -> Any:
         ax.set_yticks(range(0, n_rows, y_step), [_mpl_text(r) for r in grid.rows[::y_step]], fontsize=fontsize)
         # Panels share their axes: labels on the left column and on each column's lowest panel only.
         if p % columns == 0:
-            ax.set_ylabel(grid.row_dim)
+            ax.set_ylabel(_mpl_text(_axis_title(array, grid.row_dim)))
         else:
             ax.tick_params(labelleft=False)
         if p + columns >= n_panels:
-            ax.set_xlabel(grid.col_dim)
+            ax.set_xlabel(_mpl_text(_axis_title(array, grid.col_dim)))
         else:
             ax.tick_params(labelbottom=False)
         if grid.panel_titles[p] is not None:
             ax.set_title(_mpl_text(grid.panel_titles[p]), fontsize=10)
     colorbar = figure.colorbar(image, ax=used, shrink=0.9 if panel_rows == 1 else 0.6)
     colorbar.set_label(_mpl_text(colorbar_label(array)))
-    figure.suptitle(_mpl_text(title or _default_title(array)))
+    heading = title or _default_title(array)
+    source = array.attrs.get("position_labels")
+    if source and {"pos", "dest_pos"} & set(array.dims):
+        heading += f"\nposition labels: {source}"
+    figure.suptitle(_mpl_text(heading))
     return figure
 
 
+@dataclass
+class _PixelLayout:
+    """Where each panel goes, in pixels, so that no label reaches a neighbour (see :func:`heatmap_html`)."""
+
+    columns: int
+    cell: float
+    y_room: float  # left of each panel: its row labels and the axis title
+    x_room: float  # below each panel: its column labels and the axis title
+    title_room: float  # above each panel: its title
+    n_rows: int
+    n_cols: int
+
+    GAP = 24.0  # between a panel's plot and the next panel's row labels
+    MARGIN = dict(l=10, r=130, t=60, b=10)  # r: the colour bar and its title
+
+    @property
+    def box_w(self) -> float:
+        return self.y_room + self.cell * self.n_cols + self.GAP
+
+    @property
+    def box_h(self) -> float:
+        return self.title_room + self.cell * self.n_rows + self.x_room
+
+
+def _pixel_layout(grid: _Grid, max_width: float = 1500.0) -> _PixelLayout:
+    # Tick labels are 11 px text, about 6.5 px a character; rotated ones (tokens) stand at 60 degrees.
+    n_panels, n_rows, n_cols = grid.values.shape
+    char = 6.5
+    shown_rows = grid.rows[::_tick_step(n_rows)] or [""]
+    shown_cols = grid.cols[::_tick_step(n_cols)] or [""]
+    y_room = 28 + char * min(max(len(r) for r in shown_rows), 40)
+    x_room = 34 + (char * 0.87 * min(max(len(c) for c in shown_cols), 30) + 6 if _rotate(grid.cols) else 18)
+    title_room = 26.0 if n_panels > 1 else 0.0
+    # Cells of 14-30 px: labels one to a cell stay legible; past MAX_TICKS labels (drawn every
+    # n-th) they may be smaller.
+    smallest = 14.0 if max(n_rows, n_cols) <= MAX_TICKS else 4.0
+    usable = max_width - _PixelLayout.MARGIN["l"] - _PixelLayout.MARGIN["r"]
+    columns = n_panels if n_panels <= MAX_PANEL_COLUMNS else math.ceil(math.sqrt(n_panels))
+    while columns > 1 and usable / columns - y_room - _PixelLayout.GAP < smallest * n_cols:
+        columns -= 1
+    cell = (usable / columns - y_room - _PixelLayout.GAP) / n_cols
+    largest = 30.0 if max(n_rows, n_cols) > 8 else 44.0  # a 2 x 4 grid of heads need not be a stamp
+    cell = max(smallest, min(largest, cell, 700.0 / n_rows if n_rows * smallest <= 700 else smallest))
+    return _PixelLayout(columns, cell, y_room, x_room, title_room, n_rows, n_cols)
+
+
 def heatmap_html(array: LabelledArray, title: str | None = None) -> Any:
-    """A plotly Figure of ``array``: one go.Heatmap per panel on one colour scale, each cell's label and value on hover."""
+    """A plotly Figure of ``array``: one go.Heatmap per panel on one colour scale, each cell's label and value on hover.
+
+    Sized from its labels: each panel's plot area is placed in pixels (axis domains),
+    with room for its row labels on the left, its column labels and axis title below
+    and its title above, so no label is drawn over a neighbouring panel.
+    """
     import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     grid = _grid(array, cell_labels=True)
     n_panels, n_rows, n_cols = grid.values.shape
-    columns = _panel_columns(n_panels)
-    panel_rows = math.ceil(n_panels / columns)
+    layout = _pixel_layout(grid)
+    panel_rows = math.ceil(n_panels / layout.columns)
+    margin = dict(_PixelLayout.MARGIN)
+    plot_w = layout.columns * layout.box_w
+    plot_h = panel_rows * layout.box_h
+    # A small array (2 layers x 4 heads) still gets a figure wide enough that its title and
+    # plotly's toolbar do not overlap: the extra width goes to the right of the colour bar.
+    margin["r"] += max(0.0, MIN_FIGURE_WIDTH - (plot_w + margin["l"] + margin["r"]))
+    width, height = plot_w + margin["l"] + margin["r"], plot_h + margin["t"] + margin["b"]
     limit = color_limit(array)
     metric = escape(colorbar_label(array))
-    titles = [escape(t) for t in grid.panel_titles] if n_panels > 1 else None
-    figure = make_subplots(rows=panel_rows, cols=columns, subplot_titles=titles,
-                           horizontal_spacing=min(0.08, 0.5 / columns), vertical_spacing=min(0.12, 0.6 / panel_rows))
     rotate = _rotate(grid.cols)
     x_step, y_step = _tick_step(n_cols), _tick_step(n_rows)
-    x_ticks = dict(tickmode="array", tickvals=list(range(0, n_cols, x_step)),
-                   ticktext=[escape(c) for c in grid.cols[::x_step]], tickangle=-60 if rotate else 0)
-    y_ticks = dict(tickmode="array", tickvals=list(range(0, n_rows, y_step)),
-                   ticktext=[escape(r) for r in grid.rows[::y_step]], autorange="reversed")
+    figure = go.Figure()
+    annotations = []
     for p in range(n_panels):
-        row, col = p // columns + 1, p % columns + 1
+        row, col = divmod(p, layout.columns)
+        x0 = col * layout.box_w + layout.y_room
+        y0 = row * layout.box_h + layout.title_room  # from the top
+        suffix = "" if p == 0 else str(p + 1)
+        x_axis, y_axis = f"xaxis{suffix}", f"yaxis{suffix}"
+        figure.update_layout({
+            x_axis: dict(domain=[x0 / plot_w, (x0 + layout.cell * n_cols) / plot_w], anchor=f"y{suffix}",
+                         tickmode="array", tickvals=list(range(0, n_cols, x_step)),
+                         ticktext=[escape(c) for c in grid.cols[::x_step]], tickangle=-60 if rotate else 0,
+                         tickfont=dict(size=11), title=dict(text=escape(_axis_title(array, grid.col_dim)),
+                                                            font=dict(size=12)), automargin=False),
+            y_axis: dict(domain=[1 - (y0 + layout.cell * n_rows) / plot_h, 1 - y0 / plot_h], anchor=f"x{suffix}",
+                         tickmode="array", tickvals=list(range(0, n_rows, y_step)),
+                         ticktext=[escape(r) for r in grid.rows[::y_step]], autorange="reversed",
+                         tickfont=dict(size=11), title=dict(text=escape(_axis_title(array, grid.row_dim)),
+                                                            font=dict(size=12)), automargin=False),
+        })
+        if grid.panel_titles[p] is not None:
+            annotations.append(dict(text=escape(grid.panel_titles[p]), showarrow=False, xref="paper", yref="paper",
+                                    x=(x0 + layout.cell * n_cols / 2) / plot_w, y=1 - y0 / plot_h,
+                                    xanchor="center", yanchor="bottom", font=dict(size=13)))
         text = [[escape(label) for label in line] for line in grid.cell_labels[p]]
-        figure.add_trace(
-            go.Heatmap(
-                # NaN as None: plotly draws a gap (the grey background) for it.
-                z=[[None if math.isnan(v) else v for v in line] for line in grid.values[p].tolist()],
-                x=list(range(n_cols)), y=list(range(n_rows)), text=text,
-                hovertemplate=f"%{{text}}<br>{metric} = %{{z:.4g}}<extra></extra>",
-                colorscale=COLORSCALE, zmid=0.0, zmin=-limit, zmax=limit,
-                showscale=p == 0, colorbar=dict(title=dict(text=metric)),
-            ),
-            row=row, col=col,
-        )
-        figure.update_xaxes(x_ticks, title_text=grid.col_dim if p + columns >= n_panels else None, row=row, col=col)
-        figure.update_yaxes(y_ticks, title_text=grid.row_dim if col == 1 else None, row=row, col=col)
-    longest = max(len(c) for c in grid.cols) if rotate else 2
-    width = min(columns * (110 + 22 * n_cols), 2600) + 160
-    height = min(panel_rows * (90 + 20 * n_rows + 6 * min(longest, 30)), 3200) + 120
-    figure.update_layout(title=dict(text=escape(title or _default_title(array))), width=width, height=height,
+        figure.add_trace(go.Heatmap(
+            # NaN as None: plotly draws a gap (the grey background) for it; 4 digits keep the page small.
+            z=[[None if math.isnan(v) else float(f"{v:.4g}") for v in line] for line in grid.values[p].tolist()],
+            x=list(range(n_cols)), y=list(range(n_rows)), text=text, xaxis=f"x{suffix}", yaxis=f"y{suffix}",
+            hovertemplate=f"%{{text}}<br>{metric} = %{{z:.4g}}<extra></extra>",
+            colorscale=COLORSCALE, zmid=0.0, zmin=-limit, zmax=limit, showscale=p == 0,
+            # Title beside the bar, not above it, and a bar of at least 250 px: ticks never collide.
+            colorbar=dict(title=dict(text=metric, side="right"), thickness=14, x=1.0, xpad=12, xanchor="left",
+                          y=1.0, yanchor="top", len=min(1.0, max(250.0, min(plot_h, 500.0)) / plot_h)),
+        ))
+    figure.update_layout(title=dict(text=escape(title or _default_title(array)), x=0.0, xref="paper", y=1.0,
+                                    yref="container", yanchor="top", pad=dict(t=12, l=10)),
+                         width=round(width), height=round(height), margin=margin, annotations=annotations,
                          template="plotly_white", plot_bgcolor=NAN_COLOR)
     return figure
 
 
-def _logs_figures(tracker: Tracker) -> bool:
+def _axis_title(array: LabelledArray, dim: str) -> str:
+    """The dimension's name; on position axes, what the labels are (``attrs["position_labels"]``)."""
+    source = array.attrs.get("position_labels")
+    return f"{dim}: {source}" if source and dim in ("pos", "dest_pos") else dim
+
+
+def logs_figures(tracker: Tracker) -> bool:
     # NULL_TRACKER (and any tracker not overriding log_figure) drops figures: skip drawing them.
     return type(tracker).log_figure is not Tracker.log_figure
 
@@ -237,7 +316,7 @@ def log_sweep_figures(tracker: Tracker, array: LabelledArray, prefix: str = "", 
     last part when the tracker sets the file's suffix. A prefix with a "/" puts
     the files in a folder of the run's artifacts ("patching/").
     """
-    if not _logs_figures(tracker):
+    if not logs_figures(tracker):
         return
     import matplotlib.pyplot as plt
 
@@ -250,11 +329,43 @@ def log_sweep_figures(tracker: Tracker, array: LabelledArray, prefix: str = "", 
         tracker.log_figure(heatmap_html(array, title), f"{prefix}{array.name}.html")
 
 
-def sweep_page(arrays: Sequence[LabelledArray], title: str = "Activation patching") -> str:
-    """One self-contained HTML page with every array's interactive heatmap (plotly.js inlined once)."""
+def sweep_page_parts(arrays: Sequence[LabelledArray], header: Mapping[str, Any] | None = None,
+                     top_k: int = 10) -> list[Any]:
+    """The parts of a sweep page (for html_page / Tracker.log_html_page): a table of ``header``
+    (model, prompts, metric, normalization ...), links to the sweeps, then per sweep its
+    figure and a table of its ``top_k`` cells."""
+    from interp_pipeline.html_page import html_table
+
+    parts: list[Any] = []
+    if header:
+        rows = "".join(f"<tr><th>{escape(k)}</th><td class=\"text\">{escape(v)}</td></tr>" for k, v in header.items())
+        parts.append(f"<table class=\"header\">{rows}</table>")
+    links = " &middot; ".join(f"<a href=\"#{_anchor(a.name)}\">{escape(a.name)}</a>" for a in arrays)
+    parts.append(f"<p>{links}</p>")
+    for array in arrays:
+        method = array.attrs.get("method")
+        parts.append(f"<section class=\"sweep\" id=\"{_anchor(array.name)}\"><div>")
+        parts.append(heatmap_html(array, title=f"{array.name} ({method})" if method else array.name))
+        parts.append("</div>")
+        if top_k:
+            rows = [{"rank": r["rank"], "component": r["label"], colorbar_label(array): r["value"]}
+                    for r in top_k_rows(array, top_k)]
+            parts.append(f"<div><h3>top {len(rows)} by |value|</h3>{html_table(rows, text_columns=('component',))}"
+                         "</div>")
+        parts.append("</section>")
+    return parts
+
+
+def sweep_page(arrays: Sequence[LabelledArray], title: str = "Activation patching",
+               header: Mapping[str, Any] | None = None, top_k: int = 10) -> str:
+    """One self-contained HTML page (plotly.js inlined once) of :func:`sweep_page_parts`."""
     from interp_pipeline.html_page import html_page
 
-    return html_page(title, [heatmap_html(array) for array in arrays])
+    return html_page(title, sweep_page_parts(arrays, header, top_k))
+
+
+def _anchor(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
 
 
 def _metric_name(name: str) -> str:

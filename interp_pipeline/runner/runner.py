@@ -26,6 +26,8 @@ from interp_pipeline.pipeline.spec import PipelineSpec, StageSpec
 from interp_pipeline.runner.cache_keys import library_versions, stage_cache_key
 from interp_pipeline.runner.stage_cache import CacheEntry, PendingEntry, StageCache
 from interp_pipeline.tracking.base import NullRun, RecordingTracker, RunLogger
+from interp_pipeline.tracking.datasets import DatasetRecord, entry_datasets
+from interp_pipeline.tracking.run_names import stage_run_name
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,7 @@ class PipelineRunner:
         }
         self.to_compute = self._plan()
         self._values: dict[tuple[str, str], Any] = {}
+        self._datasets: dict[str, dict[str, DatasetRecord]] = {}
 
     def _plan(self) -> set[str]:
         consumers: dict[str, list[str]] = {s.name: [] for s in self.spec.stages}
@@ -163,6 +166,26 @@ class PipelineRunner:
     def _child_tags(self, stage: StageSpec) -> dict[str, str]:
         return {"stage": stage.name, "stage.fn": stage.definition.name, "cache_key": self.keys[stage.name]}
 
+    def _start_stage_run(self, stage: StageSpec, tags: Mapping[str, str]) -> RunLogger:
+        index = [s.name for s in self.spec.stages].index(stage.name)
+        return self.start_child(stage_run_name(index, len(self.spec.stages), stage.name),
+                                {**tags, "stage.index": str(index + 1)})
+
+    def _datasets_of(self, stage_name: str) -> dict[str, DatasetRecord]:
+        """The stage's outputs that are datasets, from its cache entry (none when it has no entry)."""
+        if stage_name not in self._datasets:
+            entry = self.entries.get(stage_name)
+            self._datasets[stage_name] = {} if entry is None else entry_datasets(stage_name, entry.path, entry.record)
+        return self._datasets[stage_name]
+
+    def _log_datasets(self, stage: StageSpec, run: RunLogger) -> None:
+        """Datasets the stage read (context: its argument name) and wrote (context: output), as MLflow inputs."""
+        for arg, ref in stage.inputs.items():
+            dataset = self._datasets_of(ref.stage).get(ref.output)
+            if dataset is not None:
+                run.log_datasets([dataset], arg)
+        run.log_datasets(list(self._datasets_of(stage.name).values()), "output")
+
     def _record_uncomputed(self, stage: StageSpec) -> StageOutcome:
         started = time.perf_counter()
         entry = self.entries[stage.name]
@@ -171,9 +194,10 @@ class PipelineRunner:
             tags.update({"cached": "false", "skipped": "not needed: every stage it feeds is cached"})
         else:
             tags.update({"cached": "true", "cached_from_run_id": str(entry.run_id), "cache_entry": str(entry.path)})
-        run = self.start_child(stage.name, tags)
+        run = self._start_stage_run(stage, tags)
         try:
             run.log_params(flatten("", stage.params))
+            self._log_datasets(stage, run)
             if entry is not None:
                 # Show the cached metrics and figures again, so this run reads like the one that made them.
                 run.log_metrics(entry.metrics)
@@ -223,7 +247,7 @@ class PipelineRunner:
         definition = stage.definition
         key = self.keys[stage.name]
         tags = {**self._child_tags(stage), "cached": "false"}
-        run = self.start_child(stage.name, tags)
+        run = self._start_stage_run(stage, tags)
         pending: PendingEntry | None = None
         scratch: tempfile.TemporaryDirectory[str] | None = None
         started = time.perf_counter()
@@ -250,14 +274,19 @@ class PipelineRunner:
             outputs = _as_outputs(definition.name, definition.outputs, definition.fn(**kwargs))
             for name, value in outputs.items():
                 self._values[(stage.name, name)] = value
+                path = None
                 if pending is not None:
                     path = pending.write_output(name, value)
                     if path.suffix == ".json" and path.stat().st_size <= 1_000_000:
                         run.log_artifact(path, "outputs")
+                # A model or SAE becomes an MLflow model (the run decides which values are, and their size limit);
+                # its tags go into the cache entry, so a run served from the cache points at the same model.
+                tracker.tags.update(run.log_model(name, value, path if path is not None and path.is_dir() else None))
             if pending is not None:
-                pending.commit(run_id=run.run_id, metrics=tracker.last,
-                               extra={"stage": stage.name, "key": key, "tags": tracker.tags})
+                self.entries[stage.name] = pending.commit(run_id=run.run_id, metrics=tracker.last,
+                                                          extra={"stage": stage.name, "key": key, "tags": tracker.tags})
                 pending = None
+            self._log_datasets(stage, run)
             if definition.wants_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)  # the stored result supersedes its checkpoints
         except (KeyboardInterrupt, SystemExit) as interrupt:

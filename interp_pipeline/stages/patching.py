@@ -113,7 +113,7 @@ def activation_patching(
             bar.update(model.cfg.n_layers * len(setup.prompt_groups()))
     if attribution and sweeps:
         results.update(_attribution(model, setup, sweeps, labels, results, max_batch, tracker))
-    _log_results(tracker, results, top_k)
+    _log_results(tracker, results, top_k, _page_header(model, setup, metric, normalize))
     return results
 
 
@@ -136,8 +136,42 @@ def _attribution(model: Any, setup: Any, sweeps: list[str], labels: _Labels, exa
     return estimates
 
 
-def _log_results(tracker: Tracker, results: Mapping[str, LabelledArray], top_k: int) -> None:
-    from interp_pipeline.patching.plots import log_sweep_figures, log_top_k, sweep_page
+_METRIC_MEANING = {
+    "logit_diff": "logit of the correct answer minus the wrong one's, at END",
+    "answer_prob": "probability of the correct answer at END",
+    "kl": "KL divergence from the clean run's END distribution",
+    "loss": "next-token loss over every position",
+}
+
+
+def _prompt_text(model: Any, tokens: Tensor) -> str:
+    tokenizer = getattr(model, "tokenizer", None)
+    ids = tokens.tolist()
+    text = tokenizer.decode(ids) if tokenizer is not None else " ".join(map(str, ids))
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def _page_header(model: Any, setup: Any, metric: str, normalize: bool) -> dict[str, str]:
+    """What a reader of patching.html needs before the figures: the model, prompts, metric and normalization."""
+    cfg = model.cfg
+    clean, corrupted = setup.metric.clean_value, setup.metric.corrupted_value
+    return {
+        "model": f"{cfg.model_name} ({cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model})",
+        "prompts": f"{setup.n_prompts} clean/corrupted pairs of {setup.n_pos} tokens",
+        "prompt 0 clean": _prompt_text(model, setup.pairs["clean"][0]),
+        "prompt 0 corrupted": _prompt_text(model, setup.pairs["corrupted"][0]),
+        "metric": f"{metric}: {_METRIC_MEANING.get(metric, metric)}; "
+                  f"clean run {clean:.4g}, corrupted run {corrupted:.4g}",
+        "normalization": ("(patched - corrupted) / (clean - corrupted): 0 = corrupted run, 1 = clean run" if normalize
+                          else "none: the raw metric of the patched run"),
+        "positions": "labels are prompt 0's tokens (IO, S1, S2, END marked where every prompt has them there)"
+                     if any(key in setup.pairs for key in ("io_pos", "s1_pos")) else "labels are prompt 0's tokens",
+    }
+
+
+def _log_results(tracker: Tracker, results: Mapping[str, LabelledArray], top_k: int,
+                 header: Mapping[str, str]) -> None:
+    from interp_pipeline.patching.plots import logs_figures, log_sweep_figures, log_top_k, sweep_page_parts
 
     tables = []
     for array in results.values():
@@ -147,7 +181,10 @@ def _log_results(tracker: Tracker, results: Mapping[str, LabelledArray], top_k: 
         if top_k:
             tables.append(f"## {array.name}\n\n{log_top_k(tracker, array, top_k)}")
         log_sweep_figures(tracker, array, interactive=False)
-    tracker.log_text(sweep_page(list(results.values())), "patching.html")
+    # plotly.js once per run, beside the page (tracker.log_html_page): the page itself stays small.
+    if logs_figures(tracker):
+        tracker.log_html_page(sweep_page_parts(list(results.values()), header, top_k), "patching.html",
+                              "Activation patching")
     if tables:
         tracker.log_text("\n".join(tables), "top_components.md")
 
@@ -164,7 +201,7 @@ class _Labels:
 
     def __init__(self, model: Any, pairs: Mapping[str, Tensor], normalize: bool, metric: str):
         self.model = model
-        self.attrs = {"metric": metric, "normalized": bool(normalize)}
+        self.attrs = {"metric": metric, "normalized": bool(normalize), "position_labels": "prompt 0's tokens"}
         self.positions = self._position_labels(model, pairs)
 
     @staticmethod

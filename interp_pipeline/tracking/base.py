@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,6 +46,10 @@ class Tracker:
 
     def log_files(self, directory: Path, name: str) -> None:
         """Every file under ``directory`` (e.g. a saved SAE), as artifacts under ``name/``."""
+
+    def log_html_page(self, parts: Sequence[Any], name: str, title: str, meta: str = "") -> None:
+        """An HTML page of plotly figures and HTML strings (html_page.html_page), loading plotly.js
+        from one file the run logs beside it once, so each page stays small."""
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         pass
@@ -73,6 +78,9 @@ class RunLogger(Protocol):
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def start_child(self, name: str, tags: Mapping[str, Any]) -> RunLogger: ...
+    def log_datasets(self, datasets: Iterable[Any], context: str) -> None: ...
+    def log_model(self, name: str, value: Any, saved: Path | None) -> Mapping[str, str]: ...
+    def rename(self, name: str) -> None: ...
     def end(self, status: str) -> None: ...
 
 
@@ -95,6 +103,15 @@ class NullRun:
 
     def start_child(self, name: str, tags: Mapping[str, Any]) -> RunLogger:
         return NullRun()
+
+    def log_datasets(self, datasets: Iterable[Any], context: str) -> None:
+        pass
+
+    def log_model(self, name: str, value: Any, saved: Path | None) -> Mapping[str, str]:
+        return {}
+
+    def rename(self, name: str) -> None:
+        pass
 
     def end(self, status: str) -> None:
         pass
@@ -169,6 +186,18 @@ class RecordingTracker(Tracker):
         shutil.copytree(directory, target, dirs_exist_ok=True)  # kept with the entry, so a cached stage logs it again
         for path in sorted(p for p in target.rglob("*") if p.is_file()):
             self._forward(path)
+
+    def log_html_page(self, parts: Sequence[Any], name: str, title: str, meta: str = "") -> None:
+        from interp_pipeline.html_page import PLOTLY_JS, SharedPlotly, html_page, plotly_js
+
+        script = self._path(PLOTLY_JS)
+        if not script.exists():  # once per run, whatever the number of pages
+            script.write_text(plotly_js())
+            self._forward(script)
+        page = self._path(name)
+        shared = SharedPlotly(src=os.path.relpath(script, page.parent), artifact_path=PLOTLY_JS, run_id=self.run.run_id)
+        page.write_text(html_page(title, parts, meta=meta, shared_plotly=shared))
+        self._forward(page)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self.tags.update({str(k): str(v) for k, v in tags.items()})

@@ -102,6 +102,7 @@ class MlflowRun:
         self.tracking = tracking
         self.experiment_id = experiment_id
         self._ended = False
+        self._monitor: Any = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -132,7 +133,55 @@ class MlflowRun:
         """A run nested under this one (``mlflow.parentRunId``), in the same experiment."""
         return self.tracking.start_run(self.experiment_id, name, tags, parent=self)
 
+    def log_datasets(self, datasets: Iterable[Any], context: str) -> None:
+        """What ``mlflow.log_input`` records, for DatasetRecords (tracking/datasets.py): the UI's Datasets column."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(Dataset(name=d.name, digest=d.digest, source_type="local" if d.source.startswith("file:")
+                                 else "url", source=json.dumps({"uri": d.source}),
+                                 schema=json.dumps(d.schema) if d.schema else None, profile=json.dumps(d.profile)),
+                         tags=[InputTag("mlflow.data.context", context), InputTag("kind", d.kind)])
+            for d in datasets
+        ]
+        if inputs:
+            self.client.log_inputs(self.run_id, datasets=inputs)
+
+    def log_model(self, name: str, value: Any, saved: Path | None) -> dict[str, str]:
+        """Log a model or SAE(s) as a pyfunc model (tracking/logged_models.py) within ``tracking.max_model_mb``;
+        returns the tags it set (``logged_model.<name>``: its ``models:/`` URI, or why it was not logged)."""
+        from interp_pipeline.tracking.logged_models import log_model, model_codec, size_mb
+
+        codec = model_codec(value)
+        if codec is None:
+            return {}
+        megabytes = size_mb(value)
+        if megabytes > self.tracking.max_model_mb:
+            tags = {f"logged_model.{name}.not_logged":
+                    f"{megabytes:.1f} MB > tracking.max_model_mb={self.tracking.max_model_mb:g}"}
+        else:
+            info = log_model(self.tracking.uri, self.experiment_id, self.run_id, name, value, codec, saved)
+            tags = {f"logged_model.{name}": info.model_uri, f"logged_model.{name}.mb": f"{megabytes:.2f}"}
+        self.set_tags(tags)
+        return tags
+
+    def rename(self, name: str) -> None:
+        self.client.update_run(self.run_id, name=name)
+
+    def start_system_metrics(self, interval: float) -> None:
+        """MLflow's system metrics (``system/cpu_utilization_percentage`` ...), sampled every
+        ``interval`` s until :meth:`end`."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=interval, tracking_uri=self.tracking.uri)
+        self._monitor.start()
+
     def end(self, status: str) -> None:
+        if self._monitor is not None:
+            self._monitor.finish()  # its last samples are written before the run ends
+            self._monitor = None
         if not self._ended:
             self._ended = True
             self.client.set_terminated(self.run_id, status)
@@ -141,10 +190,11 @@ class MlflowRun:
 class MlflowTracking:
     """The store: experiments, runs, and clean-up of runs whose process died."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, *, max_model_mb: float = 200.0):
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
+        self.max_model_mb = max_model_mb
         with store_lock(uri):
             # Opening the store creates or migrates its tables (MLflow 3 does it as the
             # client is made; the search makes sure of it where that is lazy).

@@ -319,7 +319,7 @@ def test_quickstart_end_to_end(outputs):
     assert metrics["patching.clean_loss"] < metrics["patching.corrupted_loss"]
     assert patching_run.data.tags["head_out/top1"].startswith("L1H")
     artifacts = {a.path for a in MlflowClient(sqlite_uri(outputs)).list_artifacts(patching_run.info.run_id)}
-    assert {"head_out.png", "head_out_by_pos.png", "patching.html", "top_components.md"} <= artifacts
+    assert {"head_out.png", "head_out_by_pos.png", "patching.html", "plotly.min.mjs", "top_components.md"} <= artifacts
     # The SAE on the residual stream before layer 1, evaluated with SAELens's evals on held-out sequences.
     assert metrics["sae_eval.reconstruction_quality/explained_variance"] >= 0.8
     assert metrics["sae_eval.model_performance_preservation/ce_loss_score"] >= 0.6

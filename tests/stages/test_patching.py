@@ -45,7 +45,9 @@ def test_results_are_labelled_logged_and_stored(tmp_path):
     files = {p.name for p in (tmp_path / "artifacts").rglob("*")}
     assert {"head_out.png", "block_every.png", "path_to_final.png", "patching.html", "top_components.md"} <= files
     page = (tmp_path / "artifacts" / "patching.html").read_text()
-    assert page.count("plotly.js v") <= 2 and "head_out" in page  # plotly.js inlined once
+    assert "plotly.js v" not in page and '<script src="plotly.min.mjs">' in page  # shared, beside the page
+    assert (tmp_path / "artifacts" / "plotly.min.mjs").stat().st_size > 1_000_000
+    assert "prompt 0 clean" in page and "normalization" in page and "head_out" in page
 
     # The stage's output goes through the stage cache's codec and back.
     codec = codec_for(results)
