@@ -11,11 +11,13 @@ defaulting to gpt2_small has none). ``{text}`` in an override is the rehearsal's
 from __future__ import annotations
 
 # Text from the hub (pile-10k, OpenWebText) -> the same hf_dataset_tokens stage over a local json file.
-_LOCAL_TEXT = ["data.params.name=json", "++data.params.data_files={text}", "data.params.streaming=false"]
+_LOCAL_TEXT = ["data.params.name=json", "++data.params.data_files={text}", "++data.params.streaming=false"]
 
 REHEARSALS: dict[str, list[str]] = {
-    # The 8 demo prompts and every sweep of conf/ioi/gpt2_small.yaml, unchanged: it is already small.
-    "ioi_patching": [],
+    # The 8 demo prompts, path and attribution patching as configured; of the sweeps, the two the
+    # expect: keys and the demo read (block_every and head_all_pos_every are 4/5 of the passes:
+    # all of them take 264 forward passes, ~130 s on a busy 2-core machine).
+    "ioi_patching": ["patching.sweeps=[head_out,resid_pre]"],
     "cache_activations": [*_LOCAL_TEXT, "data.params.max_sequences=16", "cache.batch_size=8"],
     # 40 rows of 128: 4,608 training tokens (9 steps of 512) and 4 held-out sequences.
     "sae_train": [*_LOCAL_TEXT, "data.params.max_sequences=40", "sae.training_tokens=4608",

@@ -31,6 +31,8 @@ SAE_HOOK = "blocks.8.hook_resid_pre"
 N_LAYERS, N_HEADS = 12, 12  # GPT-2 small's: every layer and head an expect key names exists
 D_MODEL = 96                # 768 in GPT-2 small; narrow so a CPU rehearsal takes seconds
 SAE_EXPANSION = 8           # gpt2-small-res-jb is 32x; the rehearsal needs the format, not the width
+FIRING = 0.05               # each random latent fires on ~5% of tokens (L0 ~ 38 of 768)
+VERSION = 2                 # bumped when what build() writes changes: older caches are rebuilt
 DONE_FILE = "rehearsal.json"  # written last: a directory without it is incomplete and rebuilt
 
 
@@ -62,7 +64,8 @@ def _as_hub_cache(files: Path, hub: Path, repo_id: str) -> Path:
     return snapshot
 
 
-def _gpt2_files(directory: Path, d_model: int, seed: int) -> dict[str, Any]:
+def _gpt2_files(directory: Path, d_model: int, seed: int, texts: list[str]) -> tuple[dict[str, Any], Any]:
+    """Write the model and tokenizer; also return SAE_HOOK's activations on ``texts`` (for the SAE's biases)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -73,31 +76,45 @@ def _gpt2_files(directory: Path, d_model: int, seed: int) -> dict[str, Any]:
     # (the hub's gpt2 config.json has it).
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_ctx=N_POSITIONS, n_embd=d_model,
                         n_layer=N_LAYERS, n_head=N_HEADS, bos_token_id=eot, eos_token_id=eot)
-    GPT2LMHeadModel(config).save_pretrained(directory)
+    model = GPT2LMHeadModel(config).eval()
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    return {"d_model": d_model, "n_layers": N_LAYERS, "n_heads": N_HEADS, "d_vocab": len(tokenizer)}
+    stream = [token for text in texts for token in tokenizer(text, verbose=False).input_ids][:8 * 127]
+    ids = torch.cat([torch.full((8, 1), eot), torch.tensor(stream).reshape(8, 127)], dim=1)
+    with torch.no_grad():  # hidden_states[8] is the input to block 8: blocks.8.hook_resid_pre
+        hidden = model(ids, output_hidden_states=True).hidden_states[int(SAE_HOOK.split(".")[1])]
+    resid = hidden[:, 1:].reshape(-1, d_model)  # BOS left out, as SAELens's evals leave it out
+    resid = resid - resid.mean(dim=-1, keepdim=True)  # TransformerLens centres the writing weights
+    return {"d_model": d_model, "n_layers": N_LAYERS, "n_heads": N_HEADS, "d_vocab": len(tokenizer)}, resid
 
 
-def _sae_files(directory: Path, d_in: int, seed: int) -> dict[str, Any]:
-    """A random standard SAE at SAE_HOOK, as SAELens saves one, plus the sparsity file its hub loader fetches."""
+def _sae_files(directory: Path, resid: Any, seed: int) -> dict[str, Any]:
+    """A random standard SAE at SAE_HOOK, as SAELens saves one, plus the sparsity file its hub loader
+    fetches. Each latent's threshold is set on the model's own activations ``resid`` [tokens, d_in] so
+    it fires on ~FIRING of them: L0 ~ FIRING * d_sae, live features for the dashboards, as a trained
+    SAE has (an SAE of zero biases would fire on half the latents, one of fixed negative biases on none)."""
     import torch
     from safetensors.torch import save_file
     from sae_lens import StandardSAE, StandardSAEConfig
 
     torch.manual_seed(seed)
+    d_in = resid.shape[1]
     d_sae = SAE_EXPANSION * d_in
     sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float32", device="cpu"))
     with torch.no_grad():
-        sae.W_enc.normal_(std=d_in ** -0.5)
-        sae.W_dec.copy_(sae.W_enc.T / sae.W_enc.T.norm(dim=1, keepdim=True))  # unit decoder rows, as trained SAEs
-        sae.b_enc.fill_(-0.5)  # sparser than zero bias: a few latents fire per token
+        sae.W_enc.normal_()
+        sae.W_enc.div_(sae.W_enc.norm(dim=0, keepdim=True))
+        sae.W_dec.copy_(sae.W_enc.T)  # unit decoder rows, as trained SAEs have
+        sae.b_dec.copy_(resid.mean(dim=0))
+        pre = (resid - sae.b_dec) @ sae.W_enc
+        sae.b_enc.copy_(-torch.quantile(pre, 1 - FIRING, dim=0))
     for key, value in {"model_name": "gpt2-small", "hook_name": SAE_HOOK, "context_size": 128,
                        "prepend_bos": True, "dataset_path": "Skylion007/openwebtext"}.items():
         setattr(sae.cfg.metadata, key, value)
     folder = directory / SAE_HOOK
     sae.save_model(folder)
     save_file({"sparsity": torch.full((d_sae,), -3.0)}, folder / "sparsity.safetensors")
-    return {"d_in": d_in, "d_sae": d_sae, "hook": SAE_HOOK}
+    return {"d_in": d_in, "d_sae": d_sae, "hook": SAE_HOOK, "firing": FIRING}
 
 
 def _documents() -> list[dict[str, str]]:
@@ -115,7 +132,7 @@ def build(hf_home: Path, *, d_model: int = D_MODEL, seed: int = 0) -> dict[str, 
     done = hf_home / DONE_FILE
     if done.is_file():
         info = json.loads(done.read_text())
-        if info.get("d_model") == d_model and info.get("seed") == seed:
+        if info.get("d_model") == d_model and info.get("seed") == seed and info.get("version") == VERSION:
             return info
     if hf_home.exists():
         shutil.rmtree(hf_home)
@@ -123,14 +140,15 @@ def build(hf_home: Path, *, d_model: int = D_MODEL, seed: int = 0) -> dict[str, 
     hub.mkdir(parents=True)
     with tempfile.TemporaryDirectory(dir=hf_home) as work:
         model_files, sae_files = Path(work) / "gpt2", Path(work) / "sae"
-        model = _gpt2_files(model_files, d_model, seed)
-        sae = _sae_files(sae_files, d_model, seed + 1)
+        documents = _documents()
+        model, resid = _gpt2_files(model_files, d_model, seed, [d["text"] for d in documents])
+        sae = _sae_files(sae_files, resid, seed + 1)
         model_snapshot = _as_hub_cache(model_files, hub, MODEL_REPO)
         sae_snapshot = _as_hub_cache(sae_files, hub, SAE_REPO)
     text = hf_home / "text" / "rehearsal.jsonl"
     text.parent.mkdir()
-    text.write_text("".join(json.dumps(doc) + "\n" for doc in _documents()))
-    info = {"d_model": d_model, "seed": seed, "model": model, "sae": sae, "text": str(text),
+    text.write_text("".join(json.dumps(doc) + "\n" for doc in documents))
+    info = {"version": VERSION, "d_model": d_model, "seed": seed, "model": model, "sae": sae, "text": str(text),
             "model_snapshot": str(model_snapshot), "sae_snapshot": str(sae_snapshot)}
     done.write_text(json.dumps(info, indent=2))
     return info
