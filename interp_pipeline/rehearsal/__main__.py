@@ -17,17 +17,21 @@ import sys
 import time
 from pathlib import Path
 
+from interp_pipeline.exit_status import EXIT_FAILED
 from interp_pipeline.paths import default_outputs_dir
 from interp_pipeline.rehearsal.experiments import REHEARSALS, overrides_for
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m interp_pipeline.rehearsal", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m interp_pipeline.rehearsal", description=(
+        "Build the rehearsal's Hugging Face cache (a narrow GPT-2 of random weights with GPT-2's real "
+        "tokenizer, a random gpt2-small-res-jb SAE) and run GPT-2 experiments against it offline, "
+        "with runner.rehearsal=true."))
     parser.add_argument("experiments", nargs="*", metavar="EXPERIMENT",
                         help=f"experiments to rehearse (default: all of {', '.join(REHEARSALS)})")
     parser.add_argument("--hf-home", type=Path, default=None,
                         help="the cache directory to build or reuse (default: <outputs>/rehearsal/hf_home)")
-    parser.add_argument("--summary", type=Path, default=None, help="write {experiment: {status, seconds}} here")
+    parser.add_argument("--summary", type=Path, default=None, help="write {experiment: {status, seconds}, preflight: {...}} here")
     arguments = parser.parse_args(argv)
     unknown = [e for e in arguments.experiments if e not in REHEARSALS]
     if unknown:
@@ -45,6 +49,18 @@ def rehearse(experiment: str, text_file: str) -> int:
     output_dir = Path(cfg.paths.outputs) / "rehearsal" / "runs" / experiment
     output_dir.mkdir(parents=True, exist_ok=True)
     return run_experiment(cfg, Invocation(experiment=experiment, output_dir=output_dir, overrides=overrides[1:]))
+
+
+def preflight_shape() -> dict[str, int]:
+    """What the runner's pre-flight reads of model=gpt2_small without its weights (models/shape.py:
+    TransformerLens's config conversion and the tokenizer, both from the cache); zeros when it cannot."""
+    from interp_pipeline.models.shape import shape_of_params
+
+    shape = shape_of_params({"source": "tl", "name": "gpt2-small"})
+    if shape is None:
+        return {"n_layers": 0, "n_heads": 0, "d_model": 0, "d_vocab": 0, "tokenizer_vocab": 0}
+    return {"n_layers": shape.n_layers, "n_heads": shape.n_heads, "d_model": shape.d_model, "d_vocab": shape.d_vocab,
+            "tokenizer_vocab": len(shape.tokenizer) if shape.tokenizer is not None else 0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,16 +82,22 @@ def main(argv: list[str] | None = None) -> int:
              hf_home, info["d_model"], info["model"]["n_layers"], info["model"]["n_heads"],
              time.perf_counter() - started)
 
+    preflight = preflight_shape()
+    log.info("pre-flight sees gpt2-small in the cache: %s", preflight)
     summary: dict[str, dict[str, float]] = {}
     for experiment in arguments.experiments or list(REHEARSALS):
         started = time.perf_counter()
-        status = rehearse(experiment, str(text_file(hf_home)))
+        try:
+            status = rehearse(experiment, str(text_file(hf_home)))
+        except Exception:  # a config that does not compose, say: report it and rehearse the others
+            log.exception("rehearsal %s failed outside its stages", experiment)
+            status = EXIT_FAILED
         summary[experiment] = {"status": status, "seconds": round(time.perf_counter() - started, 2)}
         log.info("rehearsal %s: exit %d in %.1f s", experiment, status, summary[experiment]["seconds"])
     for experiment, row in summary.items():
         log.info("  %-22s exit %d  %7.1f s", experiment, row["status"], row["seconds"])
     if arguments.summary is not None:
-        arguments.summary.write_text(json.dumps(summary, indent=2))
+        arguments.summary.write_text(json.dumps({**summary, "preflight": preflight}, indent=2))
     return 0 if all(row["status"] == 0 for row in summary.values()) else 1
 
 

@@ -78,8 +78,16 @@ def test_the_experiment_runs_end_to_end_offline_and_produces_every_expect_key(re
         assert re.search(rf"{re.escape(key)}\s.*produced \(rehearsal\)\s.*\sok\s", log), key
 
 
+def test_preflight_reads_the_models_shape_and_tokenizer_from_the_cache(rehearsal):
+    """Pre-flight's shape (hook names, layers, context, token checks) comes from the cached config.json and
+    tokenizer, as for a user with GPT-2 cached; without them it would leave the checks to the stages."""
+    summary, _ = rehearsal
+    assert summary["preflight"] == {"n_layers": 12, "n_heads": 12, "d_model": 96, "d_vocab": 50257,
+                                    "tokenizer_vocab": 50257}
+
+
 def test_the_model_is_transformer_lens_gpt2_small_from_the_rehearsal_cache(rehearsal):
     """model=gpt2_small loads through HookedTransformer.from_pretrained (the fast patching path), one
     load per experiment, with the hub unreachable by setting (HF_HUB_OFFLINE=1)."""
-    summary, log = rehearsal
-    assert log.count("Loaded pretrained model gpt2-small into HookedTransformer") == len(summary)
+    _, log = rehearsal
+    assert log.count("Loaded pretrained model gpt2-small into HookedTransformer") == len(REHEARSALS)
