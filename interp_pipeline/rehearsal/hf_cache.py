@@ -118,8 +118,8 @@ def _sae_files(directory: Path, resid: Any, seed: int) -> dict[str, Any]:
 
 
 def _documents() -> list[dict[str, str]]:
-    """Text for the data stages: this package's own docstrings and README (English prose and code),
-    a few hundred lines, deterministic and shipped with the checkout."""
+    """Text for the data stages: this package's source files and the README (English prose and code,
+    ~140k GPT-2 tokens), deterministic and present wherever the package is."""
     from interp_pipeline.paths import PACKAGE_DIR
 
     sources = sorted(PACKAGE_DIR.rglob("*.py")) + [PACKAGE_DIR.parent / "README.md"]
@@ -134,10 +134,14 @@ def build(hf_home: Path, *, d_model: int = D_MODEL, seed: int = 0) -> dict[str, 
         info = json.loads(done.read_text())
         if info.get("d_model") == d_model and info.get("seed") == seed and info.get("version") == VERSION:
             return info
-    if hf_home.exists():
+    if done.is_file():  # an older rehearsal cache: ours to replace
         shutil.rmtree(hf_home)
+    elif hf_home.exists() and any(hf_home.iterdir()):
+        # Never clear a directory this did not write: --hf-home may name someone's real HF_HOME.
+        raise FileExistsError(f"{hf_home} is not empty and holds no {DONE_FILE}: not a rehearsal cache; "
+                              f"name an empty or new directory")
     hub = hf_home / "hub"
-    hub.mkdir(parents=True)
+    hub.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=hf_home) as work:
         model_files, sae_files = Path(work) / "gpt2", Path(work) / "sae"
         documents = _documents()
@@ -145,7 +149,7 @@ def build(hf_home: Path, *, d_model: int = D_MODEL, seed: int = 0) -> dict[str, 
         sae = _sae_files(sae_files, resid, seed + 1)
         model_snapshot = _as_hub_cache(model_files, hub, MODEL_REPO)
         sae_snapshot = _as_hub_cache(sae_files, hub, SAE_REPO)
-    text = hf_home / "text" / "rehearsal.jsonl"
+    text = text_file(hf_home)
     text.parent.mkdir()
     text.write_text("".join(json.dumps(doc) + "\n" for doc in documents))
     info = {"version": VERSION, "d_model": d_model, "seed": seed, "model": model, "sae": sae, "text": str(text),

@@ -98,3 +98,4 @@ def test_the_seed_tutorials_eiffel_tower_and_colosseum_pair_aligns(gpt2_tokenize
     pairs, dropped = tokenize_pairs(gpt2_tokenizer, [record], prepend_bos=True)
     assert dropped == 0 and pairs["clean"].shape == (1, 11)  # BOS + 10 on both sides
     assert pairs["answer"].tolist() == [6342]
+
