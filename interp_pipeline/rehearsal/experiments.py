@@ -32,7 +32,6 @@ REHEARSALS: dict[str, list[str]] = {
 
 
 def overrides_for(experiment: str, text_file: str) -> list[str]:
-    """The command-line overrides of one rehearsal: its own, the rehearsal mode, and no MLflow
-    threads left behind between experiments run in one process."""
+    """The command-line overrides of one rehearsal: the experiment, the rehearsal mode, and its own."""
     return [f"+experiment={experiment}", "runner.rehearsal=true",
             *(o.format(text=text_file) for o in REHEARSALS[experiment])]
