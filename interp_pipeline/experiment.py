@@ -283,7 +283,7 @@ def _run_tracked(
     status = EXIT_OK
     results: list[ExpectResult] = []
     if prepared.expect and cfg.runner.check_expect:
-        results = check_expectations(prepared.expect, metrics)
+        results = check_expectations(prepared.expect, metrics, rehearsal=cfg.runner.rehearsal)
         table = render_table(results)
         log.info("%s", table)
         _log_file_artifact(parent, "expect.txt", table + "\n")

@@ -66,8 +66,9 @@ def attention_grid_figure(patterns: np.ndarray, layers: Sequence[int], heads: Se
     plt = _pyplot()
     n_rows, n_cols, n_tok = len(layers), len(heads), len(str_tokens)
     cell = max(1.7, 0.13 * n_tok)  # inches per panel: a token row of ~3 mm at least
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.2 + cell * n_cols, 1.4 + cell * n_rows),
-                             squeeze=False, sharex=True, sharey=True)
+    # No sharex/sharey: every panel has the same extent anyway, and shared axes make each panel's
+    # set_ticks walk all its siblings, quadratic in panels (GPT-2 small's 12 x 12 grid: minutes).
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.2 + cell * n_cols, 1.4 + cell * n_rows), squeeze=False)
     labels = [token_label(t) for t in str_tokens]
     font = _font_size(n_tok)
     image = None

@@ -64,6 +64,9 @@ class RunnerConfig:
     cache_dir: str = SI("${paths.outputs}/cache")
     plugins: List[str] = field(default_factory=list)  # modules to import that register more stages
     check_expect: bool = True  # false: skip the expect: block (e.g. the experiment run on another model)
+    # true: every expect: key must be produced, its value not judged (a GPT-2 rehearsal on random
+    # weights, interp_pipeline/rehearsal/); a missing key, or NaN, still fails
+    rehearsal: bool = False
     # torch's intra-op threads; None: cores / parallel jobs in a sweep, 1 for toy-sized models (threads.py)
     num_threads: Optional[int] = positive(None)
 

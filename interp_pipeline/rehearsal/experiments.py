@@ -1,0 +1,37 @@
+"""What the GPT-2 rehearsal runs: every experiment whose default model is GPT-2 small, with the
+overrides that keep it small on a CPU (few sequences, tokens and steps) and point its hub data at
+the rehearsal's local text. The model (``model=gpt2_small``), prompts, hooks, SAE release and
+``expect:`` keys stay each experiment's own.
+
+A new GPT-2-default experiment joins by adding an entry here (the test in
+tests/rehearsal/test_gpt2_rehearsal.py runs every entry and also fails when a conf/experiment/*.yaml
+defaulting to gpt2_small has none). ``{text}`` in an override is the rehearsal's jsonl file.
+"""
+
+from __future__ import annotations
+
+# Text from the hub (pile-10k, OpenWebText) -> the same hf_dataset_tokens stage over a local json file.
+_LOCAL_TEXT = ["data.params.name=json", "++data.params.data_files={text}", "++data.params.streaming=false"]
+
+REHEARSALS: dict[str, list[str]] = {
+    # The 8 demo prompts, path and attribution patching as configured; of the sweeps, the two the
+    # expect: keys and the demo read (block_every and head_all_pos_every are 4/5 of the passes:
+    # all of them take 264 forward passes, ~130 s on a busy 2-core machine).
+    "ioi_patching": ["patching.sweeps=[head_out,resid_pre]"],
+    "cache_activations": [*_LOCAL_TEXT, "data.params.max_sequences=16", "cache.batch_size=8"],
+    # 40 rows of 128: 4,608 training tokens (9 steps of 512) and 4 held-out sequences.
+    "sae_train": [*_LOCAL_TEXT, "data.params.max_sequences=40", "sae.training_tokens=4608",
+                  "sae.train_batch_size_tokens=512", "sae.eval_tokens=512", "sae.l1_warm_up_steps=2",
+                  "sae.lr_decay_steps=2", "sae.feature_sampling_window=4", "sae.dead_feature_window=4",
+                  "sae.log_every=2", "sae_eval.batch_size_prompts=4"],
+    "sae_eval_pretrained": [*_LOCAL_TEXT, "data.params.max_sequences=8", "sae_eval.batch_size_prompts=4"],
+    "inspect_model": [],
+    "logit_lens": [],
+    "sae_features": [*_LOCAL_TEXT, "data.params.max_sequences=8"],
+}
+
+
+def overrides_for(experiment: str, text_file: str) -> list[str]:
+    """The command-line overrides of one rehearsal: the experiment, the rehearsal mode, and its own."""
+    return [f"+experiment={experiment}", "runner.rehearsal=true",
+            *(o.format(text=text_file) for o in REHEARSALS[experiment])]

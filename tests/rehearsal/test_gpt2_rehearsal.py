@@ -1,0 +1,93 @@
+"""The GPT-2 rehearsal: every GPT-2-default experiment end to end, offline, on a GPT-2 of random
+weights in a Hugging Face cache directory (models--gpt2 with GPT-2's real tokenizer, and a random
+gpt2-small-res-jb SAE), loaded through TransformerLens's and SAELens's own from_pretrained with
+HF_HUB_OFFLINE=1, in rehearsal mode: every expect: key is produced, its value not judged.
+
+One subprocess runs them all (python -m interp_pipeline.rehearsal), so huggingface_hub reads the
+rehearsal's HF_HOME at import as a user's process reads theirs."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from interp_pipeline.compose import compose
+from interp_pipeline.expect import check_expectations
+from interp_pipeline.paths import conf_dir
+from interp_pipeline.rehearsal.experiments import REHEARSALS, overrides_for
+from tests.conftest import cli_env
+
+pytestmark = pytest.mark.slow
+
+
+def _gpt2_default_experiments() -> list[str]:
+    found = []
+    for path in sorted((conf_dir() / "experiment").glob("*.yaml")):
+        defaults = yaml.safe_load(path.read_text()).get("defaults") or []
+        if any(isinstance(d, dict) and d.get("/model") == "gpt2_small" for d in defaults):
+            found.append(path.stem)
+    return found
+
+
+def test_every_gpt2_default_experiment_has_a_rehearsal():
+    """A new experiment defaulting to model=gpt2_small joins REHEARSALS (interp_pipeline/rehearsal/experiments.py)."""
+    assert sorted(REHEARSALS) == _gpt2_default_experiments()
+
+
+def test_rehearsal_mode_needs_each_key_produced_and_judges_no_value():
+    expect = {"patching.clean_logit_diff": {"value": 3.552, "atol": 0.01}, "eval.sparsity/l0": {"max": 30}}
+    far_off = {"patching.clean_logit_diff": -40.0, "eval.sparsity/l0": 500.0}
+    assert [r.passed for r in check_expectations(expect, far_off, rehearsal=True)] == [True, True]
+    assert [r.passed for r in check_expectations(expect, far_off)] == [False, False]
+    missing = check_expectations(expect, {"patching.clean_logit_diff": 3.5}, rehearsal=True)
+    assert [r.passed for r in missing] == [True, False]
+    assert not check_expectations(expect, {**far_off, "eval.sparsity/l0": math.nan}, rehearsal=True)[1].passed
+
+
+@pytest.fixture(scope="module")
+def rehearsal(rehearsal_hf_home, tmp_path_factory):
+    """All rehearsals in one process: (summary, log text)."""
+    folder = tmp_path_factory.mktemp("rehearsal_runs")
+    summary = folder / "summary.json"
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "interp_pipeline.rehearsal", "--hf-home", str(rehearsal_hf_home),
+         "--summary", str(summary)],
+        env=cli_env(folder / "outputs", OMP_NUM_THREADS="1"), cwd=folder, capture_output=True, text=True,
+        timeout=1200)
+    log = result.stdout + result.stderr
+    print(f"rehearsal: {time.perf_counter() - started:.1f} s wall\n{log[-3000:]}")
+    assert summary.is_file(), log[-4000:]
+    return json.loads(summary.read_text()), log
+
+
+@pytest.mark.parametrize("experiment", list(REHEARSALS))
+def test_the_experiment_runs_end_to_end_offline_and_produces_every_expect_key(rehearsal, experiment):
+    summary, log = rehearsal
+    assert summary[experiment]["status"] == 0, log[-4000:]
+    cfg = compose(overrides_for(experiment, "unused.jsonl"))
+    for key in cfg.get("expect") or {}:
+        # The expect table's row: key, "produced (rehearsal)", the value got, ok.
+        assert re.search(rf"{re.escape(key)}\s.*produced \(rehearsal\)\s.*\sok\s", log), key
+
+
+def test_preflight_reads_the_models_shape_and_tokenizer_from_the_cache(rehearsal):
+    """Pre-flight's shape (hook names, layers, context, token checks) comes from the cached config.json and
+    tokenizer, as for a user with GPT-2 cached; without them it would leave the checks to the stages."""
+    summary, _ = rehearsal
+    assert summary["preflight"] == {"n_layers": 12, "n_heads": 12, "d_model": 96, "d_vocab": 50257,
+                                    "tokenizer_vocab": 50257}
+
+
+def test_the_model_is_transformer_lens_gpt2_small_from_the_rehearsal_cache(rehearsal):
+    """model=gpt2_small loads through HookedTransformer.from_pretrained (the fast patching path), one
+    load per experiment, with the hub unreachable by setting (HF_HUB_OFFLINE=1)."""
+    _, log = rehearsal
+    assert log.count("Loaded pretrained model gpt2-small into HookedTransformer") == len(REHEARSALS)
