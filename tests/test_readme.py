@@ -204,6 +204,9 @@ def test_api_loads_the_quickstarts_sae_and_store(readme, monkeypatch):
     monkeypatch.setenv("INTERP_PIPELINE_OUTPUTS", str(readme[0]))
     sae = api.load("quickstart", "sae")
     assert isinstance(sae, SAE) and sae.cfg.d_sae == 512
+    from transformer_lens import HookedTransformer
+
+    assert isinstance(api.load("quickstart", "model"), HookedTransformer)  # the trained toy model
     store = api.load("quickstart", "cache")
     assert isinstance(store, ActivationStore) and store.n_rows == 64 * 41
     hook = store.hooks[0]
