@@ -113,6 +113,8 @@ def run(experiment: str | DictConfig, overrides: Sequence[str] = (), *, level: i
                              "or set cfg.tracking.experiment_name")
     else:
         cfg, name = compose(experiment, overrides), experiment
+        # Recorded as the CLI records them (the run's hydra.overrides tag and name).
+        overrides = [f"+experiment={experiment}", *overrides]
     output_dir = Path(cfg.paths.outputs) / "runs" / time.strftime("%Y-%m-%d") / f"{time.strftime('%H-%M-%S')}-api"
     output_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, output_dir / "config.yaml")

@@ -40,6 +40,9 @@ def test_run_logs_to_the_console_and_load_finds_outputs_by_stage_name(outputs, c
     assert result.status == 0 and result.run_id
     assert "[3/3] stats" in printed and "│ stats.loss_mean" in printed, printed  # stage lines and the expect table
     assert "[3/3] stats" in (result.output_dir / "run.log").read_text()
+    from mlflow.tracking import MlflowClient
+
+    assert MlflowClient(result.tracking_uri).get_run(result.run_id).data.tags["hydra.overrides"] == "+experiment=smoke seed=2"
     stats = api.load("smoke", "stats")
     assert stats == result.load("stats") and "hook_embed" in stats
     assert api.load("smoke", "tokens").shape[0] > 0
