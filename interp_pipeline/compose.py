@@ -12,13 +12,16 @@ from interp_pipeline.paths import conf_dir, default_outputs_dir
 
 
 def register() -> None:
-    """The ``interp.outputs_dir`` and ``interp.stages`` (--help's list) resolvers and the schemas; idempotent."""
+    """The ``interp.outputs_dir``, ``interp.stages`` and ``interp.experiments`` (--help's lists) resolvers and
+    the schemas; idempotent."""
     from interp_pipeline.config.schema import register_configs
 
     if not OmegaConf.has_resolver("interp.outputs_dir"):
         OmegaConf.register_new_resolver("interp.outputs_dir", lambda: str(default_outputs_dir()))
     if not OmegaConf.has_resolver("interp.stages"):
         OmegaConf.register_new_resolver("interp.stages", _stage_list)
+    if not OmegaConf.has_resolver("interp.experiments"):
+        OmegaConf.register_new_resolver("interp.experiments", _experiment_list)
     register_configs()
 
 
@@ -26,6 +29,12 @@ def _stage_list() -> str:
     from interp_pipeline.pipeline.registry import describe_stages
 
     return describe_stages()
+
+
+def _experiment_list() -> str:
+    from interp_pipeline.experiment_catalog import describe_experiments
+
+    return describe_experiments()
 
 
 def compose(overrides: list[str] | None = None) -> DictConfig:

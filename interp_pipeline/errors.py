@@ -25,7 +25,27 @@ class ConfigError(Exception):
         if self.absolute:
             return self
         key = f"{prefix_key}.{self.key}" if prefix_key and self.key else (prefix_key or self.key)
-        return ConfigError(key, self.message, suggestion=self.suggestion, absolute=True)
+        return self._with(key, self.message, absolute=True)
+
+    def _with(self, key: str, message: str, *, absolute: bool) -> ConfigError:
+        return ConfigError(key, message, suggestion=self.suggestion, absolute=absolute)
+
+
+class Unobtainable(ConfigError):
+    """A model, SAE or dataset that cannot be had here (not cached, hub unreachable); the message
+    ends with what runs offline instead, which an experiment may replace with its own variant."""
+
+    def __init__(self, key: str, message: str, *, offline: str, absolute: bool = False):
+        self.reason = message
+        self.offline = offline
+        super().__init__(key, f"{message}; offline options: {offline}", absolute=absolute)
+
+    def _with(self, key: str, message: str, *, absolute: bool) -> ConfigError:
+        return Unobtainable(key, self.reason, offline=self.offline, absolute=absolute)
+
+    def offering(self, offline: str) -> Unobtainable:
+        """The same error suggesting ``offline`` instead."""
+        return Unobtainable(self.key, self.reason, offline=offline, absolute=self.absolute)
 
 
 class StageFailed(Exception):

@@ -22,6 +22,7 @@ from interp_pipeline.config.ranges import check_ranges
 from interp_pipeline.config.schema import ExperimentConfig
 from interp_pipeline.errors import ConfigError, StageFailed, Terminated, did_you_mean, one_of
 from interp_pipeline.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
+from interp_pipeline.experiment_catalog import with_offline_suggestion
 from interp_pipeline.expect import (
     ExpectResult,
     check_expectations,
@@ -200,7 +201,7 @@ def run_job(cfg: DictConfig, invocation: Invocation) -> JobResult:
             check_reachable(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs))
     except ConfigError as error:
         log.debug("configuration error", exc_info=True)
-        log.error("error: %s", error)
+        log.error("error: %s", with_offline_suggestion(error, cfg, invocation.experiment))
         return JobResult(EXIT_CONFIG)
     _set_threads(cfg, invocation, prepared, shapes)
 

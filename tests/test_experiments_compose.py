@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from interp_pipeline.compose import compose
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.experiment import prepare
+from interp_pipeline.experiment_catalog import experiments
 from interp_pipeline.paths import conf_dir
 from interp_pipeline.pipeline.preflight import run_preflight
 
@@ -34,19 +37,23 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
         run_preflight(prepared.spec.stages)
 
 
-@pytest.mark.parametrize("overrides", [
-    ["+experiment=cache_activations", "model=toy_induction", "data=task_tokens",
-         "cache.hooks=[blocks.1.hook_resid_pre]"],
-    ["+experiment=ioi_patching", "model=toy_ioi"],
-    ["+experiment=sae_train", "model=toy_induction"],
-    ["+experiment=inspect_model", "model=toy_induction"],
+# Each hub experiment's own `offline:` overrides (what its pre-flight suggests), and other toy variants.
+OFFLINE_VARIANTS = [[f"+experiment={info.name}", *shlex.split(info.offline)] for info in experiments() if info.offline]
+
+
+@pytest.mark.parametrize("overrides", OFFLINE_VARIANTS + [
     ["+experiment=inspect_model", "model=toy_ioi"],
     ["+experiment=logit_lens", "model=toy_induction"],
-    ["+experiment=logit_lens", "model=toy_ioi"],
-])
-def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides):
+], ids=" ".join)
+def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     prepared = prepare(compose(overrides))
     run_preflight(prepared.spec.stages)
+
+
+def test_every_hub_experiment_but_the_pretrained_sae_names_its_offline_variant():
+    offline = {info.name for info in experiments() if info.offline}
+    assert offline == NEEDS_HUB - {"sae_eval_pretrained"}
 
 
 def test_ioi_patching_on_gpt2_carries_the_published_values(outputs):

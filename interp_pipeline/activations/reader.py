@@ -9,6 +9,7 @@ them all. This module is the notebook-facing API::
 
     store = ActivationStore.open("outputs/activations/abc123.zarr")
     x = store.read("blocks.0.hook_resid_pre", slice(0, 1024))
+    store["resid_pre", 0][3, -1]     # as TransformerLens's cache["resid_pre", 0][3, -1]: [d_model]
     for batch in store.iter_batches("blocks.0.hook_resid_pre", 4096, seed=0, epochs=2):
         ...
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from interp_pipeline.activations.checksums import BadChunk, bad_chunks, checked, verify_arrays
 from interp_pipeline.activations.chunked_reads import read_rows, shuffled_batches
+from interp_pipeline.activations.hook_view import HookView, hook_name
 from interp_pipeline.activations.layout import DTYPES, LAYOUT_VERSION, missing_shards_text
 from interp_pipeline.activations.store_group import IncompleteStoreError, StoreLayoutError, check_layout, open_group
 from interp_pipeline.activations.token_runs import first_run
@@ -182,6 +184,20 @@ class ActivationStore:
                 f"activation store {self._url}: array 'activations/{hook}' is {arr.dtype}{list(arr.shape)}, "
                 f"expected {expected}{[self.n_rows, *self._row_shapes[hook]]} for dtype {self.dtype}")
         return arr
+
+    # ---- TransformerLens-style access -------------------------------------------------------
+
+    def __getitem__(self, key: str | tuple[Any, ...]) -> HookView:
+        """``store["blocks.8.hook_resid_pre"]`` or ``store["resid_pre", 8]`` (as ``ActivationCache``):
+        a lazy ``[sequence, position, *row_shape]`` view of that hook (``hook_view.HookView``)."""
+        return HookView(self, hook_name(key))
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, (str, tuple)) and hook_name(key) in self._row_shapes
+
+    def keys(self) -> list[str]:
+        """The hooks stored, as ``ActivationCache.keys()``."""
+        return list(self.hooks)
 
     # ---- reading rows ---------------------------------------------------------------------
 

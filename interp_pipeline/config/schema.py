@@ -359,6 +359,9 @@ class SweepConfig:
 class ExperimentConfig:
     pipeline: str = MISSING  # a name in pipelines/ or a path to a pipeline YAML
     seed: int = 0
+    # Overrides that run this experiment without the hub (`model=toy_ioi`), suggested by pre-flight
+    # when its model or SAE cannot be had here; --help lists them too.
+    offline: Optional[str] = None
     paths: PathsConfig = field(default_factory=PathsConfig)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)

@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.errors import ConfigError, Unobtainable, did_you_mean
 from interp_pipeline.hf_hub_access import hub_unreachable_reason
 
 if TYPE_CHECKING:
@@ -210,10 +210,10 @@ def _require_hub_model(key: str, name: str, repo_id: str, revision: str | None) 
         return  # downloadable: the loader fetches it
     label = f"'{name}'" if name == repo_id else f"'{name}' ({repo_id})"
     at = f" at revision '{revision}'" if revision else ""
-    raise ConfigError(
+    raise Unobtainable(
         key,
         f"model {label}{at} cannot be had: not in the local Hugging Face cache and the hub is "
-        f"unreachable ({reason}); offline options: {OFFLINE_OPTIONS}",
+        f"unreachable ({reason})", offline=OFFLINE_OPTIONS,
     )
 
 
@@ -236,14 +236,14 @@ def _check_transformer_lens(name: str, revision: str | None) -> None:
             suggestion=did_you_mean(name, choices),
         )
     if official in _non_hf_hosted_names():
-        raise ConfigError(key, f"model '{name}' is not hosted on Hugging Face: TransformerLens needs its "
-                               f"weights handed in, which model=tl cannot do; offline options: {OFFLINE_OPTIONS}")
+        raise Unobtainable(key, f"model '{name}' is not hosted on Hugging Face: TransformerLens needs its "
+                                f"weights handed in, which model=tl cannot do", offline=OFFLINE_OPTIONS)
     if official.startswith(_LISTED_ON_EVERY_LOAD):
         reason = hub_unreachable_reason()
         if reason is not None:
-            raise ConfigError(key, f"model '{name}' ({official}) cannot be had: TransformerLens lists its "
-                                   f"files on the hub at every load, cached or not, and the hub is unreachable "
-                                   f"({reason}); offline options: {OFFLINE_OPTIONS}")
+            raise Unobtainable(key, f"model '{name}' ({official}) cannot be had: TransformerLens lists its "
+                                    f"files on the hub at every load, cached or not, and the hub is unreachable "
+                                    f"({reason})", offline=OFFLINE_OPTIONS)
         return
     _require_hub_model(key, name, official, revision)
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.errors import ConfigError, Unobtainable, did_you_mean
 from interp_pipeline.hf_hub_access import hub_unreachable_reason
 from interp_pipeline.shapes import SAEShape
 
@@ -96,9 +96,9 @@ def check_pretrained(release: str, sae_id: str) -> None:
     reason = hub_unreachable_reason()
     if reason is None:
         return  # downloadable: SAE.from_pretrained fetches it
-    raise ConfigError("release", f"SAE release '{release}', sae_id '{sae_id}' ({repo_id}) cannot be had: not in the "
-                                 f"local Hugging Face cache and the hub is unreachable ({reason}); "
-                                 f"offline: {OFFLINE_OPTIONS}")
+    raise Unobtainable("release", f"SAE release '{release}', sae_id '{sae_id}' ({repo_id}) cannot be had: not in "
+                                  f"the local Hugging Face cache and the hub is unreachable ({reason})",
+                       offline=OFFLINE_OPTIONS)
 
 
 def check_source(params: Mapping[str, Any]) -> None:
