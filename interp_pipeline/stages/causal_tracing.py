@@ -79,7 +79,7 @@ def causal_tracing(
     only_known: bool = True,
     max_prompts: int | None = None,
     seed: int = 0,
-    max_batch: int = 512,
+    max_batch: int = 1024,
     figures: int = 4,
     tracker: Tracker = NULL_TRACKER,
 ) -> dict[str, dict[str, Tensor]]:
@@ -89,7 +89,7 @@ def causal_tracing(
     empirical std (or ``noise_std`` itself), ``samples`` draws per prompt seeded by ``seed``.
     ``window``: layers restored together for mlp/attn (null: the paper's 10 of 48, scaled).
     ``only_known``: average only prompts whose clean top-1 prediction is the object (the paper
-    traces known facts). Outputs ``aie`` ({kind: AIE [position class, layer]}, ``counts``) and
+    traces known facts). ``max_prompts``: a sample of that many prompts (seeded by ``seed``). Outputs ``aie`` ({kind: AIE [position class, layer]}, ``counts``) and
     ``examples`` (per-prompt scores of the first ``figures`` traced prompts). Logs per kind
     the position class (0..5: first/middle/last subject token, first subsequent, further,
     last token) and layer where the AIE peaks, the peak per class, and the figures.
@@ -106,8 +106,14 @@ def causal_tracing(
     n_layers = model.cfg.n_layers
     _check_shapes(params, {"model": _Shape(n_layers, model.cfg.attn_only)})
     window = window or default_window(n_layers)
-    if max_prompts is not None:
-        facts = {name: value[:max_prompts] for name, value in facts.items()}
+    if max_prompts is not None and max_prompts < len(facts["tokens"]):
+        from interp_pipeline.tracing.fact_prompts import select
+
+        origin = torch.randperm(len(facts["tokens"]), generator=torch.Generator().manual_seed(seed))[:max_prompts]
+        origin = origin.sort().values
+        facts = select(facts, origin)
+    else:
+        origin = torch.arange(len(facts["tokens"]))
     std = float(noise_std) if noise_std is not None else noise * embedding_std(model, facts)
     tracer = CausalTracer(model, facts, noise_std=std, samples=samples, window=window, kinds=tuple(kinds), seed=seed,
                           max_batch=max_batch)
@@ -144,7 +150,7 @@ def causal_tracing(
                 metrics[f"{kind}/peak_layer/{name}"] = int(aie[kind][c].argmax())
     tracker.log_metrics(metrics)
     _log_figures(tracker, model, facts, aie, examples, window)
-    return {"aie": aie, "examples": _examples_output(examples, facts, tuple(kinds))}
+    return {"aie": aie, "examples": _examples_output(examples, facts, origin, tuple(kinds))}
 
 
 class _Shape:
@@ -154,12 +160,15 @@ class _Shape:
         self.n_layers, self.attn_only = n_layers, attn_only
 
 
-def _examples_output(examples: list[Any], facts: Mapping[str, Tensor], kinds: tuple[str, ...]) -> dict[str, Tensor]:
+def _examples_output(examples: list[Any], facts: Mapping[str, Tensor], origin: Tensor,
+                     kinds: tuple[str, ...]) -> dict[str, Tensor]:
+    """The drawn prompts' scores [prompt, layer, position] per kind, with each prompt's row in the
+    stage's input facts (``prompt``) and its clean and corrupted probabilities."""
     import torch
 
     width = facts["tokens"].shape[1]
     n_layers = next(iter(examples[0][1].values())).shape[0] if examples else 0
-    out = {"prompt": torch.tensor([e[0] for e in examples], dtype=torch.int64),
+    out = {"prompt": origin[[e[0] for e in examples]].to(torch.int64),
            "clean": torch.tensor([e[2] for e in examples]), "corrupted": torch.tensor([e[3] for e in examples])}
     for kind in kinds:
         grids = torch.full((len(examples), n_layers, width), float("nan"))
