@@ -25,7 +25,7 @@ def _metrics(params: Mapping[str, Any]) -> tuple[str, ...]:
 
     kinds = tuple(params.get("kinds") or KIND_CHOICES)
     per_kind = tuple(f"{kind}/{name}" for kind in kinds
-                     for name in ("peak_class", "peak_layer", "peak_aie",
+                     for name in ("peak_class", "peak_layer", "peak_aie", "early_site_class", "early_site_layer",
                                   *(f"aie/{c}" for c in POSITION_CLASSES), *(f"peak_layer/{c}" for c in POSITION_CLASSES)))
     return ("prompts_traced", "prompts_unknown", "clean_p", "corrupted_p", "noise_std", "window", *per_kind)
 
@@ -92,7 +92,9 @@ def causal_tracing(
     traces known facts). ``max_prompts``: a sample of that many prompts (seeded by ``seed``). Outputs ``aie`` ({kind: AIE [position class, layer]}, ``counts``) and
     ``examples`` (per-prompt scores of the first ``figures`` traced prompts). Logs per kind
     the position class (0..5: first/middle/last subject token, first subsequent, further,
-    last token) and layer where the AIE peaks, the peak per class, and the figures.
+    last token) and layer where the AIE peaks (``peak_class``, ``peak_layer``), the same over the
+    classes before the last token (``early_site_class``, ``early_site_layer``: the paper's early
+    site), the peak per class (``aie/<class>``, ``peak_layer/<class>``), and the figures.
     """
     import torch
 
@@ -144,6 +146,10 @@ def causal_tracing(
         metrics[f"{kind}/peak_class"] = best // n_layers
         metrics[f"{kind}/peak_layer"] = best % n_layers
         metrics[f"{kind}/peak_aie"] = float(grid.max())
+        # The paper's "early site": the strongest effect at any position before the last token.
+        early = int(grid[:-1].argmax())
+        metrics[f"{kind}/early_site_class"] = early // n_layers
+        metrics[f"{kind}/early_site_layer"] = early % n_layers
         for c, name in enumerate(POSITION_CLASSES):
             if aie["counts"][c] > 0:
                 metrics[f"{kind}/aie/{name}"] = float(aie[kind][c].max())
