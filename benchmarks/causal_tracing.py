@@ -5,8 +5,9 @@
    (hidden, MLP window, attention window). The plain loop is tests/support/tracing.py's
    reference: one ``run_with_hooks`` per (kind, layer, position), the samples in its batch, as
    the paper's ``trace_with_patch``. Reports both times, the ratio and the largest difference.
-2. Memory: the causal_tracing stage (no figures) on 25, 100 and 400 prompts of the same
-   model, each in a fresh subprocess; reports each one's peak resident memory (ru_maxrss).
+2. Memory: the causal_tracing stage (no figures) on 16, 64 and 256 prompts of a smaller random
+   model (2 layers, d_model 64), each in a fresh subprocess; reports each one's peak resident
+   memory (ru_maxrss).
    Streaming means the peak does not grow with the number of prompts.
 
     python benchmarks/causal_tracing.py [--prompts 4] [--layers 8] [--d-model 256] [--skip-memory]
@@ -107,7 +108,7 @@ def memory_child(n_prompts: int, layers: int, d_model: int, vocab: int) -> None:
 
 def memory(args) -> None:
     print("peak resident memory of the causal_tracing stage (fresh process each; model and imports included):")
-    for n in (25, 100, 400):
+    for n in (16, 64, 256):
         out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--layers", str(args.mem_layers),
                               "--d-model", str(args.mem_d_model), "--vocab", str(args.vocab)],
                              capture_output=True, text=True, check=True, cwd=ROOT,
@@ -124,8 +125,8 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--max-batch", type=int, default=512)
-    parser.add_argument("--mem-layers", type=int, default=4)
-    parser.add_argument("--mem-d-model", type=int, default=128)
+    parser.add_argument("--mem-layers", type=int, default=2)
+    parser.add_argument("--mem-d-model", type=int, default=64)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
