@@ -24,6 +24,8 @@ def _metrics(params: Mapping[str, Any]) -> tuple[str, ...]:
     from interp_pipeline.tracing.average import POSITION_CLASSES
 
     kinds = tuple(params.get("kinds") or KIND_CHOICES)
+    if not set(kinds) <= set(KIND_CHOICES):
+        raise ValueError("unknown kinds: the params' pre-flight names them")
     per_kind = tuple(f"{kind}/{name}" for kind in kinds
                      for name in ("peak_class", "peak_layer", "peak_aie", "early_site_class", "early_site_layer",
                                   *(f"aie/{c}" for c in POSITION_CLASSES), *(f"peak_layer/{c}" for c in POSITION_CLASSES)))
