@@ -22,7 +22,8 @@ def test_there_are_experiments():
 
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
 NEEDS_HUB = {"cache_activations", "induction_heads", "ioi_patching", "sae_train", "sae_train_streamed",
-             "sae_eval_pretrained", "sae_features", "inspect_model", "logit_lens", "sae_l1_search_gpt2"}
+             "sae_eval_pretrained", "sae_features", "inspect_model", "logit_lens", "sae_l1_search_gpt2",
+             "causal_tracing"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -31,7 +32,7 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
     prepared = prepare(compose([f"+experiment={name}"]))
     assert prepared.spec.stages
     if name in NEEDS_HUB:
-        with pytest.raises(ConfigError, match=r"^model\.name: model 'gpt2-small'.*offline options"):
+        with pytest.raises(ConfigError, match=r"^model\.name: model 'gpt2-(small|xl)'.*offline options"):
             run_preflight(prepared.spec.stages)
     else:
         run_preflight(prepared.spec.stages)
@@ -53,7 +54,8 @@ def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides, monkeypa
 
 def test_every_hub_experiment_but_the_pretrained_sae_names_its_offline_variant():
     offline = {info.name for info in experiments() if info.offline}
-    assert offline == NEEDS_HUB - {"sae_eval_pretrained"}
+    # sae_l1_search_gpt2's offline form is another experiment (sae_l1_search), not overrides of its own.
+    assert offline == NEEDS_HUB - {"sae_eval_pretrained", "sae_l1_search_gpt2"}
 
 
 def test_ioi_patching_on_gpt2_carries_the_published_values(outputs):
