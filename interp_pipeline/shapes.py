@@ -33,6 +33,9 @@ class StoreShape:
     hooks: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     # An upper bound (padding may be left out at run time); None when the dataset's size is unknown.
     max_rows: int | None = None
+    # The token dataset it was cached from, when known: what labels laid over its rows must match.
+    n_sequences: int | None = None
+    seq_len: int | None = None
 
     def hook_width(self, key: str, hook: str | None) -> tuple[str, tuple[int, ...]]:
         """``hook`` (None: the store's only one) and its width; a hook the store lacks is an error on ``key``."""

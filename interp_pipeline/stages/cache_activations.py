@@ -70,7 +70,8 @@ def _shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> StoreShape | No
         max_rows = tokens.n_sequences * per_sequence
         if params.get("max_tokens") is not None:
             max_rows = min(max_rows, int(params["max_tokens"]))
-    return StoreShape(hooks, max_rows)
+    return StoreShape(hooks, max_rows, n_sequences=getattr(tokens, "n_sequences", None),
+                      seq_len=getattr(tokens, "seq_len", None))
 
 
 @stage("cache_activations", outputs=("store",), preflight=_check_params, version=1, check_shapes=_check_shapes,
