@@ -167,3 +167,70 @@ def answer_labels(pairs: Mapping[str, Tensor], tracker: Tracker = NULL_TRACKER) 
     labels[torch.arange(clean.shape[0]), pairs["end"].long()] = pairs["answer"].long()
     tracker.log_metrics({"n_labelled": clean.shape[0], "n_classes": int(pairs["answer"].unique().numel())})
     return {"labels": label_grid(labels, clean), "tokens": clean.clone()}
+
+
+FACT_POSITIONS = ("subject_last", "last")
+
+
+def _check_fact_params(params: dict[str, Any]) -> None:
+    from interp_pipeline.editing.requests import world
+    from interp_pipeline.tasks.facts_prompts import RELATION_NAMES
+
+    world(params.get("task") or {})
+    if params.get("position", "subject_last") not in FACT_POSITIONS:
+        raise ConfigError("position", f"expected one of {one_of(FACT_POSITIONS)}, found '{params.get('position')}'",
+                          suggestion=did_you_mean(str(params.get("position")), FACT_POSITIONS))
+    relation = params.get("relation", "own")
+    if relation != "own" and relation not in RELATION_NAMES:
+        choices = ("own", *RELATION_NAMES)
+        raise ConfigError("relation", f"expected one of {one_of(choices)}, found '{relation}'",
+                          suggestion=did_you_mean(str(relation), choices))
+
+
+def _fact_grid(task: Mapping[str, Any]) -> tuple[int, int]:
+    """Every prompt of the world, [BOS] + its longest prompt's words."""
+    from interp_pipeline.editing.requests import world
+    from interp_pipeline.tasks.facts_prompts import longest_prompt_words
+
+    return len(world(task).prompts()), longest_prompt_words() + 1
+
+
+def _fact_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
+    from interp_pipeline.shapes import TokensShape
+
+    n, width = _fact_grid(params["task"])
+    return {"labels": LabelsShape(n, width), "tokens": TokensShape(n, width)}
+
+
+@stage("fact_labels", outputs=("labels", "tokens"), preflight=_check_fact_params, shape=_fact_shape,
+       metrics=("n_labelled", "n_classes"))
+def fact_labels(model: Any, task: Mapping[str, Any], position: str = "subject_last", relation: str = "own",
+                tracker: Tracker = NULL_TRACKER) -> dict[str, Any]:
+    """Every prompt of the toy facts world as ``tokens`` ([BOS] prompt, right-padded), labelled at the
+    subject's last token (or the prompt's ``last``) with an object: the prompt's own (``relation: own``)
+    or the subject's object in a named relation (``lives_in``: is the subject's city readable there,
+    whatever the prompt asks?)."""
+    import torch
+
+    from interp_pipeline.editing.requests import subject_last_token, world
+    from interp_pipeline.tasks.facts_prompts import RELATION_NAMES, RELATIONS, objects_of
+
+    _check_fact_params({"task": task, "position": position, "relation": relation})
+    made = world(task)
+    prompts = made.prompts()
+    objects = objects_of(made.n_subjects, made.seed)
+    pad = int(model.tokenizer.pad_token_id)
+    tokens = torch.full(_fact_grid(task), pad, dtype=torch.int64)
+    labels = torch.full_like(tokens, -1)
+    for row, prompt in enumerate(prompts):
+        ids, subject_last = subject_last_token(model, prompt.text, prompt.subject_span)
+        tokens[row, :len(ids)] = torch.as_tensor(ids)
+        if relation == "own":
+            word = prompt.object
+        else:
+            index = RELATION_NAMES.index(relation)
+            word = RELATIONS[relation][1][objects[prompt.subject_id][index]]
+        labels[row, subject_last if position == "subject_last" else len(ids) - 1] = \
+            int(model.tokenizer.convert_tokens_to_ids(word))
+    tracker.log_metrics({"n_labelled": int((labels >= 0).sum()), "n_classes": int(labels[labels >= 0].unique().numel())})
+    return {"labels": label_grid(labels, tokens), "tokens": tokens}
