@@ -46,7 +46,7 @@ def _from_omegaconf(error: Any) -> str | None:
 
 # Groups an experiment picks by the model (`- /ioi: ${model}` in its defaults list): per-model
 # settings the user never names, so a missing option is spoken of as the model=... it follows.
-PER_MODEL_GROUPS = ("ioi", "sae_setup", "sae_features_setup", "inspect_setup", "lens_setup")
+PER_MODEL_GROUPS = ("ioi", "sae_setup", "sae_features_setup", "inspect_setup", "lens_setup", "tracing_setup")
 
 
 def describe(error: BaseException) -> str:

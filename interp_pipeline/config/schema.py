@@ -178,6 +178,22 @@ class LogitLensConfig:
 
 
 @dataclass
+class CausalTracingConfig:
+    """Causal tracing of factual recall (the causal_tracing stage; Meng et al. 2022)."""
+
+    noise: float = positive(3.0)  # the noise std, in multiples of the subject embeddings' empirical std
+    noise_std: Optional[float] = positive(None)  # an absolute std instead (null: noise x the empirical std)
+    samples: int = positive(10)  # noise draws per prompt
+    window: Optional[int] = positive(None)  # layers restored together (mlp/attn); null: 10 of 48, scaled
+    kinds: List[str] = field(default_factory=lambda: ["hidden", "mlp", "attn"])
+    only_known: bool = True  # average only the prompts whose clean top-1 is the object
+    max_prompts: Optional[int] = positive(None)
+    seed: int = at_least(0, 0)
+    max_batch: int = positive(512)  # sequences in one forward pass
+    figures: int = at_least(0, 4)  # prompts drawn one by one
+
+
+@dataclass
 class FourierConfig:
     p: int = at_least(3, 113)
     top_k: int = positive(5)
@@ -375,6 +391,7 @@ class ExperimentConfig:
     # ROME: the edits' settings, and the token dataset the key covariance is estimated on.
     rome: Optional[RomeConfig] = None
     rome_data: Optional[DataConfig] = None
+    tracing: Optional[CausalTracingConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
 

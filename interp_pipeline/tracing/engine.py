@@ -1,0 +1,251 @@
+"""Causal tracing (Meng et al. 2022, section 2.1), batched and started at the restored layer.
+
+For each prompt: a clean run; ``samples`` corrupted runs, Gaussian noise added to the
+token embeddings (``hook_embed``) at the subject's positions; then, for each layer L and
+position t, corrupted runs in which one clean activation is put back:
+
+- ``hidden``: the residual stream after block L (``blocks.L.hook_resid_post``) at t;
+- ``mlp`` / ``attn``: the MLP / attention outputs (``hook_mlp_out`` / ``hook_attn_out``)
+  at t in a window of layers around L: ``range(max(0, L - w // 2), min(n_layers, L - (-w // 2)))``,
+  as the paper's ``trace_with_repatch`` windows them.
+
+The score is the object's probability at the last position, averaged over the noise
+samples (the paper's ``trace_with_patch``); the indirect effect of a restoration is that
+score minus the corrupted run's.
+
+TransformerLens runs one forward per restoration in a hook loop (what tests/tracing
+check against). This engine gives the same numbers with the patching engine's savings
+(patching/engine.py, patching/forward.py):
+
+1. a restoration at layer L cannot change blocks before it, so the run starts there from
+   the corrupted run's cached residual stream (a hidden-state restoration edits that
+   cached stream and needs no hook at all);
+2. every position of a layer, every noise sample and several prompts share one batch;
+3. only the last position is unembedded.
+
+A TransformerBridge (or a shortformer model) takes the generic path: full
+``run_with_hooks`` forwards, still batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Generator, Tensor
+
+KINDS = ("hidden", "mlp", "attn")
+RESTORED_HOOK = {"hidden": "hook_resid_post", "mlp": "hook_mlp_out", "attn": "hook_attn_out"}
+NOISE_HOOK = "hook_embed"  # the token embedding, before positions are added: what the paper noises
+PAPER_WINDOW, PAPER_LAYERS = 10, 48  # GPT-2 XL's window in the paper
+
+
+def default_window(n_layers: int) -> int:
+    """The paper's 10 of 48 layers, scaled to ``n_layers`` (at least 1)."""
+    return max(1, round(PAPER_WINDOW * n_layers / PAPER_LAYERS))
+
+
+def window_layers(layer: int, window: int, n_layers: int) -> range:
+    """The layers restored together for a window centred on ``layer`` (the paper's ``trace_with_repatch``)."""
+    return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
+
+
+def noise_for(prompt: int, seed: int, samples: int, n_subject: int, d_model: int) -> Tensor:
+    """The standard normal draws of prompt ``prompt`` (its index in the prompt set): [samples,
+    n_subject, d_model]; scaled by the noise std where used. Seeded per prompt, so a prompt's
+    result does not depend on which others share its batch."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + prompt)
+    return torch.randn(samples, n_subject, d_model, generator=generator)
+
+
+def embedding_std(model: Any, facts: Mapping[str, Tensor]) -> float:
+    """The empirical std of the subject tokens' embeddings over the prompt set (every element of
+    every subject token's embedding row, counted once per occurrence), as the paper's
+    ``collect_embedding_std``; from token counts, so memory does not grow with the prompts."""
+    import torch
+
+    counts = torch.zeros(model.cfg.d_vocab, dtype=torch.float64)
+    positions = torch.arange(facts["tokens"].shape[1])
+    inside = (positions >= facts["subject_first"][:, None]) & (positions <= facts["subject_last"][:, None])
+    counts.index_add_(0, facts["tokens"][inside], torch.ones(int(inside.sum()), dtype=torch.float64))
+    used = counts.nonzero().squeeze(1)
+    with torch.inference_mode():
+        rows = model.W_E[used.to(model.W_E.device)].detach().double().cpu()
+    weights = counts[used][:, None].expand_as(rows)
+    n = weights.sum()
+    mean = (rows * weights).sum() / n
+    variance = (((rows - mean) ** 2) * weights).sum() / (n - 1)
+    return float(variance.sqrt())
+
+
+@dataclass
+class PromptTrace:
+    """One group of prompts traced: ``scores[kind]`` [G, n_layers, P] is the object's probability
+    with that restoration (positions past a prompt's last token are NaN); ``clean`` and
+    ``corrupted`` [G] the object's probability in the clean and the corrupted runs;
+    ``clean_top1`` [G] whether the clean run predicts the object."""
+
+    rows: Tensor
+    scores: dict[str, Tensor]
+    clean: Tensor
+    corrupted: Tensor
+    clean_top1: Tensor
+
+
+class CausalTracer:
+    """Traces prompts of one facts dict on one model; see the module docstring."""
+
+    def __init__(self, model: Any, facts: Mapping[str, Tensor], *, noise_std: float, samples: int, window: int,
+                 kinds: tuple[str, ...] = KINDS, seed: int = 0, max_batch: int = 512, fast: bool | None = None):
+        from interp_pipeline.patching.forward import supports_fast_path
+
+        self.model = model
+        self.facts = facts
+        self.noise_std = noise_std
+        self.samples = samples
+        self.window = window
+        self.kinds = kinds
+        self.seed = seed
+        self.max_batch = max_batch
+        self.fast = supports_fast_path(model) if fast is None else fast
+        self.n_layers = model.cfg.n_layers
+
+    # ---------------------------------------------------------------- prompt groups
+
+    def groups(self) -> Iterator[Tensor]:
+        """Prompt indices in groups whose restorations fit ``max_batch`` rows (at least one prompt)."""
+        import torch
+
+        per_prompt = self.samples * self.facts["tokens"].shape[1]
+        size = max(1, self.max_batch // per_prompt)
+        yield from torch.arange(len(self.facts["tokens"])).split(size)
+
+    def forwards_per_group(self) -> int:
+        positions = self.facts["tokens"].shape[1]
+        chunks = -(-positions // max(1, self.max_batch // self.samples))  # positions per forward when one prompt
+        return 1 + 1 + len(self.kinds) * self.n_layers * chunks
+
+    # ---------------------------------------------------------------- one group
+
+    def trace(self, rows: Tensor) -> PromptTrace:
+        import torch
+
+        model, device, samples = self.model, self.model.cfg.device, self.samples
+        tokens = self.facts["tokens"][rows]
+        width = int(self.facts["length"][rows].max())
+        tokens = tokens[:, :width].to(device)
+        last = self.facts["last"][rows].to(device)
+        target = self.facts["object"][rows].to(device)
+        n = len(rows)
+        noise = self._noise(rows, width).to(device)
+
+        names = {f"blocks.{layer}.{RESTORED_HOOK[kind]}" for kind in self.kinds for layer in range(self.n_layers)}
+        with torch.inference_mode():
+            clean_logits, clean_cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+            clean_last = clean_logits[torch.arange(n, device=device), last].float()
+            clean_p = clean_last.softmax(-1).gather(1, target[:, None]).squeeze(1)
+            clean_top1 = clean_last.argmax(-1) == target
+            clean = {name: clean_cache[name] for name in names}
+            del clean_cache, clean_logits
+
+            corrupted_tokens = tokens.repeat_interleave(samples, 0)  # row g * samples + s
+            add_noise = (f"{NOISE_HOOK}", self._noise_hook(noise, copies=1))
+            starts = {f"blocks.{layer}.hook_resid_pre" for layer in range(self.n_layers)}
+            starts.add(f"blocks.{self.n_layers - 1}.hook_resid_post")
+            if not self.fast:  # the generic path runs every restoration from the tokens
+                starts = set()
+            with model.hooks(fwd_hooks=[add_noise]):
+                logits, cache = model.run_with_cache(corrupted_tokens, names_filter=lambda name: name in starts)
+            resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(self.n_layers)] if self.fast else []
+            if self.fast:
+                resid.append(cache[f"blocks.{self.n_layers - 1}.hook_resid_post"])
+            del cache
+            corrupted_p = self._probability(logits[torch.arange(n * samples, device=device),
+                                                   last.repeat_interleave(samples)][:, None], target, n, 1)[0]
+            scores = {kind: torch.full((n, self.n_layers, width), float("nan")) for kind in self.kinds}
+            for kind in self.kinds:
+                for layer in range(self.n_layers):
+                    for positions in self._position_chunks(width, n):
+                        p = self._restored(kind, layer, positions, tokens, resid, clean, noise, last, target)
+                        scores[kind][:, layer, positions[0]:positions[-1] + 1] = p.cpu()
+            beyond = torch.arange(width)[None, :] > self.facts["last"][rows][:, None]  # never read by the last token
+            for kind in self.kinds:
+                scores[kind].masked_fill_(beyond[:, None, :], float("nan"))
+        return PromptTrace(rows, scores, clean_p.cpu(), corrupted_p.cpu(), clean_top1.cpu())
+
+    def _noise(self, rows: Tensor, width: int) -> Tensor:
+        """[G * samples, width, d_model]: zero outside each prompt's subject tokens."""
+        import torch
+
+        d_model = self.model.cfg.d_model
+        out = torch.zeros(len(rows) * self.samples, width, d_model)
+        for g, prompt in enumerate(rows.tolist()):
+            first, last = int(self.facts["subject_first"][prompt]), int(self.facts["subject_last"][prompt])
+            draws = noise_for(prompt, self.seed, self.samples, last - first + 1, d_model)
+            out[g * self.samples:(g + 1) * self.samples, first:last + 1] = draws * self.noise_std
+        return out
+
+    def _noise_hook(self, noise: Tensor, copies: int) -> Any:
+        def add(embed: Tensor, hook: Any) -> Tensor:
+            return embed + noise.to(embed.dtype).repeat(copies, 1, 1)
+
+        return add
+
+    def _position_chunks(self, width: int, n: int) -> list[list[int]]:
+        per_forward = max(1, self.max_batch // (n * self.samples))
+        positions = list(range(width))
+        return [positions[i:i + per_forward] for i in range(0, width, per_forward)]
+
+    def _probability(self, logits: Tensor, target: Tensor, n: int, copies: int) -> Tensor:
+        """[copies, G]: the object's probability at the readout, averaged over the noise samples.
+        ``logits``: [copies * G * samples, 1, d_vocab], copy-major then prompt then sample."""
+        p = logits[:, 0].float().softmax(-1)
+        p = p.gather(1, target.repeat_interleave(self.samples).repeat(copies)[:, None]).squeeze(1)
+        return p.view(copies, n, self.samples).mean(-1)
+
+    def _restored(self, kind: str, layer: int, positions: list[int], tokens: Tensor, resid: list[Tensor],
+                  clean: dict[str, Tensor], noise: Tensor, last: Tensor, target: Tensor) -> Tensor:
+        """[G, len(positions)]: the object's probability with ``kind`` restored at ``layer`` (its
+        window for mlp/attn) and each of ``positions``, one batch of copies (copy-major)."""
+        import torch
+
+        n, samples, copies = len(tokens), self.samples, len(positions)
+        device = tokens.device
+        base = n * samples
+        row_position = torch.tensor(positions, device=device).repeat_interleave(base)  # copy c restores positions[c]
+        row_prompt = torch.arange(n, device=device).repeat_interleave(samples).repeat(copies)
+        readout = last.repeat_interleave(samples).repeat(copies)[:, None]
+        layers = [layer] if kind == "hidden" else list(window_layers(layer, self.window, self.n_layers))
+
+        def restorer(name: str) -> Any:
+            # By the name we hooked, not hook.name: a bridge's hook reports its own name, not the alias.
+            def restore(activation: Tensor, hook: Any) -> Tensor:
+                activation[torch.arange(len(activation), device=device), row_position] = \
+                    clean[name][row_prompt, row_position].to(activation.dtype)
+                return activation
+
+            return restore
+
+        hook_names = [f"blocks.{l}.{RESTORED_HOOK[kind]}" for l in layers]
+        if self.fast:
+            from interp_pipeline.patching.forward import PatchedForward
+
+            forward = PatchedForward(self.model, tokens, None, fast=False)  # run_from only: no starts needed
+            if kind == "hidden":
+                # Edit the cached stream after block L and run from block L + 1: no hook.
+                start = resid[layer + 1].repeat(copies, 1, 1)
+                start[torch.arange(len(start), device=device), row_position] = \
+                    clean[hook_names[0]][row_prompt, row_position].to(start.dtype)
+                logits = forward.run_from(layer + 1, start, [], readout)
+            else:
+                start = resid[layers[0]].repeat(copies, 1, 1)
+                logits = forward.run_from(layers[0], start, [(name, restorer(name)) for name in hook_names], readout)
+        else:
+            hooks = [(NOISE_HOOK, self._noise_hook(noise, copies)), *((name, restorer(name)) for name in hook_names)]
+            full = self.model.run_with_hooks(tokens.repeat_interleave(samples, 0).repeat(copies, 1), fwd_hooks=hooks)
+            logits = full.gather(1, readout[:, :, None].expand(-1, -1, full.shape[-1]))
+        return self._probability(logits, target, n, copies).T
