@@ -14,11 +14,23 @@ def _ids(model: Any, words: list[str]) -> torch.Tensor:
     return torch.as_tensor([model.tokenizer.convert_tokens_to_ids(w) for w in words])
 
 
-def _prob(model: Any, prompts: Prompts, token: int) -> float:
+def _probs(model: Any, prompts: Prompts) -> torch.Tensor:
     with torch.no_grad():
         logits = model(prompts.tokens.to(model.cfg.device), return_type="logits")
-    last = logits[torch.arange(len(prompts)), prompts.last.to(logits.device)].float().softmax(-1)
-    return float(last[:, token].mean())
+    return logits[torch.arange(len(prompts)), prompts.last.to(logits.device)].float().softmax(-1).cpu()
+
+
+def _prob(model: Any, prompts: Prompts, token: int) -> float:
+    return float(_probs(model, prompts)[:, token].mean())
+
+
+def _new_beats_true(model: Any, prompts: Prompts, new: torch.Tensor | int, true: torch.Tensor | int) -> float:
+    """Meng et al.'s scores: the fraction of prompts where P(new object) > P(true object)."""
+    probs = _probs(model, prompts)
+    rows = torch.arange(len(prompts))
+    new_p = probs[rows, torch.as_tensor(new).expand(len(prompts))]
+    true_p = probs[rows, torch.as_tensor(true).expand(len(prompts))]
+    return float((new_p > true_p).float().mean())
 
 
 def edit_metrics(original: Any, edited: Any, request: Request, prompts: RequestPrompts) -> dict[str, float]:
@@ -39,6 +51,12 @@ def edit_metrics(original: Any, edited: Any, request: Request, prompts: RequestP
         result[f"neighbourhood_recall{suffix}"] = float(
             (top1(model, prompts.neighbourhood) == _ids(original, prompts.neighbourhood_objects)).float().mean())
         result[f"new_object_prob{suffix}"] = _prob(model, prompts.rewrite, new)
+    # The paper's efficacy, paraphrase and neighbourhood scores (P(new) > P(true), and for neighbours
+    # P(their own object) > P(new)), after the edit.
+    result["efficacy_score"] = _new_beats_true(edited, prompts.rewrite, new, true)
+    result["generalization_score"] = _new_beats_true(edited, prompts.paraphrase, new, true)
+    neighbours = _ids(original, prompts.neighbourhood_objects)
+    result["specificity_score"] = 1.0 - _new_beats_true(edited, prompts.neighbourhood, new, neighbours)
     result["specificity"] = float((top1(edited, prompts.neighbourhood) == top1(original, prompts.neighbourhood))
                                   .float().mean())
     result["essence"] = float((top1(edited, prompts.essence) == top1(original, prompts.essence)).float().mean())

@@ -18,9 +18,10 @@ from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 if TYPE_CHECKING:
     from torch import Tensor
 
-EDIT_METRICS = ("efficacy", "generalization", "specificity", "essence", "true_object_recall", "neighbourhood_recall",
+EDIT_METRICS = ("efficacy", "generalization", "specificity", "essence", "efficacy_score", "generalization_score",
+                "specificity_score", "true_object_recall", "neighbourhood_recall",
                 "new_object_prob")
-METRICS = (*EDIT_METRICS, *(f"{m}_before" for m in EDIT_METRICS), "edit*/*", "layer", "n_edits",
+METRICS = (*EDIT_METRICS, *(f"{m}_before" for m in EDIT_METRICS if "score" not in m), "edit*/*", "layer", "n_edits",
            "delta_nll", "delta_kl", "delta_norm_ratio", "covariance_tokens")
 
 

@@ -62,3 +62,45 @@ def test_edit_on_a_tiny_model_sets_the_key_value_and_leaves_the_original(model):
     assert edit.key.shape == subject_key(model, 0, rewrite).shape == (64,)
     # and says the new object
     assert top1(edited, rewrite).tolist() == [target, target]
+
+
+TASK = {"name": "facts", "n_subjects": 8, "seed": 0}
+
+
+def test_rome_edit_params_are_checked_before_any_work():
+    from interp_pipeline.errors import ConfigError
+    from interp_pipeline.models.shape import ModelShape
+    from interp_pipeline.stages.rome import _check_params, _check_shapes
+    from interp_pipeline.tasks.facts_prompts import subjects
+
+    subject = subjects(8, 0)[0]
+    good = {"subject": subject, "relation": "lives_in", "new_object": "Oslo"}
+    _check_params({"task": TASK, "requests": [good]})
+    cases = [
+        ({**good, "subject": "Nobody"}, r"^requests\[0\]\.subject: expected a subject of the facts world, found 'Nobody'"),
+        ({**good, "relation": "lives"}, r"^requests\[0\]\.relation: expected one of .*did you mean 'lives_in'"),
+        ({**good, "new_object": "New York"}, r"^requests\[0\]\.new_object: expected an object of one token, found "
+                                             r"'New York' \(2 tokens\)"),
+        ({**good, "new_object": "French"}, r"^requests\[0\]\.new_object: expected an object of lives_in"),
+    ]
+    for request, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            _check_params({"task": TASK, "requests": [request]})
+    shape = ModelShape(n_layers=4, n_heads=4, d_model=64, d_head=16, d_mlp=256, n_ctx=10, d_vocab=96, attn_only=False)
+    with pytest.raises(ConfigError, match=r"^layer: expected a layer in 0\.\.3, found 4"):
+        _check_shapes({"layer": 4}, {"model": shape})
+    with pytest.raises(ConfigError, match=r"^layer: expected an MLP layer to edit, or a causal_tracing input"):
+        _check_shapes({"layer": None}, {"model": shape})
+    attn_only = ModelShape(n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=None, n_ctx=10, d_vocab=96,
+                           attn_only=True)
+    with pytest.raises(ConfigError, match=r"^inputs\.model: expected a model with MLPs"):
+        _check_shapes({"layer": 0}, {"model": attn_only})
+
+
+def test_the_tracing_picks_the_mlp_layer_peaking_at_the_last_subject_token():
+    from interp_pipeline.editing.tracing_layer import layer_from_tracing
+
+    mlp = torch.zeros(6, 4)
+    mlp[2, 1] = 0.3  # last subject token, layer 1
+    mlp[5, 3] = 0.9  # the last token's peak does not count
+    assert layer_from_tracing({"mlp": mlp, "attn": torch.zeros(6, 4)}) == 1

@@ -107,3 +107,24 @@ def test_labels_made_from_other_tokens_are_refused(induction_store):
     with pytest.raises(ConfigError, match=r"^hooks\[0\]: expected a hook the store caches"):
         linear_probe(store, repeated_half_labels(tokens), hooks=["blocks.1.hook_resid_pre"])
     assert torch.equal(tokens, induction_store[1])
+
+
+def test_fact_labels_lay_the_subjects_city_on_their_last_token():
+    from interp_pipeline.stages.probes import _fact_shape, fact_labels
+    from interp_pipeline.tasks.base import make_task
+    from interp_pipeline.tasks.facts_prompts import RELATIONS, objects_of
+    from tests.support.models import task_model
+
+    task = {"name": "facts", "n_subjects": 8, "seed": 0}
+    made = make_task(task)
+    model = task_model(made, n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, seed=0)
+    out = fact_labels(model, task, position="subject_last", relation="lives_in")
+    shapes = _fact_shape({"task": task}, {})
+    assert tuple(out["tokens"].shape) == (shapes["labels"].n_sequences, shapes["labels"].seq_len) == (128, 9)
+    prompt = made.prompts()[5]  # "the home of S is"-style prompts put the subject mid-prompt
+    row = out["labels"]["labels"][5]
+    (position,) = (row >= 0).nonzero().flatten().tolist()
+    words = model.to_str_tokens(out["tokens"][5])
+    assert words[position] == prompt.subject.split()[-1]
+    city = RELATIONS["lives_in"][1][objects_of(8, 0)[prompt.subject_id][0]]
+    assert model.tokenizer.convert_ids_to_tokens(int(row[position])) == city
