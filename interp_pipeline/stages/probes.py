@@ -111,7 +111,7 @@ def linear_probe(
             by_metric[name].append(value)
         for part in ("weight", "bias", "mean", "std"):
             probes[f"{hook}/{part}"] = torch.from_numpy(getattr(result.probe, part).astype("float32"))
-        probes[f"{hook}/classes"] = torch.from_numpy(rows.classes)
+        probes[f"{hook}/classes"] = torch.tensor(rows.classes)  # one tensor per hook: safetensors refuses shared memory
         tracker.set_tags({f"backend/{hook}": result.backend})
     heldout = int(heldout_mask(rows.sequence, heldout_fraction, seed).sum())
     tracker.log_metrics({"n_rows": rows.rows.size, "n_heldout_rows": heldout, "n_classes": rows.n_classes,

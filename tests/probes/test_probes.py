@@ -65,6 +65,12 @@ def induction_store(tmp_path_factory):
     return model, tokens, store, repeated_half_labels(tokens)
 
 
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)
+
+
 def test_linear_probe_stage_sklearn_and_streamed_torch_agree(induction_store, tmp_path):
     from interp_pipeline.stages.probes import linear_probe
     from interp_pipeline.tracking.base import NullRun, RecordingTracker
@@ -89,6 +95,13 @@ def test_linear_probe_stage_sklearn_and_streamed_torch_agree(induction_store, tm
     assert sk[f"selectivity/{hook}"] == pytest.approx(sk[f"heldout_acc/{hook}"] - sk[f"control_heldout_acc/{hook}"])
     assert sk["n_rows"] == 24 * 16 and sk["n_classes"] == 2
     assert (tmp_path / "sklearn" / "probe_accuracy_by_layer.png").stat().st_size > 0
+    # stored as the stage cache stores it: safetensors, read back equal
+    from interp_pipeline.runner.codecs import codec_for
+
+    codec = codec_for(sk_probes)
+    codec.save(sk_probes, tmp_path / f"probes{codec.suffix}")
+    loaded = codec.load(tmp_path / f"probes{codec.suffix}")
+    assert sorted(loaded) == sorted(sk_probes) and all(torch_equal(loaded[k], sk_probes[k]) for k in loaded)
 
 
 def test_labels_made_from_other_tokens_are_refused(induction_store):
