@@ -112,7 +112,7 @@ def rome_edit(
             kl_weight=kl_weight, weight_decay=weight_decay, seed=seed)
         edited = edited_copy(model, layer, edit.weight)
         metrics = {**edit_metrics(model, edited, request, prompts), **edit.info}
-        tracker.log_metrics(metrics, step=index)
+        # Per edit by name only: the plain names are the means over the edits (logged at the end).
         tracker.log_metrics({f"edit{index}/{name}": value for name, value in metrics.items()})
         tracker.set_tags({f"edit{index}": f"{request.subject} / {request.relation_name}: {request.true_object} -> "
                                           f"{request.new_object}"})
