@@ -43,6 +43,8 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
     ["+experiment=inspect_model", "model=toy_ioi"],
     ["+experiment=logit_lens", "model=toy_induction"],
     ["+experiment=logit_lens", "model=toy_ioi"],
+    ["+experiment=probes", "model=toy_induction"],
+    ["+experiment=probes", "model=toy_ioi"],
 ])
 def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides):
     prepared = prepare(compose(overrides))
