@@ -69,10 +69,10 @@ def world(task: Mapping[str, Any]) -> Any:
 
 def check_requests(task: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]) -> None:
     """Pre-flight: each request names a subject, relation and single-token object of the world."""
-    from interp_pipeline.tasks.facts_prompts import RELATION_NAMES, RELATIONS, subjects
+    from interp_pipeline.tasks.facts_prompts import RELATION_NAMES, RELATIONS, objects_of, subjects
 
     made = world(task)
-    names = subjects(made.n_subjects, made.seed)
+    names, current = subjects(made.n_subjects, made.seed), objects_of(made.n_subjects, made.seed)
     for i, request in enumerate(requests):
         subject, relation, new = request.get("subject"), request.get("relation"), request.get("new_object")
         if subject not in names:
@@ -89,6 +89,9 @@ def check_requests(task: Mapping[str, Any], requests: Sequence[Mapping[str, Any]
         if new not in objects:
             raise ConfigError(f"requests[{i}].new_object", f"expected an object of {relation} ({one_of(objects)}), "
                                                            f"found {new!r}", suggestion=did_you_mean(new, objects))
+        if objects[current[names.index(subject)][RELATION_NAMES.index(relation)]] == new:
+            raise ConfigError(f"requests[{i}].new_object", f"expected an object other than {subject}'s current one, "
+                                                           f"found {new!r}, which is already its {relation} object")
 
 
 def make_requests(task: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], n_random: int,

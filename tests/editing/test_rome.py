@@ -71,10 +71,12 @@ def test_rome_edit_params_are_checked_before_any_work():
     from interp_pipeline.errors import ConfigError
     from interp_pipeline.models.shape import ModelShape
     from interp_pipeline.stages.rome import _check_params, _check_shapes
-    from interp_pipeline.tasks.facts_prompts import subjects
+    from interp_pipeline.tasks.facts_prompts import RELATIONS, objects_of, subjects
 
     subject = subjects(8, 0)[0]
-    good = {"subject": subject, "relation": "lives_in", "new_object": "Oslo"}
+    cities = RELATIONS["lives_in"][1]
+    current = cities[objects_of(8, 0)[0][0]]
+    good = {"subject": subject, "relation": "lives_in", "new_object": next(c for c in cities if c != current)}
     _check_params({"task": TASK, "requests": [good]})
     cases = [
         ({**good, "subject": "Nobody"}, r"^requests\[0\]\.subject: expected a subject of the facts world, found 'Nobody'"),
@@ -82,6 +84,7 @@ def test_rome_edit_params_are_checked_before_any_work():
         ({**good, "new_object": "New York"}, r"^requests\[0\]\.new_object: expected an object of one token, found "
                                              r"'New York' \(2 tokens\)"),
         ({**good, "new_object": "French"}, r"^requests\[0\]\.new_object: expected an object of lives_in"),
+        ({**good, "new_object": current}, r"^requests\[0\]\.new_object: expected an object other than .*'s current"),
     ]
     for request, message in cases:
         with pytest.raises(ConfigError, match=message):
