@@ -19,7 +19,7 @@ def test_there_are_experiments():
 
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
 NEEDS_HUB = {"cache_activations", "ioi_patching", "sae_train", "sae_train_streamed", "sae_eval_pretrained",
-             "sae_features", "inspect_model", "logit_lens"}
+             "sae_features", "inspect_model", "logit_lens", "causal_tracing"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -28,7 +28,7 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
     prepared = prepare(compose([f"+experiment={name}"]))
     assert prepared.spec.stages
     if name in NEEDS_HUB:
-        with pytest.raises(ConfigError, match=r"^model\.name: model 'gpt2-small'.*offline options"):
+        with pytest.raises(ConfigError, match=r"^model\.name: model 'gpt2-(small|xl)'.*offline options"):
             run_preflight(prepared.spec.stages)
     else:
         run_preflight(prepared.spec.stages)
@@ -45,6 +45,7 @@ def test_experiment_composes_and_validates(name, outputs, monkeypatch):
     ["+experiment=logit_lens", "model=toy_ioi"],
     ["+experiment=probes", "model=toy_induction"],
     ["+experiment=probes", "model=toy_ioi"],
+    ["+experiment=causal_tracing", "model=toy_facts"],
 ])
 def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides):
     prepared = prepare(compose(overrides))

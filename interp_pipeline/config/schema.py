@@ -187,9 +187,9 @@ class CausalTracingConfig:
     window: Optional[int] = positive(None)  # layers restored together (mlp/attn); null: 10 of 48, scaled
     kinds: List[str] = field(default_factory=lambda: ["hidden", "mlp", "attn"])
     only_known: bool = True  # average only the prompts whose clean top-1 is the object
-    max_prompts: Optional[int] = positive(None)
+    max_prompts: Optional[int] = positive(None)  # a seeded sample of this many prompts
     seed: int = at_least(0, 0)
-    max_batch: int = positive(512)  # sequences in one forward pass
+    max_batch: int = positive(1024)  # sequences in one forward pass
     figures: int = at_least(0, 4)  # prompts drawn one by one
 
 

@@ -24,8 +24,10 @@ def _metrics(params: Mapping[str, Any]) -> tuple[str, ...]:
     from interp_pipeline.tracing.average import POSITION_CLASSES
 
     kinds = tuple(params.get("kinds") or KIND_CHOICES)
+    if not set(kinds) <= set(KIND_CHOICES):
+        raise ValueError("unknown kinds: the params' pre-flight names them")
     per_kind = tuple(f"{kind}/{name}" for kind in kinds
-                     for name in ("peak_class", "peak_layer", "peak_aie",
+                     for name in ("peak_class", "peak_layer", "peak_aie", "early_site_class", "early_site_layer",
                                   *(f"aie/{c}" for c in POSITION_CLASSES), *(f"peak_layer/{c}" for c in POSITION_CLASSES)))
     return ("prompts_traced", "prompts_unknown", "clean_p", "corrupted_p", "noise_std", "window", *per_kind)
 
@@ -79,7 +81,7 @@ def causal_tracing(
     only_known: bool = True,
     max_prompts: int | None = None,
     seed: int = 0,
-    max_batch: int = 512,
+    max_batch: int = 1024,
     figures: int = 4,
     tracker: Tracker = NULL_TRACKER,
 ) -> dict[str, dict[str, Tensor]]:
@@ -89,10 +91,12 @@ def causal_tracing(
     empirical std (or ``noise_std`` itself), ``samples`` draws per prompt seeded by ``seed``.
     ``window``: layers restored together for mlp/attn (null: the paper's 10 of 48, scaled).
     ``only_known``: average only prompts whose clean top-1 prediction is the object (the paper
-    traces known facts). Outputs ``aie`` ({kind: AIE [position class, layer]}, ``counts``) and
+    traces known facts). ``max_prompts``: a sample of that many prompts (seeded by ``seed``). Outputs ``aie`` ({kind: AIE [position class, layer]}, ``counts``) and
     ``examples`` (per-prompt scores of the first ``figures`` traced prompts). Logs per kind
     the position class (0..5: first/middle/last subject token, first subsequent, further,
-    last token) and layer where the AIE peaks, the peak per class, and the figures.
+    last token) and layer where the AIE peaks (``peak_class``, ``peak_layer``), the same over the
+    classes before the last token (``early_site_class``, ``early_site_layer``: the paper's early
+    site), the peak per class (``aie/<class>``, ``peak_layer/<class>``), and the figures.
     """
     import torch
 
@@ -106,8 +110,14 @@ def causal_tracing(
     n_layers = model.cfg.n_layers
     _check_shapes(params, {"model": _Shape(n_layers, model.cfg.attn_only)})
     window = window or default_window(n_layers)
-    if max_prompts is not None:
-        facts = {name: value[:max_prompts] for name, value in facts.items()}
+    if max_prompts is not None and max_prompts < len(facts["tokens"]):
+        from interp_pipeline.tracing.fact_prompts import select
+
+        origin = torch.randperm(len(facts["tokens"]), generator=torch.Generator().manual_seed(seed))[:max_prompts]
+        origin = origin.sort().values
+        facts = select(facts, origin)
+    else:
+        origin = torch.arange(len(facts["tokens"]))
     std = float(noise_std) if noise_std is not None else noise * embedding_std(model, facts)
     tracer = CausalTracer(model, facts, noise_std=std, samples=samples, window=window, kinds=tuple(kinds), seed=seed,
                           max_batch=max_batch)
@@ -138,13 +148,17 @@ def causal_tracing(
         metrics[f"{kind}/peak_class"] = best // n_layers
         metrics[f"{kind}/peak_layer"] = best % n_layers
         metrics[f"{kind}/peak_aie"] = float(grid.max())
+        # The paper's "early site": the strongest effect at any position before the last token.
+        early = int(grid[:-1].argmax())
+        metrics[f"{kind}/early_site_class"] = early // n_layers
+        metrics[f"{kind}/early_site_layer"] = early % n_layers
         for c, name in enumerate(POSITION_CLASSES):
             if aie["counts"][c] > 0:
                 metrics[f"{kind}/aie/{name}"] = float(aie[kind][c].max())
                 metrics[f"{kind}/peak_layer/{name}"] = int(aie[kind][c].argmax())
     tracker.log_metrics(metrics)
     _log_figures(tracker, model, facts, aie, examples, window)
-    return {"aie": aie, "examples": _examples_output(examples, facts, tuple(kinds))}
+    return {"aie": aie, "examples": _examples_output(examples, facts, origin, tuple(kinds))}
 
 
 class _Shape:
@@ -154,12 +168,15 @@ class _Shape:
         self.n_layers, self.attn_only = n_layers, attn_only
 
 
-def _examples_output(examples: list[Any], facts: Mapping[str, Tensor], kinds: tuple[str, ...]) -> dict[str, Tensor]:
+def _examples_output(examples: list[Any], facts: Mapping[str, Tensor], origin: Tensor,
+                     kinds: tuple[str, ...]) -> dict[str, Tensor]:
+    """The drawn prompts' scores [prompt, layer, position] per kind, with each prompt's row in the
+    stage's input facts (``prompt``) and its clean and corrupted probabilities."""
     import torch
 
     width = facts["tokens"].shape[1]
     n_layers = next(iter(examples[0][1].values())).shape[0] if examples else 0
-    out = {"prompt": torch.tensor([e[0] for e in examples], dtype=torch.int64),
+    out = {"prompt": origin[[e[0] for e in examples]].to(torch.int64),
            "clean": torch.tensor([e[2] for e in examples]), "corrupted": torch.tensor([e[3] for e in examples])}
     for kind in kinds:
         grids = torch.full((len(examples), n_layers, width), float("nan"))

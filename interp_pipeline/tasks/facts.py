@@ -1,9 +1,8 @@
 """Factual recall for toy models: "the home of Ka Lin is" -> "Rome" (tasks/facts_prompts.py's world).
 
 Sequences are ``[BOS] prompt object [PAD]...``, right-padded to the longest prompt. The
-loss is the object's cross-entropy only: the template words and subject pieces teach
-nothing about the facts, and training on them would spend the small model's capacity on
-predicting made-up names. ``evaluate`` reports recall (the object is the top-1
+loss is the object's cross-entropy, plus every other token's next-token loss weighted
+``context_weight`` (0: the object's only). ``evaluate`` reports recall (the object is the top-1
 prediction) on every training prompt and on the held-out (subject, template) prompts.
 """
 
@@ -27,6 +26,8 @@ class FactsTask(Task):
 
     n_subjects: int = 96
     seed: int = 0  # the world's seed: subjects, their objects, the held-out templates
+    # Weight of every other token's next-token loss, relative to the object's (0: the object's only).
+    context_weight: float = 0.0
     _ids: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
     _n_ctx: int = field(default=0, init=False, repr=False, compare=False)
     _encoded: Any = field(default=None, init=False, repr=False, compare=False)
@@ -34,6 +35,8 @@ class FactsTask(Task):
     def __post_init__(self) -> None:
         if isinstance(self.n_subjects, bool) or not isinstance(self.n_subjects, int) or self.n_subjects < 2:
             raise ValueError(f"n_subjects must be an integer >= 2, found {self.n_subjects!r}")
+        if not self.context_weight >= 0:
+            raise ValueError(f"context_weight must be >= 0, found {self.context_weight!r}")
         self._ids = {word: i for i, word in enumerate(self.vocabulary())}
         self._n_ctx = self.model_config()["n_ctx"]
 
@@ -102,7 +105,13 @@ class FactsTask(Task):
 
         rows = torch.arange(len(tokens), device=tokens.device)
         last = self._object_index(tokens)
-        return F.cross_entropy(logits[rows, last].float(), tokens[rows, last + 1])
+        if not self.context_weight:
+            return F.cross_entropy(logits[rows, last].float(), tokens[rows, last + 1])
+        targets = tokens[:, 1:]
+        per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), targets, reduction="none")
+        weights = (targets != self._ids[PAD]).float() * self.context_weight
+        weights[rows, last] = 1.0
+        return (per_token * weights).sum() / weights.sum()
 
     def evaluate(self, model: Any) -> dict[str, float]:
         import torch

@@ -69,17 +69,25 @@ class FactPrompt:
 
 @lru_cache(maxsize=16)
 def subjects(n_subjects: int, seed: int) -> tuple[str, ...]:
-    """``n_subjects`` distinct subjects of 1-3 pieces (about a sixth of one piece, the rest two
-    or three), in a fixed order."""
+    """``n_subjects`` distinct subjects of 1-3 pieces (about an eighth of one piece), in a fixed order.
+
+    Multi-piece subjects come in pairs with the same pieces in another order ("Ka Lin" and
+    "Lin Ka"), with unrelated facts: a subject is then identified only by its pieces *in order*,
+    which the last subject token sees from its neighbours, not by the bag of pieces a later
+    token could gather by attention (a shortcut small models otherwise take, skipping the
+    subject-position lookup Meng et al. find in GPT).
+    """
     rng = random.Random(f"subjects:{seed}")
-    singles = min(len(PIECES), max(1, n_subjects // 6))
+    singles = min(len(PIECES), max(1, n_subjects // 8))
     chosen: dict[str, None] = dict.fromkeys(rng.sample(PIECES, singles))
-    limit = len(PIECES) + len(PIECES) ** 2 + len(PIECES) ** 3
+    limit = len(PIECES) + len(PIECES) * (len(PIECES) - 1) + len(PIECES) * (len(PIECES) - 1) * (len(PIECES) - 2)
     if n_subjects > limit:
         raise ValueError(f"at most {limit} subjects can be built from {len(PIECES)} pieces, asked for {n_subjects}")
     while len(chosen) < n_subjects:
-        length = rng.choice((2, 2, 3))
-        chosen.setdefault(" ".join(rng.choice(PIECES) for _ in range(length)))
+        pieces = rng.sample(PIECES, rng.choice((2, 2, 3)))
+        for order in (pieces, pieces[::-1]):
+            if len(chosen) < n_subjects:
+                chosen.setdefault(" ".join(order))
     return tuple(chosen)
 
 

@@ -21,7 +21,9 @@ check against). This engine gives the same numbers with the patching engine's sa
    the corrupted run's cached residual stream (a hidden-state restoration edits that
    cached stream and needs no hook at all);
 2. every position of a layer, every noise sample and several prompts share one batch;
-3. only the last position is unembedded.
+3. only the last position is unembedded;
+4. positions before the subject are not run: the noise cannot reach them, so restoring them
+   leaves the corrupted run's score.
 
 A TransformerBridge (or a shortformer model) takes the generic path: full
 ``run_with_hooks`` forwards, still batched.
@@ -124,11 +126,6 @@ class CausalTracer:
         size = max(1, self.max_batch // per_prompt)
         yield from torch.arange(len(self.facts["tokens"])).split(size)
 
-    def forwards_per_group(self) -> int:
-        positions = self.facts["tokens"].shape[1]
-        chunks = -(-positions // max(1, self.max_batch // self.samples))  # positions per forward when one prompt
-        return 1 + 1 + len(self.kinds) * self.n_layers * chunks
-
     # ---------------------------------------------------------------- one group
 
     def trace(self, rows: Tensor) -> PromptTrace:
@@ -167,9 +164,13 @@ class CausalTracer:
             corrupted_p = self._probability(logits[torch.arange(n * samples, device=device),
                                                    last.repeat_interleave(samples)][:, None], target, n, 1)[0]
             scores = {kind: torch.full((n, self.n_layers, width), float("nan")) for kind in self.kinds}
+            # Before the first noised token the clean and corrupted runs are the same computation
+            # (causal attention): restoring there changes nothing, so the score is the corrupted one.
+            start = int(self.facts["subject_first"][rows].min())
             for kind in self.kinds:
+                scores[kind][:, :, :start] = corrupted_p.cpu()[:, None, None]
                 for layer in range(self.n_layers):
-                    for positions in self._position_chunks(width, n):
+                    for positions in self._position_chunks(start, width, n):
                         p = self._restored(kind, layer, positions, tokens, resid, clean, noise, last, target)
                         scores[kind][:, layer, positions[0]:positions[-1] + 1] = p.cpu()
             beyond = torch.arange(width)[None, :] > self.facts["last"][rows][:, None]  # never read by the last token
@@ -195,10 +196,10 @@ class CausalTracer:
 
         return add
 
-    def _position_chunks(self, width: int, n: int) -> list[list[int]]:
+    def _position_chunks(self, start: int, width: int, n: int) -> list[list[int]]:
         per_forward = max(1, self.max_batch // (n * self.samples))
-        positions = list(range(width))
-        return [positions[i:i + per_forward] for i in range(0, width, per_forward)]
+        positions = list(range(start, width))
+        return [positions[i:i + per_forward] for i in range(0, len(positions), per_forward)]
 
     def _probability(self, logits: Tensor, target: Tensor, n: int, copies: int) -> Tensor:
         """[copies, G]: the object's probability at the readout, averaged over the noise samples.

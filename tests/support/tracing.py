@@ -40,10 +40,14 @@ def reference_trace(model: Any, facts: dict, prompt: int, *, noise_std: float, s
             for layer in range(n_layers):
                 layers = [layer] if kind == "hidden" else window_layers(layer, window, n_layers)
                 for position in range(length):
-                    def restore(activation, hook, position=position):
-                        activation[:, position] = cache[hook.name][0, position]
-                        return activation
+                    def restorer(name, position=position):
+                        def restore(activation, hook):
+                            activation[:, position] = cache[name][0, position]
+                            return activation
 
-                    hooks = [(f"blocks.{l}.{RESTORED_HOOK[kind]}", restore) for l in layers]
+                        return restore
+
+                    hooks = [(name, restorer(name)) for name in
+                             (f"blocks.{l}.{RESTORED_HOOK[kind]}" for l in layers)]
                     scores[kind][layer, position] = p_object(hooks)
     return scores, clean_p, corrupted_p

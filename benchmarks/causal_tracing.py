@@ -1,0 +1,145 @@
+"""Causal tracing: the batched engine against a plain TransformerLens hook loop, and its memory.
+
+1. Speed, in one process: a random model (8 layers, d_model 256, 8,192-token vocabulary by
+   default), prompts of 10 tokens with 1-3 subject tokens, 10 noise samples, all three kinds
+   (hidden, MLP window, attention window). The plain loop is tests/support/tracing.py's
+   reference: one ``run_with_hooks`` per (kind, layer, position), the samples in its batch, as
+   the paper's ``trace_with_patch``. Reports both times, the ratio and the largest difference.
+2. Memory: the causal_tracing stage (no figures) on 16, 64 and 256 prompts of a smaller random
+   model (2 layers, d_model 64), each in a fresh subprocess; reports each one's peak resident
+   memory (ru_maxrss).
+   Streaming means the peak does not grow with the number of prompts.
+
+    python benchmarks/causal_tracing.py [--prompts 4] [--layers 8] [--d-model 256] [--skip-memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_model(layers: int, d_model: int, d_vocab: int):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=layers, d_model=d_model, n_heads=d_model // 64, d_head=64,
+                                  d_mlp=4 * d_model, d_vocab=d_vocab, n_ctx=32, act_fn="gelu_new",
+                                  normalization_type="LN", seed=0)
+    return HookedTransformer(cfg).eval()
+
+
+def random_facts(n_prompts: int, n_pos: int, d_vocab: int):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    first = torch.randint(1, 4, (n_prompts,), generator=generator)
+    span = torch.randint(0, 3, (n_prompts,), generator=generator)
+    facts = {"tokens": torch.randint(0, d_vocab, (n_prompts, n_pos), generator=generator),
+             "length": torch.full((n_prompts,), n_pos), "subject_first": first, "subject_last": first + span,
+             "object": torch.randint(0, d_vocab, (n_prompts,), generator=generator)}
+    facts["last"] = facts["length"] - 1
+    for name in ("relation", "template", "split", "subject_id"):
+        facts[name] = torch.zeros(n_prompts, dtype=torch.int64)
+    return facts
+
+
+def speed(args) -> None:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from interp_pipeline.tracing.engine import CausalTracer, default_window
+    from tests.support.tracing import reference_trace
+
+    torch.set_num_threads(1)
+    model = random_model(args.layers, args.d_model, args.vocab)
+    facts = random_facts(args.prompts, 10, args.vocab)
+    window = default_window(args.layers)
+    settings = dict(noise_std=0.3, samples=10, window=window, seed=0)
+    with torch.inference_mode():
+        model(facts["tokens"][:1])  # warm-up
+    start, cpu = time.perf_counter(), time.process_time()
+    tracer = CausalTracer(model, facts, max_batch=args.max_batch, **settings)
+    ours = {}
+    for rows in tracer.groups():
+        trace = tracer.trace(rows)
+        for g, prompt in enumerate(rows.tolist()):
+            ours[prompt] = {kind: trace.scores[kind][g] for kind in trace.scores}
+    engine_s, engine_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
+    worst = 0.0
+    for prompt in range(args.prompts):
+        reference, _, _ = reference_trace(model, facts, prompt, **settings)
+        worst = max(worst, max(float((ours[prompt][k] - reference[k]).abs().max()) for k in reference))
+    loop_s, loop_cpu = time.perf_counter() - start, time.process_time() - cpu
+    restorations = 3 * args.layers * 10 * args.prompts
+    print(f"model: {args.layers} layers, d_model {args.d_model}, d_vocab {args.vocab}; {args.prompts} prompts x 10 "
+          f"tokens, 10 noise samples, window {window}; {restorations} restorations (x 10 samples)")
+    # CPU time as well as wall time: on a shared machine the wall clock also counts other jobs.
+    print(f"plain hook loop:   {loop_s:8.2f} s wall, {loop_cpu:8.2f} s CPU")
+    print(f"batched engine:    {engine_s:8.2f} s wall, {engine_cpu:8.2f} s CPU  (max_batch {args.max_batch})")
+    print(f"speed-up:          {loop_s / engine_s:8.1f}x wall, {loop_cpu / engine_cpu:.1f}x CPU")
+    print(f"max |difference|:  {worst:.2e}")
+
+
+def memory_child(n_prompts: int, layers: int, d_model: int, vocab: int) -> None:
+    import resource
+
+    import torch
+
+    from interp_pipeline.stages.causal_tracing import causal_tracing
+
+    torch.set_num_threads(1)
+    model = random_model(layers, d_model, vocab)
+    facts = random_facts(n_prompts, 10, vocab)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    causal_tracing(model, facts, samples=10, only_known=False, figures=0, max_batch=512)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"prompts": n_prompts, "peak_mib": peak / 1024, "before_mib": before / 1024,
+                      "seconds": time.perf_counter() - start}))
+
+
+def memory(args) -> None:
+    print("peak resident memory of the causal_tracing stage (fresh process each; model and imports included):")
+    for n in (16, 64, 256):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(n), "--layers", str(args.mem_layers),
+                              "--d-model", str(args.mem_d_model), "--vocab", str(args.vocab)],
+                             capture_output=True, text=True, check=True, cwd=ROOT,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  {n:4d} prompts: peak {result['peak_mib']:7.1f} MiB (before tracing {result['before_mib']:7.1f} MiB), "
+              f"{result['seconds']:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--max-batch", type=int, default=512)
+    parser.add_argument("--mem-layers", type=int, default=2)
+    parser.add_argument("--mem-d-model", type=int, default=64)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child is not None:
+        memory_child(args.memory_child, args.layers, args.d_model, args.vocab)
+        return
+    if not args.skip_speed:
+        speed(args)
+    if not args.skip_memory:
+        memory(args)
+
+
+if __name__ == "__main__":
+    main()

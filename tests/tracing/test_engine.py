@@ -1,0 +1,111 @@
+"""Causal tracing (interp_pipeline/tracing/engine.py) against a plain TransformerLens hook loop
+(tests/support/tracing.py), on random tiny models: a HookedTransformer (the fast path, started at
+the restored layer) and a TransformerBridge (the generic path), to 1e-5."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp_pipeline.tracing.average import AverageEffects, class_columns
+from interp_pipeline.tracing.engine import CausalTracer, PromptTrace, default_window, embedding_std, window_layers
+from tests.support.models import tiny_model
+from tests.support.tracing import reference_trace
+
+
+def random_facts(d_vocab: int, n_ctx: int = 9) -> dict[str, torch.Tensor]:
+    """Five prompts of different lengths and subject spans (one-token subjects included)."""
+    tokens = torch.randint(2, d_vocab, (5, n_ctx), generator=torch.Generator().manual_seed(0))
+    facts = {"tokens": tokens, "length": torch.tensor([9, 7, 9, 6, 4]),
+             "subject_first": torch.tensor([1, 2, 1, 3, 1]), "subject_last": torch.tensor([3, 2, 2, 4, 1]),
+             "object": torch.tensor([5, 7, 9, 11, 3])}
+    facts["last"] = facts["length"] - 1
+    return facts
+
+
+KINDS = ("hidden", "mlp", "attn")
+SETTINGS = dict(noise_std=0.7, samples=3, seed=2)
+
+
+def references(model, facts, window):
+    """The hook loop's scores per prompt (computed once per model: they are the slow part)."""
+    return [reference_trace(model, facts, prompt, window=window, kinds=KINDS, **SETTINGS)
+            for prompt in range(len(facts["tokens"]))]
+
+
+def assert_matches(model, facts, expected, *, max_batch, window):
+    tracer = CausalTracer(model, facts, window=window, kinds=KINDS, max_batch=max_batch, **SETTINGS)
+    seen = []
+    for rows in tracer.groups():
+        trace = tracer.trace(rows)
+        for g, prompt in enumerate(rows.tolist()):
+            reference, clean, corrupted = expected[prompt]
+            length = int(facts["length"][prompt])
+            for kind in KINDS:
+                torch.testing.assert_close(trace.scores[kind][g, :, :length], reference[kind], atol=1e-5, rtol=0)
+                assert trace.scores[kind][g, :, length:].isnan().all()
+            assert trace.clean[g].item() == pytest.approx(clean, abs=1e-6)
+            assert trace.corrupted[g].item() == pytest.approx(corrupted, abs=1e-6)
+            seen.append(prompt)
+    assert sorted(seen) == list(range(len(facts["tokens"])))
+    return tracer
+
+
+@pytest.fixture(scope="module")
+def hooked():
+    model, facts = tiny_model(n_layers=3, d_vocab=50), random_facts(50)
+    return model, facts, references(model, facts, window=2)
+
+
+@pytest.mark.parametrize("max_batch", [512, 10])  # every prompt in one group; one prompt, positions split
+def test_hooked_transformer_fast_path_matches_the_hook_loop(hooked, max_batch):
+    model, facts, expected = hooked
+    assert assert_matches(model, facts, expected, max_batch=max_batch, window=2).fast
+
+
+def test_bridge_generic_path_matches_the_hook_loop(tmp_path, monkeypatch):
+    from interp_pipeline.models import hub
+    from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
+                                   dtype="float32")
+    facts = random_facts(VOCAB)
+    tracer = assert_matches(bridge, facts, references(bridge, facts, window=1), max_batch=40, window=1)
+    assert not tracer.fast
+
+
+def test_window_is_the_papers_scaled_and_centred():
+    assert default_window(48) == 10 and default_window(12) == 2 and default_window(4) == 1
+    assert list(window_layers(20, 10, 48)) == list(range(15, 25))  # the paper's L-5 .. L+4
+    assert list(window_layers(1, 10, 48)) == list(range(0, 6)) and list(window_layers(47, 10, 48)) == [42, 43, 44, 45, 46, 47]
+
+
+def test_embedding_std_is_the_std_of_the_subject_tokens_embeddings():
+    model = tiny_model(n_layers=1, d_vocab=50)
+    facts = random_facts(50)
+    rows = [model.W_E[facts["tokens"][i, int(facts["subject_first"][i]):int(facts["subject_last"][i]) + 1]]
+            for i in range(5)]
+    expected = torch.cat(rows).detach().double().std().item()
+    assert embedding_std(model, facts) == pytest.approx(expected, rel=1e-9)
+
+
+def test_average_aligns_prompts_on_the_papers_position_classes():
+    assert class_columns(1, 3, 8) == {"first_subject": [1], "middle_subject": [2], "last_subject": [3],
+                                      "first_subsequent": [4], "further": [5, 6, 7], "last": [8]}
+    # a one-token subject right before the last token: no middle, no subsequent or further tokens
+    assert class_columns(2, 2, 3) == {"first_subject": [2], "middle_subject": [], "last_subject": [2],
+                                      "first_subsequent": [], "further": [], "last": [3]}
+    facts = {"subject_first": torch.tensor([1, 2]), "subject_last": torch.tensor([3, 2]), "last": torch.tensor([5, 3])}
+    scores = torch.arange(2 * 2 * 6, dtype=torch.float32).view(2, 2, 6)  # [prompt, layer, position]
+    trace = PromptTrace(torch.tensor([0, 1]), {"hidden": scores}, torch.tensor([0.9, 0.8]), torch.tensor([1.0, 2.0]),
+                        torch.tensor([True, True]))
+    average = AverageEffects(("hidden",), 2)
+    average.add(trace, facts)
+    aie = average.averages()
+    assert aie["counts"].tolist() == [2, 1, 2, 1, 0, 2]
+    # last subject token: prompt 0 position 3 (minus 1.0), prompt 1 position 2 (minus 2.0), averaged
+    expected = ((scores[0, :, 3] - 1.0) + (scores[1, :, 2] - 2.0)) / 2
+    torch.testing.assert_close(aie["hidden"][2], expected)
+    torch.testing.assert_close(aie["hidden"][1], scores[0, :, 2] - 1.0)  # middle: prompt 0 only
+    assert aie["hidden"][4].isnan().all()  # no prompt has further tokens
