@@ -35,6 +35,9 @@ class StoreShape:
     max_rows: int | None = None
     # (shard_index, num_shards) when the job writes one shard of it: the rest is other jobs' to write.
     shard: tuple[int, int] | None = None
+    # The token dataset it was cached from, when known: what labels laid over its rows must match.
+    n_sequences: int | None = None
+    seq_len: int | None = None
 
     def hook_width(self, key: str, hook: str | None) -> tuple[str, tuple[int, ...]]:
         """``hook`` (None: the store's only one) and its width; a hook the store lacks is an error on ``key``."""

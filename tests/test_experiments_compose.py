@@ -45,6 +45,8 @@ OFFLINE_VARIANTS = [[f"+experiment={info.name}", *shlex.split(info.offline)] for
 @pytest.mark.parametrize("overrides", OFFLINE_VARIANTS + [
     ["+experiment=inspect_model", "model=toy_ioi"],
     ["+experiment=logit_lens", "model=toy_induction"],
+    ["+experiment=probes", "model=toy_induction"],
+    ["+experiment=probes", "model=toy_ioi"],
 ], ids=" ".join)
 def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -324,6 +324,40 @@ class SAEFeaturesConfig:
 
 
 @dataclass
+class ProbeConfig:
+    """Logistic-regression probes on an activation store's hooks (the linear_probe stage)."""
+
+    hooks: Optional[List[str]] = None  # None: every hook the store caches
+    heldout_fraction: float = fraction(0.25, open_below=True)  # of the labelled sequences, held out whole
+    control: str = choice("shuffle", ("shuffle", "word_type"))  # the control task (word_type: Hewitt & Liang 2019)
+    C: float = positive(1.0)  # inverse L2 strength, as scikit-learn's LogisticRegression
+    max_iter: int = positive(500)
+    tol: float = positive(1e-6)
+    backend: str = choice("auto", ("auto", "sklearn", "torch"))  # torch: streamed from the store
+    memory_limit_mb: float = positive(1024.0)  # auto: sklearn when the labelled rows fit in this
+    batch_size: int = positive(4096)  # rows per read on the streamed path
+    seed: int = at_least(0, 0)
+
+
+@dataclass
+class RomeConfig:
+    """ROME rank-one edits of one MLP layer (the rome_edit stage)."""
+
+    task: Dict[str, Any] = field(default_factory=dict)  # the facts task's config (its world of subjects)
+    layer: Optional[int] = at_least(0, None)  # None: the layer a causal_tracing input picks
+    requests: List[Any] = field(default_factory=list)  # {subject, relation, new_object}
+    n_random_requests: int = at_least(0, 8)  # edits drawn with `seed`, after `requests`
+    n_neighbours: int = positive(10)  # other subjects whose facts specificity reads
+    steps: int = positive(100)  # Adam steps optimising the value
+    lr: float = positive(0.5)
+    kl_weight: float = at_least(0, 0.0625)  # ROME's KL term on the subject's other facts
+    weight_decay: float = at_least(0, 0.5)  # on ||delta||^2 / ||v||^2
+    covariance_ridge: float = at_least(0, 1e-4)  # x the mean eigenvalue, on C's diagonal
+    batch_size: int = positive(64)  # sequences per forward pass estimating C
+    seed: int = at_least(0, 0)
+
+
+@dataclass
 class ExpectEntry:
     """A published value and its tolerance: ``{value, atol|rtol}``, ``{min}``, ``{max}`` or a range."""
 
@@ -403,6 +437,12 @@ class ExperimentConfig:
     logit_lens: Optional[LogitLensConfig] = None
     tms: Optional[TMSConfig] = None
     tms_geometry: Optional[TMSGeometryConfig] = None
+    # Linear probes: a label stage (fn + params, as `data`) and the probes' settings.
+    labels: Optional[DataConfig] = None
+    probe: Optional[ProbeConfig] = None
+    # ROME: the edits' settings, and the token dataset the key covariance is estimated on.
+    rome: Optional[RomeConfig] = None
+    rome_data: Optional[DataConfig] = None
     tracing: Optional[CausalTracingConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)

@@ -87,7 +87,8 @@ def _shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> StoreShape | No
         if params.get("max_tokens") is not None:
             max_rows = min(max_rows, int(params["max_tokens"]))
     shards = int(params.get("num_shards", 1))
-    return StoreShape(hooks, max_rows, (int(params.get("shard_index", 0)), shards) if shards > 1 else None)
+    return StoreShape(hooks, max_rows, (int(params.get("shard_index", 0)), shards) if shards > 1 else None,
+                      n_sequences=getattr(tokens, "n_sequences", None), seq_len=getattr(tokens, "seq_len", None))
 
 
 @stage("cache_activations", outputs=("store",), preflight=_check_params, version=1, check_shapes=_check_shapes,

@@ -1,0 +1,22 @@
+"""The MLP layer causal tracing points at: where the MLP's average indirect effect at the last subject
+token peaks (Meng et al. 2022 edit the layer their tracing singles out, section 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from interp_pipeline.errors import ConfigError
+
+
+def layer_from_tracing(aie: Mapping[str, Any]) -> int:
+    """``aie``: causal_tracing's output of that name ({kind: AIE [position class, layer]})."""
+    import torch
+
+    from interp_pipeline.tracing.average import POSITION_CLASSES
+
+    if "mlp" not in aie:
+        raise ConfigError("inputs.tracing", f"expected causal tracing of MLP outputs (kinds with 'mlp'), found "
+                                            f"{sorted(aie)}")
+    effects = torch.nan_to_num(torch.as_tensor(aie["mlp"])[POSITION_CLASSES.index("last_subject")], nan=float("-inf"))
+    return int(effects.argmax())
