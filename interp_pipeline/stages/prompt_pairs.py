@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.config.ranges import require_int
+from interp_pipeline.config.records import check_string_records
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.models.tokens import as_tokens, plain_token_ids, require_tokenizer
 from interp_pipeline.pipeline.registry import stage
@@ -137,21 +138,7 @@ def ioi_prompts(
 
 
 def _check_pair_params(params: dict[str, Any]) -> None:
-    pairs = params.get("pairs")
-    if isinstance(pairs, (str, Mapping)) or not isinstance(pairs, Sequence) or not pairs:
-        raise ConfigError("pairs", f"expected a non-empty list of {{{', '.join(PAIR_FIELDS)}}} mappings, "
-                                   f"found {pairs!r}")
-    for i, pair in enumerate(pairs):
-        if not isinstance(pair, Mapping):
-            raise ConfigError(f"pairs[{i}]", f"expected a mapping with {', '.join(PAIR_FIELDS)}, found {pair!r}")
-        for name in pair:
-            if name not in PAIR_FIELDS:
-                raise ConfigError(f"pairs[{i}].{name}", f"expected one of {one_of(PAIR_FIELDS)}",
-                                  suggestion=did_you_mean(str(name), PAIR_FIELDS))
-        for name in PAIR_FIELDS:
-            value = pair.get(name)
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"pairs[{i}].{name}", f"expected a non-empty string, found {value!r}")
+    check_string_records("pairs", params.get("pairs"), PAIR_FIELDS)
     _check_loss_positions(params)
 
 

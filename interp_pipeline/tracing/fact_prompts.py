@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from interp_pipeline.config.records import check_string_records
 from interp_pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -54,21 +55,8 @@ class FactRecord:
 def check_records(records: Sequence[Any], key: str = "prompts") -> None:
     """A ConfigError naming ``prompts[i].field`` for a record that is not three strings, or
     whose subject does not occur in its prompt."""
-    if isinstance(records, (str, Mapping)) or not isinstance(records, Sequence) or not records:
-        raise ConfigError(key, f"expected a non-empty list of {{{', '.join(RECORD_FIELDS)}}} mappings, found {records!r}")
+    check_string_records(key, records, RECORD_FIELDS)
     for i, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise ConfigError(f"{key}[{i}]", f"expected a mapping with {', '.join(RECORD_FIELDS)}, found {record!r}")
-        for name in record:
-            if name not in RECORD_FIELDS:
-                from interp_pipeline.errors import did_you_mean, one_of
-
-                raise ConfigError(f"{key}[{i}].{name}", f"expected one of {one_of(RECORD_FIELDS)}",
-                                  suggestion=did_you_mean(str(name), RECORD_FIELDS))
-        for name in RECORD_FIELDS:
-            value = record.get(name)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"{key}[{i}].{name}", f"expected a non-empty string, found {value!r}")
         if record["subject"] not in record["prompt"]:
             raise ConfigError(f"{key}[{i}].subject", f"{record['subject']!r} does not occur in the prompt "
                                                      f"{record['prompt']!r}")
