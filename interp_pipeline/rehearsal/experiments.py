@@ -13,21 +13,26 @@ from __future__ import annotations
 # Text from the hub (pile-10k, OpenWebText) -> the same hf_dataset_tokens stage over a local json file.
 _LOCAL_TEXT = ["data.params.name=json", "++data.params.data_files={text}", "++data.params.streaming=false"]
 
+# 40 rows of 128: 4,608 training tokens (9 steps of 512) and 4 held-out sequences.
+_SAE_TRAIN = [*_LOCAL_TEXT, "data.params.max_sequences=40", "sae.training_tokens=4608",
+              "sae.train_batch_size_tokens=512", "sae.eval_tokens=512", "sae.l1_warm_up_steps=2",
+              "sae.lr_decay_steps=2", "sae.feature_sampling_window=4", "sae.dead_feature_window=4",
+              "sae.log_every=2", "sae_eval.batch_size_prompts=4"]
+
 REHEARSALS: dict[str, list[str]] = {
     # The 8 demo prompts, path and attribution patching as configured; of the sweeps, the two the
     # expect: keys and the demo read (block_every and head_all_pos_every are 4/5 of the passes:
     # all of them take 264 forward passes, ~130 s on a busy 2-core machine).
     "ioi_patching": ["patching.sweeps=[head_out,resid_pre]"],
     "cache_activations": [*_LOCAL_TEXT, "data.params.max_sequences=16", "cache.batch_size=8"],
-    # 40 rows of 128: 4,608 training tokens (9 steps of 512) and 4 held-out sequences.
-    "sae_train": [*_LOCAL_TEXT, "data.params.max_sequences=40", "sae.training_tokens=4608",
-                  "sae.train_batch_size_tokens=512", "sae.eval_tokens=512", "sae.l1_warm_up_steps=2",
-                  "sae.lr_decay_steps=2", "sae.feature_sampling_window=4", "sae.dead_feature_window=4",
-                  "sae.log_every=2", "sae_eval.batch_size_prompts=4"],
+    "sae_train": _SAE_TRAIN,
     "sae_eval_pretrained": [*_LOCAL_TEXT, "data.params.max_sequences=8", "sae_eval.batch_size_prompts=4"],
     "inspect_model": [],
     "logit_lens": [],
     "sae_features": [*_LOCAL_TEXT, "data.params.max_sequences=8"],
+    "induction_heads": [],
+    # One trial of the search, as a single run: sae_train's pipeline at the search's SAE size.
+    "sae_l1_search_gpt2": _SAE_TRAIN,
 }
 
 

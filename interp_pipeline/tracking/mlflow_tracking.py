@@ -162,7 +162,10 @@ class MlflowRun:
             tags = {f"logged_model.{name}.not_logged":
                     f"{megabytes:.1f} MB > tracking.max_model_mb={self.tracking.max_model_mb:g}"}
         else:
-            info = log_model(self.tracking.uri, self.experiment_id, self.run_id, name, value, codec, saved)
+            # Named apart from the run's artifact folder of the same output (``sae/``): MLflow lists a
+            # logged model's files under a run path that equals its name, through the default tracking
+            # URI, so a client on another store could no longer list that folder.
+            info = log_model(self.tracking.uri, self.experiment_id, self.run_id, f"{name}_model", value, codec, saved)
             tags = {f"logged_model.{name}": info.model_uri, f"logged_model.{name}.mb": f"{megabytes:.2f}"}
         self.set_tags(tags)
         return tags

@@ -101,7 +101,7 @@ def test_expect_from_the_command_line(outputs):
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines() == [
         "error: expect.stats.loss_mean: expected +expect.STAGE.METRIC={min: V, max: V} (or {value: V, atol: T}), "
-        "expect.STAGE.METRIC.FIELD=V (FIELD one of atol, max, min, rtol, value), or ~expect to check none; "
+        "expect.STAGE.METRIC.FIELD=V (FIELD one of atol, max, min, rtol, source, value, why), or ~expect to check none; "
         "found '~expect.stats.loss_mean'"]
 
 
