@@ -90,4 +90,8 @@ def test_the_model_is_transformer_lens_gpt2_small_from_the_rehearsal_cache(rehea
     """model=gpt2_small loads through HookedTransformer.from_pretrained (the fast patching path), one
     load per experiment, with the hub unreachable by setting (HF_HUB_OFFLINE=1)."""
     _, log = rehearsal
-    assert log.count("Loaded pretrained model gpt2-small into HookedTransformer") == len(REHEARSALS)
+    # One load per experiment with anything to compute: sae_l1_search_gpt2's single trial has
+    # sae_train's stage keys, so the stage cache serves all of it and no model is loaded.
+    computing = len(re.findall(r"stages, [1-9]\d* to compute", log))
+    assert computing >= len(REHEARSALS) - 1
+    assert log.count("Loaded pretrained model gpt2-small into HookedTransformer") == computing
