@@ -171,7 +171,7 @@ def _page_header(model: Any, setup: Any, metric: str, normalize: bool) -> dict[s
 
 def _log_results(tracker: Tracker, results: Mapping[str, LabelledArray], top_k: int,
                  header: Mapping[str, str]) -> None:
-    from interp_pipeline.patching.plots import logs_figures, log_sweep_figures, log_top_k, sweep_page_parts
+    from interp_pipeline.patching.sweep_report import logs_figures, log_sweep_figures, log_top_k, sweep_page_parts
 
     tables = []
     for array in results.values():

@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 
 from interp_pipeline.patching.labelled import LabelledArray, position_labels
-from interp_pipeline.patching.plots import (
-    MAX_TICKS,
-    heatmap_figure,
-    heatmap_html,
-    log_sweep_figures,
-    log_top_k,
-)
+from interp_pipeline.patching.plots import MAX_TICKS, heatmap_figure, heatmap_html
+from interp_pipeline.patching.sweep_report import log_sweep_figures, log_top_k
 from interp_pipeline.tracking.base import NULL_TRACKER, NullRun, RecordingTracker
 
 TOKENS = ["<|endoftext|>", "When", " John", " and", " Mary"]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from interp_pipeline.patching.labelled import LabelledArray, position_labels
-from interp_pipeline.patching.plots import heatmap_html, sweep_page_parts
+from interp_pipeline.patching.plots import heatmap_html
+from interp_pipeline.patching.sweep_report import sweep_page_parts
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
 
 # GPT-2 small's shape on an IOI prompt: what the page was too crowded for.
