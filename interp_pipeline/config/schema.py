@@ -12,38 +12,9 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, SI
 
-# Ranges live here, beside the types, as field metadata that interp_pipeline.config.ranges
-# checks for every group before any work ("batch_size: expected an integer >= 1, found 0").
-
-
-def at_least(minimum: float, default: Any) -> Any:
-    return field(default=default, metadata={"min": minimum})
-
-
-def positive(default: Any) -> Any:
-    """> 0: an integer field's smallest value is 1, a float field's anything above 0."""
-    return field(default=default, metadata={"min": 0, "exclusive": True})
-
-
-def fraction(default: Any, *, open_below: bool = False) -> Any:
-    """In [0, 1] (or (0, 1] with ``open_below``)."""
-    return field(default=default, metadata={"min": 0, "max": 1, "exclusive": open_below})
-
-
-def choice(default: str, choices: tuple[str, ...]) -> Any:
-    """One of ``choices``."""
-    return field(default=default, metadata={"choices": choices})
-
-
-def used_by(architectures: tuple[str, ...], setting: Any) -> Any:
-    """An SAE setting only ``architectures`` read, with ``setting``'s range, and its default for them.
-
-    None in the schema, so that "given" shows: as in SAELens's per-architecture configs, ``k``
-    given to a standard SAE is refused rather than ignored (interp_pipeline.sae.config).
-    """
-    return field(default=None, metadata={**setting.metadata, "architectures": architectures,
-                                         "architecture_default": setting.default})
-
+from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
+from interp_pipeline.config.settings import ROOT_DEFAULTS
+from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 
 L1_PENALISED = ("standard", "gated")
 TOP_K = ("topk", "batchtopk", "matryoshka_batchtopk")
@@ -373,29 +344,6 @@ class ExpectEntry:
 
 
 @dataclass
-class TMSConfig:
-    """Toy Models of Superposition's first model (interp_pipeline.superposition.tms)."""
-
-    n_features: int = positive(5)
-    n_hidden: int = positive(2)
-    importance_decay: float = fraction(0.9, open_below=True)  # I_i = importance_decay ** i
-    sparsity_levels: int = positive(10)  # feature probability from 1 down to min_feature_probability, log-spaced
-    min_feature_probability: float = fraction(0.05, open_below=True)
-    replicas: int = positive(4)  # models per level; the one with the lowest held-out loss is kept
-    steps: int = positive(2000)
-    batch_size: int = positive(256)
-    lr: float = positive(1e-2)
-    eval_batch: int = positive(20000)
-    log_every: int = positive(100)
-    seed: int = SI("${seed}")
-
-
-@dataclass
-class TMSGeometryConfig:
-    represented_norm: float = positive(0.5)  # ||W_i|| at or above which feature i counts as represented
-
-
-@dataclass
 class SweepConfig:
     """What a multirun optimises and reports (interp_pipeline/sweeps): STAGE.METRIC names."""
 
@@ -408,7 +356,7 @@ class SweepConfig:
 @dataclass
 class ExperimentConfig:
     pipeline: str = MISSING  # a name in pipelines/ or a path to a pipeline YAML
-    seed: int = 0
+    seed: int = ROOT_DEFAULTS["seed"]
     # Overrides that run this experiment without the hub (`model=toy_ioi`), suggested by pre-flight
     # when its model or SAE cannot be had here; --help lists them too.
     offline: Optional[str] = None

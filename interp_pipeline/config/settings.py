@@ -1,25 +1,40 @@
-"""A config group's settings given as keyword arguments (a notebook, a test), checked as a composed config is.
+"""A stage's settings, resolved from whatever gave them (a composed config, a notebook's keyword arguments).
 
-From the command line, Hydra checks a group's keys and types against its schema
-(interp_pipeline.config.schema) and interp_pipeline.config.ranges checks its ranges;
-a stage function called directly gets none of that. ``settings_of`` gives it all
-three, and fills in the schema's defaults, so the dataclass stays the one source of
-a setting's name, type, range and default.
+Every stage is bound to one schema dataclass (``@stage(config=TMSConfig)``), which
+holds each setting's name, type, range, choices and default, once. The command line,
+pre-flight, ``api`` and a plain Python call of the stage all come through
+``settings_of``/``settings_object``: unknown keys (with a did-you-mean), wrong types and
+values out of range are refused the same way, and defaults come from the dataclass
+alone, so a notebook call and a command-line run compute the same thing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import typing
 from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from interp_pipeline.config.ranges import check_ranges, dataclass_of
+from interp_pipeline.config.ranges import check_ranges
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+
+
+# The experiment-level values a schema may interpolate (``seed: ${seed}``), as a config composed with
+# no overrides has them; ExperimentConfig's own defaults are these.
+ROOT_DEFAULTS: dict[str, Any] = {"seed": 0}
+
+
+def settings_object(schema: type, given: Mapping[str, Any]) -> Any:
+    """``given`` resolved as :func:`settings_of` does, as an instance of ``schema`` (nested groups too)."""
+    if isinstance(given, schema):
+        return given
+    values = settings_of(schema, given)
+    node = OmegaConf.structured(schema)
+    node.merge_with(values)
+    return OmegaConf.to_object(node)
 
 
 def settings_of(schema: type, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,6 +57,9 @@ def settings_of(schema: type, given: Mapping[str, Any]) -> dict[str, Any]:
 
         key, _, message = describe(error).partition(": ")
         raise ConfigError(key, message) from None
+    for name in names:
+        if OmegaConf.is_missing(node, name):
+            raise ConfigError(name, f"{schema.__name__} requires it: expected a value, found none")
     values = OmegaConf.to_container(node, resolve=True)
     assert isinstance(values, dict)
     check_ranges(values, schema)
@@ -52,14 +70,8 @@ def settings_of(schema: type, given: Mapping[str, Any]) -> dict[str, Any]:
 def _plain_defaults(schema: type) -> dict[str, Any]:
     """The schema's defaults with interpolations (``seed: ${seed}``) resolved as a config composed
     with no overrides resolves them: a notebook call has no experiment config to read them from."""
-    from interp_pipeline.config.schema import ExperimentConfig
-
-    hints = typing.get_type_hints(ExperimentConfig)
-    group = next((f.name for f in dataclasses.fields(ExperimentConfig) if dataclass_of(hints[f.name]) is schema), None)
-    if group is None:
-        return {}
-    root = OmegaConf.structured(ExperimentConfig)
-    root[group] = OmegaConf.structured(schema)
-    resolved = OmegaConf.to_container(root[group], resolve=True)
+    root = OmegaConf.create(ROOT_DEFAULTS)
+    root["settings"] = OmegaConf.structured(schema)
+    resolved = OmegaConf.to_container(root["settings"], resolve=True, throw_on_missing=False)
     assert isinstance(resolved, dict)
-    return resolved
+    return {key: value for key, value in resolved.items() if value != "???"}

@@ -2,11 +2,11 @@
 
 Two kinds of check, both declared on ``@stage``:
 
-- ``preflight(params)``: the params alone (ranges, choices, a model or SAE that can be
+- ``preflight(settings)``: the stage's resolved settings alone (ranges, choices, a model or SAE that can be
   had here);
-- ``check_shapes(params, inputs)``: the params against the *shapes* of the stage's
+- ``check_shapes(settings, inputs)``: the settings against the *shapes* of the stage's
   inputs (hook names, layer indices, context length, SAE widths). A shape is what an
-  upstream stage's ``shape(params, inputs)`` says its output will look like, computed
+  upstream stage's ``shape(settings, inputs)`` says its output will look like, computed
   from config alone (a model on the meta device, a store's rows from its dataset's
   size), never by running that stage. So a hook the model lacks is found before the
   model trains, not after.
@@ -55,7 +55,7 @@ class _Shapes:
         if shape_fn is None:
             return {}
         with _absolute_keys(spec):
-            shape = shape_fn(dict(spec.params), self.inputs(spec))
+            shape = shape_fn(spec.definition.settings(spec.params), self.inputs(spec))
         outputs = spec.definition.outputs
         if len(outputs) == 1:
             return {outputs[0]: shape}
@@ -107,10 +107,11 @@ def run_preflight(stages: Iterable[StageSpec], pipeline: Sequence[StageSpec] | N
     for spec in stages:
         definition = spec.definition
         with _absolute_keys(spec):
+            settings = definition.settings(spec.params)
             if definition.preflight is not None:
-                definition.preflight(dict(spec.params))
+                definition.preflight(settings)
             if definition.check_shapes is not None:
-                definition.check_shapes(dict(spec.params), shapes.inputs(spec))
+                definition.check_shapes(settings, shapes.inputs(spec))
         _refuse_partial_stores(spec, shapes)
     return shapes.computed()
 

@@ -1,20 +1,27 @@
 """The stage registry: ``@stage`` declares a plain function as a pipeline stage.
 
 Modelled on Kedro's ``node``: a stage is a function with named outputs. Its inputs
-are its parameters whose names a pipeline wires to earlier outputs; its other
-parameters come from the config. A parameter named ``tracker`` receives the
-runner's tracker (a null one when called from a notebook), which is how a stage
-logs metrics and figures without importing mlflow.
+are its parameters whose names a pipeline wires to earlier outputs. Its settings are
+one object, the schema dataclass the stage is bound to (``@stage(config=TMSConfig)``),
+received as the parameter ``settings``: the registered function takes the settings'
+keys as keyword arguments and resolves them through interp_pipeline.config.settings
+(defaults, types, ranges), so the runner and a notebook call it alike:
+``train_tms(steps=500)``. A parameter named ``tracker`` receives the runner's tracker
+(a null one when called from a notebook), which is how a stage logs metrics and
+figures without importing mlflow.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from interp_pipeline.config.settings import settings_object
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.plugins import load_plugins
 
@@ -28,6 +35,8 @@ STAGE_DIR_PARAM = "stage_dir"
 # A parameter named `cache_key` receives the stage's cache key (to record in what it writes).
 CACHE_KEY_PARAM = "cache_key"
 INJECTED_PARAMS = (TRACKER_PARAM, WORKDIR_PARAM, STAGE_DIR_PARAM, CACHE_KEY_PARAM)
+# The parameter that receives a stage's resolved settings (an instance of its ``config``).
+SETTINGS_PARAM = "settings"
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,8 @@ class StageDef:
     name: str
     fn: Callable[..., Any]
     outputs: tuple[str, ...]
+    # The schema dataclass of the stage's settings; None for a stage that has none.
+    config: type | None = None
     # False: never stored (cheap to recompute, e.g. a model rebuilt from its config);
     # its cache key is still computed so everything downstream stays cacheable.
     # A callable decides from the params (a model is stored when trained, not when downloaded).
@@ -46,8 +57,9 @@ class StageDef:
     # ConfigError with a key relative to the params, e.g. "cfg.n_layers".
     preflight: Callable[[dict[str, Any]], None] | None = None
     # Pre-flight against the inputs' shapes (interp_pipeline.pipeline.preflight):
-    # check_shapes(params, input_shapes) raises ConfigError; shape(params, input_shapes)
+    # check_shapes(settings, input_shapes) raises ConfigError; shape(settings, input_shapes)
     # says what the output will look like (a ModelShape, TokensShape, ...) without running.
+    # Every callable here takes the resolved settings object (``config``'s instance).
     check_shapes: Callable[[dict[str, Any], Mapping[str, Any]], None] | None = None
     shape: Callable[[dict[str, Any], Mapping[str, Any]], Any] | None = None
     # The metric names the stage can log (glob patterns), or a function of its params that
@@ -59,17 +71,32 @@ class StageDef:
     # of the cache key, so every shard shares one key and one stage_dir.
     key_exclude: tuple[str, ...] = ()
 
-    def metric_patterns(self, params: dict[str, Any]) -> tuple[str, ...] | None:
+    def metric_patterns(self, params: Mapping[str, Any]) -> tuple[str, ...] | None:
         if self.metrics is None:
             return None
         try:
-            return tuple(self.metrics(params) if callable(self.metrics) else self.metrics)
-        except (TypeError, ValueError, AttributeError):  # params pre-flight will refuse: no names to check against
+            return tuple(self.metrics(self.settings(params)) if callable(self.metrics) else self.metrics)
+        except (TypeError, ValueError, AttributeError, ConfigError):  # params pre-flight will refuse
             return None
+
+    def settings(self, params: Mapping[str, Any]) -> Any:
+        """``params`` resolved against the stage's schema (an instance of ``config``); ConfigError keys are
+        relative to the params. A stage without settings gets None (and refuses any param)."""
+        if self.config is None:  # LEGACY(one-source): a stage not yet bound to a schema gets its params
+            return dict(params)
+        return settings_object(self.config, params)
+
+    def setting_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.config)) if self.config is not None else ()
+
+    def input_names(self) -> tuple[str, ...]:
+        """The parameters a pipeline wires to earlier stages' outputs."""
+        return tuple(n for n in self.signature.parameters if n not in INJECTED_PARAMS and n != SETTINGS_PARAM)
 
     @property
     def signature(self) -> inspect.Signature:
-        return inspect.signature(self.fn)
+        """The stage function's own signature (its inputs, ``settings``, the injected parameters)."""
+        return inspect.signature(getattr(self.fn, "__wrapped__", self.fn))
 
     @property
     def wants_tracker(self) -> bool:
@@ -95,6 +122,7 @@ def stage(
     name: str | None = None,
     *,
     outputs: Iterable[str] = ("out",),
+    config: type | None = None,
     cache: bool | Callable[[dict[str, Any]], bool] = True,
     version: int = 1,
     preflight: Callable[[dict[str, Any]], None] | None = None,
@@ -105,12 +133,21 @@ def stage(
     metrics: Iterable[str] | Callable[[dict[str, Any]], Iterable[str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as a stage. A one-output stage returns the value itself;
-    a several-output stage returns a mapping with exactly those keys."""
+    a several-output stage returns a mapping with exactly those keys.
+
+    ``fn`` takes its inputs by name, its settings as one ``settings`` parameter (an instance of
+    ``config``) and any injected parameter (``tracker``, ``workdir`` ...). What is registered, and
+    returned, is ``fn`` called with settings given as keyword arguments (see :func:`_bind_settings`).
+    """
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         stage_name = name or fn.__name__
+        takes_settings = SETTINGS_PARAM in inspect.signature(fn).parameters
+        if config is not None and not takes_settings:
+            raise ValueError(f"stage {stage_name!r}: config= needs a `settings` parameter to receive it")
+        bound = _bind_settings(stage_name, fn, config) if config is not None else fn
         definition = StageDef(
-            stage_name, fn, tuple(outputs), cache=cache, version=version, preflight=preflight,
+            stage_name, bound, tuple(outputs), config=config, cache=cache, version=version, preflight=preflight,
             check_shapes=check_shapes, shape=shape,
             metrics=metrics if metrics is None or callable(metrics) else tuple(metrics),
             summary=tuple(summary), key_exclude=tuple(key_exclude),
@@ -121,10 +158,27 @@ def stage(
         if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
             raise ValueError(f"stage name {stage_name!r} is registered twice")
         _REGISTRY[stage_name] = definition
-        fn.stage_def = definition  # type: ignore[attr-defined]
-        return fn
+        bound.stage_def = definition  # type: ignore[attr-defined]
+        return bound
 
     return register
+
+
+def _bind_settings(stage_name: str, fn: Callable[..., Any], config: type) -> Callable[..., Any]:
+    """``fn`` with its settings given as keyword arguments (``steps=500``) or whole (``settings=TMSConfig(...)``),
+    resolved against ``config``: the schema's defaults fill what is not given; unknown keys, wrong types and
+    values out of range raise ConfigError before ``fn`` starts."""
+    own = set(inspect.signature(fn).parameters) - {SETTINGS_PARAM}
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
+        settings = kwargs.pop(SETTINGS_PARAM, None)
+        if settings is not None and given:
+            raise TypeError(f"{stage_name}() takes settings= or keyword settings, not both ({', '.join(given)})")
+        return fn(*args, settings=settings_object(config, settings if settings is not None else given), **kwargs)
+
+    return call
 
 
 def load_stage_modules(extra: Iterable[str] = ()) -> None:

@@ -18,9 +18,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from interp_pipeline.config.settings import settings_of
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.paths import pipelines_dir
-from interp_pipeline.pipeline.registry import INJECTED_PARAMS, StageDef, registered_stages
+from interp_pipeline.pipeline.registry import StageDef, registered_stages
 
 STAGE_KEYS = ("name", "fn", "inputs", "params", "description")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -220,36 +221,52 @@ def _parse_stage(
         inputs[str(arg)] = InputRef(producer, output)
 
     _check_signature(definition, key, inputs, params, params_key)
-    return StageSpec(stage_name, definition, inputs, dict(params), params_key)
+    return StageSpec(stage_name, definition, inputs, _resolved(definition, params, params_key), params_key)
+
+
+def _resolved(definition: StageDef, params: Mapping[str, Any], params_key: str) -> dict[str, Any]:
+    """The stage's complete settings (its schema's defaults filled in, checked), as the plain mapping the cache
+    key, MLflow's params and the stage call are made from: a default is part of what a result was computed with."""
+    if definition.config is None:
+        return dict(params)
+    try:
+        return settings_of(definition.config, params)
+    except ConfigError as error:
+        raise error.under(params_key) from None
 
 
 def _check_signature(
     definition: StageDef, key: str, inputs: Mapping[str, InputRef], params: Mapping[str, Any], params_key: str
 ) -> None:
-    """Bind inputs and params to the function's signature, Kedro-style, before anything runs."""
+    """Bind inputs to the function's inputs and params to its settings' schema, Kedro-style, before anything runs."""
     signature = definition.signature
-    accepted = {n for n in signature.parameters if n not in INJECTED_PARAMS}
+    accepted_inputs = definition.input_names()
+    settings = definition.setting_names()
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     for arg in inputs:
         if arg in params:
             raise ConfigError(f"{key}.inputs.{arg}", "is given both as an input and as a param")
-    for prefix, names in ((f"{key}.inputs", inputs), (params_key, params)):
-        for arg in names:
-            # **settings takes params (checked against their schema by the stage's pre-flight), never
-            # inputs: an input is always a named argument, so a misspelt one is caught here.
-            if arg not in accepted and (not takes_any or names is inputs):
-                raise ConfigError(
-                    f"{prefix}.{arg}",
-                    f"expected an argument of {definition.name}() ({one_of(accepted)}), found '{arg}'",
-                    suggestion=did_you_mean(str(arg), accepted),
-                )
-    for arg, parameter in signature.parameters.items():
-        if arg in INJECTED_PARAMS or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+        if arg not in accepted_inputs:
+            raise ConfigError(
+                f"{key}.inputs.{arg}",
+                f"expected an input of {definition.name}() ({one_of(accepted_inputs)}), found '{arg}'",
+                suggestion=did_you_mean(str(arg), accepted_inputs),
+            )
+    if definition.config is None:  # LEGACY(one-source): settings as the function's own keyword arguments
+        settings = accepted_inputs
+    for arg in params:
+        if arg not in settings and not takes_any:
+            where = f"a setting of {definition.name}() ({one_of(settings)})" if settings else \
+                f"no params ({definition.name}() has no settings)"
+            raise ConfigError(f"{params_key}.{arg}", f"expected {where}, found '{arg}'",
+                              suggestion=did_you_mean(str(arg), settings))
+    for arg in accepted_inputs:
+        parameter = signature.parameters[arg]
+        if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
             continue
         if parameter.default is inspect.Parameter.empty and arg not in inputs and arg not in params:
-            raise ConfigError(
-                f"{params_key}.{arg}", f"{definition.name}() requires it: expected a value (or an input), found none"
-            )
+            where = f"{key}.inputs.{arg}" if definition.config is not None else f"{params_key}.{arg}"
+            raise ConfigError(where, f"{definition.name}() requires it: expected a value (or an input), found none")
 
 
 def _execution_order(specs: Mapping[str, StageSpec], label: str) -> list[str]:

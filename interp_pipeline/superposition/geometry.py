@@ -9,10 +9,14 @@ orthogonal when dense, a regular polygon (all gaps 360/k degrees) when sparse.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from interp_pipeline.errors import ConfigError
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 
 @dataclass(frozen=True)
@@ -99,3 +103,19 @@ def directions_figure(W: torch.Tensor, levels: list[LevelGeometry], importance: 
                     fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def measure_geometry(models: Mapping[str, Any], represented_norm: float,
+                     tracker: Tracker = NULL_TRACKER) -> dict[str, Any]:
+    """The tms_geometry stage's work: each level's represented features and angles, the summary
+    metrics, the represented count per level (step = level) and the paper's figure."""
+    W = models["W"]
+    if W.shape[-1] != 2:
+        raise ConfigError("models", f"expected models with n_hidden 2 (angles are read in a plane), found {W.shape[-1]}")
+    levels = [level_geometry(W[i], float(p), represented_norm) for i, p in enumerate(models["feature_probability"])]
+    summary = summarise(levels, n_hidden=2)
+    tracker.log_metrics(summary)
+    for step, level in enumerate(levels):
+        tracker.log_metrics({"represented_features": float(len(level.represented))}, step=step)
+    tracker.log_figure(directions_figure(W, levels, models["importance"]), "feature_directions")
+    return {"summary": summary, "levels": [level.as_dict() for level in levels]}

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from interp_pipeline.progress import progress
+from interp_pipeline.superposition.config import TMSConfig
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 
 def feature_probabilities(levels: int, min_probability: float) -> torch.Tensor:
@@ -118,3 +120,22 @@ def best_of_replicas(probabilities: torch.Tensor, replicas: int, n_features: int
         "eval_loss": loss[chosen],
         "replica_eval_loss": loss.view(len(probabilities), replicas),
     }
+
+
+def train_across_sparsity(settings: TMSConfig, tracker: Tracker = NULL_TRACKER) -> dict[str, torch.Tensor]:
+    """The train_tms stage's work: the best of ``settings.replicas`` models per sparsity level, the
+    training loss every ``settings.log_every`` steps and each level's held-out loss logged."""
+
+    def on_step(step: int, loss: torch.Tensor) -> None:
+        if step % settings.log_every == 0 or step == settings.steps - 1:
+            tracker.log_metrics({"loss": float(loss.mean())}, step=step)
+
+    models = best_of_replicas(
+        feature_probabilities(settings.sparsity_levels, settings.min_feature_probability), settings.replicas,
+        settings.n_features, settings.n_hidden, settings.importance_decay, eval_batch=settings.eval_batch,
+        seed=settings.seed, steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, on_step=on_step)
+    for level, loss in enumerate(models["eval_loss"].tolist()):
+        tracker.log_metrics({"eval_loss": loss}, step=level)
+    tracker.log_metrics({"eval_loss_dense": float(models["eval_loss"][0]),
+                         "eval_loss_sparse": float(models["eval_loss"][-1])})
+    return models

@@ -14,12 +14,10 @@ from interp_pipeline.superposition.geometry import angular_gaps
 
 @pytest.fixture(scope="module")
 def geometry():
-    # The experiment's settings (conf/tms/default.yaml) at its two ends only, dense and sparsest:
+    # The experiment's settings (TMSConfig's defaults) at its two ends only, dense and sparsest:
     # the expect entries read those two levels, and 2 levels cost a fifth of 10.
-    settings = OmegaConf.to_container(OmegaConf.load(conf_dir() / "tms" / "default.yaml"))
-    settings.update(sparsity_levels=2, seed=0)
     torch.set_num_threads(1)
-    models = train_tms(**settings)
+    models = train_tms(sparsity_levels=2, seed=0)
     return models, tms_geometry(models)
 
 
