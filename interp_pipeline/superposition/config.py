@@ -28,9 +28,9 @@ class TMSConfig:
     min_feature_probability: float = fraction(0.05, open_below=True)
     replicas: int = positive(4)  # models per level; the one with the lowest held-out loss is kept
     steps: int = positive(2000)
-    batch_size: int = positive(256)  # feature vectors per step, per level and replica
+    batch_size_samples: int = positive(256)  # feature vectors x drawn per step, per level and replica
     lr: float = positive(1e-2)
-    eval_batch: int = positive(20000)  # held-out feature vectors per level
+    eval_samples: int = positive(20000)  # held-out feature vectors per level, choosing the best replica
     log_every: int = positive(100)
     seed: int = SI("${seed}")
 

@@ -96,7 +96,7 @@ def train_toy_models(
 
 
 def best_of_replicas(probabilities: torch.Tensor, replicas: int, n_features: int, n_hidden: int,
-                     importance_decay: float, *, eval_batch: int, seed: int,
+                     importance_decay: float, *, eval_samples: int, seed: int,
                      **training: object) -> dict[str, torch.Tensor]:
     """Train ``replicas`` models per probability and keep, per probability, the one with the lowest
     loss on a held-out batch.
@@ -108,7 +108,7 @@ def best_of_replicas(probabilities: torch.Tensor, replicas: int, n_features: int
     """
     repeated = probabilities.repeat_interleave(replicas)
     trained = train_toy_models(n_features, n_hidden, repeated, importance_decay, seed=seed, **training)  # type: ignore[arg-type]
-    held_out = sample_features(eval_batch, repeated, n_features, torch.Generator().manual_seed(seed + 1))
+    held_out = sample_features(eval_samples, repeated, n_features, torch.Generator().manual_seed(seed + 1))
     with torch.no_grad():
         loss = importance_weighted_loss(held_out, trained["W"], trained["b"], trained["importance"])
     chosen = loss.view(len(probabilities), replicas).argmin(dim=1) + torch.arange(len(probabilities)) * replicas
@@ -132,8 +132,8 @@ def train_across_sparsity(settings: TMSConfig, tracker: Tracker = NULL_TRACKER) 
 
     models = best_of_replicas(
         feature_probabilities(settings.sparsity_levels, settings.min_feature_probability), settings.replicas,
-        settings.n_features, settings.n_hidden, settings.importance_decay, eval_batch=settings.eval_batch,
-        seed=settings.seed, steps=settings.steps, batch_size=settings.batch_size, lr=settings.lr, on_step=on_step)
+        settings.n_features, settings.n_hidden, settings.importance_decay, eval_samples=settings.eval_samples,
+        seed=settings.seed, steps=settings.steps, batch_size=settings.batch_size_samples, lr=settings.lr, on_step=on_step)
     for level, loss in enumerate(models["eval_loss"].tolist()):
         tracker.log_metrics({"eval_loss": loss}, step=level)
     tracker.log_metrics({"eval_loss_dense": float(models["eval_loss"][0]),

@@ -99,4 +99,4 @@ def test_train_tms_from_python_and_from_the_command_line_train_the_same_steps(ou
     monkeypatch.setattr(tms, "train_across_sparsity", lambda settings, tracker: seen.append(settings) or {})
     train_tms()  # what a notebook calls: the stage's own code path, up to the training itself
     assert seen == [from_cli]
-    assert from_cli.steps == 2000 and from_cli.batch_size == 256
+    assert from_cli.steps == 2000 and from_cli.batch_size_samples == 256
