@@ -14,6 +14,7 @@ from omegaconf import MISSING, SI
 
 from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
 from interp_pipeline.config.settings import ROOT_DEFAULTS
+from interp_pipeline.patching.config import PatchingConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 
 L1_PENALISED = ("standard", "gated")
@@ -196,20 +197,6 @@ class CacheConfig:
     shard_index: int = at_least(0, 0)
     num_shards: int = positive(1)
     pad_token_id: Optional[int] = None  # default: the model tokenizer's
-
-
-@dataclass
-class PatchingConfig:
-    """Activation, path and attribution patching (the activation_patching stage)."""
-
-    sweeps: List[str] = field(default_factory=lambda: ["resid_pre", "head_out"])
-    metric: str = "logit_diff"  # logit_diff, answer_prob, kl, loss
-    normalize: bool = True  # (patched - corrupted) / (clean - corrupted)
-    attribution: bool = True  # also the gradient estimate of every sweep, and its correlation
-    path: List[Any] = field(default_factory=list)  # {receivers: final} or {receivers: [[l, h], ...], input: q|k|v}
-    max_batch: int = positive(64)  # sequences in any one forward pass
-    top_k: int = at_least(0, 10)
-    engine: str = "auto"  # auto (fast where the model allows), fast, generic
 
 
 @dataclass

@@ -4,8 +4,8 @@ logits the metric reads.
 A metric sees logits only where it needs them (the END position for all but
 ``loss``), so the engine can skip the unembedding everywhere else: with GPT-2's
 50k-token vocabulary that is a third of a forward pass. Every metric is a mean of
-per-prompt values, so a sweep can split its prompts across forward passes
-(``patching.max_batch``) and still give the same number. ``normalize`` maps the
+per-prompt values, so a grid can split its prompts across forward passes
+(``patching.batch_size_prompts``) and still give the same number. ``normalize`` maps the
 corrupted run to 0 and the clean run to 1: (patched - corrupted) / (clean - corrupted).
 """
 
