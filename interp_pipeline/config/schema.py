@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, SI
 
+from interp_pipeline.analysis.config import InspectConfig, LogitLensConfig
 from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
 from interp_pipeline.config.settings import ROOT_DEFAULTS
 from interp_pipeline.patching.config import PatchingConfig
@@ -127,36 +128,6 @@ class HeadScoresConfig:
     batch_size: int = positive(16)
     top_k: int = positive(10)
     exclude_bos: bool = True
-
-
-@dataclass
-class InspectConfig:
-    """A first look at a model on some sequences (the inspect_model stage)."""
-
-    prompts: Optional[List[str]] = None  # text prompts; None: the sequences come from the pipeline's data stage
-    prepend_bos: bool = True
-    layers: Optional[List[int]] = None  # attention patterns of these layers; None: all
-    heads: Optional[List[int]] = None  # ... and of these heads; None: all
-    positions: Any = "last"  # where to read the top-k: last, all, START:STOP or a list of positions
-    top_k: int = positive(5)
-    show_prompt: int = at_least(0, 0)  # the sequence whose attention patterns are drawn
-    exclude_bos: bool = True  # leave BOS (an attention sink with an outsized norm) out of the norms' means
-    max_table_prompts: int = positive(8)  # sequences listed in the token and prediction tables
-    batch_size: int = positive(16)
-
-
-@dataclass
-class LogitLensConfig:
-    """Each layer's residual stream read through the final LayerNorm and the unembedding (the logit_lens stage)."""
-
-    prompts: Optional[List[str]] = None  # text prompts; None: the sequences come from the pipeline's data stage
-    answer: Optional[str] = None  # one token, the prompts' expected next token (" Paris")
-    prepend_bos: bool = True
-    positions: Any = "last"  # where the metrics are read: last, all, START:STOP or a list of positions
-    top_k: int = positive(5)
-    show_prompt: int = at_least(0, 0)  # the sequence drawn in the heatmaps
-    max_positions: int = positive(24)  # the heatmaps show the shown sequence's last this many positions
-    batch_size: int = positive(16)
 
 
 @dataclass
