@@ -10,6 +10,7 @@ The ``check_*`` functions are the stages' pre-flight: what the settings' schema 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.config.records import check_string_records
@@ -60,13 +61,14 @@ def _ioi_records(settings: IOIPromptsConfig) -> list[IOIPrompt]:
                         spaced_punctuation=settings.spaced_punctuation)
 
 
-def check_ioi_tokenizer(settings: IOIPromptsConfig, model: Any) -> None:
-    """Tokenize and align the prompts with the model's tokenizer before the model exists (``model``: its
-    shape; a trained toy model's tokenizer is built in code), so too few aligned pairs stop the run
-    before the model trains."""
+def check_ioi_inputs(settings: IOIPromptsConfig, inputs: Mapping[str, Any]) -> None:
+    """Tokenize and align the prompts with the model's tokenizer before the model exists (``inputs``: the
+    inputs' shapes; a trained toy model's tokenizer is built in code), so too few aligned pairs stop the
+    run before the model trains."""
     from interp_pipeline.patching.prompt_pairs import tokenize_pairs
 
-    if model.tokenizer is None:
+    model = inputs.get("model")
+    if model is None or model.tokenizer is None:
         return
     try:
         tokenize_pairs(model.tokenizer, _ioi_records(settings), prepend_bos=settings.prepend_bos,
@@ -102,11 +104,13 @@ def check_written(settings: PromptPairsConfig) -> None:
     check_string_records("pairs", settings.pairs, PAIR_FIELDS)
 
 
-def check_written_tokenizer(settings: PromptPairsConfig, model: Any) -> None:
-    """Every pair aligned under the model's tokenizer (``model``: its shape), before the model is built or trained."""
+def check_written_inputs(settings: PromptPairsConfig, inputs: Mapping[str, Any]) -> None:
+    """Every pair aligned under the model's tokenizer (``inputs``: the inputs' shapes), before the model is
+    built or trained."""
     from interp_pipeline.patching.prompt_pairs import tokenize_pairs
 
-    if model.tokenizer is None:
+    model = inputs.get("model")
+    if model is None or model.tokenizer is None:
         return
     tokenize_pairs(model.tokenizer, settings.pairs, prepend_bos=settings.prepend_bos, min_pairs=1, key="pairs",
                    max_len=model.n_ctx, loss_positions=settings.loss_positions)
@@ -128,8 +132,9 @@ def written_pairs(model: HookedTransformer, settings: PromptPairsConfig, tracker
 # ---------------------------------------------------------------- repeated-token pairs (induction)
 
 
-def check_repeated_tokens(settings: RepeatedPairsConfig, tokens: Any) -> None:
-    """``n_pairs`` at most the probe's sequences (``tokens``: the probe's shape)."""
+def check_repeated_inputs(settings: RepeatedPairsConfig, inputs: Mapping[str, Any]) -> None:
+    """``n_pairs`` at most the probe's sequences (``inputs``: the inputs' shapes)."""
+    tokens = inputs.get("tokens")
     if tokens is not None and tokens.n_sequences is not None and settings.n_pairs > tokens.n_sequences:
         raise ConfigError("n_pairs", f"expected at most the probe's {tokens.n_sequences} sequences, "
                                      f"found {settings.n_pairs}")

@@ -46,6 +46,13 @@ def check_model(settings: PatchingConfig, cfg: Any) -> list[Receivers]:
     return [parse_receivers(dict(entry), cfg, f"path[{index}]") for index, entry in enumerate(settings.path)]
 
 
+def check_inputs(settings: PatchingConfig, inputs: Mapping[str, Any]) -> None:
+    """:func:`check_model` against the model's shape (``inputs``: the inputs' shapes), before the model is
+    built or trained."""
+    if inputs.get("model") is not None:
+        check_model(settings, inputs["model"])
+
+
 def metric_names(settings: PatchingConfig) -> list[str]:
     """The metric names the stage can log (glob patterns), for expect: keys before the run."""
     arrays = [*settings.grids, "path*", *(str(e.get("name")) for e in settings.path

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.patching.config import PatchingConfig
-from interp_pipeline.patching.run import check_model, check_settings, metric_names
+from interp_pipeline.patching.run import check_inputs, check_settings, metric_names
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
@@ -26,15 +26,8 @@ if TYPE_CHECKING:
     from interp_pipeline.patching.labelled import LabelledArray
 
 
-def _check_shapes(settings: PatchingConfig, inputs: Mapping[str, Any]) -> None:
-    """Grids and path receivers against the model's shape, before the model is built or trained."""
-    model = inputs.get("model")
-    if model is not None:
-        check_model(settings, model)
-
-
 @stage("activation_patching", outputs=("results",), config=PatchingConfig, preflight=check_settings,
-       check_shapes=_check_shapes, metrics=metric_names, version=1, summary=("clean_*", "corrupted_*", "*/top1"))
+       check_shapes=check_inputs, metrics=metric_names, version=1, summary=("clean_*", "corrupted_*", "*/top1"))
 def activation_patching(model: Any, pairs: Mapping[str, Tensor], settings: PatchingConfig,
                         tracker: Tracker = NULL_TRACKER) -> dict[str, LabelledArray]:
     """Patch clean activations into the corrupted run for each grid (and path); see the module doc."""

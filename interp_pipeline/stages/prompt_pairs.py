@@ -10,8 +10,7 @@ data group (``data``, ``pairs``); the work is interp_pipeline.patching.pair_data
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from interp_pipeline.patching import pair_datasets
 from interp_pipeline.patching.config import IOIPromptsConfig, PromptPairsConfig, RepeatedPairsConfig
@@ -26,13 +25,8 @@ if TYPE_CHECKING:
 PAIR_METRICS = ("pairs_kept", "pairs_dropped", "seq_len", "pad_fraction")
 
 
-def _check_ioi_shapes(settings: IOIPromptsConfig, inputs: Mapping[str, Any]) -> None:
-    if inputs.get("model") is not None:
-        pair_datasets.check_ioi_tokenizer(settings, inputs["model"])
-
-
 @stage("ioi_prompts", outputs=("pairs",), config=IOIPromptsConfig, preflight=pair_datasets.check_ioi,
-       check_shapes=_check_ioi_shapes, metrics=PAIR_METRICS, summary=("pairs_kept", "pairs_dropped"))
+       check_shapes=pair_datasets.check_ioi_inputs, metrics=PAIR_METRICS, summary=("pairs_kept", "pairs_dropped"))
 def ioi_prompts(model: HookedTransformer, settings: IOIPromptsConfig,
                 tracker: Tracker = NULL_TRACKER) -> dict[str, Tensor]:
     """``n_prompts`` IOI prompt pairs from tasks/ioi_prompts.py's generator, tokenized and aligned.
@@ -46,13 +40,8 @@ def ioi_prompts(model: HookedTransformer, settings: IOIPromptsConfig,
     return pair_datasets.ioi_pairs(model, settings, tracker)
 
 
-def _check_pair_shapes(settings: PromptPairsConfig, inputs: Mapping[str, Any]) -> None:
-    if inputs.get("model") is not None:
-        pair_datasets.check_written_tokenizer(settings, inputs["model"])
-
-
 @stage("prompt_pairs", outputs=("pairs",), config=PromptPairsConfig, preflight=pair_datasets.check_written,
-       check_shapes=_check_pair_shapes, metrics=PAIR_METRICS, summary=("pairs_kept", "seq_len"))
+       check_shapes=pair_datasets.check_written_inputs, metrics=PAIR_METRICS, summary=("pairs_kept", "seq_len"))
 def prompt_pairs(model: HookedTransformer, settings: PromptPairsConfig,
                  tracker: Tracker = NULL_TRACKER) -> dict[str, Tensor]:
     """Clean/corrupted prompt pairs written in YAML (``{clean, corrupted, answer, wrong}`` each):
@@ -67,11 +56,7 @@ def prompt_pairs(model: HookedTransformer, settings: PromptPairsConfig,
     return pair_datasets.written_pairs(model, settings, tracker)
 
 
-def _check_repeated_shapes(settings: RepeatedPairsConfig, inputs: Mapping[str, Any]) -> None:
-    pair_datasets.check_repeated_tokens(settings, inputs.get("tokens"))
-
-
-@stage("repeated_pairs", outputs=("pairs",), config=RepeatedPairsConfig, check_shapes=_check_repeated_shapes,
+@stage("repeated_pairs", outputs=("pairs",), config=RepeatedPairsConfig, check_shapes=pair_datasets.check_repeated_inputs,
        metrics=("n_pairs", "seq_len"))
 def repeated_pairs(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], settings: RepeatedPairsConfig,
                    tracker: Tracker = NULL_TRACKER) -> dict[str, Tensor]:

@@ -14,6 +14,15 @@ from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E40
 from tests.support.models import tiny_model_and_tokens  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    # A tracker that drops figures (NULL_TRACKER) leaves them open; matplotlib warns past 20.
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")
+
+
 def test_inspect_model_on_a_token_dataset(tmp_path):
     model, tokens = tiny_model_and_tokens(n_sequences=5, seq_len=10)
     tracker = RecordingTracker(NullRun(), tmp_path)
