@@ -27,8 +27,8 @@ _STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}"
           "th,td{border:1px solid #ccc;padding:2px 8px;text-align:right;font-size:13px}"
           "th{background:#f2f2f2}td.text{text-align:left;font-family:monospace}"
           "p.meta{color:#555}table.header th{text-align:left}"
-          "section.sweep{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start;margin-bottom:2em}"
-          "section.sweep h3{font-size:14px;margin:60px 0 0}")
+          "section.grid{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start;margin-bottom:2em}"
+          "section.grid h3{font-size:14px;margin:60px 0 0}")
 
 
 def escape(text: Any) -> str:

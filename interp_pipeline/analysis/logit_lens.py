@@ -12,17 +12,22 @@ ones); the final state then gives the model's logits exactly (tested against
 ``run_with_cache`` on both).
 
 Everything per (state, position) is reduced as soon as a state's logits exist, so
-GPT-2's 50,257-wide vocabulary never sits in memory for all states at once.
+GPT-2's 50,257-wide vocabulary never sits in memory for all states at once. :func:`lens_report`
+is the logit_lens stage's work: the lens logged as metrics per state, a markdown table, PNGs
+(analysis.look_figures) and one HTML page (analysis.look_pages).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.analysis.prompt_set import NO_TARGET, PromptSet, batches, select_positions
+from interp_pipeline.analysis.config import LogitLensConfig
+from interp_pipeline.analysis.prompt_set import NO_TARGET, PromptSet, batches, check_prompt_settings, select_positions
+from interp_pipeline.errors import ConfigError
 from interp_pipeline.progress import progress
+from interp_pipeline.tracking.base import Tracker
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,7 +94,7 @@ def _reduce_state(logits: Tensor, final_logprobs: Tensor, targets: Tensor, top_k
     }
 
 
-def run_logit_lens(model: Any, prompts: PromptSet, *, top_k: int = 5, batch_size: int = 16) -> LensResult:
+def run_logit_lens(model: Any, prompts: PromptSet, *, top_k: int, batch_size_prompts: int) -> LensResult:
     """The lens of every sequence in ``prompts`` at every position (reduced: see :class:`SequenceLens`)."""
     import numpy as np
     import torch
@@ -97,7 +102,7 @@ def run_logit_lens(model: Any, prompts: PromptSet, *, top_k: int = 5, batch_size
     n_layers = model.cfg.n_layers
     result = LensResult(state_labels(n_layers), [None] * len(prompts))  # type: ignore[list-item]
     device = next(model.parameters()).device
-    groups = batches(prompts, batch_size)
+    groups = batches(prompts, batch_size_prompts)
     with torch.inference_mode():
         for group in progress(groups, desc="logit lens", unit="batch"):
             tokens = torch.stack([prompts.tokens[i] for i in group]).to(device)
@@ -142,3 +147,75 @@ def lens_table_markdown(labels: Sequence[str], metrics: dict[str, list[float]]) 
     for i, label in enumerate(labels):
         lines.append(f"| {label} | " + " | ".join(f"{metrics[n][i]:.4g}" for n in names) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the logit_lens stage's work
+
+
+def lens_report(model: Any, tokens: Tensor | None, pairs: Mapping[str, Tensor] | None, settings: LogitLensConfig,
+                tracker: Tracker) -> dict[str, Any]:
+    """The lens of ``settings.prompts`` or the data stage's ``tokens`` or ``pairs``: per-state metrics over
+    ``positions`` logged with the state as step and by state name (``answer_prob/final_post``), a table per
+    state, the shown sequence's heatmaps; returns the metrics and the shown sequence's top tokens."""
+    from interp_pipeline.analysis.prompt_set import prompt_set
+
+    check_prompt_settings(settings)
+    sequences = prompt_set(model, tokens=tokens, pairs=pairs, prompts=settings.prompts, answer=settings.answer,
+                           prepend_bos=settings.prepend_bos)
+    show = settings.show_prompt
+    if show >= len(sequences):
+        raise ConfigError("show_prompt", f"expected a sequence index below {len(sequences)}, found {show}")
+    result = run_logit_lens(model, sequences, top_k=settings.top_k, batch_size_prompts=settings.batch_size_prompts)
+    metrics = lens_metrics(result, sequences, settings.positions)
+    for step, label in enumerate(result.labels):
+        tracker.log_metrics({name: values[step] for name, values in metrics.items()}, step=step)
+        tracker.log_metrics({f"{name}/{label}": values[step] for name, values in metrics.items()})
+    tracker.log_metrics({"n_sequences": len(sequences)})
+    tracker.log_text(lens_table_markdown(result.labels, metrics), "logit_lens.md")
+    _log_figures(tracker, model, sequences, result, metrics, show, settings.max_positions)
+    shown = result.sequences[show]
+    return {"states": result.labels, "metrics": metrics, "shown_prompt": show,
+            "str_tokens": sequences.str_tokens[show],
+            "top_tokens": [[[_decode(model, t) for t in pos] for pos in state] for state in shown.top_ids],
+            "top_probs": shown.top_probs.tolist()}
+
+
+def _decode(model: Any, token: Any) -> str:
+    from interp_pipeline.analysis.prompt_set import str_tokens_of
+
+    return str_tokens_of(model, [int(token)])[0]
+
+
+def _log_figures(tracker: Tracker, model: Any, sequences: PromptSet, result: LensResult,
+                 metrics: dict[str, list[float]], show: int, max_positions: int) -> None:
+    """The shown sequence's heatmaps (the lens's top-1 probability; the actual next token's, where every
+    position has one), and the per-layer summary, as PNGs and on one HTML page."""
+    import numpy as np
+
+    from interp_pipeline.analysis import look_figures, look_pages
+    from interp_pipeline.html_page import html_page, html_table
+    from interp_pipeline.models.labels import model_label
+
+    name, lens = model_label(model), result.sequences[show]
+    start = max(0, len(sequences.tokens[show]) - max_positions)
+    cells = [[_decode(model, t) for t in row[start:, 0]] for row in lens.top_ids]
+    columns = [f"{p}: {t}" for p, t in enumerate(sequences.str_tokens[show])][start:]
+    prompt = f"prompt {show}: {sequences.label(show)!r}"
+    heatmaps = [("top1", lens.top_probs[:, start:, 0], "probability of the top-1 token")]
+    target = lens.target_prob[:, start:]
+    if not np.isnan(target).all():  # the last position has no next token: a grey cell
+        heatmaps.append(("answer", target, "probability of the actual next token"))
+    page = []
+    for key, values, scale in heatmaps:
+        title = f"{name}: logit lens, {scale}\n{prompt}"
+        tracker.log_figure(look_figures.lens_heatmap_figure(values, cells, result.labels, columns, title, scale),
+                           f"logit_lens_{key}")
+        page.append(look_pages.lens_heatmap_plot(values, cells, result.labels, columns, title.replace("\n", " "),
+                                                 scale))
+    about = f"prompt: {sequences.label(0)!r}" if len(sequences) == 1 else f"{len(sequences)} sequences"
+    summary_title = f"{name}: logit lens per layer ({about})"
+    tracker.log_figure(look_figures.lens_layers_figure(result.labels, metrics, summary_title), "logit_lens_layers")
+    rows = [{"state": label, **{m: values[i] for m, values in metrics.items()}} for i, label in enumerate(result.labels)]
+    tracker.log_text(html_page(f"{name}: logit lens", [*page, "<h2>Per layer (means over the chosen positions)</h2>",
+                                                       html_table(rows, text_columns=("state",))],
+                               meta=f"model: {name}; {about}; heatmaps: {prompt}"), "logit_lens.html")

@@ -186,21 +186,23 @@ def prompt_set(model: Any, *, tokens: Tensor | None, pairs: Mapping[str, Tensor]
     return from_prompts(model, list(prompts or []), answer, prepend_bos)
 
 
-def batches(prompts: PromptSet, batch_size: int) -> list[list[int]]:
+def batches(prompts: PromptSet, batch_size_prompts: int) -> list[list[int]]:
     """Indices of sequences run together: equal lengths only, so no padding ever reaches the model."""
     by_length: dict[int, list[int]] = {}
     for i, seq in enumerate(prompts.tokens):
         by_length.setdefault(len(seq), []).append(i)
-    return [group[j:j + batch_size] for group in by_length.values() for j in range(0, len(group), batch_size)]
+    return [group[j:j + batch_size_prompts] for group in by_length.values()
+            for j in range(0, len(group), batch_size_prompts)]
 
 
 # ---------------------------------------------------------------- pre-flight (the stages' checks)
 
 
-def check_prompt_params(params: Mapping[str, Any]) -> None:
-    """The params alone: ``positions``, and ``prompts`` a non-empty list of strings when given."""
-    check_positions("positions", params.get("positions", "last"))
-    prompts = params.get("prompts")
+def check_prompt_settings(settings: Any) -> None:
+    """The settings alone (an InspectConfig or LogitLensConfig): ``positions``, and ``prompts`` a
+    non-empty list of non-empty strings when given."""
+    check_positions("positions", settings.positions)
+    prompts = settings.prompts
     if prompts is not None:
         if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
             raise ConfigError("prompts", f"expected a non-empty list of strings, found {prompts!r}")
@@ -209,11 +211,11 @@ def check_prompt_params(params: Mapping[str, Any]) -> None:
                 raise ConfigError(f"prompts[{i}]", f"expected a non-empty string, found {prompt!r}")
 
 
-def check_prompt_sources(params: Mapping[str, Any], inputs: Mapping[str, Any]) -> None:
+def check_prompt_sources(settings: Any, inputs: Mapping[str, Any]) -> None:
     """Exactly one source of sequences (a data stage's ``tokens`` or ``pairs``, or ``prompts``), then,
     where the model's tokenizer is within reach, every prompt and the answer against it."""
     fed = [name for name in inputs if name in ("tokens", "pairs")]
-    prompts = params.get("prompts")
+    prompts, answer = settings.prompts, getattr(settings, "answer", None)
     if fed and prompts is not None:
         raise ConfigError("prompts", f"expected none: this pipeline feeds the stage its sequences (the {fed[0]} "
                                      f"input), found {len(prompts)} prompts; drop them or use a pipeline without "
@@ -221,36 +223,37 @@ def check_prompt_sources(params: Mapping[str, Any], inputs: Mapping[str, Any]) -
     if not fed and prompts is None:
         raise ConfigError("prompts", "expected a non-empty list of strings (this pipeline has no data stage), "
                                      "found none")
-    if fed and params.get("answer") is not None:
+    if fed and answer is not None:
         raise ConfigError("answer", f"expected none: the {fed[0]} input brings every sequence's next tokens, "
-                                    f"found {params['answer']!r}")
+                                    f"found {answer!r}")
     model = inputs.get("model")
     n_sequences = len(prompts) if prompts is not None else getattr(inputs.get("tokens"), "n_sequences", None)
-    show = params.get("show_prompt", 0)
+    show = settings.show_prompt
     if n_sequences is not None and show >= n_sequences:
         raise ConfigError("show_prompt", f"expected a sequence index below {n_sequences}, found {show}")
     if model is None:
         return
-    lengths = _prompt_lengths(params, model) if prompts is not None else []
+    lengths = _prompt_lengths(settings, model) if prompts is not None else []
     tokens_shape = inputs.get("tokens") if fed == ["tokens"] else None
     if tokens_shape is not None and tokens_shape.seq_len is not None:
         lengths = [tokens_shape.seq_len]
     for length in lengths or []:
-        select_positions(params.get("positions", "last"), length)
+        select_positions(settings.positions, length)
 
 
-def _prompt_lengths(params: Mapping[str, Any], model: Any) -> list[int] | None:
+def _prompt_lengths(settings: Any, model: Any) -> list[int] | None:
     """Each prompt's length in tokens (None without the tokenizer); too long, unknown words, or an
     answer of several tokens is a ConfigError on its key."""
     tokenizer = model.tokenizer
     if tokenizer is None:
         return None
     lengths = []
-    for i, prompt in enumerate(params["prompts"]):
-        length = len(prompt_token_ids(tokenizer, prompt, params.get("prepend_bos", True), f"prompts[{i}]"))
+    for i, prompt in enumerate(settings.prompts):
+        length = len(prompt_token_ids(tokenizer, prompt, settings.prepend_bos, f"prompts[{i}]"))
         if length > model.n_ctx:
             raise ConfigError(f"prompts[{i}]", f"expected at most n_ctx={model.n_ctx} tokens, found {length}")
         lengths.append(length)
-    if params.get("answer") is not None:
-        answer_id(tokenizer, params["answer"])
+    answer = getattr(settings, "answer", None)
+    if answer is not None:
+        answer_id(tokenizer, answer)
     return lengths

@@ -12,8 +12,10 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, SI
 
+from interp_pipeline.analysis.config import InspectConfig, LogitLensConfig
 from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
 from interp_pipeline.config.settings import ROOT_DEFAULTS
+from interp_pipeline.patching.config import PatchingConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 
 L1_PENALISED = ("standard", "gated")
@@ -129,36 +131,6 @@ class HeadScoresConfig:
 
 
 @dataclass
-class InspectConfig:
-    """A first look at a model on some sequences (the inspect_model stage)."""
-
-    prompts: Optional[List[str]] = None  # text prompts; None: the sequences come from the pipeline's data stage
-    prepend_bos: bool = True
-    layers: Optional[List[int]] = None  # attention patterns of these layers; None: all
-    heads: Optional[List[int]] = None  # ... and of these heads; None: all
-    positions: Any = "last"  # where to read the top-k: last, all, START:STOP or a list of positions
-    top_k: int = positive(5)
-    show_prompt: int = at_least(0, 0)  # the sequence whose attention patterns are drawn
-    exclude_bos: bool = True  # leave BOS (an attention sink with an outsized norm) out of the norms' means
-    max_table_prompts: int = positive(8)  # sequences listed in the token and prediction tables
-    batch_size: int = positive(16)
-
-
-@dataclass
-class LogitLensConfig:
-    """Each layer's residual stream read through the final LayerNorm and the unembedding (the logit_lens stage)."""
-
-    prompts: Optional[List[str]] = None  # text prompts; None: the sequences come from the pipeline's data stage
-    answer: Optional[str] = None  # one token, the prompts' expected next token (" Paris")
-    prepend_bos: bool = True
-    positions: Any = "last"  # where the metrics are read: last, all, START:STOP or a list of positions
-    top_k: int = positive(5)
-    show_prompt: int = at_least(0, 0)  # the sequence drawn in the heatmaps
-    max_positions: int = positive(24)  # the heatmaps show the shown sequence's last this many positions
-    batch_size: int = positive(16)
-
-
-@dataclass
 class CausalTracingConfig:
     """Causal tracing of factual recall (the causal_tracing stage; Meng et al. 2022)."""
 
@@ -196,20 +168,6 @@ class CacheConfig:
     shard_index: int = at_least(0, 0)
     num_shards: int = positive(1)
     pad_token_id: Optional[int] = None  # default: the model tokenizer's
-
-
-@dataclass
-class PatchingConfig:
-    """Activation, path and attribution patching (the activation_patching stage)."""
-
-    sweeps: List[str] = field(default_factory=lambda: ["resid_pre", "head_out"])
-    metric: str = "logit_diff"  # logit_diff, answer_prob, kl, loss
-    normalize: bool = True  # (patched - corrupted) / (clean - corrupted)
-    attribution: bool = True  # also the gradient estimate of every sweep, and its correlation
-    path: List[Any] = field(default_factory=list)  # {receivers: final} or {receivers: [[l, h], ...], input: q|k|v}
-    max_batch: int = positive(64)  # sequences in any one forward pass
-    top_k: int = at_least(0, 10)
-    engine: str = "auto"  # auto (fast where the model allows), fast, generic
 
 
 @dataclass

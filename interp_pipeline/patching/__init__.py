@@ -1,1 +1,1 @@
-"""Activation patching: sweeps over model components, their metrics, and their labelled results."""
+"""Activation patching: grids over model components, their metrics, and their labelled results."""

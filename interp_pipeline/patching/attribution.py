@@ -1,10 +1,10 @@
-"""Attribution patching: every sweep's first-order estimate from two passes.
+"""Attribution patching: every grid's first-order estimate from two passes.
 
 Nanda's gradient approximation: patching activation ``a`` from clean into corrupted
 changes the metric by about ``(a_clean - a_corrupted) . dM/da``, the gradient taken
 on the corrupted run. One forward and backward on the corrupted prompts and one
-forward on the clean ones give the estimate for every component of every sweep.
-The estimate is reported in the exact sweep's units (the patched metric, not the
+forward on the clean ones give the estimate for every component of every grid.
+The estimate is reported in the exact grid's units (the patched metric, not the
 change), so the two arrays compare directly; it is exact where the metric is
 linear in the activation (e.g. the last layer's outputs of a model without a final
 LayerNorm).
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from interp_pipeline.patching.engine import hook_names_for
 from interp_pipeline.patching.forward import run_grouped_with_cache
 from interp_pipeline.patching.metrics import Metric
-from interp_pipeline.patching.sweeps import Sweep, run_parts
+from interp_pipeline.patching.grids import Grid, run_parts
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -36,21 +36,21 @@ class AttributionData:
     seconds: float  # time of the two passes
 
 
-def prepare_attribution(model: Any, pairs: Mapping[str, Tensor], metric: Metric, sweep_names: Sequence[str], *,
-                        max_batch: int) -> AttributionData:
-    """The two passes (``max_batch`` prompts at a time); ``metric`` must be calibrated."""
+def prepare_attribution(model: Any, pairs: Mapping[str, Tensor], metric: Metric, grid_names: Sequence[str], *,
+                        batch_size_prompts: int) -> AttributionData:
+    """The two passes (``batch_size_prompts`` prompts at a time); ``metric`` must be calibrated."""
     import torch
 
     start = time.perf_counter()
     device = model.cfg.device
     pairs = {k: v.to(device) for k, v in pairs.items()}
-    names = hook_names_for(sweep_names, model.cfg.n_layers)
+    names = hook_names_for(grid_names, model.cfg.n_layers)
     with torch.inference_mode():
-        _, clean = run_grouped_with_cache(model, pairs["clean"], names, max_batch)
+        _, clean = run_grouped_with_cache(model, pairs["clean"], names, batch_size_prompts)
     n_prompts = pairs["clean"].shape[0]
     corrupted: dict[str, list[Tensor]] = {name: [] for name in names}
     grads: dict[str, list[Tensor]] = {name: [] for name in names}
-    for rows in torch.arange(n_prompts, device=device).split(max_batch):
+    for rows in torch.arange(n_prompts, device=device).split(batch_size_prompts):
         captured: dict[str, Tensor] = {}
 
         def as_leaf(activation: Tensor, hook: Any) -> Tensor:
@@ -83,7 +83,7 @@ def prepare_attribution(model: Any, pairs: Mapping[str, Tensor], metric: Metric,
     )
 
 
-# Dimensions summed away, per sweep axes: the batch always; then whatever the index leaves.
+# Dimensions summed away, per grid axes: the batch always; then whatever the index leaves.
 # Vectors are [batch, pos, (head,) d]; patterns are [batch, head, dest, src].
 _SUMMED = {
     ("layer", "pos"): (0, 2),
@@ -94,18 +94,18 @@ _SUMMED = {
 }
 
 
-def attribution_estimate(sweep: Sweep, data: AttributionData) -> Tensor:
-    """The estimated patched metric for every index of ``sweep`` (TransformerLens's shape)."""
+def attribution_estimate(grid: Grid, data: AttributionData) -> Tensor:
+    """The estimated patched metric for every index of ``grid`` (TransformerLens's shape)."""
     import torch
 
-    dims = _SUMMED[sweep.axes]
+    dims = _SUMMED[grid.axes]
     per_layer = [
-        (data.delta[sweep.hook_name(layer)] * data.grads[sweep.hook_name(layer)]).sum(dims)
+        (data.delta[grid.hook_name(layer)] * data.grads[grid.hook_name(layer)]).sum(dims)
         for layer in range(data.cfg.n_layers)
     ]
     return (torch.stack(per_layer) + data.corrupted_value).float().cpu()
 
 
-def attribution_sweep(name: str, data: AttributionData) -> Tensor:
-    """A named sweep's estimate, composites stacked as the exact ones are (sweeps.run_parts)."""
-    return run_parts(name, lambda sweep: attribution_estimate(sweep, data))
+def attribution_grid(name: str, data: AttributionData) -> Tensor:
+    """A named grid's estimate, composites stacked as the exact ones are (grids.run_parts)."""
+    return run_parts(name, lambda grid: attribution_estimate(grid, data))

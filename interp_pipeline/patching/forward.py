@@ -30,13 +30,14 @@ def supports_fast_path(model: Any) -> bool:
     return isinstance(model, HookedTransformer) and model.cfg.positional_embedding_type != "shortformer"
 
 
-def run_grouped_with_cache(model: Any, tokens: Tensor, names: set[str], max_batch: int) -> tuple[Tensor, dict[str, Tensor]]:
-    """Logits and the named activations of a plain run, ``max_batch`` prompts at a time."""
+def run_grouped_with_cache(model: Any, tokens: Tensor, names: set[str],
+                           batch_size_prompts: int) -> tuple[Tensor, dict[str, Tensor]]:
+    """Logits and the named activations of a plain run, ``batch_size_prompts`` prompts at a time."""
     import torch
 
     logits, caches = [], []
-    for start in range(0, tokens.shape[0], max_batch):
-        out, cache = model.run_with_cache(tokens[start:start + max_batch], names_filter=lambda n: n in names)
+    for start in range(0, tokens.shape[0], batch_size_prompts):
+        out, cache = model.run_with_cache(tokens[start:start + batch_size_prompts], names_filter=lambda n: n in names)
         logits.append(out)
         caches.append({name: cache[name] for name in names})
     return torch.cat(logits), {name: torch.cat([c[name] for c in caches]) for name in names}

@@ -1,13 +1,13 @@
 """Patching results as labelled arrays: values with named dimensions and a label per index.
 
-A sweep's result is a float array such as [layer, head] or [component, layer, pos];
+A grid's result is a float array such as [layer, head] or [component, layer, pos];
 alone it cannot say which axis is which, nor which token a position held. A
 :class:`LabelledArray` carries that with it (``dims``, a readable label for every
 index in ``coords``, the metric and method in ``attrs``), so top-k tables and
 heatmaps (interp_pipeline.patching.plots) need nothing else.
 
 Importing this module registers two stage-cache codecs: one LabelledArray, and a
-dict of them (a stage returning several sweeps as one output). Each is one
+dict of them (a stage returning several grids as one output). Each is one
 safetensors file (written with ``safetensors.numpy``, so torch stays unimported)
 whose header metadata holds dims, coords, name and attrs as JSON; nothing is
 pickled. A stage module returning these must import this module at its top (as
@@ -89,7 +89,7 @@ class LabelledArray:
     ``attrs`` holds scalars describing the result: by convention ``metric`` (the
     colourbar label), ``normalized`` and ``method`` ("exact", "attribution").
     Integer or boolean values become float64, torch tensors are converted, and
-    every shape, label list and attr is checked here, so a bad sweep fails where it
+    every shape, label list and attr is checked here, so a bad grid fails where it
     is built rather than where it is plotted.
     """
 
@@ -371,7 +371,7 @@ def _is_labelled_dict(value: Any) -> bool:
 def _save_labelled_dict(value: Mapping[str, LabelledArray], path: Path) -> None:
     from safetensors.numpy import save_file
 
-    # A list, not a dict keyed by name: it keeps the stage's order of the sweeps.
+    # A list, not a dict keyed by name: it keeps the stage's order of the grids.
     header = {"format_version": FORMAT_VERSION,
               "arrays": [{"key": key, **_header(array)} for key, array in value.items()]}
     tensors = {f"{_DICT_PREFIX}{key}": _contiguous(array.values) for key, array in value.items()}

@@ -4,8 +4,8 @@ logits the metric reads.
 A metric sees logits only where it needs them (the END position for all but
 ``loss``), so the engine can skip the unembedding everywhere else: with GPT-2's
 50k-token vocabulary that is a third of a forward pass. Every metric is a mean of
-per-prompt values, so a sweep can split its prompts across forward passes
-(``patching.max_batch``) and still give the same number. ``normalize`` maps the
+per-prompt values, so a grid can split its prompts across forward passes
+(``patching.batch_size_prompts``) and still give the same number. ``normalize`` maps the
 corrupted run to 0 and the clean run to 1: (patched - corrupted) / (clean - corrupted).
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -119,9 +119,3 @@ class Metric:
         positions = self.readout_positions(rows)
         readout = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
         return self.scalar(readout, rows)
-
-
-def check_metric_name(name: str, key: str = "patching.metric") -> None:
-    if name not in METRICS:
-        raise ConfigError(key, f"expected one of {one_of(METRICS)}, found {name!r}",
-                          suggestion=did_you_mean(str(name), METRICS))

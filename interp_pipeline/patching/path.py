@@ -1,6 +1,6 @@
 """Path patching (Wang et al. 2022): the effect of each sender head through one path only.
 
-For every sender head, in the same direction as the activation sweeps (corrupted
+For every sender head, in the same direction as the activation grids (corrupted
 run, clean activations patched in):
 
 1. run the corrupted prompts with the sender's output (``hook_z``) set to its clean
@@ -14,7 +14,7 @@ run, clean activations patched in):
 
 A sender in a layer at or after every receiver has no path to them; its value is
 the corrupted run's, and is filled in without a forward pass. Senders of one
-layer run ``max_batch // n_prompts`` to a forward pass, starting at their layer
+layer run ``batch_size_prompts // n_prompts`` to a forward pass, starting at their layer
 (patching/forward.py).
 """
 
@@ -99,7 +99,7 @@ def path_patch(receivers: Receivers, setup: PatchingSetup, on_forward: Callable[
                 sums[layer] = setup.metric.corrupted_value * setup.n_prompts
                 continue
             for rows in setup.prompt_groups():
-                per_pass = max(1, setup.max_batch // len(rows))
+                per_pass = max(1, setup.batch_size_prompts // len(rows))
                 for start in range(0, n_heads, per_pass):
                     senders = list(range(start, min(n_heads, start + per_pass)))
                     # [len(senders)]: one forward with a copy of the prompts per sender

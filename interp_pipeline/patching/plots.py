@@ -5,14 +5,14 @@ diverging RdBu scale centred on zero with symmetric limits (+-max|value| over th
 whole array), so blue is positive, red negative, white zero, and a colour means the
 same number in every panel. A 2-D array is one heatmap (first dim down, second
 across); a 3-D array is one panel per entry of its first dim (TransformerLens's
-facet_col for the ``*_every`` sweeps); past 3-D the middle dims are flattened into
+facet_col for the ``*_every`` grids); past 3-D the middle dims are flattened into
 the rows, labelled "L3 pos 5 ..." (``transpose`` or ``sel`` first for another view).
 NaN cells (not computed) are grey.
 
 :func:`heatmap_figure` gives a matplotlib Figure (the PNG), :func:`heatmap_html` a
 plotly Figure (the interactive HTML, with each cell's label and value on hover).
 The caller closes a matplotlib figure it does not hand to a tracker (``plt.close``);
-interp_pipeline.patching.sweep_report's :func:`log_sweep_figures` closes its own.
+interp_pipeline.patching.grid_report's :func:`log_grid_figures` closes its own.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _grid(array: LabelledArray, cell_labels: bool = False) -> _Grid:
 
     values = np.asarray(array.values, dtype=np.float64)
     cells = None
-    if cell_labels:  # only the HTML hovers with them; a big sweep has many
+    if cell_labels:  # only the HTML hovers with them; a big grid has many
         cells = np.empty(array.shape, dtype=object)
         for index in np.ndindex(array.shape):
             cells[index] = array.label(index)

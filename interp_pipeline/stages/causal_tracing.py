@@ -188,7 +188,7 @@ def _examples_output(examples: list[Any], facts: Mapping[str, Tensor], origin: T
 
 def _log_figures(tracker: Tracker, model: Any, facts: Mapping[str, Tensor], aie: Mapping[str, Tensor],
                  examples: list[Any], window: int) -> None:
-    from interp_pipeline.stages.inspect import model_label
+    from interp_pipeline.models.labels import model_label
     from interp_pipeline.tracing.average import POSITION_CLASSES
     from interp_pipeline.tracing.plots import average_figure, layer_curves_figure, trace_figure
 

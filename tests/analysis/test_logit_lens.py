@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from interp_pipeline.analysis.inspect import inspect_prompts  # noqa: E402
+from interp_pipeline.analysis.first_look import inspect_prompts  # noqa: E402
 from interp_pipeline.analysis.logit_lens import lens_metrics, run_logit_lens, state_labels  # noqa: E402
 from interp_pipeline.analysis.prompt_set import from_tokens  # noqa: E402
 from tests.support.models import tiny_model  # noqa: E402
@@ -28,7 +28,7 @@ def _reference(model, tokens):
 
 def _check_lens_matches(model, tokens):
     sequences = from_tokens(model, tokens)
-    result = run_logit_lens(model, sequences, top_k=3, batch_size=2)
+    result = run_logit_lens(model, sequences, top_k=3, batch_size_prompts=2)
     logits, ref_logprobs, _ = _reference(model, tokens)
     final = logits.log_softmax(dim=-1)
     for i, seq in enumerate(result.sequences):
@@ -51,7 +51,8 @@ def _check_patterns_match(model, tokens, layers, heads):
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens)
     for show in range(len(tokens)):
-        found = inspect_prompts(model, sequences, layers=layers, heads=heads, positions="last", top_k=2, show=show)
+        found = inspect_prompts(model, sequences, layers=layers, heads=heads, positions="last", top_k=2, show=show,
+                                exclude_bos=True, batch_size_prompts=16)
         expected = np.stack([cache["pattern", layer][show, heads].numpy() for layer in layers])
         np.testing.assert_allclose(found.patterns, expected, atol=ATOL)
     # Norms: the mean over positions (BOS is not token 0's role here: no tokenizer) of each hook's L2 norm.
@@ -92,7 +93,7 @@ def test_metrics_read_only_the_chosen_positions():
     model = tiny_model(n_layers=2, d_vocab=50)
     tokens = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(2))
     sequences = from_tokens(model, tokens)
-    result = run_logit_lens(model, sequences, top_k=2)
+    result = run_logit_lens(model, sequences, top_k=2, batch_size_prompts=16)
     metrics = lens_metrics(result, sequences, "2:4")
     expected = np.mean([s.target_prob[:, 2:4] for s in result.sequences], axis=(0, 2))
     np.testing.assert_allclose(metrics["answer_prob"], expected, atol=1e-7)

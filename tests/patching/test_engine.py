@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from interp_pipeline.patching.engine import count_forwards, hook_names_for, prepare, run_sweep  # noqa: E402
-from interp_pipeline.patching.sweeps import ALL_NAMES, COMPOSITES, parts  # noqa: E402
+from interp_pipeline.patching.engine import count_forwards, hook_names_for, prepare, run_grid  # noqa: E402
+from interp_pipeline.patching.grids import ALL_NAMES, COMPOSITES, parts  # noqa: E402
 from tests.support.models import random_pairs, tiny_model  # noqa: E402
 
 EVERY_FUNCTIONS = {
@@ -19,39 +19,39 @@ EVERY_FUNCTIONS = {
 }
 
 
-def transformer_lens_sweep(name, model, pairs, metric):
+def transformer_lens_grid(name, model, pairs, metric):
     from transformer_lens import patching
 
     _, clean_cache = model.run_with_cache(pairs["clean"])
-    sweep = parts(name)[0]
+    grid = parts(name)[0]
     if name in COMPOSITES:
         function = getattr(patching, EVERY_FUNCTIONS[name])
-    elif sweep.tl_function is not None:
-        function = getattr(patching, sweep.tl_function)
+    elif grid.tl_function is not None:
+        function = getattr(patching, grid.tl_function)
     else:  # resid_post: TransformerLens's generic function with the same setter
-        function = partial(patching.generic_activation_patch, patch_setter=sweep.patch_setter(),
-                           activation_name=sweep.act, index_axis_names=sweep.axes)
+        function = partial(patching.generic_activation_patch, patch_setter=grid.patch_setter(),
+                           activation_name=grid.act, index_axis_names=grid.axes)
     with torch.no_grad():
         return function(model, pairs["corrupted"], clean_cache, metric.full_logits_metric)
 
 
-@pytest.mark.parametrize(("metric", "normalize", "n_prompts", "max_batch", "fast"), [
+@pytest.mark.parametrize(("metric", "normalize", "n_prompts", "batch_size_prompts", "fast"), [
     ("logit_diff", True, 3, 5, True),  # one patched copy per pass (5 // 3)
     ("logit_diff", False, 2, 64, True),  # many patches per pass
     ("kl", False, 4, 3, True),  # the prompts themselves split over passes
     ("loss", True, 3, 12, True),
     ("answer_prob", False, 3, 9, False),  # the generic path (full forwards)
 ])
-def test_every_sweep_equals_transformer_lens(metric, normalize, n_prompts, max_batch, fast):
+def test_every_grid_equals_transformer_lens(metric, normalize, n_prompts, batch_size_prompts, fast):
     model = tiny_model()
     pairs = random_pairs(n_prompts, 7)
-    # Every sweep under one metric; the others check a sample (TransformerLens's side is slow).
+    # Every grid under one metric; the others check a sample (TransformerLens's side is slow).
     names = ALL_NAMES if metric == "logit_diff" and normalize else ("resid_mid", "head_k", "head_pattern_by_pos")
-    setup = prepare(model, pairs, metric, normalize=normalize, max_batch=max_batch,
+    setup = prepare(model, pairs, metric, normalize=normalize, batch_size_prompts=batch_size_prompts,
                     hook_names=hook_names_for(names, 2), fast=fast)
     for name in names:
-        ours = run_sweep(name, setup)
-        theirs = transformer_lens_sweep(name, model, pairs, setup.metric)
+        ours = run_grid(name, setup)
+        theirs = transformer_lens_grid(name, model, pairs, setup.metric)
         assert ours.shape == theirs.shape, name
         torch.testing.assert_close(ours, theirs.float(), atol=1e-4, rtol=0, msg=name)
 
@@ -65,10 +65,10 @@ def test_other_shapes_equal_transformer_lens(shape):
     model = tiny_model(**shape)
     pairs = random_pairs(5, 9, differing=(1, 3, 6))
     names = ["resid_pre", "attn_out", "head_out", "head_v_by_pos", "head_pattern_by_pos"]
-    setup = prepare(model, pairs, "logit_diff", normalize=True, max_batch=16,
+    setup = prepare(model, pairs, "logit_diff", normalize=True, batch_size_prompts=16,
                     hook_names=hook_names_for(names, model.cfg.n_layers))
     for name in names:
-        torch.testing.assert_close(run_sweep(name, setup), transformer_lens_sweep(name, model, pairs, setup.metric).float(),
+        torch.testing.assert_close(run_grid(name, setup), transformer_lens_grid(name, model, pairs, setup.metric).float(),
                                    atol=1e-4, rtol=0, msg=name)
 
 
@@ -78,7 +78,7 @@ def test_patching_every_head_recovers_clean_and_nothing_gives_corrupted():
     # every layer at once restores the clean logits exactly.
     model = tiny_model(n_layers=2, attn_only=True)
     pairs = random_pairs(4, 8)
-    setup = prepare(model, pairs, "logit_diff", normalize=True, max_batch=32,
+    setup = prepare(model, pairs, "logit_diff", normalize=True, batch_size_prompts=32,
                     hook_names=hook_names_for(["head_out", "resid_pre"], 2))
     rows = torch.arange(4)
     positions = setup.metric.readout_positions(rows)
@@ -93,23 +93,23 @@ def test_patching_every_head_recovers_clean_and_nothing_gives_corrupted():
 
     assert run([(f"blocks.{layer}.attn.hook_z", every_head) for layer in range(2)]) == pytest.approx(1.0, abs=1e-5)
     assert run([]) == pytest.approx(0.0, abs=1e-5)
-    # A position before the first difference changes nothing; the sweep's values are finite.
-    resid = run_sweep("resid_pre", setup)
+    # A position before the first difference changes nothing; the grid's values are finite.
+    resid = run_grid("resid_pre", setup)
     torch.testing.assert_close(resid[:, :2], torch.zeros(2, 2), atol=1e-5, rtol=0)
     assert torch.isfinite(resid).all()
 
 
-def test_split_sweeps_match_one_pass_and_count_forwards():
+def test_split_grids_match_one_pass_and_count_forwards():
     model = tiny_model()
     pairs = random_pairs(6, 7)
     names = hook_names_for(["head_out_by_pos"], 2)
-    wide = prepare(model, pairs, "logit_diff", normalize=False, max_batch=1000, hook_names=names)
-    narrow = prepare(model, pairs, "logit_diff", normalize=False, max_batch=4, hook_names=names)
-    sweep = parts("head_out_by_pos")[0]
-    assert count_forwards(sweep, wide) == 2  # one pass per layer
+    wide = prepare(model, pairs, "logit_diff", normalize=False, batch_size_prompts=1000, hook_names=names)
+    narrow = prepare(model, pairs, "logit_diff", normalize=False, batch_size_prompts=4, hook_names=names)
+    grid = parts("head_out_by_pos")[0]
+    assert count_forwards(grid, wide) == 2  # one pass per layer
     # Prompt groups of 4 (one patch per pass) and 2 (two per pass), 28 patches per layer.
-    assert count_forwards(sweep, narrow) == 2 * 28 + 2 * 14
+    assert count_forwards(grid, narrow) == 2 * 28 + 2 * 14
     calls = []
-    narrow_result = run_sweep("head_out_by_pos", narrow, on_forward=lambda: calls.append(1))
-    assert len(calls) == count_forwards(sweep, narrow)
-    torch.testing.assert_close(run_sweep("head_out_by_pos", wide), narrow_result, atol=1e-5, rtol=0)
+    narrow_result = run_grid("head_out_by_pos", narrow, on_forward=lambda: calls.append(1))
+    assert len(calls) == count_forwards(grid, narrow)
+    torch.testing.assert_close(run_grid("head_out_by_pos", wide), narrow_result, atol=1e-5, rtol=0)

@@ -190,12 +190,12 @@ def test_a_labelled_array_round_trips_through_the_stage_cache(tmp_path: Path) ->
 
 
 def test_a_dict_of_labelled_arrays_round_trips_in_order(tmp_path: Path) -> None:
-    sweeps = {"head_out": _heads(), "block_every": _block(), "__metadata__": _heads()}
-    assert codec_for(sweeps).name == "labelled_arrays"
-    entry, _, loaded = _round_trip(tmp_path, sweeps)
+    grids = {"head_out": _heads(), "block_every": _block(), "__metadata__": _heads()}
+    assert codec_for(grids).name == "labelled_arrays"
+    entry, _, loaded = _round_trip(tmp_path, grids)
     assert entry.record["outputs"]["out"]["codec"] == "labelled_arrays"
-    assert list(loaded) == list(sweeps)
-    for key, array in sweeps.items():
+    assert list(loaded) == list(grids)
+    for key, array in grids.items():
         _same(loaded[key], array)
 
 

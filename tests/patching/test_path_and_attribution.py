@@ -8,14 +8,14 @@ torch = pytest.importorskip("torch")
 
 from interp_pipeline.errors import ConfigError  # noqa: E402
 from interp_pipeline.patching import path as path_patching  # noqa: E402
-from interp_pipeline.patching.attribution import attribution_sweep, prepare_attribution  # noqa: E402
-from interp_pipeline.patching.engine import hook_names_for, prepare, run_sweep  # noqa: E402
+from interp_pipeline.patching.attribution import attribution_grid, prepare_attribution  # noqa: E402
+from interp_pipeline.patching.engine import hook_names_for, prepare, run_grid  # noqa: E402
 from tests.support.models import random_pairs, tiny_model  # noqa: E402
 
 
-def _path_setup(model, pairs, max_batch=64):
+def _path_setup(model, pairs, batch_size_prompts=64):
     names = path_patching.hook_names(model.cfg.n_layers)
-    return prepare(model, pairs, "logit_diff", normalize=False, max_batch=max_batch, hook_names=names,
+    return prepare(model, pairs, "logit_diff", normalize=False, batch_size_prompts=batch_size_prompts, hook_names=names,
                    corrupted_hook_names=names)
 
 
@@ -25,14 +25,14 @@ def _logit_diff_change(delta_resid_end, model, pairs):
     return (delta_resid_end * direction.T).sum(-1)
 
 
-@pytest.mark.parametrize("max_batch", [64, 5])
-def test_path_to_final_is_the_senders_direct_effect(max_batch):
+@pytest.mark.parametrize("batch_size_prompts", [64, 5])
+def test_path_to_final_is_the_senders_direct_effect(batch_size_prompts):
     # Attention-only, no LayerNorm, every other head frozen: the final residual stream
     # changes by exactly the sender's output difference, so the logit difference
     # changes by that vector dotted with the unembedding direction.
     model = tiny_model(n_layers=2, n_heads=3, attn_only=True, normalization_type=None)
     pairs = random_pairs(4, 7)
-    setup = _path_setup(model, pairs, max_batch)
+    setup = _path_setup(model, pairs, batch_size_prompts)
     result = path_patching.path_patch(path_patching.Receivers(None), setup)
 
     _, clean = model.run_with_cache(pairs["clean"])
@@ -93,20 +93,21 @@ def test_attribution_is_exact_where_the_metric_is_linear(normalize):
     model = tiny_model(n_layers=1, n_heads=3, attn_only=True, normalization_type=None)
     pairs = random_pairs(4, 7)
     linear = ["head_out", "head_out_by_pos", "head_v", "head_v_by_pos", "attn_out", "resid_post"]
-    setup = prepare(model, pairs, "logit_diff", normalize=normalize, max_batch=64, hook_names=hook_names_for(linear, 1))
-    data = prepare_attribution(model, pairs, setup.metric, linear, max_batch=3)
+    setup = prepare(model, pairs, "logit_diff", normalize=normalize, batch_size_prompts=64,
+                    hook_names=hook_names_for(linear, 1))
+    data = prepare_attribution(model, pairs, setup.metric, linear, batch_size_prompts=3)
     for name in linear:
-        torch.testing.assert_close(attribution_sweep(name, data), run_sweep(name, setup), atol=1e-4, rtol=0, msg=name)
+        torch.testing.assert_close(attribution_grid(name, data), run_grid(name, setup), atol=1e-4, rtol=0, msg=name)
     # Where it is not linear (the residual stream feeds the attention pattern) it is an
     # estimate; sharpened attention makes the curvature visible.
     with torch.no_grad():
         model.blocks[0].attn.W_Q.mul_(6)
         model.blocks[0].attn.W_K.mul_(6)
-    setup = prepare(model, pairs, "logit_diff", normalize=normalize, max_batch=64,
+    setup = prepare(model, pairs, "logit_diff", normalize=normalize, batch_size_prompts=64,
                     hook_names=hook_names_for(["resid_pre", "head_k"], 1))
-    data = prepare_attribution(model, pairs, setup.metric, ["resid_pre", "head_k"], max_batch=64)
+    data = prepare_attribution(model, pairs, setup.metric, ["resid_pre", "head_k"], batch_size_prompts=64)
     for name in ("resid_pre", "head_k"):
-        estimate, exact = attribution_sweep(name, data), run_sweep(name, setup)
+        estimate, exact = attribution_grid(name, data), run_grid(name, setup)
         assert estimate.shape == exact.shape
         assert (estimate - exact).abs().max() > 1e-3, name
 
@@ -115,10 +116,11 @@ def test_attribution_correlates_with_exact_on_a_deeper_model():
     model = tiny_model(n_layers=2, n_heads=4)
     pairs = random_pairs(6, 8)
     names = ["block_every", "head_all_pos_every"]
-    setup = prepare(model, pairs, "logit_diff", normalize=True, max_batch=64, hook_names=hook_names_for(names, 2))
-    data = prepare_attribution(model, pairs, setup.metric, names, max_batch=64)
+    setup = prepare(model, pairs, "logit_diff", normalize=True, batch_size_prompts=64,
+                    hook_names=hook_names_for(names, 2))
+    data = prepare_attribution(model, pairs, setup.metric, names, batch_size_prompts=64)
     for name in names:
-        estimate, exact = attribution_sweep(name, data), run_sweep(name, setup)
+        estimate, exact = attribution_grid(name, data), run_grid(name, setup)
         assert estimate.shape == exact.shape
         correlation = torch.corrcoef(torch.stack([estimate.flatten(), exact.flatten()]))[0, 1]
         assert correlation > 0.5, name

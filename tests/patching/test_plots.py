@@ -13,7 +13,7 @@ import pytest
 
 from interp_pipeline.patching.labelled import LabelledArray, position_labels
 from interp_pipeline.patching.plots import MAX_TICKS, heatmap_figure, heatmap_html
-from interp_pipeline.patching.sweep_report import log_sweep_figures, log_top_k
+from interp_pipeline.patching.grid_report import log_grid_figures, log_top_k
 from interp_pipeline.tracking.base import NULL_TRACKER, NullRun, RecordingTracker
 
 TOKENS = ["<|endoftext|>", "When", " John", " and", " Mary"]
@@ -186,10 +186,10 @@ def test_the_html_of_a_3d_array_has_a_panel_per_component_on_one_scale() -> None
 
 # --- logging ------------------------------------------------------------------------
 
-def test_sweep_figures_are_logged_as_png_and_html(tmp_path: Path, _close_figures) -> None:
+def test_grid_figures_are_logged_as_png_and_html(tmp_path: Path, _close_figures) -> None:
     run = _Run()
     tracker = RecordingTracker(run, tmp_path)
-    log_sweep_figures(tracker, _heads(), prefix="patching/", title="IOI head_out")
+    log_grid_figures(tracker, _heads(), prefix="patching/", title="IOI head_out")
     png, html = tmp_path / "patching" / "head_out.png", tmp_path / "patching" / "head_out.html"
     assert png.read_bytes().startswith(b"\x89PNG")
     assert "IOI head_out" in html.read_text()
@@ -198,7 +198,7 @@ def test_sweep_figures_are_logged_as_png_and_html(tmp_path: Path, _close_figures
 
 
 def test_a_null_tracker_draws_nothing(_close_figures) -> None:
-    log_sweep_figures(NULL_TRACKER, _heads())
+    log_grid_figures(NULL_TRACKER, _heads())
     assert _close_figures.get_fignums() == []
 
 

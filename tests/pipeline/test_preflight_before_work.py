@@ -73,8 +73,8 @@ CASES = {
     "sequences longer than n_ctx": (["+experiment=smoke", "data.params.seq_len=65"],
                                     "data.params.seq_len: expected sequences of at most n_ctx=64 tokens, found 65", ""),
     "block_every on an attention-only model": (
-        ["+experiment=ioi_patching", "model=toy_ioi", "patching.sweeps=[block_every]"],
-        "patching.sweeps[0]: 'block_every' patches mlp_out", "attention-only"),
+        ["+experiment=ioi_patching", "model=toy_ioi", "patching.grids=[block_every]"],
+        "patching.grids[0]: 'block_every' patches mlp_out", "attention-only"),
     "path receiver outside the model": (
         ["+experiment=ioi_patching", "model=toy_ioi", "patching.path=[{receivers: [[5, 0]]}]"],
         "patching.path[0].receivers[0]: expected [layer, head] with layer < 2 and head < 4", ""),

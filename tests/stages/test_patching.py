@@ -20,8 +20,8 @@ def test_results_are_labelled_logged_and_stored(tmp_path):
     pairs = random_pairs(4, 6)
     tracker = RecordingTracker(NullRun(), tmp_path / "artifacts")
     results = activation_patching(
-        model, pairs, sweeps=["resid_pre", "head_out", "block_every"], path=[{"receivers": "final"}],
-        max_batch=8, top_k=3, tracker=tracker,
+        model, pairs, grids=["resid_pre", "head_out", "block_every"], path=[{"receivers": "final"}],
+        batch_size_prompts=8, top_k=3, tracker=tracker,
     )
     assert set(results) == {"resid_pre", "head_out", "block_every", "path_to_final", "resid_pre.attribution",
                             "head_out.attribution", "block_every.attribution"}
@@ -63,37 +63,49 @@ def test_positions_shared_by_every_prompt_are_labelled_with_their_role():
     pairs["end"][:] = 5
     pairs["s2_pos"] = torch.tensor([3, 3, 3])
     pairs["io_pos"] = torch.tensor([1, 2, 1])  # ABBA and BABA mixed: IO moves, so no label
-    results = activation_patching(model, pairs, sweeps=["resid_pre"], attribution=False)
+    results = activation_patching(model, pairs, grids=["resid_pre"], attribution=False)
     labels = results["resid_pre"].coords["pos"]
     assert labels[3].endswith(" S2") and labels[5].endswith(" END")
     assert not any(label.endswith(" IO") for label in labels)
 
 
 def test_stage_config_errors_name_the_key():
+    """Pre-flight as the runner calls it: the settings resolved against PatchingConfig (unknown keys,
+    ranges and choices), then the stage's own checks (grid names, path entries)."""
     load_stage_modules()
-    preflight = registered_stages()["activation_patching"].preflight
-    with pytest.raises(ConfigError, match=r"sweeps\[1\]: .*found 'head_outt' \(did you mean 'head_out'\?\)"):
-        preflight({"sweeps": ["resid_pre", "head_outt"]})
+    definition = registered_stages()["activation_patching"]
+
+    def preflight(params):
+        definition.preflight(definition.settings(params))
+
+    with pytest.raises(ConfigError, match=r"grids\[1\]: .*found 'head_outt' \(did you mean 'head_out'\?\)"):
+        preflight({"grids": ["resid_pre", "head_outt"]})
     with pytest.raises(ConfigError, match=r"^metric: .*found 'logit_dif' \(did you mean 'logit_diff'\?\)"):
-        preflight({"sweeps": ["resid_pre"], "metric": "logit_dif"})
-    with pytest.raises(ConfigError, match=r"^max_batch: expected an integer >= 1, found 0"):
-        preflight({"sweeps": ["resid_pre"], "max_batch": 0})
+        preflight({"grids": ["resid_pre"], "metric": "logit_dif"})
+    with pytest.raises(ConfigError, match=r"^batch_size_prompts: expected an integer >= 1, found 0"):
+        preflight({"grids": ["resid_pre"], "batch_size_prompts": 0})
+    with pytest.raises(ConfigError, match=r"^engine: .*found 'fastest'"):
+        preflight({"engine": "fastest"})
+    with pytest.raises(ConfigError, match=r"^grids: expected at least one grid \(or a path entry\), found none"):
+        preflight({"grids": []})
     with pytest.raises(ConfigError, match=r"path\[0\].receivers"):
-        preflight({"sweeps": ["resid_pre"], "path": [{"receivers": "everything"}]})
+        preflight({"grids": ["resid_pre"], "path": [{"receivers": "everything"}]})
+    with pytest.raises(ConfigError, match=r"^sweeps: expected a setting of PatchingConfig \(.*grids.*\), found 'sweeps'"):
+        preflight({"sweeps": ["resid_pre"]})
 
 
 def test_model_dependent_errors():
     model = tiny_model(n_layers=2, attn_only=True)
     pairs = random_pairs(2, 5)
-    with pytest.raises(ConfigError, match=r"sweeps\[0\]: 'block_every' patches mlp_out.*attention-only"):
-        activation_patching(model, pairs, sweeps=["block_every"])
+    with pytest.raises(ConfigError, match=r"grids\[0\]: 'block_every' patches mlp_out.*attention-only"):
+        activation_patching(model, pairs, grids=["block_every"])
     with pytest.raises(ConfigError, match=r"path\[0\].receivers\[0\]: expected \[layer, head\] with layer < 2"):
-        activation_patching(model, pairs, sweeps=["head_out"], path=[{"receivers": [[9, 9]], "input": "q"}])
+        activation_patching(model, pairs, grids=["head_out"], path=[{"receivers": [[9, 9]], "input": "q"}])
 
 
-def test_max_batch_smaller_than_the_prompts_splits_instead_of_failing():
+def test_batch_size_prompts_smaller_than_the_prompts_splits_instead_of_failing():
     model = tiny_model(n_layers=1, n_heads=2)
     pairs = random_pairs(5, 6)
-    small = activation_patching(model, pairs, sweeps=["head_out_by_pos"], max_batch=2, attribution=False)
-    large = activation_patching(model, pairs, sweeps=["head_out_by_pos"], max_batch=500, attribution=False)
+    small = activation_patching(model, pairs, grids=["head_out_by_pos"], batch_size_prompts=2, attribution=False)
+    large = activation_patching(model, pairs, grids=["head_out_by_pos"], batch_size_prompts=500, attribution=False)
     assert abs(small["head_out_by_pos"].values - large["head_out_by_pos"].values).max() < 1e-5

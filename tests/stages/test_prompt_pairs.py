@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -54,7 +52,8 @@ def test_stages_are_registered_with_one_pairs_output():
     stages = registered_stages()
     for name in ("ioi_prompts", "prompt_pairs"):
         assert stages[name].outputs == ("pairs",)
-    stages["ioi_prompts"].preflight({"n_prompts": 5, "seed": 0})  # the rest has defaults
+    definition = stages["ioi_prompts"]
+    definition.preflight(definition.settings({"n_prompts": 5, "seed": 0}))  # the rest has defaults
 
 
 def test_ioi_prompts_on_the_toy_model(toy_model):
@@ -99,10 +98,11 @@ def test_ioi_prompts_drops_names_the_tokenizer_splits(bpe_model):
     ],
 )
 def test_ioi_prompts_preflight_names_the_key(params, key, hint):
+    """As the runner checks them: the settings against IOIPromptsConfig, then the stage's own checks."""
     load_stage_modules()
-    preflight = registered_stages()["ioi_prompts"].preflight
+    definition = registered_stages()["ioi_prompts"]
     with pytest.raises(ConfigError) as caught:
-        preflight({"n_prompts": 100, "seed": 0, "min_pairs": 10, **params})
+        definition.preflight(definition.settings({"n_prompts": 100, "seed": 0, "min_pairs": 10, **params}))
     assert caught.value.key == key and hint in str(caught.value)
 
 
@@ -132,8 +132,7 @@ def test_conf_data_files_bind_to_their_stages():
         data = OmegaConf.merge({"seed": 0}, {"data": OmegaConf.load(REPO / f"conf/data/{name}.yaml")})
         config = OmegaConf.to_container(data, resolve=True)["data"]
         definition = stages[config["fn"]]
-        inspect.signature(definition.fn).bind(model=None, **config["params"])
-        definition.preflight(config["params"])
+        definition.preflight(definition.settings(config["params"]))
 
 
 @pytest.mark.parametrize(
@@ -148,7 +147,8 @@ def test_conf_data_files_bind_to_their_stages():
 def test_prompt_pairs_preflight_names_the_pair(pairs, key, hint):
     load_stage_modules()
     with pytest.raises(ConfigError) as caught:
-        registered_stages()["prompt_pairs"].preflight({"pairs": pairs})
+        definition = registered_stages()["prompt_pairs"]
+        definition.preflight(definition.settings({"pairs": pairs}))
     assert caught.value.key == key and hint in str(caught.value)
 
 
@@ -157,12 +157,32 @@ def test_prompt_pairs_errors_name_the_pair(bpe_model):
             "corrupted": "When John and Mary went to the shops, Mary gave the bag to",
             "answer": " Mary", "wrong": " John"}
     with pytest.raises(ConfigError) as caught:
-        prompt_pairs(bpe_model, [good, {**good, "answer": " Zebulon"}])
+        prompt_pairs(bpe_model, pairs=[good, {**good, "answer": " Zebulon"}])
     assert caught.value.key == "pairs[1].answer" and "expected a single token, found" in caught.value.message
     with pytest.raises(ConfigError) as caught:
         longer = good["corrupted"].replace("Mary gave", "Zebulon gave")
-        prompt_pairs(bpe_model, [good, good, {**good, "corrupted": longer}])
+        prompt_pairs(bpe_model, pairs=[good, good, {**good, "corrupted": longer}])
     assert caught.value.key == "pairs[2].corrupted" and "as many tokens" in caught.value.message
     with pytest.raises(ConfigError) as caught:
-        prompt_pairs(_model(bpe_model.tokenizer, n_ctx=8), [good])
+        prompt_pairs(_model(bpe_model.tokenizer, n_ctx=8), pairs=[good])
     assert caught.value.key == "pairs[0].clean" and "n_ctx=8" in caught.value.message
+
+
+# ---------------------------------------------------------------- repeated_pairs
+
+
+def test_repeated_pairs_redraw_the_first_half_only():
+    from interp_pipeline.stages.prompt_pairs import repeated_pairs
+    from tests.support.models import tiny_model
+
+    model = tiny_model(n_layers=1, n_heads=2)
+    half = torch.randint(1, 50, (6, 5), generator=torch.Generator().manual_seed(0))
+    probe = torch.cat([torch.zeros(6, 1, dtype=torch.int64), half, half], dim=1)  # [BOS] r r
+    pairs = repeated_pairs(model, probe, n_pairs=4, seed=1)
+    assert torch.equal(pairs["clean"], probe[:4]) and torch.equal(pairs["corrupted"][:, 6:], probe[:4, 6:])
+    assert torch.equal(pairs["wrong"], pairs["corrupted"][:, 5]) and int(pairs["end"][0]) == 9
+    assert torch.equal(repeated_pairs(model, probe, n_pairs=4, seed=1)["corrupted"], pairs["corrupted"])
+    with pytest.raises(ConfigError, match=r"^n_pairs: expected at most the probe's 6 sequences, found 7"):
+        repeated_pairs(model, probe, n_pairs=7, seed=1)
+    with pytest.raises(ConfigError, match=r"^seed: RepeatedPairsConfig requires it"):
+        repeated_pairs(model, probe, n_pairs=4)

@@ -1,10 +1,10 @@
-"""The activation-patching sweeps a config can name, and what each one patches.
+"""The activation-patching grids a config can name, and what each one patches.
 
-Each sweep is TransformerLens's own definition: the activation name, the axes it
+Each grid is TransformerLens's own definition: the activation name, the axes it
 iterates over and the patch setter from ``transformer_lens.patching`` (reused, so a
 patch here writes exactly what TransformerLens's writes). ``tl_function`` names
-the TransformerLens function that computes the same sweep one forward at a time;
-the tests and the benchmark compare against it. Composite sweeps stack several
+the TransformerLens function that computes the same grid one forward at a time;
+the tests and the benchmark compare against it. Composite grids stack several
 (``block_every`` is TransformerLens's ``get_act_patch_block_every``).
 """
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Sweep:
+class Grid:
     name: str
     act: str  # TransformerLens activation name: resid_pre, z, pattern, ... (utils.get_act_name)
     axes: tuple[str, ...]  # index axes, layer first, in TransformerLens's order
@@ -59,34 +59,34 @@ _RESIDUAL = {
     "attn_out": "get_act_patch_attn_out",
     "mlp_out": "get_act_patch_mlp_out",
 }
-SWEEPS: dict[str, Sweep] = {
-    name: Sweep(name, name, _LAYER_POS, "layer_pos_patch_setter", tl) for name, tl in _RESIDUAL.items()
+GRIDS: dict[str, Grid] = {
+    name: Grid(name, name, _LAYER_POS, "layer_pos_patch_setter", tl) for name, tl in _RESIDUAL.items()
 }
 for _part, _act in (("out", "z"), ("q", "q"), ("k", "k"), ("v", "v")):
-    SWEEPS[f"head_{_part}"] = Sweep(f"head_{_part}", _act, ("layer", "head"), "layer_head_vector_patch_setter",
+    GRIDS[f"head_{_part}"] = Grid(f"head_{_part}", _act, ("layer", "head"), "layer_head_vector_patch_setter",
                                     f"get_act_patch_attn_head_{_part}_all_pos")
-    SWEEPS[f"head_{_part}_by_pos"] = Sweep(f"head_{_part}_by_pos", _act, ("layer", "pos", "head"),
+    GRIDS[f"head_{_part}_by_pos"] = Grid(f"head_{_part}_by_pos", _act, ("layer", "pos", "head"),
                                            "layer_pos_head_vector_patch_setter", f"get_act_patch_attn_head_{_part}_by_pos")
-SWEEPS["head_pattern"] = Sweep("head_pattern", "pattern", ("layer", "head_index"), "layer_head_pattern_patch_setter",
+GRIDS["head_pattern"] = Grid("head_pattern", "pattern", ("layer", "head_index"), "layer_head_pattern_patch_setter",
                                "get_act_patch_attn_head_pattern_all_pos")
-SWEEPS["head_pattern_by_pos"] = Sweep("head_pattern_by_pos", "pattern", ("layer", "head_index", "dest_pos"),
+GRIDS["head_pattern_by_pos"] = Grid("head_pattern_by_pos", "pattern", ("layer", "head_index", "dest_pos"),
                                       "layer_head_pos_pattern_patch_setter", "get_act_patch_attn_head_pattern_by_pos")
 
-# Several sweeps stacked along a leading "component" dimension, as TransformerLens's
+# Several grids stacked along a leading "component" dimension, as TransformerLens's
 # *_every functions stack them.
 COMPOSITES: dict[str, tuple[str, ...]] = {
     "block_every": ("resid_pre", "attn_out", "mlp_out"),
     "head_all_pos_every": ("head_out", "head_q", "head_k", "head_v", "head_pattern"),
     "head_by_pos_every": ("head_out_by_pos", "head_q_by_pos", "head_k_by_pos", "head_v_by_pos", "head_pattern_by_pos"),
 }
-ALL_NAMES = (*SWEEPS, *COMPOSITES)
+ALL_NAMES = (*GRIDS, *COMPOSITES)
 _NEEDS_MLP = {"resid_mid", "mlp_out"}
 
 
-def check_sweep_names(names: Sequence[str], key: str = "patching.sweeps") -> None:
+def check_grid_names(names: Sequence[str], key: str = "patching.grids") -> None:
     """Unknown names, with a did-you-mean; before any model is loaded."""
     if isinstance(names, str) or not names:
-        raise ConfigError(key, f"expected a non-empty list of sweep names ({one_of(ALL_NAMES)}), found {names!r}")
+        raise ConfigError(key, f"expected a non-empty list of grid names ({one_of(ALL_NAMES)}), found {names!r}")
     for index, name in enumerate(names):
         if name not in ALL_NAMES:
             raise ConfigError(f"{key}[{index}]", f"expected one of {one_of(ALL_NAMES)}, found {name!r}",
@@ -96,32 +96,32 @@ def check_sweep_names(names: Sequence[str], key: str = "patching.sweeps") -> Non
         raise ConfigError(key, f"lists {', '.join(duplicates)} more than once")
 
 
-def parts(name: str) -> tuple[Sweep, ...]:
-    """The plain sweeps a (possibly composite) name runs."""
-    return tuple(SWEEPS[p] for p in COMPOSITES.get(name, (name,)))
+def parts(name: str) -> tuple[Grid, ...]:
+    """The plain grids a (possibly composite) name runs."""
+    return tuple(GRIDS[p] for p in COMPOSITES.get(name, (name,)))
 
 
 def result_dims(name: str) -> tuple[str, ...]:
-    """Dimension names of a (possibly composite) sweep's result, as run_parts stacks it."""
-    sweeps = parts(name)
-    if len(sweeps) == 1:
-        return sweeps[0].dims
-    return ("component", *sweeps[0].dims)
+    """Dimension names of a (possibly composite) grid's result, as run_parts stacks it."""
+    grids = parts(name)
+    if len(grids) == 1:
+        return grids[0].dims
+    return ("component", *grids[0].dims)
 
 
-def run_parts(name: str, compute: Callable[[Sweep], Tensor]) -> Tensor:
-    """``compute`` for a named sweep; composites stacked on a leading component axis as
+def run_parts(name: str, compute: Callable[[Grid], Tensor]) -> Tensor:
+    """``compute`` for a named grid; composites stacked on a leading component axis as
     TransformerLens's ``*_every`` functions stack them (k and v padded to n_heads,
     patterns by position moved to [layer, pos, head])."""
     import torch
 
-    sweeps = parts(name)
-    if len(sweeps) == 1:
-        return compute(sweeps[0])
+    grids = parts(name)
+    if len(grids) == 1:
+        return compute(grids[0])
     results: list[Tensor] = []
-    for sweep in sweeps:
-        result = compute(sweep)
-        if sweep.name == "head_pattern_by_pos":
+    for grid in grids:
+        result = compute(grid)
+        if grid.name == "head_pattern_by_pos":
             result = result.permute(0, 2, 1)
         if results and result.shape[-1] < results[0].shape[-1]:
             result = torch.nn.functional.pad(result, (0, results[0].shape[-1] - result.shape[-1]))
@@ -129,8 +129,8 @@ def run_parts(name: str, compute: Callable[[Sweep], Tensor]) -> Tensor:
     return torch.stack(results)
 
 
-def check_model_supports(names: Sequence[str], cfg: Any, key: str = "patching.sweeps") -> None:
-    """Sweeps of activations the model does not have (MLP sweeps on attention-only models)."""
+def check_model_supports(names: Sequence[str], cfg: Any, key: str = "patching.grids") -> None:
+    """Grids of activations the model does not have (MLP grids on attention-only models)."""
     if not getattr(cfg, "attn_only", False):
         return
     for index, name in enumerate(names):

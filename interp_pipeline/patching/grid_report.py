@@ -1,17 +1,20 @@
-"""What a patching stage logs of its sweeps: the figures of interp_pipeline.patching.plots as PNG
-and HTML artifacts, one page with every sweep (header, figures, top-k tables), and the top-k
-components as metrics and a markdown table."""
+"""What a patching stage logs of its grids: the figures of interp_pipeline.patching.plots as PNG
+and HTML artifacts, one page with every grid (header, figures, top-k tables), the top-k
+components as metrics and a markdown table, and every head of a per-head array as a metric."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.html_page import escape
 from interp_pipeline.patching.labelled import LabelledArray
 from interp_pipeline.patching.plots import colorbar_label, heatmap_figure, heatmap_html
 from interp_pipeline.tracking.base import Tracker
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 _UNSAFE_METRIC = re.compile(r"[^A-Za-z0-9_.\-/ ]")
 
@@ -21,12 +24,12 @@ def logs_figures(tracker: Tracker) -> bool:
     return type(tracker).log_figure is not Tracker.log_figure
 
 
-def log_sweep_figures(tracker: Tracker, array: LabelledArray, prefix: str = "", title: str | None = None, *,
+def log_grid_figures(tracker: Tracker, array: LabelledArray, prefix: str = "", title: str | None = None, *,
                       interactive: bool = True) -> None:
     """Log ``array``'s heatmap as ``{prefix}{name}.png`` (matplotlib) and, if ``interactive``,
-    ``{prefix}{name}.html`` (plotly; :func:`sweep_page` puts many arrays in one page instead).
+    ``{prefix}{name}.html`` (plotly; :func:`grid_page` puts many arrays in one page instead).
 
-    The suffix is part of the name, so a dotted sweep name ("blocks.3.attn") keeps its
+    The suffix is part of the name, so a dotted grid name ("blocks.3.attn") keeps its
     last part when the tracker sets the file's suffix. A prefix with a "/" puts
     the files in a folder of the run's artifacts ("patching/").
     """
@@ -43,10 +46,10 @@ def log_sweep_figures(tracker: Tracker, array: LabelledArray, prefix: str = "", 
         tracker.log_figure(heatmap_html(array, title), f"{prefix}{array.name}.html")
 
 
-def sweep_page_parts(arrays: Sequence[LabelledArray], header: Mapping[str, Any] | None = None,
+def grid_page_parts(arrays: Sequence[LabelledArray], header: Mapping[str, Any] | None = None,
                      top_k: int = 10) -> list[Any]:
-    """The parts of a sweep page (for html_page / Tracker.log_html_page): a table of ``header``
-    (model, prompts, metric, normalization ...), links to the sweeps, then per sweep its
+    """The parts of a grid page (for html_page / Tracker.log_html_page): a table of ``header``
+    (model, prompts, metric, normalization ...), links to the grids, then per grid its
     figure and a table of its ``top_k`` cells."""
     from interp_pipeline.html_page import html_table
 
@@ -58,7 +61,7 @@ def sweep_page_parts(arrays: Sequence[LabelledArray], header: Mapping[str, Any] 
     parts.append(f"<p>{links}</p>")
     for array in arrays:
         method = array.attrs.get("method")
-        parts.append(f"<section class=\"sweep\" id=\"{_anchor(array.name)}\"><div>")
+        parts.append(f"<section class=\"grid\" id=\"{_anchor(array.name)}\"><div>")
         parts.append(heatmap_html(array, title=f"{array.name} ({method})" if method else array.name))
         parts.append("</div>")
         if top_k:
@@ -70,12 +73,12 @@ def sweep_page_parts(arrays: Sequence[LabelledArray], header: Mapping[str, Any] 
     return parts
 
 
-def sweep_page(arrays: Sequence[LabelledArray], title: str = "Activation patching",
+def grid_page(arrays: Sequence[LabelledArray], title: str = "Activation patching",
                header: Mapping[str, Any] | None = None, top_k: int = 10) -> str:
-    """One self-contained HTML page (plotly.js inlined once) of :func:`sweep_page_parts`."""
+    """One self-contained HTML page (plotly.js inlined once) of :func:`grid_page_parts`."""
     from interp_pipeline.html_page import html_page
 
-    return html_page(title, sweep_page_parts(arrays, header, top_k))
+    return html_page(title, grid_page_parts(arrays, header, top_k))
 
 
 def _anchor(name: str) -> str:
@@ -125,3 +128,60 @@ def log_top_k(tracker: Tracker, array: LabelledArray, k: int = 10, prefix: str =
         f"{prefix}{array.name}_top{k}.json",
     )
     return top_k_table(rows, colorbar_label(array))
+
+
+def log_results(tracker: Tracker, results: Mapping[str, LabelledArray], top_k: int,
+                header: Mapping[str, str]) -> None:
+    """Everything the activation_patching stage logs of its results: each head of a per-head array as a
+    metric (``head_out/L9H9``, which expect: can name), the top-k of every array, a PNG per array, and
+    one page with all of them (``patching.html``, :func:`page_header` at its top)."""
+    import numpy as np
+
+    tables = []
+    for array in results.values():
+        if array.dims == ("layer", "head"):  # one metric per head: a few hundred at most
+            tracker.log_metrics({f"{array.name}/{array.label(index)}": float(array.values[index])
+                                 for index in np.ndindex(array.values.shape)})
+        if top_k:
+            tables.append(f"## {array.name}\n\n{log_top_k(tracker, array, top_k)}")
+        log_grid_figures(tracker, array, interactive=False)
+    # plotly.js once per run, beside the page (tracker.log_html_page): the page itself stays small.
+    if logs_figures(tracker):
+        tracker.log_html_page(grid_page_parts(list(results.values()), header, top_k), "patching.html",
+                              "Activation patching")
+    if tables:
+        tracker.log_text("\n".join(tables), "top_components.md")
+
+
+_METRIC_MEANING = {
+    "logit_diff": "logit of the correct answer minus the wrong one's, at END",
+    "answer_prob": "probability of the correct answer at END",
+    "kl": "KL divergence from the clean run's END distribution",
+    "loss": "next-token loss over every position",
+}
+
+
+def _prompt_text(model: Any, tokens: Tensor) -> str:
+    tokenizer = getattr(model, "tokenizer", None)
+    ids = tokens.tolist()
+    text = tokenizer.decode(ids) if tokenizer is not None else " ".join(map(str, ids))
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def page_header(model: Any, setup: Any, metric: str, normalize: bool) -> dict[str, str]:
+    """What a reader of patching.html needs before the figures: the model, prompts, metric and normalization
+    (``setup``: the patching engine's PatchingSetup, its metric calibrated)."""
+    cfg = model.cfg
+    clean, corrupted = setup.metric.clean_value, setup.metric.corrupted_value
+    return {
+        "model": f"{cfg.model_name} ({cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model})",
+        "prompts": f"{setup.n_prompts} clean/corrupted pairs of {setup.n_pos} tokens",
+        "prompt 0 clean": _prompt_text(model, setup.pairs["clean"][0]),
+        "prompt 0 corrupted": _prompt_text(model, setup.pairs["corrupted"][0]),
+        "metric": f"{metric}: {_METRIC_MEANING.get(metric, metric)}; "
+                  f"clean run {clean:.4g}, corrupted run {corrupted:.4g}",
+        "normalization": ("(patched - corrupted) / (clean - corrupted): 0 = corrupted run, 1 = clean run" if normalize
+                          else "none: the raw metric of the patched run"),
+        "positions": "labels are prompt 0's tokens (IO, S1, S2, END marked where every prompt has them there)"
+                     if any(key in setup.pairs for key in ("io_pos", "s1_pos")) else "labels are prompt 0's tokens",
+    }

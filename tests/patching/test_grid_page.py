@@ -1,4 +1,4 @@
-"""patching.html: one figure per sweep sized to its labels, a header, top-k tables, plotly.js shared
+"""patching.html: one figure per grid sized to its labels, a header, top-k tables, plotly.js shared
 beside the page; rendered in headless Chromium."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from interp_pipeline.patching.labelled import LabelledArray, position_labels
 from interp_pipeline.patching.plots import heatmap_html
-from interp_pipeline.patching.sweep_report import sweep_page_parts
+from interp_pipeline.patching.grid_report import grid_page_parts
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
 
 # GPT-2 small's shape on an IOI prompt: what the page was too crowded for.
@@ -41,8 +41,8 @@ def _arrays() -> list[LabelledArray]:
 def page(tmp_path_factory):
     folder = tmp_path_factory.mktemp("page")
     tracker = RecordingTracker(NullRun(), folder)
-    tracker.log_html_page(sweep_page_parts(_arrays(), HEADER, top_k=5), "patching.html", "Activation patching")
-    tracker.log_html_page(sweep_page_parts(_arrays()[:1]), "second.html", "Another page")
+    tracker.log_html_page(grid_page_parts(_arrays(), HEADER, top_k=5), "patching.html", "Activation patching")
+    tracker.log_html_page(grid_page_parts(_arrays()[:1]), "second.html", "Another page")
     return folder
 
 
@@ -54,7 +54,7 @@ def test_the_page_is_small_and_loads_one_shared_plotly_js(page):
     assert '<script src="plotly.min.mjs"></script>' in (page / "second.html").read_text()
     for key, value in HEADER.items():
         assert f"<th>{key}</th><td class=\"text\">{value}</td>" in html
-    assert html.count("top 5 by |value|") == 4  # a top-k table per sweep
+    assert html.count("top 5 by |value|") == 4  # a top-k table per grid
 
 
 def _boxes(figure):

@@ -1,0 +1,50 @@
+"""The settings of the look-inside stages, inspect_model and logit_lens: the one source of their defaults.
+
+Both read their sequences from one of three places (interp_pipeline.analysis.prompt_set): text
+``prompts``, or the pipeline's data stage's tokens or prompt pairs (then ``prompts`` stays None).
+``positions`` is ``last``, ``all``, ``START:STOP`` (a Python slice) or a list of positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+from interp_pipeline.config.fields import at_least, positive
+
+
+@dataclass
+class InspectConfig:
+    """A first look at a model on some sequences (the inspect_model stage; analysis/first_look.py): tokens,
+    residual-stream norms per layer, attention patterns, top next-token predictions."""
+
+    prompts: Optional[List[str]] = None  # text prompts; None: the sequences come from the pipeline's data stage
+    prepend_bos: bool = True
+    layers: Optional[List[int]] = None  # attention patterns of these layers; None: all
+    heads: Optional[List[int]] = None  # ... and of these heads; None: all
+    positions: Any = "last"  # where to read the top-k: last, all, START:STOP or a list of positions
+    top_k: int = positive(5)
+    show_prompt: int = at_least(0, 0)  # the sequence whose attention patterns are drawn
+    exclude_bos: bool = True  # leave BOS (an attention sink with an outsized norm) out of the norms' means
+    max_table_prompts: int = positive(8)  # sequences listed in the token and prediction tables
+    batch_size_prompts: int = positive(16)  # sequences per forward pass
+
+
+@dataclass
+class LogitLensConfig:
+    """Each layer's residual stream read through the final LayerNorm and the unembedding (the logit_lens
+    stage; analysis/logit_lens.py).
+
+    With text ``prompts``, ``answer`` (one token) is their expected next token; with a data stage's
+    tokens each position's actual next token is its answer, with prompt pairs the answer at END
+    (then ``answer`` stays None).
+    """
+
+    prompts: Optional[List[str]] = None  # text prompts; None: the sequences come from the pipeline's data stage
+    answer: Optional[str] = None  # one token, the prompts' expected next token (" Paris")
+    prepend_bos: bool = True
+    positions: Any = "last"  # where the metrics are read: last, all, START:STOP or a list of positions
+    top_k: int = positive(5)
+    show_prompt: int = at_least(0, 0)  # the sequence drawn in the heatmaps
+    max_positions: int = positive(24)  # the heatmaps show the shown sequence's last this many positions
+    batch_size_prompts: int = positive(16)  # sequences per forward pass
