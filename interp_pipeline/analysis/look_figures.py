@@ -34,6 +34,15 @@ def token_label(text: str, max_chars: int = MAX_LABEL_CHARS) -> str:
     return shown if len(shown) <= max_chars else shown[:max_chars - 1] + "…"
 
 
+def model_label(model: Any) -> str:
+    """The model's name for titles: TransformerLens's ``cfg.model_name`` ("custom" for toy models,
+    then its size instead)."""
+    name = getattr(model.cfg, "model_name", None)
+    if name and name != "custom":
+        return str(name)
+    return f"{model.cfg.n_layers}-layer model (d_model {model.cfg.d_model})"
+
+
 def _font_size(n_labels: int) -> float:
     return max(5.0, min(9.0, 220.0 / max(n_labels, 1)))
 
