@@ -66,7 +66,7 @@ def speed(args) -> None:
     with torch.inference_mode():
         model(facts["tokens"][:1])  # warm-up
     start, cpu = time.perf_counter(), time.process_time()
-    tracer = CausalTracer(model, facts, max_batch=args.max_batch, **settings)
+    tracer = CausalTracer(model, facts, batch_size_prompts=args.batch_size_prompts, **settings)
     ours = {}
     for rows in tracer.groups():
         trace = tracer.trace(rows)
@@ -84,7 +84,7 @@ def speed(args) -> None:
           f"tokens, 10 noise samples, window {window}; {restorations} restorations (x 10 samples)")
     # CPU time as well as wall time: on a shared machine the wall clock also counts other jobs.
     print(f"plain hook loop:   {loop_s:8.2f} s wall, {loop_cpu:8.2f} s CPU")
-    print(f"batched engine:    {engine_s:8.2f} s wall, {engine_cpu:8.2f} s CPU  (max_batch {args.max_batch})")
+    print(f"batched engine:    {engine_s:8.2f} s wall, {engine_cpu:8.2f} s CPU  (batch_size_prompts {args.batch_size_prompts})")
     print(f"speed-up:          {loop_s / engine_s:8.1f}x wall, {loop_cpu / engine_cpu:.1f}x CPU")
     print(f"max |difference|:  {worst:.2e}")
 
@@ -101,7 +101,7 @@ def memory_child(n_prompts: int, layers: int, d_model: int, vocab: int) -> None:
     facts = random_facts(n_prompts, 10, vocab)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
-    causal_tracing(model, facts, samples=10, only_known=False, figures=0, max_batch=512)
+    causal_tracing(model, facts, samples=10, only_known=False, figures=0, batch_size_prompts=512)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"prompts": n_prompts, "peak_mib": peak / 1024, "before_mib": before / 1024,
                       "seconds": time.perf_counter() - start}))
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=8192)
-    parser.add_argument("--max-batch", type=int, default=512)
+    parser.add_argument("--batch-size-prompts", type=int, default=512)
     parser.add_argument("--mem-layers", type=int, default=2)
     parser.add_argument("--mem-d-model", type=int, default=64)
     parser.add_argument("--skip-memory", action="store_true")

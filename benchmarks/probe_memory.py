@@ -4,7 +4,7 @@
 
 For each size, a store of ROWS rows x 128 float32 (two Gaussian classes by sequence, every
 row labelled) is written in a child process; another child fits the
-streamed probe (batch_size 4096, 20 L-BFGS iterations) and reports its peak RSS above the RSS it had
+streamed probe (batch_size_rows 4096, 20 L-BFGS iterations) and reports its peak RSS above the RSS it had
 after its imports and after opening the store (resource.getrusage), and the peak of Python/numpy
 allocations (tracemalloc). The in-memory (scikit-learn) path is measured the same way for contrast.
 """
@@ -36,7 +36,8 @@ import json, resource, sys, tracemalloc
 import numpy as np, torch
 from interp_pipeline.activations.reader import ActivationStore
 from interp_pipeline.probes.labels import probe_rows
-from interp_pipeline.probes.run import ProbeSettings, probe_hook
+from interp_pipeline.probes.config import ProbeConfig
+from interp_pipeline.probes.run import probe_hook
 path, n, backend = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 store = ActivationStore.open(path)
 assert store.row_shape("blocks.0.hook_resid_pre") == (128,)
@@ -47,7 +48,7 @@ import psutil
 base = psutil.Process().memory_info().rss / 2**20
 tracemalloc.start()
 rows = probe_rows(store, labels)
-result = probe_hook(store, "blocks.0.hook_resid_pre", rows, ProbeSettings(backend=backend, max_iter=20, batch_size=4096))
+result = probe_hook(store, "blocks.0.hook_resid_pre", rows, ProbeConfig(backend=backend, max_iter=20, batch_size_rows=4096, seed=0))
 peak_traced = tracemalloc.get_traced_memory()[1] / 2**20
 print(json.dumps({"rows": n, "backend": backend, "rss_peak_above_start_mib": kib() / 1024 - base,
                   "traced_peak_mib": peak_traced, "heldout_acc": result.metrics["heldout_acc"],

@@ -15,8 +15,11 @@ from omegaconf import MISSING, SI
 from interp_pipeline.analysis.config import InspectConfig, LogitLensConfig
 from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
 from interp_pipeline.config.settings import ROOT_DEFAULTS
+from interp_pipeline.editing.config import RomeConfig
 from interp_pipeline.patching.config import PatchingConfig
+from interp_pipeline.probes.config import ProbeConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
+from interp_pipeline.tracing.config import CausalTracingConfig
 
 L1_PENALISED = ("standard", "gated")
 TOP_K = ("topk", "batchtopk", "matryoshka_batchtopk")
@@ -131,19 +134,6 @@ class HeadScoresConfig:
 
 
 @dataclass
-class CausalTracingConfig:
-    """Causal tracing of factual recall (the causal_tracing stage; Meng et al. 2022)."""
-
-    noise: float = positive(3.0)  # the noise std, in multiples of the subject embeddings' empirical std
-    noise_std: Optional[float] = positive(None)  # an absolute std instead (null: noise x the empirical std)
-    samples: int = positive(10)  # noise draws per prompt
-    window: Optional[int] = positive(None)  # layers restored together (mlp/attn); null: 10 of 48, scaled
-    kinds: List[str] = field(default_factory=lambda: ["hidden", "mlp", "attn"])
-    only_known: bool = True  # average only the prompts whose clean top-1 is the object
-    max_prompts: Optional[int] = positive(None)  # a seeded sample of this many prompts
-    seed: int = at_least(0, 0)
-    max_batch: int = positive(1024)  # sequences in one forward pass
-    figures: int = at_least(0, 4)  # prompts drawn one by one
 
 
 @dataclass
@@ -250,40 +240,6 @@ class SAEFeaturesConfig:
     exclude_special_tokens: bool = True  # BOS/EOS/PAD out of the metrics, heatmap and max search
     model_label: Optional[str] = None  # names in titles; None: the model's name
     sae_label: Optional[str] = None  # None: the SAE's architecture and width
-
-
-@dataclass
-class ProbeConfig:
-    """Logistic-regression probes on an activation store's hooks (the linear_probe stage)."""
-
-    hooks: Optional[List[str]] = None  # None: every hook the store caches
-    heldout_fraction: float = fraction(0.25, open_below=True)  # of the labelled sequences, held out whole
-    control: str = choice("shuffle", ("shuffle", "word_type"))  # the control task (word_type: Hewitt & Liang 2019)
-    C: float = positive(1.0)  # inverse L2 strength, as scikit-learn's LogisticRegression
-    max_iter: int = positive(500)
-    tol: float = positive(1e-6)
-    backend: str = choice("auto", ("auto", "sklearn", "torch"))  # torch: streamed from the store
-    memory_limit_mb: float = positive(1024.0)  # auto: sklearn when the labelled rows fit in this
-    batch_size: int = positive(4096)  # rows per read on the streamed path
-    seed: int = at_least(0, 0)
-
-
-@dataclass
-class RomeConfig:
-    """ROME rank-one edits of one MLP layer (the rome_edit stage)."""
-
-    task: Dict[str, Any] = field(default_factory=dict)  # the facts task's config (its world of subjects)
-    layer: Optional[int] = at_least(0, None)  # None: the layer a causal_tracing input picks
-    requests: List[Any] = field(default_factory=list)  # {subject, relation, new_object}
-    n_random_requests: int = at_least(0, 8)  # edits drawn with `seed`, after `requests`
-    n_neighbours: int = positive(10)  # other subjects whose facts specificity reads
-    steps: int = positive(100)  # Adam steps optimising the value
-    lr: float = positive(0.5)
-    kl_weight: float = at_least(0, 0.0625)  # ROME's KL term on the subject's other facts
-    weight_decay: float = at_least(0, 0.5)  # on ||delta||^2 / ||v||^2
-    covariance_ridge: float = at_least(0, 1e-4)  # x the mean eigenvalue, on C's diagonal
-    batch_size: int = positive(64)  # sequences per forward pass estimating C
-    seed: int = at_least(0, 0)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Edit requests on the toy factual-recall world (interp_pipeline.tasks.facts_prompts), and the prompt
+"""Edit requests on the toy factual-recall world (interp_pipeline.facts.world), and the prompt
 sets ROME's evaluation reads: the rewrite prompt, paraphrases, neighbours and the subject's other facts.
 
 A request is (subject, relation, new object). As in Meng et al. (2022)'s CounterFact evaluation:
@@ -13,10 +13,15 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.editing.rome import Prompts
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.facts.world import RELATION_NAMES, RELATIONS, objects_of, subjects
+from interp_pipeline.tasks.facts import facts_task
+
+if TYPE_CHECKING:
+    from interp_pipeline.editing.config import RomeConfig
 
 
 @dataclass(frozen=True)
@@ -40,38 +45,26 @@ class RequestPrompts:
     essence_objects: list[str]
 
 
-def subject_last_token(model: Any, text: str, span: tuple[int, int]) -> tuple[list[int], int]:
-    """``[BOS] + text``'s ids and the index of the last token overlapping the subject's character span
-    (through the tokenizer's offsets, so any tokenizer with offsets places it)."""
-    from interp_pipeline.models.tokens import bos_id
-
-    encoded = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    covering = [k for k, (a, b) in enumerate(encoded["offset_mapping"]) if b > a and a < span[1] and b > span[0]]
-    if not covering:
-        raise ConfigError("requests", f"expected the subject {text[span[0]:span[1]]!r} among {text!r}'s tokens, "
-                                      "found none covering it")
-    return [bos_id(model), *encoded["input_ids"]], covering[-1] + 1
-
-
 def _prompts(model: Any, facts: Sequence[Any]) -> Prompts:
+    from interp_pipeline.facts.prompts import subject_last_token
+
     rows, last = zip(*(subject_last_token(model, p.text, p.subject_span) for p in facts))
     return Prompts.of(rows, last, pad=int(model.tokenizer.pad_token_id or 0))
 
 
-def world(task: Mapping[str, Any]) -> Any:
-    from interp_pipeline.tasks.base import make_task
-
-    made = make_task(task, key="task")
-    if made.name != "facts":
-        raise ConfigError("task.name", f"expected the toy factual-recall task 'facts', found '{made.name}'")
-    return made
+def check_edits(settings: RomeConfig) -> None:
+    """Pre-flight: the facts world is given, each request is one of its facts (:func:`check_requests`), and
+    there is at least one edit."""
+    if not settings.task:
+        raise ConfigError("task", "expected the facts task's config (name: facts, ...), found none")
+    check_requests(settings.task, settings.requests)
+    if not (settings.requests or settings.n_random_requests):
+        raise ConfigError("n_random_requests", "expected at least one edit: requests or n_random_requests >= 1")
 
 
 def check_requests(task: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]) -> None:
     """Pre-flight: each request names a subject, relation and single-token object of the world."""
-    from interp_pipeline.tasks.facts_prompts import RELATION_NAMES, RELATIONS, objects_of, subjects
-
-    made = world(task)
+    made = facts_task(task)
     names, current = subjects(made.n_subjects, made.seed), objects_of(made.n_subjects, made.seed)
     for i, request in enumerate(requests):
         subject, relation, new = request.get("subject"), request.get("relation"), request.get("new_object")
@@ -97,9 +90,7 @@ def check_requests(task: Mapping[str, Any], requests: Sequence[Mapping[str, Any]
 def make_requests(task: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], n_random: int,
                   seed: int) -> list[Request]:
     """The configured requests, then ``n_random`` drawn (subject, relation, another object of it)."""
-    from interp_pipeline.tasks.facts_prompts import RELATION_NAMES, RELATIONS, objects_of, subjects
-
-    made = world(task)
+    made = facts_task(task)
     names, objects = subjects(made.n_subjects, made.seed), objects_of(made.n_subjects, made.seed)
 
     def request(subject_id: int, relation: int, new: str) -> Request:
@@ -120,7 +111,7 @@ def make_requests(task: Mapping[str, Any], requests: Sequence[Mapping[str, Any]]
 
 def request_prompts(model: Any, task: Mapping[str, Any], request: Request, n_neighbours: int,
                     seed: int) -> RequestPrompts:
-    made = world(task)
+    made = facts_task(task)
     prompts = made.prompts()
     own = [p for p in prompts if p.subject_id == request.subject_id]
     same_relation = [p for p in own if p.relation == request.relation]

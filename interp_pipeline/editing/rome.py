@@ -51,18 +51,19 @@ def mlp_key_hook(layer: int) -> str:
     return f"blocks.{layer}.mlp.hook_post"
 
 
-def key_covariance(model: Any, layer: int, tokens: torch.Tensor, batch_size: int = 64,
+def key_covariance(model: Any, layer: int, tokens: torch.Tensor, *, batch_size_prompts: int,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """C = E[k k^T] (uncentred, as ROME's second moment) of the MLP keys over the tokens ``mask`` keeps
-    (default: all), accumulated a batch at a time in float64: memory is one d_mlp x d_mlp matrix."""
+    (default: all), accumulated ``batch_size_prompts`` sequences at a time in float64: memory is one
+    d_mlp x d_mlp matrix."""
     hook = mlp_key_hook(layer)
     d_mlp = model.cfg.d_mlp
     total = torch.zeros(d_mlp, d_mlp, dtype=torch.float64)
     count = 0
-    for start in range(0, tokens.shape[0], batch_size):
-        batch = tokens[start:start + batch_size]
+    for start in range(0, tokens.shape[0], batch_size_prompts):
+        batch = tokens[start:start + batch_size_prompts]
         keys = _run_to_hook(model, batch, hook, layer)
-        keep = mask[start:start + batch_size] if mask is not None else torch.ones(batch.shape, dtype=torch.bool)
+        keep = mask[start:start + batch_size_prompts] if mask is not None else torch.ones(batch.shape, dtype=torch.bool)
         keys = keys[keep.to(keys.device)].double().cpu()
         total += keys.T @ keys
         count += keys.shape[0]
@@ -87,11 +88,12 @@ def _last_logprobs(model: Any, prompts: Prompts, hooks: list[tuple[str, Any]] | 
 
 
 def optimise_delta(model: Any, layer: int, rewrite: Prompts, target: int, essence: Prompts | None = None, *,
-                   steps: int = 100, lr: float = 0.5, kl_weight: float = 0.0625, weight_decay: float = 0.5,
-                   seed: int = 0) -> tuple[torch.Tensor, dict[str, float]]:
+                   steps: int, lr: float, kl_weight: float, weight_decay: float,
+                   seed: int) -> tuple[torch.Tensor, dict[str, float]]:
     """The vector that, added to the MLP output at each rewrite prompt's subject token, makes ``target``
     the next token; ROME's loss: the target's NLL, plus ``kl_weight`` x KL(original || edited) on the
-    ``essence`` prompts' next-token distributions, plus ``weight_decay`` x ||delta||^2 / ||v||^2."""
+    ``essence`` prompts' next-token distributions, plus ``weight_decay`` x ||delta||^2 / ||v||^2
+    (the settings' defaults: interp_pipeline.editing.config.RomeConfig)."""
     hook = f"blocks.{layer}.hook_mlp_out"
     torch.manual_seed(seed)
     delta = torch.zeros(model.cfg.d_model, device=model.cfg.device, requires_grad=True)

@@ -1,4 +1,5 @@
-"""Probe labels: what label stages emit, and lining them up with an activation store's rows.
+"""Probe labels: what label stages emit (and how each makes its labels), and lining them up with an
+activation store's rows.
 
 A label stage returns ``{"labels": int64 [n_sequences, seq_len], "tokens": int64 [n_sequences, seq_len]}``:
 the label of each (sequence, position) (-1 where there is none) and the tokens they were made from.
@@ -9,12 +10,20 @@ than the store's are refused rather than silently mismatched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from interp_pipeline.errors import ConfigError
+from interp_pipeline.probes.config import CONTROLS
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from interp_pipeline.probes.config import FactLabelsConfig
+    from interp_pipeline.tracking.base import Tracker
 
 UNLABELLED = -1
 
@@ -52,6 +61,75 @@ def label_grid(labels: Any, tokens: Any) -> dict[str, Any]:
     if labels_t.shape != tokens_t.shape or labels_t.ndim != 2:
         raise ValueError(f"labels {list(labels_t.shape)} and tokens {list(tokens_t.shape)} must be one 2-d grid")
     return {"labels": labels_t, "tokens": tokens_t}
+
+
+def repeated_half(tokens: Tensor, prepend_bos: bool, tracker: Tracker) -> dict[str, Any]:
+    """Per token of an induction probe ([BOS] r r): 1 in the repeated (second) half, 0 in the first, BOS unlabelled."""
+    import torch
+
+    n, width = tokens.shape
+    half = (width - int(prepend_bos)) // 2
+    if width - int(prepend_bos) != 2 * half:
+        raise ConfigError("tokens", f"expected a repeated_tokens probe ([BOS] r r), found length {width}")
+    labels = torch.full((n, width), -1, dtype=torch.int64)
+    start = int(prepend_bos)
+    labels[:, start:start + half] = 0
+    labels[:, start + half:] = 1
+    tracker.log_metrics({"n_labelled": int((labels >= 0).sum())})
+    return label_grid(labels, tokens)
+
+
+def answers_at_end(pairs: Mapping[str, Tensor], tracker: Tracker) -> dict[str, Any]:
+    """Prompt pairs' answers as labels at END of the clean prompts, and those prompts as ``tokens``
+    (the label stages' two outputs)."""
+    import torch
+
+    clean = pairs["clean"]
+    labels = torch.full(clean.shape, -1, dtype=torch.int64)
+    labels[torch.arange(clean.shape[0]), pairs["end"].long()] = pairs["answer"].long()
+    return _with_tokens(label_grid(labels, clean), tracker)
+
+
+def fact_grid(task: Mapping[str, Any]) -> tuple[int, int]:
+    """The toy facts world's labels grid: every prompt, [BOS] + its longest prompt's words."""
+    from interp_pipeline.facts.world import longest_prompt_words
+    from interp_pipeline.tasks.facts import facts_task
+
+    return len(facts_task(task).prompts()), longest_prompt_words() + 1
+
+
+def fact_labels(model: Any, settings: FactLabelsConfig, tracker: Tracker) -> dict[str, Any]:
+    """Every prompt of the toy facts world as ``tokens`` ([BOS] prompt, right-padded), labelled at
+    ``settings.position`` with the prompt's own object or the subject's object in ``settings.relation``
+    (the label stages' two outputs)."""
+    import torch
+
+    from interp_pipeline.facts.prompts import subject_last_token
+    from interp_pipeline.facts.world import RELATION_NAMES, RELATIONS, objects_of
+    from interp_pipeline.tasks.facts import facts_task
+
+    made = facts_task(settings.task)
+    objects = objects_of(made.n_subjects, made.seed)
+    tokens = torch.full(fact_grid(settings.task), int(model.tokenizer.pad_token_id), dtype=torch.int64)
+    labels = torch.full_like(tokens, -1)
+    for row, prompt in enumerate(made.prompts()):
+        ids, subject_last = subject_last_token(model, prompt.text, prompt.subject_span)
+        tokens[row, :len(ids)] = torch.as_tensor(ids)
+        if settings.relation == "own":
+            word = prompt.object
+        else:
+            index = RELATION_NAMES.index(settings.relation)
+            word = RELATIONS[settings.relation][1][objects[prompt.subject_id][index]]
+        labels[row, subject_last if settings.position == "subject_last" else len(ids) - 1] = \
+            int(model.tokenizer.convert_tokens_to_ids(word))
+    return _with_tokens(label_grid(labels, tokens), tracker)
+
+
+def _with_tokens(grid: dict[str, Any], tracker: Tracker) -> dict[str, Any]:
+    """A label stage's two outputs (the grid, and its tokens for cache_activations), its counts logged."""
+    labelled = grid["labels"][grid["labels"] >= 0]
+    tracker.log_metrics({"n_labelled": int(labelled.numel()), "n_classes": int(labelled.unique().numel())})
+    return {"labels": grid, "tokens": grid["tokens"].clone()}
 
 
 def check_labels_fit_store(key: str, labels: LabelsShape | None, store: Any) -> None:
@@ -110,9 +188,6 @@ def heldout_mask(sequence: np.ndarray, fraction: float, seed: int) -> np.ndarray
                                               f"{unique.size} labelled sequences, found {fraction}")
     picked = np.random.default_rng([seed, 1]).permutation(unique)[:n_heldout]
     return np.isin(sequence, picked)
-
-
-CONTROLS = ("shuffle", "word_type")
 
 
 def control_labels(rows: ProbeRows, kind: str, seed: int) -> np.ndarray:

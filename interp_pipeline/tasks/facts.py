@@ -1,4 +1,4 @@
-"""Factual recall for toy models: "the home of Ka Lin is" -> "Rome" (tasks/facts_prompts.py's world).
+"""Factual recall for toy models: "the home of Ka Lin is" -> "Rome" (interp_pipeline.facts.world's world).
 
 Sequences are ``[BOS] prompt object [PAD]...``, right-padded to the longest prompt. The
 loss is the object's cross-entropy, plus every other token's next-token loss weighted
@@ -8,11 +8,13 @@ prediction) on every training prompt and on the held-out (subject, template) pro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from interp_pipeline.tasks.base import Task, register_task
-from interp_pipeline.tasks.facts_prompts import FactPrompt, all_prompts, longest_prompt_words, vocabulary
+from interp_pipeline.errors import ConfigError
+from interp_pipeline.facts.world import FactPrompt, all_prompts, longest_prompt_words, vocabulary
+from interp_pipeline.tasks.base import Task, make_task, register_task
 from interp_pipeline.tasks.tokenizers import BOS, PAD, SPECIALS
 
 if TYPE_CHECKING:
@@ -128,3 +130,14 @@ class FactsTask(Task):
             metrics[f"{prefix}recall"] = (predicted.argmax(-1) == target).float().mean().item()
             metrics[f"{prefix}loss"] = F.cross_entropy(predicted, target).item()
         return metrics
+
+
+def facts_task(config: Mapping[str, Any], key: str = "task") -> FactsTask:
+    """The facts task (its world of subjects) of a task config (``name: facts`` and its fields), as the
+    prompt sets, probe labels and edits that read a facts model's world take it: ConfigError on ``key``."""
+    fields = dict(config)
+    if fields.get("name") != "facts":
+        raise ConfigError(f"{key}.name", f"expected 'facts' (the toy factual-recall task), found {fields.get('name')!r}")
+    made = make_task(fields, key=key)
+    assert isinstance(made, FactsTask)
+    return made

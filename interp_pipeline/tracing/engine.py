@@ -99,10 +99,11 @@ class PromptTrace:
 
 
 class CausalTracer:
-    """Traces prompts of one facts dict on one model; see the module docstring."""
+    """Traces prompts of one facts dict on one model; see the module docstring. ``batch_size_prompts``:
+    sequences in one forward pass (noised copies of prompts: prompts x samples x restored positions)."""
 
     def __init__(self, model: Any, facts: Mapping[str, Tensor], *, noise_std: float, samples: int, window: int,
-                 kinds: tuple[str, ...] = KINDS, seed: int = 0, max_batch: int = 512, fast: bool | None = None):
+                 batch_size_prompts: int, kinds: tuple[str, ...] = KINDS, seed: int = 0, fast: bool | None = None):
         from interp_pipeline.patching.forward import supports_fast_path
 
         self.model = model
@@ -112,18 +113,18 @@ class CausalTracer:
         self.window = window
         self.kinds = kinds
         self.seed = seed
-        self.max_batch = max_batch
+        self.batch_size_prompts = batch_size_prompts
         self.fast = supports_fast_path(model) if fast is None else fast
         self.n_layers = model.cfg.n_layers
 
     # ---------------------------------------------------------------- prompt groups
 
     def groups(self) -> Iterator[Tensor]:
-        """Prompt indices in groups whose restorations fit ``max_batch`` rows (at least one prompt)."""
+        """Prompt indices in groups whose restorations fit ``batch_size_prompts`` rows (at least one prompt)."""
         import torch
 
         per_prompt = self.samples * self.facts["tokens"].shape[1]
-        size = max(1, self.max_batch // per_prompt)
+        size = max(1, self.batch_size_prompts // per_prompt)
         yield from torch.arange(len(self.facts["tokens"])).split(size)
 
     # ---------------------------------------------------------------- one group
@@ -197,7 +198,7 @@ class CausalTracer:
         return add
 
     def _position_chunks(self, start: int, width: int, n: int) -> list[list[int]]:
-        per_forward = max(1, self.max_batch // (n * self.samples))
+        per_forward = max(1, self.batch_size_prompts // (n * self.samples))
         positions = list(range(start, width))
         return [positions[i:i + per_forward] for i in range(0, len(positions), per_forward)]
 

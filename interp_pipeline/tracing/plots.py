@@ -8,6 +8,7 @@
   prompts, rows the paper's aligned position classes.
 - :func:`layer_curves_figure`: the AIE by layer at the last subject token, one line per
   kind (the paper's Fig. 2 line plots, shown together).
+- :func:`log_figures`: the causal_tracing stage's figures, all three, logged to its tracker.
 
 Colour maps follow the ROME repository's: Purples (hidden), Greens (MLP), Reds (attention).
 """
@@ -18,10 +19,14 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.analysis.look_figures import _font_size, _pyplot, token_label
-from interp_pipeline.tracing.average import POSITION_LABELS
+from interp_pipeline.models.labels import model_label
+from interp_pipeline.tracing.average import POSITION_CLASSES, POSITION_LABELS
 
 if TYPE_CHECKING:
     import numpy as np
+    from torch import Tensor
+
+    from interp_pipeline.tracking.base import Tracker
 
 KIND_TITLES = {"hidden": "single restored layer", "mlp": "restored MLP", "attn": "restored attention"}
 KIND_COLORS = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
@@ -91,3 +96,30 @@ def layer_curves_figure(curves: Mapping[str, np.ndarray], window: int, title: st
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def log_figures(tracker: Tracker, model: Any, facts: Mapping[str, Tensor], aie: Mapping[str, Tensor],
+                examples: Sequence[Any], window: int) -> None:
+    """The average figure, the last subject token's layer curves, and one trace figure per example
+    (``(prompt, scores, clean, corrupted)``: interp_pipeline.tracing.run.trace_facts's)."""
+    label = model_label(model)
+    kinds = [k for k in aie if k != "counts"]
+    grids = {kind: aie[kind].numpy() for kind in kinds}
+    tracker.log_figure(average_figure(grids, aie["counts"].tolist(), window,
+                                      f"{label}: average indirect effect over {int(aie['counts'][-1])} prompts"),
+                       "causal_trace_average")
+    last_subject = POSITION_CLASSES.index("last_subject")
+    tracker.log_figure(layer_curves_figure({kind: grids[kind][last_subject] for kind in kinds}, window,
+                                           f"{label}: AIE at the last subject token"), "causal_trace_last_subject")
+    for i, (prompt, scores, clean, corrupted) in enumerate(examples):
+        length = int(facts["length"][prompt])
+        tokens = [model.tokenizer.decode([t]) if model.tokenizer is not None else str(t)
+                  for t in facts["tokens"][prompt, :length].tolist()]
+        obj = int(facts["object"][prompt])
+        object_label = model.tokenizer.decode([obj]) if model.tokenizer is not None else str(obj)
+        subject = (int(facts["subject_first"][prompt]), int(facts["subject_last"][prompt]))
+        text = model.tokenizer.decode(facts["tokens"][prompt, :length].tolist(), skip_special_tokens=True) \
+            if model.tokenizer is not None else ""
+        figure = trace_figure({k: v.numpy() for k, v in scores.items()}, tokens, subject, corrupted, clean,
+                              object_label, window, f"{label}: {text!r}")
+        tracker.log_figure(figure, f"causal_trace_prompt{i}")

@@ -41,7 +41,7 @@ def model():
 
 def test_edit_on_a_tiny_model_sets_the_key_value_and_leaves_the_original(model):
     tokens = torch.randint(1, 50, (32, 12), generator=torch.Generator().manual_seed(1))
-    covariance = key_covariance(model, 0, tokens, batch_size=8)
+    covariance = key_covariance(model, 0, tokens, batch_size_prompts=8)
     assert covariance.shape == (64, 64)
     torch.testing.assert_close(covariance, covariance.T)
     # The subject ends each prompt: in a random model, a later position barely reads it (diffuse attention).
@@ -49,7 +49,7 @@ def test_edit_on_a_tiny_model_sets_the_key_value_and_leaves_the_original(model):
     before = {name: p.clone() for name, p in model.state_dict().items()}
     original_top1 = top1(model, rewrite)
     target = int((original_top1[0] + 1) % 50)
-    edit = rome_edit(model, 0, covariance, rewrite, target, steps=60, lr=0.5)
+    edit = rome_edit(model, 0, covariance, rewrite, target, steps=60, lr=0.5, kl_weight=0.0625, weight_decay=0.5, seed=0)
     edited = edited_copy(model, 0, edit.weight)
     # the original model is untouched: every parameter bit for bit, and its predictions
     for name, p in model.state_dict().items():
@@ -68,16 +68,17 @@ TASK = {"name": "facts", "n_subjects": 8, "seed": 0}
 
 
 def test_rome_edit_params_are_checked_before_any_work():
+    from interp_pipeline.editing.config import RomeConfig
     from interp_pipeline.errors import ConfigError
+    from interp_pipeline.facts.world import RELATIONS, objects_of, subjects
     from interp_pipeline.models.shape import ModelShape
-    from interp_pipeline.stages.rome import _check_params, _check_shapes
-    from interp_pipeline.tasks.facts_prompts import RELATIONS, objects_of, subjects
+    from interp_pipeline.stages.rome import _check_edits, _check_shapes
 
     subject = subjects(8, 0)[0]
     cities = RELATIONS["lives_in"][1]
     current = cities[objects_of(8, 0)[0][0]]
     good = {"subject": subject, "relation": "lives_in", "new_object": next(c for c in cities if c != current)}
-    _check_params({"task": TASK, "requests": [good]})
+    _check_edits(RomeConfig(task=TASK, requests=[good]))
     cases = [
         ({**good, "subject": "Nobody"}, r"^requests\[0\]\.subject: expected a subject of the facts world, found 'Nobody'"),
         ({**good, "relation": "lives"}, r"^requests\[0\]\.relation: expected one of .*did you mean 'lives_in'"),
@@ -88,16 +89,16 @@ def test_rome_edit_params_are_checked_before_any_work():
     ]
     for request, message in cases:
         with pytest.raises(ConfigError, match=message):
-            _check_params({"task": TASK, "requests": [request]})
+            _check_edits(RomeConfig(task=TASK, requests=[request]))
     shape = ModelShape(n_layers=4, n_heads=4, d_model=64, d_head=16, d_mlp=256, n_ctx=10, d_vocab=96, attn_only=False)
     with pytest.raises(ConfigError, match=r"^layer: expected a layer in 0\.\.3, found 4"):
-        _check_shapes({"layer": 4}, {"model": shape})
+        _check_shapes(RomeConfig(task=TASK, layer=4), {"model": shape})
     with pytest.raises(ConfigError, match=r"^layer: expected an MLP layer to edit, or a causal_tracing input"):
-        _check_shapes({"layer": None}, {"model": shape})
+        _check_shapes(RomeConfig(task=TASK), {"model": shape})
     attn_only = ModelShape(n_layers=2, n_heads=4, d_model=64, d_head=16, d_mlp=None, n_ctx=10, d_vocab=96,
                            attn_only=True)
     with pytest.raises(ConfigError, match=r"^inputs\.model: expected a model with MLPs"):
-        _check_shapes({"layer": 0}, {"model": attn_only})
+        _check_shapes(RomeConfig(task=TASK, layer=0), {"model": attn_only})
 
 
 def test_the_tracing_picks_the_mlp_layer_peaking_at_the_last_subject_token():

@@ -79,7 +79,7 @@ def test_linear_probe_stage_sklearn_and_streamed_torch_agree(induction_store, tm
     results = {}
     for backend in ("sklearn", "torch"):
         tracker = RecordingTracker(NullRun(), tmp_path / backend)
-        probes = linear_probe(store, labels, backend=backend, batch_size=50, tracker=tracker)
+        probes = linear_probe(store, labels, backend=backend, batch_size_rows=50, tracker=tracker)
         results[backend] = (probes, tracker.last)
     (sk_probes, sk), (torch_probes, streamed) = results["sklearn"], results["torch"]
     hook = "blocks.1.hook_resid_post"
@@ -123,16 +123,17 @@ def test_labels_made_from_other_tokens_are_refused(induction_store):
 
 
 def test_fact_labels_lay_the_subjects_city_on_their_last_token():
+    from interp_pipeline.facts.world import RELATIONS, objects_of
+    from interp_pipeline.probes.config import FactLabelsConfig
     from interp_pipeline.stages.probes import _fact_shape, fact_labels
     from interp_pipeline.tasks.base import make_task
-    from interp_pipeline.tasks.facts_prompts import RELATIONS, objects_of
     from tests.support.models import task_model
 
     task = {"name": "facts", "n_subjects": 8, "seed": 0}
     made = make_task(task)
     model = task_model(made, n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, seed=0)
-    out = fact_labels(model, task, position="subject_last", relation="lives_in")
-    shapes = _fact_shape({"task": task}, {})
+    out = fact_labels(model, task=task, position="subject_last", relation="lives_in")
+    shapes = _fact_shape(FactLabelsConfig(task=task), {})
     assert tuple(out["tokens"].shape) == (shapes["labels"].n_sequences, shapes["labels"].seq_len) == (128, 9)
     prompt = made.prompts()[5]  # "the home of S is"-style prompts put the subject mid-prompt
     row = out["labels"]["labels"][5]

@@ -1,5 +1,5 @@
-"""The toy factual-recall world (tasks/facts_prompts.py, tasks/facts.py) and its tokenized prompt set
-(tracing/fact_prompts.py): subjects, held-out templates, subject spans through tokenizer offsets."""
+"""The toy factual-recall world (facts/world.py, tasks/facts.py) and its tokenized prompt set
+(facts/prompts.py): subjects, held-out templates, subject spans through tokenizer offsets."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.tasks.base import make_task
-from interp_pipeline.tasks.facts_prompts import RELATIONS, all_prompts
-from interp_pipeline.tracing.fact_prompts import FactRecord, as_records, tokenize_facts
+from interp_pipeline.facts.prompts import FactRecord, as_records, tokenize_facts
+from interp_pipeline.facts.world import RELATIONS, all_prompts
 from tests.support.models import byte_level_bpe, task_model
 
 

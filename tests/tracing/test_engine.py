@@ -33,8 +33,8 @@ def references(model, facts, window):
             for prompt in range(len(facts["tokens"]))]
 
 
-def assert_matches(model, facts, expected, *, max_batch, window):
-    tracer = CausalTracer(model, facts, window=window, kinds=KINDS, max_batch=max_batch, **SETTINGS)
+def assert_matches(model, facts, expected, *, batch_size_prompts, window):
+    tracer = CausalTracer(model, facts, window=window, kinds=KINDS, batch_size_prompts=batch_size_prompts, **SETTINGS)
     seen = []
     for rows in tracer.groups():
         trace = tracer.trace(rows)
@@ -57,10 +57,10 @@ def hooked():
     return model, facts, references(model, facts, window=2)
 
 
-@pytest.mark.parametrize("max_batch", [512, 10])  # every prompt in one group; one prompt, positions split
-def test_hooked_transformer_fast_path_matches_the_hook_loop(hooked, max_batch):
+@pytest.mark.parametrize("batch_size_prompts", [512, 10])  # every prompt in one group; one prompt, positions split
+def test_hooked_transformer_fast_path_matches_the_hook_loop(hooked, batch_size_prompts):
     model, facts, expected = hooked
-    assert assert_matches(model, facts, expected, max_batch=max_batch, window=2).fast
+    assert assert_matches(model, facts, expected, batch_size_prompts=batch_size_prompts, window=2).fast
 
 
 def test_bridge_generic_path_matches_the_hook_loop(tmp_path, monkeypatch):
@@ -71,7 +71,7 @@ def test_bridge_generic_path_matches_the_hook_loop(tmp_path, monkeypatch):
     bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
                                    dtype="float32")
     facts = random_facts(VOCAB)
-    tracer = assert_matches(bridge, facts, references(bridge, facts, window=1), max_batch=40, window=1)
+    tracer = assert_matches(bridge, facts, references(bridge, facts, window=1), batch_size_prompts=40, window=1)
     assert not tracer.fast
 
 

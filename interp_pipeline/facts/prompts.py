@@ -1,7 +1,9 @@
 """Factual-recall prompts, tokenized: the **facts dict** causal tracing, probes and ROME read.
 
-:func:`tokenize_facts` turns records (``prompt``, ``subject``, ``object``, optionally the
-subject's character span and the toy task's ids) into CPU tensors, B prompts, P positions:
+The prompt-set stages make it from the toy world's prompts (:func:`toy_prompt_set`) or from
+prompts written in YAML (:func:`listed_prompt_set`). :func:`tokenize_facts` turns records
+(``prompt``, ``subject``, ``object``, optionally the subject's character span and the toy task's
+ids) into CPU tensors, B prompts, P positions:
 
 ================  =============  ============================================================
 ``tokens``        int64 [B, P]   prompt tokens (BOS at 0 when prepended), right-padded
@@ -35,9 +37,13 @@ from interp_pipeline.errors import ConfigError
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from interp_pipeline.facts.config import FactPromptsConfig, ToyFactPromptsConfig
+    from interp_pipeline.tracking.base import Tracker
+
 FACT_FIELDS = ("tokens", "length", "last", "subject_first", "subject_last", "object", "relation", "template",
                "split", "subject_id")
 RECORD_FIELDS = ("prompt", "subject", "object")
+FACT_METRICS = ("prompts", "seq_len", "heldout_prompts", "subject_tokens_mean")
 
 
 @dataclass(frozen=True)
@@ -138,3 +144,68 @@ def tokenize_facts(tokenizer: Any, records: Sequence[FactRecord], *, prepend_bos
 def select(facts: Mapping[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
     """The facts dict of ``rows`` only."""
     return {name: value[rows] for name, value in facts.items()}
+
+
+# ---------------------------------------------------------------- the prompt sets the stages make
+
+
+def toy_records(task: Any, split: str, n_prompts: int | None, seed: int) -> list[FactRecord]:
+    """The toy world's prompts (``task``: the facts task, interp_pipeline.tasks.facts): all, the ``"train"``
+    or ``"heldout"`` ones, or a sample of ``n_prompts`` drawn with ``seed`` (in the world's order)."""
+    import random
+
+    prompts = task.prompts(None if split == "all" else split)
+    if n_prompts is not None and n_prompts < len(prompts):
+        chosen = sorted(random.Random(seed).sample(range(len(prompts)), n_prompts))
+        prompts = [prompts[i] for i in chosen]
+    return [FactRecord(p.text, p.subject, " " + p.object, p.subject_span, p.relation, p.template, p.heldout,
+                       p.subject_id) for p in prompts]
+
+
+def toy_facts(tokenizer: Any, task: Any, settings: ToyFactPromptsConfig, max_len: int) -> dict[str, Tensor]:
+    """The facts dict of the toy world's prompts ``settings`` choose; errors are keyed ``task``."""
+    records = toy_records(task, settings.split, settings.n_prompts, settings.seed)
+    return tokenize_facts(tokenizer, records, prepend_bos=settings.prepend_bos, key="task", max_len=max_len)
+
+
+def listed_facts(tokenizer: Any, settings: FactPromptsConfig, max_len: int) -> dict[str, Tensor]:
+    """The facts dict of prompts written in YAML (:func:`check_records` passed); errors name the prompt
+    (``prompts[2].object``)."""
+    return tokenize_facts(tokenizer, as_records(settings.prompts), prepend_bos=settings.prepend_bos,
+                          max_len=max_len)
+
+
+def toy_prompt_set(model: Any, task: Any, settings: ToyFactPromptsConfig, tracker: Tracker) -> dict[str, Tensor]:
+    """:func:`toy_facts` under the model's tokenizer and context, its :data:`FACT_METRICS` logged."""
+    from interp_pipeline.models.tokens import require_tokenizer
+
+    return _logged(toy_facts(require_tokenizer(model, "task"), task, settings, model.cfg.n_ctx), tracker)
+
+
+def listed_prompt_set(model: Any, settings: FactPromptsConfig, tracker: Tracker) -> dict[str, Tensor]:
+    """:func:`listed_facts` under the model's tokenizer and context, its :data:`FACT_METRICS` logged."""
+    from interp_pipeline.models.tokens import require_tokenizer
+
+    check_records(settings.prompts)
+    return _logged(listed_facts(require_tokenizer(model, "prompts"), settings, model.cfg.n_ctx), tracker)
+
+
+def _logged(facts: dict[str, Tensor], tracker: Tracker) -> dict[str, Tensor]:
+    subject = (facts["subject_last"] - facts["subject_first"] + 1).float()
+    tracker.log_metrics({"prompts": len(facts["tokens"]), "seq_len": facts["tokens"].shape[1],
+                         "heldout_prompts": int(facts["split"].sum()),
+                         "subject_tokens_mean": float(subject.mean())})
+    return facts
+
+
+def subject_last_token(model: Any, text: str, span: tuple[int, int]) -> tuple[list[int], int]:
+    """``[BOS] + text``'s ids and the index of the last token overlapping the subject's character span
+    (through the tokenizer's offsets, so any tokenizer with offsets places it)."""
+    from interp_pipeline.models.tokens import bos_id
+
+    encoded = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    covering = [k for k, (a, b) in enumerate(encoded["offset_mapping"]) if b > a and a < span[1] and b > span[0]]
+    if not covering:
+        raise ConfigError("requests", f"expected the subject {text[span[0]:span[1]]!r} among {text!r}'s tokens, "
+                                      "found none covering it")
+    return [bos_id(model), *encoded["input_ids"]], covering[-1] + 1
