@@ -16,6 +16,7 @@ from interp_pipeline.analysis.config import InspectConfig, LogitLensConfig
 from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
 from interp_pipeline.config.settings import ROOT_DEFAULTS
 from interp_pipeline.editing.config import RomeConfig
+from interp_pipeline.models.config import ModelConfig
 from interp_pipeline.patching.config import PatchingConfig
 from interp_pipeline.probes.config import ProbeConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
@@ -61,50 +62,6 @@ class TrackingConfig:
     # Models and SAEs a stage computes, logged as MLflow models (pyfunc, safetensors inside)
     # so they can be registered; ones larger than this many MB are not (0: none are).
     max_model_mb: float = at_least(0, 200.0)
-
-
-@dataclass
-class TrainConfig:
-    """Training a toy model on a synthetic task (model.source=trained)."""
-
-    task: Dict[str, Any] = field(default_factory=lambda: {"name": "induction"})  # name + the task's fields
-    steps: int = positive(2000)
-    batch_size: int = positive(64)  # ignored by full-batch tasks (modular_addition)
-    lr: float = positive(1e-3)
-    weight_decay: float = at_least(0, 0.01)
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
-    warmup_steps: int = at_least(0, 0)
-    log_every: int = positive(10)
-    eval_every: int = positive(100)
-    checkpoint_every: int = at_least(0, 500)
-    # Stop once eval metric early_stop_metric is >= early_stop_min / <= early_stop_max.
-    early_stop_metric: Optional[str] = None
-    early_stop_min: Optional[float] = None
-    early_stop_max: Optional[float] = None
-
-
-@dataclass
-class ModelConfig:
-    # tl: TransformerLens name (HookedTransformer.from_pretrained); hf: hub id or local
-    # directory (TransformerBridge); config: built from `cfg`, random init; trained:
-    # built from `cfg` and trained on `train.task`, stored in the stage cache;
-    # saved: a directory this pipeline saved (safetensors + config.json).
-    source: str = "config"
-    name: Optional[str] = None  # tl
-    name_or_path: Optional[str] = None  # hf
-    path: Optional[str] = None  # saved
-    revision: Optional[str] = None  # tl, hf
-    cfg: Dict[str, Any] = field(default_factory=dict)  # config, trained: HookedTransformerConfig fields
-    train: Optional[TrainConfig] = None  # trained
-    seed: int = SI("${seed}")
-    device: str = "auto"  # auto: cuda when present, else cpu
-    dtype: str = "float32"
-    # TransformerLens's weight processing (tl), as from_pretrained names them
-    fold_ln: bool = True
-    center_writing_weights: bool = True
-    center_unembed: bool = True
-    fold_value_biases: bool = True
-    compatibility_mode: bool = True  # hf: HookedTransformer hook names and numerics
 
 
 @dataclass

@@ -1,1 +1,3 @@
-"""Models: where they come from (hub.py: TransformerLens names, hub ids, local directories) and how they are stored (storage.py)."""
+"""Models: their settings (config.py), where they come from and how they are built or trained (loading.py, hub.py:
+TransformerLens names, hub ids, local directories), how they are stored (storage.py), and token datasets drawn
+from their vocabulary (random_tokens.py)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.models.config import ModelConfig
 
 # The meta forward runs this many positions: a prime that is unlikely to equal any width,
 # so a hook's position axis can be told from its other axes.
@@ -210,23 +211,22 @@ def _tokenizer_within_reach(name_or_path: str | None) -> Any:
         return None
 
 
-def shape_of_params(params: Mapping[str, Any]) -> ModelShape | None:
-    """The shape of the model the load_model stage would return for ``params``, without building it."""
-    source = params.get("source")
-    if source == "config":
-        return shape_of_config(hooked_transformer_config(params.get("cfg") or {}))
-    if source == "trained":
+def shape_of_model(settings: ModelConfig) -> ModelShape | None:
+    """The shape of the model the load_model stage would return for ``settings``, without building it."""
+    if settings.source == "config":
+        return shape_of_config(hooked_transformer_config(settings.cfg))
+    if settings.source == "trained":
         from interp_pipeline.tasks.base import make_task
 
-        task = make_task((params.get("train") or {}).get("task") or {}, key="train.task")
-        config = hooked_transformer_config({**(params.get("cfg") or {}), **task.model_config()})
+        task = make_task(settings.train.task if settings.train is not None else {}, key="train.task")
+        config = hooked_transformer_config({**settings.cfg, **task.model_config()})
         return shape_of_config(config, task.tokenizer())
-    if source == "saved":
-        return shape_of_saved(Path(params["path"]).expanduser())
-    if source == "tl":
-        return shape_of_pretrained(params["name"], hf=False, revision=params.get("revision"))
-    if source == "hf":
-        return shape_of_pretrained(params["name_or_path"], hf=True, revision=params.get("revision"))
+    if settings.source == "saved":
+        return shape_of_saved(Path(settings.path).expanduser())
+    if settings.source == "tl":
+        return shape_of_pretrained(settings.name, hf=False, revision=settings.revision)
+    if settings.source == "hf":
+        return shape_of_pretrained(settings.name_or_path, hf=True, revision=settings.revision)
     return None
 
 

@@ -54,9 +54,10 @@ def rehearse(experiment: str, text_file: str) -> int:
 def preflight_shape() -> dict[str, int]:
     """What the runner's pre-flight reads of model=gpt2_small without its weights (models/shape.py:
     TransformerLens's config conversion and the tokenizer, both from the cache); zeros when it cannot."""
-    from interp_pipeline.models.shape import shape_of_params
+    from interp_pipeline.models.config import ModelConfig
+    from interp_pipeline.models.shape import shape_of_model
 
-    shape = shape_of_params({"source": "tl", "name": "gpt2-small"})
+    shape = shape_of_model(ModelConfig(source="tl", name="gpt2-small"))
     if shape is None:
         return {"n_layers": 0, "n_heads": 0, "d_model": 0, "d_vocab": 0, "tokenizer_vocab": 0}
     return {"n_layers": shape.n_layers, "n_heads": shape.n_heads, "d_model": shape.d_model, "d_vocab": shape.d_vocab,

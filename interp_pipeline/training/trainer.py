@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,47 +16,31 @@ from interp_pipeline.progress import progress
 from interp_pipeline.tasks.base import Task
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 from interp_pipeline.training import checkpoints
+from interp_pipeline.training.config import TrainConfig
 
 
-@dataclass
-class TrainSettings:
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    warmup_steps: int = 0
-    log_every: int = 10
-    eval_every: int = 100
-    checkpoint_every: int = 500
-    # Stop once the eval metric `early_stop_metric` (e.g. "repeat_loss") is <= early_stop_max
-    # or >= early_stop_min.
-    early_stop_metric: str | None = None
-    early_stop_min: float | None = None
-    early_stop_max: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def target_met(self, metrics: Mapping[str, float]) -> bool:
-        if self.early_stop_metric is None or self.early_stop_metric not in metrics:
-            return False
-        value = metrics[self.early_stop_metric]
-        if self.early_stop_min is not None and value < self.early_stop_min:
-            return False
-        if self.early_stop_max is not None and value > self.early_stop_max:
-            return False
-        return self.early_stop_min is not None or self.early_stop_max is not None
+def target_met(settings: TrainConfig, metrics: Mapping[str, float]) -> bool:
+    """Whether the eval metrics reach the early-stop target (``early_stop_min`` / ``early_stop_max``), if any."""
+    if settings.early_stop_metric is None or settings.early_stop_metric not in metrics:
+        return False
+    value = metrics[settings.early_stop_metric]
+    if settings.early_stop_min is not None and value < settings.early_stop_min:
+        return False
+    if settings.early_stop_max is not None and value > settings.early_stop_max:
+        return False
+    return settings.early_stop_min is not None or settings.early_stop_max is not None
 
 
 def train(
     model: Any,
     task: Task,
-    settings: TrainSettings,
+    settings: TrainConfig,
     *,
     seed: int,
     tracker: Tracker = NULL_TRACKER,
     workdir: Path | None = None,
 ) -> dict[str, float]:
-    """Train ``model`` in place on ``task``; returns the last eval metrics (also logged as ``eval/...``).
+    """Train ``model`` in place on ``task`` (``settings.task`` is read by whoever made it); returns the last eval metrics (also logged as ``eval/...``).
 
     With ``workdir``, a checkpoint is written every ``checkpoint_every`` steps and a
     later call with the same arguments resumes from the newest one: same data order,
@@ -85,7 +68,7 @@ def train(
     model.train()
     steps = progress(range(start, settings.steps), desc="train", total=settings.steps, initial=start, unit="step")
     for step in steps:
-        tokens = task.train_batch(generator, settings.batch_size).to(model.cfg.device)
+        tokens = task.train_batch(generator, settings.batch_size_prompts).to(model.cfg.device)
         loss = task.loss(task.logits(model, tokens), tokens)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {step}")
@@ -103,10 +86,10 @@ def train(
             metrics = task.evaluate(model)
             model.train()
             tracker.log_metrics({f"eval/{k}": v for k, v in metrics.items()}, step=done)
-            if settings.target_met(metrics):
+            if target_met(settings, metrics):
                 tracker.log_metrics({"stopped_early_at": done})
                 finished = True
-        if workdir is not None and (done % settings.checkpoint_every == 0) and not finished:
+        if workdir is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0 and not finished:
             checkpoints.save(workdir, done, model, optimizer, generator, {"loss": loss.item()})
         if finished:
             break

@@ -16,7 +16,7 @@ from tests.support.tiny_gpt2 import save_tiny_gpt2
 
 TINY = {"n_layers": 1, "d_model": 16, "n_heads": 2, "d_head": 8, "d_vocab": 30, "n_ctx": 12, "act_fn": "relu"}
 TRAIN = {"task": {"name": "induction", "d_vocab": 12, "seq_len": 10, "min_repeat": 2, "max_repeat": 5,
-                  "eval_sequences": 8}, "steps": 6, "batch_size": 4, "eval_every": 3, "checkpoint_every": 3}
+                  "eval_sequences": 8}, "steps": 6, "batch_size_prompts": 4, "eval_every": 3, "checkpoint_every": 3}
 
 
 def state(model):
@@ -72,10 +72,10 @@ def test_hf_source_through_the_stage(tmp_path, monkeypatch):
     ],
 )
 def test_model_preflight_errors_name_the_key(overrides, key, fragment, outputs, monkeypatch):
+    """Before any model is loaded: ModelConfig's choices when the experiment is prepared, the rest in pre-flight."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    spec = prepare(compose(["+experiment=smoke", *overrides])).spec
     with pytest.raises(ConfigError) as caught:
-        run_preflight(spec.stages)
+        run_preflight(prepare(compose(["+experiment=smoke", *overrides])).spec.stages)
     assert caught.value.key == key and fragment in str(caught.value), str(caught.value)
 
 

@@ -1,0 +1,151 @@
+"""A model from its settings (interp_pipeline.models.config.ModelConfig): the load_model stage's work.
+
+``check_model_settings`` is its pre-flight: what no field of the schema can say alone (a key
+that another source reads, a hub model that cannot be had here, a HookedTransformerConfig
+field a task fixes otherwise). ``load`` builds, trains or loads the model and logs its
+identity. Only trained models are stored in the stage cache (interp_pipeline.models.storage);
+the others are cheaper to load again from their source than to copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from interp_pipeline.devices import resolve_device
+from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.models.config import SOURCE_KEYS, ModelConfig
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
+from interp_pipeline.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+_SOURCE_SPECIFIC = sorted({key for keys in SOURCE_KEYS.values() for key in keys})
+# What a HookedTransformerConfig field set in model.cfg would fight with.
+_SET_OUTSIDE_CFG = ("seed", "device", "dtype")
+
+
+def check_model_settings(settings: ModelConfig) -> None:
+    """Pre-flight: the keys ``settings.source`` reads are given, and no other source's are."""
+    source = settings.source
+    for key in _SOURCE_SPECIFIC:
+        if key not in SOURCE_KEYS[source] and getattr(settings, key) not in (None, {}, ""):
+            users = [s for s, keys in SOURCE_KEYS.items() if key in keys]
+            raise ConfigError(key, f"is read by source {' / '.join(users)}, not by source '{source}'")
+    if source in ("tl", "hf"):
+        from interp_pipeline.models.hub import check_available
+
+        key = "name" if source == "tl" else "name_or_path"
+        name = getattr(settings, key)
+        if not name:
+            raise ConfigError(key, f"expected a model {'name' if source == 'tl' else 'id or directory'}, found none")
+        check_available(source, name, settings.revision)
+    elif source == "saved":
+        path = settings.path
+        if not path or not (Path(path).expanduser() / "config.json").is_file():
+            raise ConfigError("path", f"expected a directory saved by interp_pipeline (with config.json), found '{path}'")
+    else:
+        from interp_pipeline.models.shape import check_config_types
+
+        _check_hooked_transformer_fields(settings.cfg)
+        check_config_types(settings.cfg)
+        if source == "trained":
+            _check_training(settings)
+        else:
+            _check_required(settings.cfg)
+
+
+def _check_hooked_transformer_fields(cfg: dict[str, Any]) -> None:
+    from transformer_lens import HookedTransformerConfig
+
+    allowed = {f.name for f in dataclasses.fields(HookedTransformerConfig) if f.init}
+    for key in cfg:
+        if key in _SET_OUTSIDE_CFG:
+            raise ConfigError(f"cfg.{key}", f"is set by model.{key}, not inside model.cfg")
+        if key not in allowed:
+            raise ConfigError(f"cfg.{key}", f"expected a HookedTransformerConfig field, found '{key}'",
+                              suggestion=did_you_mean(key, allowed))
+
+
+def _check_required(cfg: dict[str, Any], fixed: dict[str, Any] | None = None) -> None:
+    from transformer_lens import HookedTransformerConfig
+
+    for f in dataclasses.fields(HookedTransformerConfig):
+        required = f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in cfg and f.name not in (fixed or {}):
+            raise ConfigError(f"cfg.{f.name}", "expected a value (HookedTransformerConfig requires it), found none")
+
+
+def _check_training(settings: ModelConfig) -> None:
+    from interp_pipeline.tasks.base import make_task
+
+    task = make_task(_train_settings(settings).task, key="train.task")
+    fixed = task.model_config()
+    for key, value in fixed.items():
+        if key in settings.cfg and settings.cfg[key] != value:
+            raise ConfigError(f"cfg.{key}", f"is fixed by task '{task.name}' to {value!r}, found {settings.cfg[key]!r}")
+    _check_required(settings.cfg, fixed)
+
+
+def _train_settings(settings: ModelConfig) -> TrainConfig:
+    if settings.train is None:
+        raise ConfigError("train", "expected a training config (task, steps, lr, ...) for source 'trained'")
+    return settings.train
+
+
+def load(settings: ModelConfig, tracker: Tracker = NULL_TRACKER, workdir: Path | None = None) -> HookedTransformer:
+    """The model ``settings`` describe, in eval mode; its identity (source, name, revision or checksum,
+    parameter count, dtype, device) logged as tags and ``n_params`` as a metric."""
+    device = resolve_device(settings.device)
+    if settings.source == "tl":
+        from interp_pipeline.models.hub import load_transformer_lens
+
+        model = load_transformer_lens(
+            settings.name, revision=settings.revision, device=device, dtype=settings.dtype, fold_ln=settings.fold_ln,
+            center_writing_weights=settings.center_writing_weights, center_unembed=settings.center_unembed,
+            fold_value_biases=settings.fold_value_biases,
+        )
+    elif settings.source == "hf":
+        from interp_pipeline.models.hub import load_hugging_face
+
+        model = load_hugging_face(settings.name_or_path, revision=settings.revision, device=device,
+                                  dtype=settings.dtype, compatibility_mode=settings.compatibility_mode)
+    elif settings.source == "saved":
+        from interp_pipeline.models.storage import load_model_dir
+
+        model = load_model_dir(Path(settings.path).expanduser(), device=device)
+    elif settings.source == "trained":
+        model = _trained(settings, tracker, workdir)
+    else:
+        model = _build(settings.cfg, settings)
+
+    from interp_pipeline.models.hub import model_identity
+
+    identity = model_identity(model, source=settings.source,
+                              name=settings.name or settings.name_or_path or settings.path, revision=settings.revision)
+    tracker.set_tags({f"model.{k}": v for k, v in identity.items()})
+    tracker.log_metrics({"n_params": float(identity["n_params"])})
+    return model
+
+
+def _build(cfg: dict[str, Any], settings: ModelConfig, tokenizer: Any = None) -> HookedTransformer:
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    config = HookedTransformerConfig(**cfg, seed=settings.seed, device=resolve_device(settings.device),
+                                     dtype=getattr(torch, settings.dtype))
+    model = HookedTransformer(config, tokenizer=tokenizer)
+    model.eval()
+    return model
+
+
+def _trained(settings: ModelConfig, tracker: Tracker, workdir: Path | None) -> HookedTransformer:
+    from interp_pipeline.tasks.base import make_task
+    from interp_pipeline.training.trainer import train
+
+    task = make_task(_train_settings(settings).task, key="train.task")
+    model = _build({**settings.cfg, **task.model_config()}, settings, tokenizer=task.tokenizer())
+    train(model, task, _train_settings(settings), seed=settings.seed, tracker=tracker, workdir=workdir)
+    return model
