@@ -1,7 +1,7 @@
 """What a model's tokenizer and vocabulary allow: token tensors, BOS, context length.
 
-Shared by every stage that builds token datasets or prompt pairs for a model
-(interp_pipeline.stages.token_datasets, .text_datasets, interp_pipeline.patching.pair_datasets). BOS is the
+Shared by everything that builds token datasets or prompt pairs for a model
+(interp_pipeline.models.random_tokens, .text.token_datasets, .patching.pair_datasets). BOS is the
 tokenizer's ``bos_token_id`` (TransformerLens sets it to EOS when a tokenizer has
 none); a model built from a config has no tokenizer, and there BOS is token 0.
 """

@@ -2,7 +2,7 @@
 
 train_sae holds out a store's last ``sae.eval_tokens`` rows; evaluate_sae needs whole
 sequences (CE loss reads every token's context), so this stage hands it the sequences
-whose rows are all held out.
+whose rows are all held out (interp_pipeline.sae.heldout).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import stage
+from interp_pipeline.sae.heldout import HeldoutTokensConfig, check_heldout_rows
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -19,60 +19,22 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-def _check_heldout_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+def _check_heldout_shapes(settings: HeldoutTokensConfig, inputs: Mapping[str, Any]) -> None:
     store, tokens = inputs.get("store"), inputs.get("tokens")
-    n_rows = store.max_rows if store is not None else (tokens.n_tokens if tokens is not None else None)
-    eval_tokens = params["eval_tokens"]
-    if n_rows is not None and isinstance(eval_tokens, int) and eval_tokens > n_rows:
-        what = "the store's" if store is not None else "every token's"
-        raise ConfigError("eval_tokens", f"expected an integer in [1, {n_rows}] (at most {what} rows), "
-                                         f"found {eval_tokens}")
+    if store is not None:
+        check_heldout_rows(settings, store.max_rows, "the store's")
+    elif tokens is not None:
+        check_heldout_rows(settings, tokens.n_tokens, "every token's")
 
 
-@stage("store_heldout_tokens", outputs=("tokens",), version=1, check_shapes=_check_heldout_shapes,
-       metrics=("heldout_sequences", "heldout_tokens"), summary=("heldout_sequences", "heldout_tokens"))
-def store_heldout_tokens(
-    tokens: Int[Tensor, "batch pos"],
-    eval_tokens: int,
-    store: Any = None,
-    tracker: Tracker = NULL_TRACKER,
-) -> Int[Tensor, "heldout pos"]:
-    """The sequences of ``tokens`` that have rows among the store's last ``eval_tokens`` rows and none before.
+@stage("store_heldout_tokens", outputs=("tokens",), config=HeldoutTokensConfig, version=1,
+       check_shapes=_check_heldout_shapes, metrics=("heldout_sequences", "heldout_tokens"),
+       summary=("heldout_sequences", "heldout_tokens"))
+def store_heldout_tokens(tokens: Int[Tensor, "batch pos"], settings: HeldoutTokensConfig, store: Any = None,
+                         tracker: Tracker = NULL_TRACKER) -> Int[Tensor, "heldout pos"]:
+    """The sequences of ``tokens`` that have rows among the store's last ``eval_tokens`` rows and none before
+    (the sequence at the boundary is left out); without a store, the rows are every token's, in order.
+    ``tokens`` must be the dataset the store was cached from (its fingerprint is checked)."""
+    from interp_pipeline.sae.heldout import heldout_sequences
 
-    The sequence at the boundary (some rows trained on, some held out) is left out.
-    ``tokens`` must be the dataset the store was cached from (its fingerprint is checked).
-    Without a store (train_sae streamed from the model), the rows are every position of
-    every sequence, in order.
-    """
-    import numpy as np
-    import torch
-
-    from interp_pipeline.activations.layout import fingerprint
-    from interp_pipeline.sae.data import open_store
-
-    tokens_np = tokens.cpu().numpy()
-    if store is None:
-        sequences = np.repeat(np.arange(tokens_np.shape[0]), tokens_np.shape[1])
-        what = "every token's"
-    else:
-        opened = open_store(store)
-        sequences, what = opened.sequences(), "the store's"
-        expected, found = opened.attrs.get("dataset_fingerprint"), fingerprint(tokens_np)
-        if expected != found:
-            raise ConfigError("inputs.tokens", f"expected the token dataset activation store {opened.url} was "
-                                               f"cached from (fingerprint {expected}), found one with fingerprint "
-                                               f"{found} and shape {list(tokens_np.shape)}; wire the cache stage's "
-                                               "tokens here")
-    n_rows = len(sequences)
-    if isinstance(eval_tokens, bool) or not isinstance(eval_tokens, int) or not 0 < eval_tokens <= n_rows:
-        raise ConfigError("eval_tokens", f"expected an integer in [1, {n_rows}] ({what} rows), found {eval_tokens!r}")
-    first_heldout = n_rows - eval_tokens
-    heldout = np.unique(sequences[first_heldout:])
-    heldout = heldout[~np.isin(heldout, sequences[:first_heldout])]
-    if heldout.size == 0:
-        raise ConfigError("eval_tokens", f"expected the held-out rows to cover at least one whole sequence "
-                                         f"({tokens_np.shape[1]} tokens), found {eval_tokens} rows that do not; "
-                                         "raise sae.eval_tokens")
-    selected = tokens[torch.as_tensor(heldout, dtype=torch.long)]
-    tracker.log_metrics({"heldout_sequences": float(selected.shape[0]), "heldout_tokens": float(selected.numel())})
-    return selected
+    return heldout_sequences(tokens, store, settings, tracker)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.tasks.config import TaskTokensConfig
 
 if TYPE_CHECKING:
     from torch import Generator, Tensor
@@ -80,3 +81,22 @@ def make_task(config: Mapping[str, Any], key: str = "task") -> Task:
         return cls(**fields)
     except (TypeError, ValueError) as error:
         raise ConfigError(key, f"task '{name}': {error}") from error
+
+
+def check_task_settings(settings: TaskTokensConfig) -> None:
+    """Pre-flight of task_tokens: the task exists and takes these fields."""
+    make_task(settings.task, key="task")
+
+
+def task_sequences(settings: TaskTokensConfig) -> Tensor:
+    """``settings.n_sequences`` sequences from the task's distribution, drawn from a generator seeded with
+    ``settings.seed`` (the task_tokens stage)."""
+    import torch
+
+    return make_task(settings.task, key="task").dataset(torch.Generator().manual_seed(settings.seed),
+                                                        settings.n_sequences)
+
+
+def task_context(settings: TaskTokensConfig) -> int | None:
+    """The length of the task's sequences: the context it fixes for its models."""
+    return make_task(settings.task, key="task").model_config().get("n_ctx")

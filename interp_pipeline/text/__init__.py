@@ -1,1 +1,1 @@
-"""Text corpora for token datasets: local files, Hugging Face datasets, packing into rows."""
+"""Token datasets from text: prompts, local files, Hugging Face datasets, packing into rows (token_datasets.py)."""

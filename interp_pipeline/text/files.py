@@ -10,18 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.text.config import FORMATS
 
-FORMATS = ("auto", "jsonl", "parquet", "txt")
 SUFFIX_FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl",
                   ".parquet": "parquet", ".pq": "parquet"}
 
 
-def resolve_text_file(path: Any, format: Any) -> tuple[Path, str]:
-    """The file and its format (``auto`` read from the suffix); ConfigError naming the key otherwise."""
-    if format not in FORMATS:
-        raise ConfigError("format", f"expected one of {one_of(FORMATS)}, found '{format}'",
-                          suggestion=did_you_mean(str(format), FORMATS))
-    if not isinstance(path, str) or not path:
+def resolve_text_file(path: str, format: str) -> tuple[Path, str]:
+    """The file and its format (one of FORMATS; ``auto`` read from the suffix); ConfigError naming the key otherwise."""
+    if not path:
         raise ConfigError("path", f"expected a file path, found {path!r}")
     file = Path(path).expanduser()
     if not file.exists():

@@ -12,6 +12,7 @@ from typing import Any
 
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.hf_hub_access import datasets_unreachable_reason
+from interp_pipeline.text.config import HFDatasetConfig
 from interp_pipeline.text.files import text_value
 
 
@@ -39,15 +40,14 @@ def _missing_data_file(data_files: Any) -> str | None:
     return None
 
 
-def check_hf_dataset_available(params: dict[str, Any]) -> None:
+def check_hf_dataset_available(settings: HFDatasetConfig) -> None:
     """Pre-flight: the dataset is a local path, a builder over local files, in the local
     datasets cache, or the hub is reachable. Else one ConfigError line naming it."""
     from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 
-    name = params.get("name")
-    if not isinstance(name, str) or not name:
+    name, data_files = settings.name, settings.data_files
+    if not name:
         raise ConfigError("name", f"expected a dataset id or a local path, found {name!r}")
-    data_files = params.get("data_files")
     if name in _PACKAGED_DATASETS_MODULES:  # json, parquet, text, csv...: reads data_files
         if not data_files:
             raise ConfigError("data_files", f"expected the files for the '{name}' builder, found none")

@@ -11,7 +11,8 @@ import torch
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages
 from interp_pipeline.stages.token_datasets import prompt_tokens, repeated_tokens, task_tokens
-from interp_pipeline.stages.text_datasets import check_hf_dataset_available, hf_dataset_tokens, text_file_tokens
+from interp_pipeline.stages.text_datasets import hf_dataset_tokens, text_file_tokens
+from interp_pipeline.text.hub_datasets import check_hf_dataset_available
 from tests.support.models import tiny_hooked_transformer
 
 WORDS = "the cat sat on mat a dog ran far away and then came back home big small red".split()
@@ -73,6 +74,12 @@ def _key(excinfo: pytest.ExceptionInfo[ConfigError]) -> str:
     return excinfo.value.key
 
 
+def _preflight(stage_fn, params: dict) -> None:
+    """What pre-flight does with a stage's params: resolve them against its schema, then its own checks."""
+    definition = stage_fn.stage_def
+    definition.preflight(definition.settings(params))
+
+
 # ---------------------------------------------------------------- repeated_tokens
 
 
@@ -111,7 +118,7 @@ def test_repeated_tokens_checks_n_ctx_and_counts(model) -> None:
         repeated_tokens(model, n_sequences=1, half_len=32, seed=0)
     assert _key(excinfo) == "half_len" and "n_ctx=64" in str(excinfo.value)
     with pytest.raises(ConfigError) as excinfo:
-        repeated_tokens.stage_def.preflight({"n_sequences": 0, "half_len": 4, "seed": 0})
+        repeated_tokens(model, n_sequences=0, half_len=4, seed=0)
     assert _key(excinfo) == "n_sequences"
 
 
@@ -120,27 +127,27 @@ def test_repeated_tokens_checks_n_ctx_and_counts(model) -> None:
 
 def test_prompt_tokens_right_pads_like_to_tokens(model) -> None:
     prompts = ["the cat sat on the mat", "a dog"]
-    tokens = prompt_tokens(model, prompts)
+    tokens = prompt_tokens(model, prompts=prompts)
     tok = model.tokenizer
     assert tokens.dtype == torch.int64 and tokens.shape == (2, 7)
     assert tokens[1].tolist() == [tok.bos_token_id, *_ids(model, "a dog"), *[tok.pad_token_id] * 4]
     assert torch.equal(tokens, model.to_tokens(prompts, padding_side="right").cpu())
-    bare = prompt_tokens(model, prompts, prepend_bos=False)
+    bare = prompt_tokens(model, prompts=prompts, prepend_bos=False)
     assert bare.shape == (2, 6) and bare[0].tolist() == _ids(model, prompts[0])
 
 
 def test_prompt_tokens_errors(model, bare_model) -> None:
     with pytest.raises(ConfigError) as excinfo:
-        prompt_tokens(model, [])
+        prompt_tokens(model, prompts=[])
     assert _key(excinfo) == "prompts"
     with pytest.raises(ConfigError) as excinfo:
-        prompt_tokens.stage_def.preflight({"prompts": ["fine", 3]})
+        _preflight(prompt_tokens, {"prompts": ["fine", [3]]})
     assert _key(excinfo) == "prompts.1"
     with pytest.raises(ConfigError) as excinfo:
-        prompt_tokens(bare_model, ["the cat"])
+        prompt_tokens(bare_model, prompts=["the cat"])
     assert _key(excinfo) == "prompts" and "tokenizer" in str(excinfo.value)
     with pytest.raises(ConfigError) as excinfo:
-        prompt_tokens(model, ["the cat", " ".join(["dog"] * 70)])
+        prompt_tokens(model, prompts=["the cat", " ".join(["dog"] * 70)])
     assert _key(excinfo) == "prompts.1" and "n_ctx=64" in str(excinfo.value)
 
 
@@ -172,21 +179,21 @@ def _expected_rows(model, docs: list[str], seq_len: int) -> list[list[int]]:
 
 def test_text_file_tokens_same_rows_for_every_format(model, tmp_path: Path) -> None:
     files = _write_corpus(tmp_path)
-    rows = {fmt: text_file_tokens(model, str(path), seq_len=8, text_field="body") for fmt, path in files.items()}
+    rows = {fmt: text_file_tokens(model, path=str(path), seq_len=8, text_field="body") for fmt, path in files.items()}
     expected = _expected_rows(model, DOCS, 8)
     assert len(expected) >= 8
     for fmt, tokens in rows.items():
         assert tokens.dtype == torch.int64 and tokens.shape == (len(expected), 8), fmt
         assert tokens.tolist() == expected, fmt
     # Explicit format, without BOS: rows of seq_len text tokens.
-    plain = text_file_tokens(model, str(files["jsonl"]), seq_len=8, format="jsonl", text_field="body",
+    plain = text_file_tokens(model, path=str(files["jsonl"]), seq_len=8, format="jsonl", text_field="body",
                              prepend_bos=False)
     assert plain.shape[1] == 8 and not (plain[:, 0] == model.tokenizer.bos_token_id).all()
 
 
 def test_text_file_tokens_max_sequences(model, tmp_path: Path) -> None:
     files = _write_corpus(tmp_path)
-    tokens = text_file_tokens(model, str(files["txt"]), seq_len=6, max_sequences=3)
+    tokens = text_file_tokens(model, path=str(files["txt"]), seq_len=6, max_sequences=3)
     assert tokens.tolist() == _expected_rows(model, DOCS, 6)[:3]
 
 
@@ -209,38 +216,37 @@ def test_text_file_tokens_errors_name_their_key(model, bare_model, tmp_path: Pat
             text_file_tokens(model, **params)
         assert _key(excinfo) == key, params
     with pytest.raises(ConfigError) as excinfo:
-        text_file_tokens(model, str(files["txt"]), seq_len=8, format="jsnol")
+        text_file_tokens(model, path=str(files["txt"]), seq_len=8, format="jsnol")
     assert excinfo.value.suggestion == "did you mean 'jsonl'?"
     with pytest.raises(ConfigError) as excinfo:
-        text_file_tokens(model, str(files["jsonl"]), seq_len=8, text_field="bdy")
+        text_file_tokens(model, path=str(files["jsonl"]), seq_len=8, text_field="bdy")
     assert "id, body" in str(excinfo.value) or "body, id" in str(excinfo.value)
     assert excinfo.value.suggestion == "did you mean 'body'?"
     with pytest.raises(ConfigError) as excinfo:
-        text_file_tokens(model, str(files["parquet"]), seq_len=8, text_field="txt")
+        text_file_tokens(model, path=str(files["parquet"]), seq_len=8, text_field="txt")
     assert "body" in str(excinfo.value)
 
     short = tmp_path / "short.txt"
     short.write_text("the cat\nsat\n")  # 3 text tokens + 1 EOS
     with pytest.raises(ConfigError) as excinfo:
-        text_file_tokens(model, str(short), seq_len=8)
+        text_file_tokens(model, path=str(short), seq_len=8)
     assert _key(excinfo) == "seq_len" and "expected at least 7 tokens" in str(excinfo.value)
     assert "found 4 (EOS between documents included) in 2 documents" in str(excinfo.value)
-    assert text_file_tokens(model, str(short), seq_len=5).shape == (1, 5)  # BOS + exactly 4
+    assert text_file_tokens(model, path=str(short), seq_len=5).shape == (1, 5)  # BOS + exactly 4
 
     with pytest.raises(ConfigError) as excinfo:
-        text_file_tokens(bare_model, str(files["txt"]), seq_len=8)
+        text_file_tokens(bare_model, path=str(files["txt"]), seq_len=8)
     assert _key(excinfo) == "path" and "tokenizer" in str(excinfo.value)
 
 
 def test_text_file_preflight(tmp_path: Path) -> None:
     files = _write_corpus(tmp_path)
-    preflight = text_file_tokens.stage_def.preflight
-    preflight({"path": str(files["parquet"]), "seq_len": 8})
+    _preflight(text_file_tokens, {"path": str(files["parquet"]), "seq_len": 8})
     with pytest.raises(ConfigError) as excinfo:
-        preflight({"path": str(tmp_path / "absent.jsonl"), "seq_len": 8})
+        _preflight(text_file_tokens, {"path": str(tmp_path / "absent.jsonl"), "seq_len": 8})
     assert _key(excinfo) == "path"
     with pytest.raises(ConfigError) as excinfo:
-        preflight({"path": str(files["txt"]), "seq_len": 8, "format": "parket"})
+        _preflight(text_file_tokens, {"path": str(files["txt"]), "seq_len": 8, "format": "parket"})
     assert _key(excinfo) == "format" and excinfo.value.suggestion == "did you mean 'parquet'?"
 
 
@@ -265,7 +271,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_hf_dataset_tokens_local_json(model, tmp_path: Path, offline: Path, streaming: bool) -> None:
     files = _write_corpus(tmp_path)
     params = dict(name="json", data_files=str(files["jsonl"]), seq_len=8, text_field="body", streaming=streaming)
-    check_hf_dataset_available(params)
+    _preflight(hf_dataset_tokens, params)
     tokens = hf_dataset_tokens(model, **params)
     assert tokens.dtype == torch.int64
     assert tokens.tolist() == _expected_rows(model, DOCS, 8)
@@ -282,16 +288,16 @@ def test_hf_dataset_tokens_errors(model, tmp_path: Path, offline: Path) -> None:
         hf_dataset_tokens(model, **{**params, "split": "validation"})
     assert _key(excinfo) == "split"
     with pytest.raises(ConfigError) as excinfo:
-        check_hf_dataset_available({**params, "data_files": str(tmp_path / "absent-*.parquet")})
+        _preflight(hf_dataset_tokens, {**params, "data_files": str(tmp_path / "absent-*.parquet")})
     assert _key(excinfo) == "data_files"
     with pytest.raises(ConfigError) as excinfo:
-        check_hf_dataset_available({"name": "json", "seq_len": 8})
+        _preflight(hf_dataset_tokens, {"name": "json", "seq_len": 8})
     assert _key(excinfo) == "data_files"
 
 
 def test_preflight_unreachable_hub_dataset(offline: Path) -> None:
     with pytest.raises(ConfigError) as excinfo:
-        check_hf_dataset_available({"name": "someone/tiny-corpus", "seq_len": 8})
+        _preflight(hf_dataset_tokens, {"name": "someone/tiny-corpus", "seq_len": 8})
     message = str(excinfo.value)
     assert _key(excinfo) == "name"
     assert "someone/tiny-corpus" in message and "HF_DATASETS_OFFLINE=1" in message
@@ -302,12 +308,12 @@ def test_preflight_unreachable_hub_dataset(offline: Path) -> None:
 def test_preflight_accepts_cached_or_local_dataset(offline: Path, tmp_path: Path) -> None:
     # The layout datasets falls back to offline: <cache>/<owner>___<snake_name>/<config>/<version>/<hash>.
     (offline / "someone___tiny_corpus" / "default" / "0.0.0" / "abc123").mkdir(parents=True)
-    check_hf_dataset_available({"name": "someone/TinyCorpus"})
+    _preflight(hf_dataset_tokens, {"name": "someone/TinyCorpus", "seq_len": 8})
     local = tmp_path / "my_dataset"
     local.mkdir()
-    check_hf_dataset_available({"name": str(local)})
+    _preflight(hf_dataset_tokens, {"name": str(local), "seq_len": 8})
     with pytest.raises(ConfigError) as excinfo:
-        check_hf_dataset_available({"name": str(tmp_path / "not" / "there")})
+        _preflight(hf_dataset_tokens, {"name": str(tmp_path / "not" / "there"), "seq_len": 8})
     assert _key(excinfo) == "name"
 
 
@@ -328,9 +334,9 @@ def test_datasets_offline_flag_overrides_the_hub_flag(monkeypatch: pytest.Monkey
 
 def test_task_tokens_stage_draws_from_the_task():
     induction = {"name": "induction", "d_vocab": 20, "seq_len": 16, "min_repeat": 2, "max_repeat": 8}
-    tokens = task_tokens(None, induction, n_sequences=5, seed=1)
-    assert tokens.shape == (5, 17) and torch.equal(tokens, task_tokens(None, induction, n_sequences=5, seed=1))
-    pairs = task_tokens(None, {"name": "modular_addition", "p": 11}, n_sequences=50, seed=0)
+    tokens = task_tokens(None, task=induction, n_sequences=5, seed=1)
+    assert tokens.shape == (5, 17) and torch.equal(tokens, task_tokens(None, task=induction, n_sequences=5, seed=1))
+    pairs = task_tokens(None, task={"name": "modular_addition", "p": 11}, n_sequences=50, seed=0)
     assert pairs.shape == (50, 3) and len({tuple(p) for p in pairs[:, :2].tolist()}) == 50
 
 
