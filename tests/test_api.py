@@ -61,5 +61,5 @@ def test_run_logs_to_the_console_and_load_finds_outputs_by_stage_name(outputs, c
     with pytest.raises(api.NotFound, match=r"has no output 'x' \(outputs: stats\)"):
         api.load("smoke", "stats.x")
     with pytest.raises(api.RunError, match=r"^smoke: exit status 2 \(config error"):
-        api.run("smoke", ["stats.batch_size=0"])
-    assert "error: stats.batch_size: expected an integer >= 1, found 0" in capsys.readouterr().out
+        api.run("smoke", ["stats.batch_size_prompts=0"])
+    assert "error: stats.batch_size_prompts: expected an integer >= 1, found 0" in capsys.readouterr().out

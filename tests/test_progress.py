@@ -34,7 +34,7 @@ def test_tqdm_disable_turns_the_log_lines_off_too(monkeypatch, caplog):
 
 
 def test_a_run_piped_to_a_file_logs_each_stage_start_and_its_progress(outputs):
-    done = run_cli(["+experiment=smoke", "data.params.n_sequences=200", "stats.batch_size=1",
+    done = run_cli(["+experiment=smoke", "data.params.n_sequences=200", "stats.batch_size_prompts=1",
                     "runner.check_expect=false"], outputs, TQDM_DISABLE="", INTERP_PIPELINE_PROGRESS_SECONDS="0.5")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[3/3] stats: running activation_stats" in done.stdout

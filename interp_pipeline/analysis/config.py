@@ -1,13 +1,15 @@
-"""The settings of the look-inside stages, inspect_model and logit_lens: the one source of their defaults.
+"""The settings of the analysis stages: the one source of their defaults.
 
-Both read their sequences from one of three places (interp_pipeline.analysis.prompt_set): text
-``prompts``, or the pipeline's data stage's tokens or prompt pairs (then ``prompts`` stays None).
-``positions`` is ``last``, ``all``, ``START:STOP`` (a Python slice) or a list of positions.
+The look-inside stages, inspect_model and logit_lens, read their sequences from one of three
+places (interp_pipeline.analysis.prompt_set): text ``prompts``, or the pipeline's data stage's
+tokens or prompt pairs (then ``prompts`` stays None). ``positions`` is ``last``, ``all``,
+``START:STOP`` (a Python slice) or a list of positions. Activation statistics (the ``stats``
+group), head scores (``scores``) and the Fourier analysis of an embedding (``fourier``) follow.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from interp_pipeline.config.fields import at_least, positive
@@ -48,3 +50,35 @@ class LogitLensConfig:
     show_prompt: int = at_least(0, 0)  # the sequence drawn in the heatmaps
     max_positions: int = positive(24)  # the heatmaps show the shown sequence's last this many positions
     batch_size_prompts: int = positive(16)  # sequences per forward pass
+
+
+@dataclass
+class ActivationStatsConfig:
+    """Per-hook activation statistics and the model's loss, batch by batch (interp_pipeline.analysis.activation_stats)."""
+
+    # The smoke experiment's hooks: the embedding, both layers' residual stream, and an MLP's neurons.
+    hooks: List[str] = field(default_factory=lambda: [
+        "hook_embed", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post", "blocks.1.mlp.hook_post"])
+    batch_size_prompts: int = positive(16)  # sequences per forward pass
+
+
+@dataclass
+class HeadScoresConfig:
+    """Previous-token, duplicate-token and induction score of every head (interp_pipeline.analysis.head_scores)."""
+
+    batch_size_prompts: int = positive(16)  # sequences per forward pass
+    top_k: int = positive(10)  # heads listed per score
+    # TransformerLens's detect_head option (its default there is False): attention to BOS left out of
+    # each score's denominator. On a [BOS] r r probe an induction head rests on BOS while reading the
+    # first half, where there is nothing to induct from; counting that rest caps a perfect head at ~0.5.
+    exclude_bos: bool = True
+
+
+@dataclass
+class FourierConfig:
+    """Energy of a modular-addition model's W_E per Fourier frequency over Z_p (interp_pipeline.analysis.fourier)."""
+
+    # The modulus: odd (every frequency 1..(p-1)/2 has a cos and a sin, and there is no Nyquist term to
+    # treat alone); Z_p is prime in practice. conf/fourier/default.yaml reads it from the trained task.
+    p: int = at_least(3, 113)
+    top_k: int = positive(5)  # key frequencies reported, at most (p-1)/2

@@ -2,13 +2,55 @@
 
 Nanda et al. 2023: a model that has grokked a + b mod p embeds the residues on a few
 circles, so W_E's energy, projected on this basis, sits in a handful of key frequencies.
+``analyse_embedding`` is the fourier_analysis stage's work.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from interp_pipeline.analysis.config import FourierConfig
+from interp_pipeline.errors import ConfigError
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
+
+if TYPE_CHECKING:
+    import numpy as np
+    from transformer_lens import HookedTransformer
+
+
+def check_fourier_settings(settings: FourierConfig) -> None:
+    """What FourierConfig's ranges cannot say: p is odd, and top_k at most its (p-1)/2 frequencies."""
+    if settings.p % 2 == 0:
+        raise ConfigError("p", f"expected an odd integer >= 3 (the modulus), found {settings.p!r}")
+    n_freqs = (settings.p - 1) // 2
+    if settings.top_k > n_freqs:
+        raise ConfigError("top_k", f"expected an integer in 1..{n_freqs} ((p-1)/2 frequencies), "
+                                   f"found {settings.top_k!r}")
+
+
+def check_vocabulary(settings: FourierConfig, d_vocab: int) -> None:
+    if d_vocab < settings.p:
+        raise ConfigError("p", f"expected at most the model's d_vocab ({d_vocab}), found {settings.p}")
+
+
+def analyse_embedding(model: HookedTransformer, settings: FourierConfig,
+                      tracker: Tracker = NULL_TRACKER) -> dict[str, Any]:
+    """Energy of W_E[:p] per Fourier frequency over Z_p, and the top_k key frequencies.
+
+    Rows p.. of W_E (an '=' token, say) are not residues and are ignored. Returns
+    ``energy_by_frequency`` (entry i is frequency i + 1, for 1..(p-1)/2),
+    ``key_frequencies`` (highest energy first) and ``top_k_energy_fraction`` (their
+    share of the non-constant energy); logs the last two and a figure.
+    """
+    check_fourier_settings(settings)
+    check_vocabulary(settings, model.cfg.d_vocab)
+    p = settings.p
+    embedding = model.W_E[:p].detach().double().cpu().numpy()  # [p, d_model]: the residues' rows
+    energy = frequency_energy(embedding, p)
+    keys, fraction = key_frequencies(energy, settings.top_k)
+    tracker.log_metrics({"top_k_energy_fraction": fraction, **{f"key_frequency_{i}": k for i, k in enumerate(keys)}})
+    tracker.log_figure(energy_figure(energy, keys, fraction), "embedding_fourier_energy")
+    return {"energy_by_frequency": energy.tolist(), "key_frequencies": keys, "top_k_energy_fraction": fraction}
 
 
 def fourier_basis(p: int) -> np.ndarray:

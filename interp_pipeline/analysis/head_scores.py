@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from interp_pipeline.analysis.config import HeadScoresConfig
 from interp_pipeline.progress import progress
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,7 +31,7 @@ SCORES: dict[str, str] = {
     "induction": "get_induction_head_detection_pattern",
 }
 # detect_head's defaults, so the numbers match what TransformerLens users see; the stage
-# itself excludes BOS by default (see head_scores).
+# itself excludes BOS by default (see HeadScoresConfig.exclude_bos).
 EXCLUDE_BOS = False
 EXCLUDE_CURRENT_TOKEN = False
 ERROR_MEASURE = "mul"
@@ -131,7 +133,30 @@ def score_metrics(scores: Mapping[str, np.ndarray]) -> dict[str, float]:
     return metrics
 
 
-def score_heads(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], *, batch_size: int,
+def score_every_head(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], settings: HeadScoresConfig,
+                     tracker: Tracker = NULL_TRACKER) -> dict[str, Any]:
+    """Previous-token, duplicate-token and induction score of every head, averaged over ``tokens``.
+
+    ``tokens`` are probe sequences with repeats (e.g. random tokens then the same
+    again). Logs every score as a metric, a heatmap per score and the top heads' table;
+    returns ``{score: [[per head] per layer]}`` for the three scores and ``top_heads``:
+    the top_k heads of each score as {score, layer, head, value}.
+    """
+    if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] < 2:
+        raise ValueError(f"expected tokens of shape [batch >= 1, pos >= 2], found {tuple(tokens.shape)}")
+    if tokens.shape[1] > model.cfg.n_ctx:
+        raise ValueError(f"expected sequences of at most n_ctx={model.cfg.n_ctx} tokens, found {tokens.shape[1]}")
+    grids = score_heads(model, tokens, batch_size_prompts=settings.batch_size_prompts,
+                        exclude_bos=settings.exclude_bos)
+    best = top_heads(grids, min(settings.top_k, grids["induction"].size))
+    tracker.log_metrics(score_metrics(grids))
+    for name, grid in grids.items():
+        tracker.log_figure(heatmap_figure(grid, name), f"{name}_scores")
+    tracker.log_text(top_heads_markdown(best), "top_heads.md")
+    return {**{name: grid.tolist() for name, grid in grids.items()}, "top_heads": best}
+
+
+def score_heads(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], *, batch_size_prompts: int,
                 exclude_bos: bool) -> dict[str, np.ndarray]:
     """Each score's [layer, head] grid, averaged over ``tokens``' sequences."""
     import torch
@@ -139,7 +164,7 @@ def score_heads(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], *, b
     n_layers = model.cfg.n_layers
     # Sums over sequences as [layer, head] float64 tensors; divided at the end.
     sums = {name: torch.zeros(n_layers, model.cfg.n_heads, dtype=torch.float64) for name in SCORES}
-    batches = torch.split(tokens, batch_size)
+    batches = torch.split(tokens, batch_size_prompts)
     with torch.inference_mode():
         for batch in progress(batches, desc="head scores", unit="batch"):
             _, cache = model.run_with_cache(

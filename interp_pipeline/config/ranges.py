@@ -2,7 +2,7 @@
 
 Hydra checks types at compose time; ranges it has no notion of. The schema
 (interp_pipeline.config.schema) writes each numeric field's range once, as field
-metadata, and this walks the composed config against it, so ``stats.batch_size=0``
+metadata, and this walks the composed config against it, so ``stats.batch_size_prompts=0``
 is one line naming the key before any work, not torch's error from inside a stage.
 The same walk takes a plain mapping (a stage's keyword arguments from a notebook,
 interp_pipeline.config.settings), so those meet the same ranges.

@@ -12,7 +12,9 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, SI
 
-from interp_pipeline.analysis.config import InspectConfig, LogitLensConfig
+from interp_pipeline.analysis.config import (
+    ActivationStatsConfig, FourierConfig, HeadScoresConfig, InspectConfig, LogitLensConfig,
+)
 from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
 from interp_pipeline.config.settings import ROOT_DEFAULTS
 from interp_pipeline.editing.config import RomeConfig
@@ -70,33 +72,11 @@ class DataConfig:
 
     The options in conf/data/ pick a stage (random_tokens, repeated_tokens,
     prompt_tokens, text_file_tokens, hf_dataset_tokens, task_tokens); its params
-    are checked against that stage's signature before anything runs.
+    are checked against that stage's schema before anything runs.
     """
 
     fn: str = MISSING
     params: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ActivationStatsConfig:
-    hooks: List[str] = field(default_factory=lambda: ["hook_embed", "blocks.0.hook_resid_post"])
-    batch_size: int = positive(16)
-
-
-@dataclass
-class HeadScoresConfig:
-    batch_size: int = positive(16)
-    top_k: int = positive(10)
-    exclude_bos: bool = True
-
-
-@dataclass
-
-
-@dataclass
-class FourierConfig:
-    p: int = at_least(3, 113)
-    top_k: int = positive(5)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Activation statistics: run a model over token batches and summarise chosen hooks.
+"""Activation statistics: run a model over token batches and summarise chosen hooks
+(interp_pipeline.analysis.activation_stats).
 
 The smoke experiment's analysis stage: cheap, but it touches what real stages do
 (hooks by TransformerLens name, iterative metrics, a figure, a JSON output).
@@ -9,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.analysis.config import ActivationStatsConfig
 from interp_pipeline.pipeline.registry import stage
-from interp_pipeline.progress import progress
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -20,83 +20,23 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 
-def check_hooks(model: HookedTransformer, hooks: list[str]) -> None:
-    for hook in hooks:
-        if hook not in model.hook_dict:
-            raise ConfigError("hooks", f"expected a hook name of this model, found '{hook}'",
-                              suggestion=did_you_mean(hook, model.hook_dict))
-
-
-def _check_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+def _check_shapes(settings: ActivationStatsConfig, inputs: Mapping[str, Any]) -> None:
     model, tokens = inputs.get("model"), inputs.get("tokens")
     if model is None:
         return
-    for index, hook in enumerate(params.get("hooks") or []):
+    for index, hook in enumerate(settings.hooks):
         model.check_hook(f"hooks[{index}]", hook)
     if tokens is not None and tokens.seq_len is not None:
         model.check_fits_context("inputs.tokens", tokens.seq_len)
 
 
-@stage("activation_stats", outputs=("stats",), check_shapes=_check_shapes, summary=("loss_mean", "norm_mean.*"),
-       metrics=lambda params: ["loss", "loss_mean", *(f"norm_mean.{h}" for h in params.get("hooks") or [])])
-def activation_stats(
-    model: HookedTransformer,
-    tokens: Int[Tensor, "batch pos"],
-    hooks: list[str],
-    batch_size: int = 16,
-    tracker: Tracker = NULL_TRACKER,
-) -> dict[str, dict[str, float]]:
-    """Per hook: mean, standard deviation and mean L2 norm (over the last axis) of its activations.
+@stage("activation_stats", outputs=("stats",), config=ActivationStatsConfig, check_shapes=_check_shapes,
+       summary=("loss_mean", "norm_mean.*"),
+       metrics=lambda settings: ["loss", "loss_mean", *(f"norm_mean.{h}" for h in settings.hooks)])
+def activation_stats(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], settings: ActivationStatsConfig,
+                     tracker: Tracker = NULL_TRACKER) -> dict[str, dict[str, float]]:
+    """Per hook: mean, standard deviation and mean L2 norm (over the last axis) of its activations;
+    the loss of each batch and their mean as metrics, and a bar chart of the norms."""
+    from interp_pipeline.analysis.activation_stats import activation_stats as summarise
 
-    Logs the loss of each batch (step = batch index), the mean loss, and a bar chart
-    of the norms; returns the statistics as a JSON-able mapping.
-    """
-    import torch
-
-    check_hooks(model, hooks)
-    sums = {h: {"count": 0, "sum": 0.0, "sumsq": 0.0, "norm": 0.0, "rows": 0} for h in hooks}
-    losses = []
-    batches = torch.split(tokens.to(model.cfg.device), batch_size)
-    with torch.inference_mode():
-        for step, batch in enumerate(progress(batches, desc="activation stats", unit="batch")):
-            loss, cache = model.run_with_cache(batch, names_filter=hooks, return_type="loss")
-            losses.append((loss.item(), batch.numel()))
-            tracker.log_metrics({"loss": loss.item()}, step=step)
-            for hook in hooks:
-                acts = cache[hook].double()
-                rows = acts.reshape(-1, acts.shape[-1])
-                sums[hook]["count"] += acts.numel()
-                sums[hook]["sum"] += acts.sum().item()
-                sums[hook]["sumsq"] += (acts**2).sum().item()
-                sums[hook]["norm"] += rows.norm(dim=-1).sum().item()
-                sums[hook]["rows"] += rows.shape[0]
-
-    stats: dict[str, dict[str, float]] = {}
-    for hook, s in sums.items():
-        mean = s["sum"] / s["count"]
-        stats[hook] = {
-            "mean": mean,
-            "std": max(s["sumsq"] / s["count"] - mean**2, 0.0) ** 0.5,
-            "norm_mean": s["norm"] / s["rows"],
-        }
-    loss_mean = sum(l * n for l, n in losses) / sum(n for _, n in losses)
-    tracker.log_metrics({"loss_mean": loss_mean, **{f"norm_mean.{h}": v["norm_mean"] for h, v in stats.items()}})
-    tracker.log_figure(_norms_figure(stats), "activation_norms")
-    return stats
-
-
-def _norms_figure(stats: dict[str, dict[str, float]]) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(stats)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(names), 3.2))
-    ax.bar(range(len(names)), [stats[n]["norm_mean"] for n in names],
-           yerr=[stats[n]["std"] for n in names], color="#4c72b0", capsize=3)
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("mean L2 norm")
-    ax.set_title("Activation norm by hook")
-    fig.tight_layout()
-    return fig
+    return summarise(model, tokens, settings, tracker)

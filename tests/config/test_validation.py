@@ -23,14 +23,14 @@ def composition_error(overrides: list[str]) -> str:
 
 
 def test_unknown_key_in_a_group_names_it_and_suggests(outputs):
-    line = composition_error(["+experiment=smoke", "stats.batch_sizee=3"])
-    assert line.startswith("stats.batch_sizee: expected a key of ActivationStatsConfig")
-    assert "did you mean 'batch_size'?" in line
+    line = composition_error(["+experiment=smoke", "stats.batch_size=3"])  # the key batch_size_prompts once was
+    assert line.startswith("stats.batch_size: expected a key of ActivationStatsConfig")
+    assert "did you mean 'batch_size_prompts'?" in line
 
 
 def test_wrong_type_names_key_expected_and_found(outputs):
-    line = composition_error(["+experiment=smoke", "stats.batch_size=many"])
-    assert line == "stats.batch_size: expected integer, found 'many' (str)"
+    line = composition_error(["+experiment=smoke", "stats.batch_size_prompts=many"])
+    assert line == "stats.batch_size_prompts: expected integer, found 'many' (str)"
 
 
 def test_a_model_without_per_model_settings_is_named_as_the_model(outputs):

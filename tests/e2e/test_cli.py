@@ -72,8 +72,8 @@ def test_user_error_is_one_line_status_2_and_no_traceback(outputs):
     done = run_cli(["+experiment=smoke", "stats.batch_sise=4"], outputs)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: stats.batch_sise: expected a key of ActivationStatsConfig (batch_size, hooks), "
-        "found 'batch_sise' (did you mean 'batch_size'?)"
+        "error: stats.batch_sise: expected a key of ActivationStatsConfig (batch_size_prompts, hooks), "
+        "found 'batch_sise' (did you mean 'batch_size_prompts'?)"
     ]
     assert "Traceback" in (outputs / "errors.log").read_text()
 

@@ -66,10 +66,10 @@ CASES = {
         "sae.eval_tokens: expected to leave at least one training batch", ""),
     "n_layers that is not an integer": (
         ["+experiment=smoke", "model.cfg.n_layers=two"], "model.cfg.n_layers: expected int, found 'two'", ""),
-    "batch size zero": (["+experiment=smoke", "stats.batch_size=0"],
-                        "stats.batch_size: expected an integer >= 1, found 0", ""),
-    "batch size negative": (["+experiment=smoke", "stats.batch_size=-4"],
-                            "stats.batch_size: expected an integer >= 1, found -4", ""),
+    "batch size zero": (["+experiment=smoke", "stats.batch_size_prompts=0"],
+                        "stats.batch_size_prompts: expected an integer >= 1, found 0", ""),
+    "batch size negative": (["+experiment=smoke", "stats.batch_size_prompts=-4"],
+                            "stats.batch_size_prompts: expected an integer >= 1, found -4", ""),
     "sequences longer than n_ctx": (["+experiment=smoke", "data.params.seq_len=65"],
                                     "data.params.seq_len: expected sequences of at most n_ctx=64 tokens, found 65", ""),
     "block_every on an attention-only model": (

@@ -105,6 +105,6 @@ def test_composed_configs_meet_the_same_checks(outputs):
 
 
 def test_ranges_check_a_plain_mapping_as_a_composed_config():
-    with pytest.raises(ConfigError, match=r"^stats\.batch_size: expected an integer >= 1, found 0"):
-        check_ranges({"batch_size": 0}, ActivationStatsConfig, "stats.")
-    check_ranges({"batch_size": 3, "hooks": []}, ActivationStatsConfig)
+    with pytest.raises(ConfigError, match=r"^stats\.batch_size_prompts: expected an integer >= 1, found 0"):
+        check_ranges({"batch_size_prompts": 0}, ActivationStatsConfig, "stats.")
+    check_ranges({"batch_size_prompts": 3, "hooks": []}, ActivationStatsConfig)

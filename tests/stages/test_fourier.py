@@ -36,24 +36,24 @@ def test_two_frequency_embedding_is_found(p: int, k1: int, k2: int) -> None:
     model = _model(p)
     model.embed.W_E.data[:p] = _two_frequency_embedding(p, k1, k2).float() + 0.5  # a constant offset too
     model.embed.W_E.data[p] = 100.0  # the '=' row must not count
-    result = fourier_analysis(model, p, top_k=2)
+    result = fourier_analysis(model, p=p, top_k=2)
     assert result["key_frequencies"] == [k1, k2]  # highest energy first
     assert result["top_k_energy_fraction"] == pytest.approx(1.0, abs=1e-6)
     assert len(result["energy_by_frequency"]) == (p - 1) // 2
     # top_k beyond the two used frequencies adds nothing.
-    assert fourier_analysis(model, p, top_k=5)["top_k_energy_fraction"] == pytest.approx(1.0, abs=1e-6)
+    assert fourier_analysis(model, p=p, top_k=5)["top_k_energy_fraction"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_frequencies_above_half_p_fold_back() -> None:
     # Over Z_13, frequency 7 is frequency 13 - 7 = 6 (cos equal, sin negated).
     model = _model(13)
     model.embed.W_E.data[:13] = _two_frequency_embedding(13, 3, 7).float()
-    assert fourier_analysis(model, 13, top_k=2)["key_frequencies"] == [3, 6]
+    assert fourier_analysis(model, p=13, top_k=2)["key_frequencies"] == [3, 6]
 
 
 def test_random_embedding_spreads_its_energy() -> None:
     model = _model(113)  # random init: no structure
-    result = fourier_analysis(model, 113, top_k=5)
+    result = fourier_analysis(model, p=113, top_k=5)
     # 5 of 56 frequencies hold roughly 5/56 of white noise's energy; allow plenty of spread.
     assert result["top_k_energy_fraction"] < 0.3
     assert len(set(result["key_frequencies"])) == 5
@@ -64,7 +64,7 @@ def test_stage_logs_metrics_and_figure(tmp_path: Path) -> None:
     model = _model(p)
     model.embed.W_E.data[:p] = _two_frequency_embedding(p, 3, 5).float()
     tracker = RecordingTracker(NullRun(), tmp_path)
-    result = fourier_analysis(model, p, top_k=3, tracker=tracker)
+    result = fourier_analysis(model, p=p, top_k=3, tracker=tracker)
     assert (tmp_path / "embedding_fourier_energy.png").stat().st_size > 0
     assert tracker.last["top_k_energy_fraction"] == pytest.approx(result["top_k_energy_fraction"])
     assert [tracker.last[f"key_frequency_{i}"] for i in range(3)] == result["key_frequencies"]

@@ -31,7 +31,7 @@ def probe() -> torch.Tensor:
 
 
 def test_stage_returns_scores_for_every_head(model, probe: torch.Tensor) -> None:
-    result = head_scores(model, probe, batch_size=4, top_k=3)
+    result = head_scores(model, probe, batch_size_prompts=4, top_k=3)
     assert set(result) == {*SCORES, "top_heads"}
     for name in SCORES:
         grid = np.array(result[name])
@@ -43,7 +43,7 @@ def test_stage_returns_scores_for_every_head(model, probe: torch.Tensor) -> None
 
 def test_stage_matches_an_independent_computation(model, probe: torch.Tensor) -> None:
     """Batching and averaging agree with the "mul" measure written out on the full cache."""
-    result = head_scores(model, probe, batch_size=4, exclude_bos=False)  # batches of 4 and 2
+    result = head_scores(model, probe, batch_size_prompts=4, exclude_bos=False)  # batches of 4 and 2
     _, cache = model.run_with_cache(probe)
     for name in SCORES:
         expected = np.zeros((2, 4))
@@ -83,8 +83,8 @@ def test_stage_logs_metrics_heatmaps_and_table(model, probe: torch.Tensor, tmp_p
 
 
 def test_stage_rejects_bad_params_and_tokens(model, probe: torch.Tensor) -> None:
-    with pytest.raises(ConfigError, match="batch_size"):
-        head_scores(model, probe, batch_size=0)
+    with pytest.raises(ConfigError, match="batch_size_prompts"):
+        head_scores(model, probe, batch_size_prompts=0)
     with pytest.raises(ConfigError, match="top_k"):
         head_scores(model, probe, top_k=0)
     with pytest.raises(ValueError, match="n_ctx"):
