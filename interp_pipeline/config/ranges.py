@@ -73,12 +73,3 @@ def dataclass_of(annotation: Any) -> type | None:
             return candidate
     return None
 
-
-def require_int(params: Mapping[str, Any], key: str, minimum: int = 1, *, optional: bool = False) -> None:
-    """``params[key]`` is an integer >= ``minimum`` (None too, when ``optional``): for stage params that
-    no schema covers (a data group's ``params``, a stage called from a notebook)."""
-    value = params.get(key)
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(key, f"expected an integer >= {minimum}, found {value!r}")
