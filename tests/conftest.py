@@ -21,6 +21,15 @@ def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def toy_models(tmp_path_factory: pytest.TempPathFactory):
+    """The session's toy models, each trained once, lazily (tests/support/toy_models.py):
+    ``toy_models.outputs_with(overrides, outputs)`` puts the model of ``overrides`` in ``outputs``'s cache."""
+    from tests.support.toy_models import ToyModels
+
+    return ToyModels(tmp_path_factory.mktemp("toy_models"))
+
+
 def cli_env(outputs: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HYDRA_FULL_ERROR")}
     env.update(

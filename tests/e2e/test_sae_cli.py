@@ -11,7 +11,8 @@ from tests.e2e.test_cli import parents, sqlite_uri
 pytestmark = pytest.mark.slow
 
 # Smaller than conf/sae_setup/toy_induction.yaml: 768 sequences of 49 tokens, the last 64
-# held out (3136 rows), 40 steps of 512 tokens; the toy model trains for at most 600 steps.
+# held out (3136 rows), 40 steps of 512 tokens; the toy model trains for at most 600 steps, once
+# per session (the toy_models fixture, tests/conftest.py), shared with tests/e2e/test_sae_features_cli.py.
 SMALL = ["+experiment=sae_train", "model=toy_induction", "model.train.steps=600",
          "data.params.n_sequences=768", "sae.train_batch_size_tokens=512", "sae.training_tokens=20480",
          "sae.eval_tokens=3136", "sae.lr_decay_steps=8", "sae.l1_warm_up_steps=2", "sae_eval.batch_size_prompts=32",
@@ -27,10 +28,12 @@ EVAL_METRICS = (
 )
 
 
-def test_sae_train_on_the_toy_model_end_to_end(outputs):
+def test_sae_train_on_the_toy_model_end_to_end(outputs, toy_models):
+    toy_models.outputs_with(SMALL, outputs)
     done = run_cli(SMALL, outputs, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[6/6] eval" in done.stdout
+    assert "cached" in next(line for line in done.stdout.splitlines() if line.startswith("[1/6] model"))
     runs, all_runs = parents(sqlite_uri(outputs), "sae_train")
     metrics = runs[0].data.metrics
     assert {f"eval.{name}" for name in EVAL_METRICS} <= set(metrics)
@@ -54,9 +57,10 @@ def test_sae_train_on_the_toy_model_end_to_end(outputs):
                                                                                     "sae/sae_weights.safetensors"}
 
 
-def test_several_saes_from_one_pass_and_a_streamed_sae_through_the_cli(outputs):
+def test_several_saes_from_one_pass_and_a_streamed_sae_through_the_cli(outputs, toy_models):
     """sae.variants: a nested MLflow run per SAE under the sae and eval stages; then, with no cache, the
-    SAE fed the model's activations as they are computed (the toy model is trained once, then cached)."""
+    SAE fed the model's activations as they are computed (the toy model served from the stage cache)."""
+    toy_models.outputs_with(SMALL, outputs)
     variants = "sae.variants=[{l1_coefficient: 1}, {architecture: topk, k: 8}]"
     done = run_cli([*SMALL, variants], outputs, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,5 +1,5 @@
-"""sae_features through the real CLI on the toy model: train the model and an SAE, look at its features
-on the prompt, build the dashboard, and log it all to MLflow."""
+"""sae_features through the real CLI on the toy model (trained once per session): train an SAE, look at
+its features on the prompt, build the dashboard, and log it all to MLflow."""
 
 from __future__ import annotations
 
@@ -16,10 +16,12 @@ pytestmark = pytest.mark.slow
 FEATURES = [a.replace("sae_train", "sae_features") for a in SMALL]
 
 
-def test_sae_features_on_the_toy_model_end_to_end(outputs):
+def test_sae_features_on_the_toy_model_end_to_end(outputs, toy_models):
+    toy_models.outputs_with(FEATURES, outputs)  # the model tests/e2e/test_sae_cli.py uses, trained once
     done = run_cli(FEATURES, outputs, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[8/8] features" in done.stdout
+    assert "cached" in next(line for line in done.stdout.splitlines() if line.startswith("[1/8] model"))
     runs, all_runs = parents(sqlite_uri(outputs), "sae_features")
     metrics = runs[0].data.metrics
     assert metrics["features.d_sae"] == 8 * metrics["features.d_in"] == 512
