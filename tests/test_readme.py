@@ -2,10 +2,11 @@
 outputs directory (so the stage cache serves what an earlier command trained: the toy models train
 once). Commands whose comment says ``needs: WHAT`` are not run; WHAT must be a known reason.
 
-This is also the one place where the quickstart, ioi_patching and grokking experiments and the
-look-inside experiments on the toy models run end to end: the assertions the e2e tests made on
-their own runs (tests/e2e/test_cli.py, test_look_cli.py) are made here on the README's runs, with
-api.load on the quickstart's SAE and store and the example notebook after them.
+This is also the one place where the quickstart, ioi_patching and grokking experiments, the
+look-inside experiments on the toy models, and causal_tracing, probes and rome_edit on the toy facts
+model run end to end: the assertions the e2e tests made on their own runs (tests/e2e/test_cli.py,
+test_look_cli.py, test_causal_tracing_cli.py, test_probes_rome_cli.py) are made here on the README's
+runs, with api.load on the quickstart's SAE and store and the example notebook after them.
 """
 
 from __future__ import annotations
@@ -201,6 +202,35 @@ def test_both_on_the_ioi_model(readme):
     assert lens.data.metrics["logit_lens.answer_top1/final_post"] >= 0.95
     inspect, _ = _parent(outputs, "inspect_model", "model=toy_ioi")
     assert inspect.data.metrics["inspect.answer_top1"] >= 0.95
+
+
+# ---- folded from tests/e2e/test_causal_tracing_cli.py and test_probes_rome_cli.py: the toy facts model -------
+
+def test_causal_tracing_on_the_toy_facts_model(readme):
+    outputs, _ = readme
+    assert "[3/3] tracing" in _output(readme, "python -m interp_pipeline +experiment=causal_tracing model=toy_facts")
+    run, all_runs = _parent(outputs, "causal_tracing", "model=toy_facts")
+    metrics = run.data.metrics
+    assert metrics["tracing.prompts_traced"] + metrics["tracing.prompts_unknown"] == 256
+    assert metrics["tracing.window"] == 1 and metrics["tracing.noise_std"] > 0
+    tracing_run = _stage_run(all_runs, run, "tracing")
+    artifacts = {a.path for a in MlflowClient(sqlite_uri(outputs)).list_artifacts(tracing_run.info.run_id)}
+    assert {"causal_trace_average.png", "causal_trace_last_subject.png", "causal_trace_prompt0.png"} <= artifacts
+
+
+def test_rome_edits_a_copy_and_probes_are_then_served_unchanged(readme):
+    """After the README's two rome_edit runs, the trained model in the cache is untouched (each edit worked on a
+    copy): probes again, every stage served from the cache, nothing recomputed for a damaged entry, the same
+    numbers as the README's probes run."""
+    outputs, _ = readme
+    rome, _ = _parent(outputs, "rome_edit", "")
+    assert rome.data.metrics["rome.efficacy_score"] > rome.data.metrics["rome.efficacy_before"]
+    probes, _ = _parent(outputs, "probes", "")
+    again = run_cli(["+experiment=probes"], outputs, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 to compute" in again.stdout and "not served" not in again.stdout + again.stderr
+    runs, _ = parents(sqlite_uri(outputs), "probes")
+    assert runs[-1].info.run_id != probes.info.run_id and runs[-1].data.metrics == probes.data.metrics
 
 
 # ---- the notebook API on the README's runs, and the example notebook ----------------------------------------
