@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,7 +12,6 @@ from interp_pipeline.experiment import prepare  # noqa: E402
 from interp_pipeline.pipeline.preflight import run_preflight  # noqa: E402
 from interp_pipeline.stages.sae import sae_feature_recovery, toy_superposition, train_sae  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
-from tests.conftest import run_cli  # noqa: E402
 
 
 def test_experiment_composes_and_passes_preflight(outputs):
@@ -47,13 +43,5 @@ def test_a_small_toy_is_recovered(tmp_path):
     assert tracker.last["eval/explained_variance"] > 0.6  # k=3 cuts off tokens with more active features
 
 
-@pytest.mark.slow
-def test_the_experiment_meets_its_expectation(outputs):
-    started = time.perf_counter()
-    done = run_cli(["+experiment=sae_toy_superposition", "tracking.enabled=false"], outputs, timeout=900,
-                   OMP_NUM_THREADS="1")
-    elapsed = time.perf_counter() - started
-    assert done.returncode == 0, done.stdout + done.stderr
-    row = re.search(r"recovery\.mean_max_cosine_similarity\s*│\s*([0-9.]+)", done.stdout)
-    print(f"MMCS {row.group(1) if row else '?'} in {elapsed:.0f} s")
-    assert "ok" in done.stdout
+# The experiment itself (sae_toy_superposition, ~80 s) runs end to end, its expect: checked, in .ci/run's
+# offline reproduction suite (conf/suite/offline.yaml, entry sae_feature_recovery).

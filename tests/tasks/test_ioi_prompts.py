@@ -182,16 +182,6 @@ def test_ioi_task_config_errors_name_the_key(config, key, hint):
     assert caught.value.key == key and hint in str(caught.value)
 
 
-@pytest.mark.slow
-def test_toy_ioi_config_trains_to_held_out_accuracy(tmp_path):
-    """conf/model/toy_ioi.yaml, trained as the pipeline trains it (~20-30 s on a 2-core CPU)."""
-    from omegaconf import OmegaConf
-
-    from interp_pipeline.stages.models import load_model
-    from tests.conftest import REPO
-
-    config = OmegaConf.to_container(OmegaConf.merge(
-        {"seed": 0}, {"model": OmegaConf.load(REPO / "conf/model/toy_ioi.yaml")}), resolve=True)["model"]
-    model = load_model(seed=0, device="cpu", **config)
-    metrics = make_task(config["train"]["task"]).evaluate(model)
-    assert metrics["accuracy"] >= 0.95 and metrics["logit_diff"] >= 2
+# conf/model/toy_ioi.yaml trained to held-out accuracy >= 0.95 and logit difference >= 2: its expect:
+# (conf/ioi/toy_ioi.yaml, model.eval/accuracy and model.eval/logit_diff), met by the README's
+# `+experiment=ioi_patching model=toy_ioi` (tests/test_readme.py) and the offline suite's toy_ioi entry.
