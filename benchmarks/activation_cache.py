@@ -191,7 +191,7 @@ def main() -> None:
 
         tracker = MetricsTracker()
         store_url = str(out / "s.zarr")
-        stage = timed(lambda: cache_activations(model, tokens, hooks=HOOKS, batch_size=BATCH, chunk_rows=4096,
+        stage = timed(lambda: cache_activations(model, tokens, hooks=HOOKS, batch_size_prompts=BATCH, chunk_rows=4096,
                                                 store=store_url, tracker=tracker, compression=args.compression,
                                                 compression_level=args.level), device)
         bare_after = timed(bare(STOP_AT_LAYER), device)

@@ -84,7 +84,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         start = time.perf_counter()
         store = cache_activations(model, tokens, hooks=[hook], store=str(Path(scratch) / "acts.zarr"),
-                                  batch_size=32, chunk_rows=8192)
+                                  batch_size_prompts=32, chunk_rows=8192)
         print(f"store: {n_rows} rows of {hook} (d_model {args.d_model}, {args.layers} layers), "
               f"written in {time.perf_counter() - start:.1f} s")
         common = dict(hook=hook, architecture="standard", expansion_factor=args.expansion,

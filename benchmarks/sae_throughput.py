@@ -31,7 +31,7 @@ def write_store(directory: Path, d_model: int, n_rows: int) -> dict:
     model.eval()
     tokens = torch.randint(0, 1000, (n_rows // 128, 128), generator=torch.Generator().manual_seed(0))
     return cache_activations(model, tokens, hooks=["blocks.0.hook_resid_post"], store=str(directory / "acts.zarr"),
-                             batch_size=32, chunk_rows=8192)
+                             batch_size_prompts=32, chunk_rows=8192)
 
 
 def main() -> None:

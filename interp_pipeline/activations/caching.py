@@ -1,23 +1,29 @@
 """Caching a model's activations into a Zarr store: plan the rows, create or resume the store, write chunks.
 
 What is stored, and why it survives a kill -9, is in layout.py and writer.py; reading it
-back is reader.py. The cache_activations stage (interp_pipeline.stages.cache_activations)
-declares this as a pipeline stage.
+back is reader.py. The cache_activations stage declares this as a pipeline stage; its
+settings are CacheConfig (interp_pipeline.activations.config), and what their ranges and
+choices cannot say (a position option, the shard, a store URL) is checked here, before any work.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from interp_pipeline.activations.config import CacheConfig
 from interp_pipeline.activations.layout import (
     DTYPES,
     fingerprint,
     missing_shards_text,
+    parse_positions,
     plan_rows,
+    selected_positions,
     shard_chunks,
     store_attributes,
 )
@@ -29,6 +35,8 @@ from interp_pipeline.activations.model_forward import (
 )
 from interp_pipeline.errors import ConfigError
 from interp_pipeline.progress import progress
+from interp_pipeline.shapes import StoreShape
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -41,6 +49,78 @@ class WrittenStore:
     metrics: dict[str, float]
 
 
+def check_cache_settings(settings: CacheConfig) -> None:
+    """What CacheConfig's ranges and choices cannot say: a position option, a hook, the shard, the store's URL."""
+    try:
+        parse_positions(settings.positions)
+    except ValueError as error:
+        raise ConfigError("positions", str(error)) from None
+    if not settings.hooks:
+        raise ConfigError("hooks", "expected at least one hook name, found none")
+    if settings.shard_index >= settings.num_shards:
+        raise ConfigError("shard_index", f"expected 0 <= shard_index < num_shards, found "
+                                         f"{settings.shard_index} of {settings.num_shards}")
+    _check_store_url(settings.store)
+
+
+def _check_store_url(store: str | None) -> None:
+    """A URL's filesystem must be importable here (s3fs for s3://), or the run would fail after the model."""
+    if store is None or "://" not in str(store):
+        return
+    import fsspec
+
+    protocol = str(store).split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as error:
+        extra = "; pip install 'interp_pipeline[s3]'" if protocol in ("s3", "s3a") else ""
+        raise ConfigError("store", f"expected a path or a URL fsspec can open, found '{store}' "
+                                   f"({str(error).splitlines()[0]}){extra}") from None
+
+
+def check_cache_shapes(settings: CacheConfig, inputs: Mapping[str, Any]) -> None:
+    """Every hook is one the model calls, with a token axis; the sequences fit its context."""
+    model, tokens = inputs.get("model"), inputs.get("tokens")
+    if model is None:
+        return
+    for index, hook in enumerate(settings.hooks):
+        model.token_width(f"hooks[{index}]", hook)
+    if tokens is not None and tokens.seq_len is not None:
+        model.check_fits_context("inputs.tokens", tokens.seq_len)
+
+
+def store_shape(settings: CacheConfig, inputs: Mapping[str, Any]) -> StoreShape | None:
+    """The hooks' widths, and at most how many rows the store gets (padding may be left out), from shapes alone."""
+    model, tokens = inputs.get("model"), inputs.get("tokens")
+    if model is None:
+        return None
+    hooks = {hook: tuple(model.token_width("hooks", hook)) for hook in settings.hooks}
+    max_rows = None
+    if tokens is not None and tokens.n_sequences is not None and tokens.seq_len is not None:
+        one_row = np.zeros((1, tokens.seq_len), dtype=np.int64)
+        per_sequence = len(selected_positions(one_row, settings.positions, None)[0])
+        max_rows = tokens.n_sequences * per_sequence
+        if settings.max_tokens is not None:
+            max_rows = min(max_rows, settings.max_tokens)
+    shards = settings.num_shards
+    return StoreShape(hooks, max_rows, (settings.shard_index, shards) if shards > 1 else None,
+                      n_sequences=getattr(tokens, "n_sequences", None), seq_len=getattr(tokens, "seq_len", None))
+
+
+def cache_to_store(model: Any, tokens: Tensor, settings: CacheConfig, *, stage_dir: Path | None = None,
+                   cache_key: str | None = None, tracker: Tracker = NULL_TRACKER) -> dict[str, Any]:
+    """The cache_activations stage's work: write (or resume) the store, log its metrics, return what names it.
+
+    The store is ``settings.store``, or a directory ``activations.zarr`` in ``stage_dir``.
+    """
+    check_cache_settings(settings)  # called from a notebook, the runner's pre-flight has not run
+    url = settings.store or str(Path(stage_dir or ".") / "activations.zarr")
+    tracker.set_tags({"store_uri": url})
+    written = write_store(model, tokens, url, settings, cache_key=cache_key)
+    tracker.log_metrics(written.metrics)
+    return {"store_uri": url, "n_rows": written.n_rows, "hooks": list(settings.hooks), "complete": written.complete}
+
+
 def _stored(values: Tensor, dtype: str) -> np.ndarray:
     import torch
 
@@ -49,10 +129,8 @@ def _stored(values: Tensor, dtype: str) -> np.ndarray:
     return values.to(getattr(torch, dtype)).cpu().numpy()
 
 
-def write_store(model: Any, tokens: Tensor, url: str, hooks: list[str], *, positions: str = "all",
-                batch_size: int = 8, dtype: str = "float32", chunk_rows: int = 4096, compression: str = "zstd",
-                compression_level: int = 3, max_tokens: int | None = None, shard_index: int = 0,
-                num_shards: int = 1, pad_token_id: int | None = None, cache_key: str | None = None) -> WrittenStore:
+def write_store(model: Any, tokens: Tensor, url: str, settings: CacheConfig, *,
+                cache_key: str | None = None) -> WrittenStore:
     """Write (or resume) this shard's chunks of the store at ``url``; see the stage's docstring for the options."""
     import torch
 
@@ -67,26 +145,31 @@ def write_store(model: Any, tokens: Tensor, url: str, hooks: list[str], *, posit
     )
     from interp_pipeline.runner.cache_keys import library_versions
 
+    hooks, dtype, chunk_rows, positions = list(settings.hooks), settings.dtype, settings.chunk_rows, settings.positions
+    shard_index, num_shards = settings.shard_index, settings.num_shards
+
     try:
         ensure_writable(url)
     except PermissionError as error:
         raise ConfigError("store", f"expected a writable location, {error}") from None
     tokens_np = tokens.cpu().numpy()
     # Padding (for positions last / non_padding): the model tokenizer's, unless given.
-    pad = pad_token_id if pad_token_id is not None else getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
-    plan = plan_rows(tokens_np, positions, pad, max_tokens, batch_size)
+    pad = settings.pad_token_id
+    if pad is None:
+        pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
+    plan = plan_rows(tokens_np, positions, pad, settings.max_tokens, settings.batch_size_prompts)
     if plan.n_rows == 0:
         raise ConfigError("positions", "selects no token of the dataset")
     identity = weights_fingerprint(model)
     attributes = store_attributes(
         model=identity, hooks=hooks, row_shape=hook_row_shapes(model, tokens, hooks), dtype=dtype,
         positions=positions, dataset_fingerprint=fingerprint(tokens_np), n_rows=plan.n_rows,
-        chunk_rows=chunk_rows, batch_size=batch_size, versions=library_versions(),
+        chunk_rows=chunk_rows, batch_size=settings.batch_size_prompts, versions=library_versions(),
     )
     attributes["cache_key"] = cache_key  # recorded, not compared: shards and reruns share it anyway
     attributes["num_shards"] = num_shards  # the creator's, for readers to name unfinished shards; not compared
     try:
-        group = open_or_create(url, attributes, compression, compression_level, shard_index)
+        group = open_or_create(url, attributes, settings.compression, settings.compression_level, shard_index)
     except StoreMismatch as error:
         raise ConfigError("store", f"{error}; delete it or choose another cache.store") from None
     token_ids = tokens_np[plan.sequence, plan.position].astype(np.int32)

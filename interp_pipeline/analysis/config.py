@@ -4,7 +4,8 @@ The look-inside stages, inspect_model and logit_lens, read their sequences from 
 places (interp_pipeline.analysis.prompt_set): text ``prompts``, or the pipeline's data stage's
 tokens or prompt pairs (then ``prompts`` stays None). ``positions`` is ``last``, ``all``,
 ``START:STOP`` (a Python slice) or a list of positions. Activation statistics (the ``stats``
-group), head scores (``scores``) and the Fourier analysis of an embedding (``fourier``) follow.
+group), head scores (``scores``), the Fourier analysis of an embedding (``fourier``) and an SAE's
+features on prompts (``sae_features``) follow.
 """
 
 from __future__ import annotations
@@ -82,3 +83,24 @@ class FourierConfig:
     # treat alone); Z_p is prime in practice. conf/fourier/default.yaml reads it from the trained task.
     p: int = at_least(3, 113)
     top_k: int = positive(5)  # key frequencies reported, at most (p-1)/2
+
+
+@dataclass
+class SAEFeaturesConfig:
+    """An SAE's features on prompts, and a dashboard of the strongest (the sae_features stage,
+    interp_pipeline.analysis.sae_feature_report; numbers from .sae_features, cards from .feature_dashboard)."""
+
+    hook: Optional[str] = None  # where to read the model; None: the hook the SAE was trained on
+    top_k: int = positive(5)  # features listed per token, as SAELens's first tutorial prints them
+    heatmap_features: int = positive(20)  # heatmap columns: the strongest of the tokens' top-k
+    dashboard_features: int = positive(10)  # features on the dashboard, strongest on the prompts first
+    contexts: int = positive(8)  # max-activating contexts per feature
+    context_before: int = at_least(0, 8)  # tokens shown left of the max token
+    context_after: int = at_least(0, 4)  # and right of it
+    histogram_bins: int = positive(30)
+    batch_size_prompts: int = positive(16)  # sequences per forward pass
+    max_sequences: Optional[int] = positive(None)  # the dashboard reads the first so many; None: all
+    # BOS/EOS/PAD out of the metrics, heatmap and max search (SAELens's evals do the same)
+    exclude_special_tokens: bool = True
+    model_label: Optional[str] = None  # names in titles; None: the model's name
+    sae_label: Optional[str] = None  # None: the SAE's architecture and width

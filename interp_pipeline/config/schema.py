@@ -12,22 +12,19 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, SI
 
+from interp_pipeline.activations.config import CacheConfig
 from interp_pipeline.analysis.config import (
-    ActivationStatsConfig, FourierConfig, HeadScoresConfig, InspectConfig, LogitLensConfig,
+    ActivationStatsConfig, FourierConfig, HeadScoresConfig, InspectConfig, LogitLensConfig, SAEFeaturesConfig,
 )
-from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
+from interp_pipeline.config.fields import at_least, positive
 from interp_pipeline.config.settings import ROOT_DEFAULTS
 from interp_pipeline.editing.config import RomeConfig
 from interp_pipeline.models.config import ModelConfig
 from interp_pipeline.patching.config import PatchingConfig
 from interp_pipeline.probes.config import ProbeConfig
+from interp_pipeline.sae.config import SAEConfig, SAEEvalConfig, SAESourceConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 from interp_pipeline.tracing.config import CausalTracingConfig
-
-L1_PENALISED = ("standard", "gated")
-TOP_K = ("topk", "batchtopk", "matryoshka_batchtopk")
-# SAELens's training architectures (sae_lens.registry) that interp_pipeline.sae.config maps our keys onto.
-SAE_ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
 
 
 @dataclass
@@ -77,106 +74,6 @@ class DataConfig:
 
     fn: str = MISSING
     params: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CacheConfig:
-    """Caching activations to a Zarr v3 store (the cache_activations stage)."""
-
-    hooks: List[str] = field(default_factory=lambda: ["blocks.0.hook_resid_post"])
-    positions: str = "all"  # all, last, drop_bos, non_padding, or START:STOP
-    batch_size: int = positive(8)
-    dtype: str = "float32"  # float32, float16, bfloat16
-    chunk_rows: int = positive(4096)
-    compression: str = "zstd"  # zstd, blosc, none
-    compression_level: int = at_least(0, 3)
-    max_tokens: Optional[int] = positive(None)  # token budget (rows stored)
-    store: Optional[str] = None  # local path or fsspec URL; default: beside the stage's cache entry
-    shard_index: int = at_least(0, 0)
-    num_shards: int = positive(1)
-    pad_token_id: Optional[int] = None  # default: the model tokenizer's
-
-
-@dataclass
-class SAEConfig:
-    """Training one SAE with SAELens (the train_sae stage); an architecture refuses another's keys (``used_by``)."""
-
-    hook: Optional[str] = None  # which hook of the store; None: the store's only one
-    architecture: str = choice("standard", SAE_ARCHITECTURES)
-    d_in: Optional[int] = positive(None)  # None: the hook's width; given, it must match it
-    d_sae: Optional[int] = positive(None)  # None: expansion_factor * d_in
-    expansion_factor: Optional[int] = positive(8)
-    l1_coefficient: Optional[float] = used_by(L1_PENALISED, at_least(0, 5.0))
-    l1_warm_up_steps: Optional[int] = used_by(L1_PENALISED + ("jumprelu",), at_least(0, 0))  # jumprelu: its l0's
-    l0_coefficient: Optional[float] = used_by(("jumprelu",), at_least(0, 1.0))
-    k: Optional[int] = used_by(TOP_K, positive(32))  # topk: per token; the batch ones: mean per token
-    # None: d_sae/8, d_sae/4, d_sae/2, d_sae
-    matryoshka_widths: Optional[List[int]] = used_by(("matryoshka_batchtopk",), field(default=None))
-    lr: float = positive(3e-4)
-    lr_scheduler: str = choice("constant", ("constant", "cosineannealing", "cosineannealingwarmrestarts"))
-    lr_warm_up_steps: int = at_least(0, 0)
-    lr_decay_steps: int = at_least(0, 0)
-    lr_end: Optional[float] = None  # cosine schedules; None: lr / 10
-    train_batch_size_tokens: int = positive(4096)
-    training_tokens: int = positive(2_000_000)
-    allow_fewer_tokens: bool = False  # train on what the store holds when it holds less
-    eval_tokens: int = at_least(0, 4096)  # the store's last rows, held out for the final evaluation
-    dead_feature_window: int = positive(1000)  # steps without firing before a latent counts as dead
-    feature_sampling_window: int = positive(2000)
-    normalize_activations: str = choice("none", ("none", "expected_average_only_in", "layer_norm"))
-    log_every: int = positive(50)  # steps between metric logs
-    checkpoint_every: int = at_least(0, 1000)  # steps between checkpoints a killed run resumes from; 0: none
-    buffer_chunks: int = positive(8)  # store chunks shuffled together
-    device: str = choice("auto", ("auto", "cpu", "cuda", "mps"))  # auto: cuda when present, else cpu
-    dtype: str = choice("float32", ("float32", "bfloat16", "float16"))
-    seed: int = SI("${seed}")
-    # SAEs to train together in one pass, each entry overriding keys above (not those that
-    # decide the batches): [{l1_coefficient: 1}, {architecture: topk, k: 16}]; [] trains one.
-    variants: List[Any] = field(default_factory=list)
-
-
-@dataclass
-class SAEEvalConfig:
-    """Evaluating an SAE on held-out sequences with SAELens's run_evals (the evaluate_sae stage)."""
-
-    hook: Optional[str] = None  # where to splice the SAE in; None: the hook it was trained on
-    batch_size_prompts: int = positive(16)  # sequences per forward pass
-    max_sequences: Optional[int] = positive(None)  # None: every held-out sequence
-    exclude_special_tokens: Any = True  # true (the tokenizer's BOS/EOS/PAD), false, or a list of token ids
-    dense_threshold: float = fraction(0.1, open_below=True)  # a latent firing on more than this fraction of tokens counts as dense
-    compute_kl: bool = True
-    compute_ce_loss: bool = True
-
-
-@dataclass
-class SAESourceConfig:
-    """An SAE to load (the load_sae stage): SAELens's release + sae_id, or a directory saved by SAELens."""
-
-    release: Optional[str] = None  # a release in sae_lens/pretrained_saes.yaml, e.g. gpt2-small-res-jb
-    sae_id: Optional[str] = None  # an SAE of that release, e.g. blocks.8.hook_resid_pre
-    path: Optional[str] = None  # instead: a directory with cfg.json + sae_weights.safetensors
-    device: str = "auto"
-    dtype: str = "float32"
-    fold_W_dec_norm: bool = False
-
-
-@dataclass
-class SAEFeaturesConfig:
-    """An SAE's features on prompts, and a dashboard of the strongest (the sae_features stage)."""
-
-    hook: Optional[str] = None  # where to read the model; None: the hook the SAE was trained on
-    top_k: int = positive(5)  # features listed per token (SAELens's tutorial: 5)
-    heatmap_features: int = positive(20)  # heatmap columns: the strongest of the tokens' top-k
-    dashboard_features: int = positive(10)  # features on the dashboard, strongest on the prompts first
-    contexts: int = positive(8)  # max-activating contexts per feature
-    context_before: int = at_least(0, 8)  # tokens shown left of the max token
-    context_after: int = at_least(0, 4)  # and right of it
-    histogram_bins: int = positive(30)
-    batch_size: int = positive(16)  # sequences per forward pass
-    max_sequences: Optional[int] = positive(None)  # the dashboard reads the first so many; None: all
-    exclude_special_tokens: bool = True  # BOS/EOS/PAD out of the metrics, heatmap and max search
-    model_label: Optional[str] = None  # names in titles; None: the model's name
-    sae_label: Optional[str] = None  # None: the SAE's architecture and width
 
 
 @dataclass

@@ -24,7 +24,7 @@ REHEARSALS: dict[str, list[str]] = {
     # expect: keys and the demo read (block_every and head_all_pos_every are 4/5 of the passes:
     # all of them take 264 forward passes, ~130 s on a busy 2-core machine).
     "ioi_patching": ["patching.grids=[head_out,resid_pre]"],
-    "cache_activations": [*_LOCAL_TEXT, "data.params.max_sequences=16", "cache.batch_size=8"],
+    "cache_activations": [*_LOCAL_TEXT, "data.params.max_sequences=16", "cache.batch_size_prompts=8"],
     "sae_train": _SAE_TRAIN,
     "sae_eval_pretrained": [*_LOCAL_TEXT, "data.params.max_sequences=8", "sae_eval.batch_size_prompts=4"],
     "inspect_model": [],

@@ -1,11 +1,14 @@
-"""The ``sae`` config group, checked against its schema and mapped onto SAELens's per-architecture configs.
+"""The SAE config groups' schemas; the ``sae`` group checked against its own and mapped onto SAELens's configs.
 
-Every setting's name, type, range, choices and default is SAEConfig's
-(interp_pipeline.config.schema). ``settings`` checks a mapping against it, whether
-Hydra composed it or it came as train_sae's keyword arguments from a notebook, and
-completes it. Keys only some architectures read (``k``, ``l1_coefficient`` ...) are
-None unless given, and refused by the others, as SAELens's per-architecture configs
-refuse them; left out, they take the default of the architecture that reads them.
+Every setting's name, type, range, choices and default is written once, in the
+dataclasses below: SAEConfig (train_sae), SAEEvalConfig (evaluate_sae),
+SAESourceConfig (load_sae), and the toy superposition stages' two (sae_features's is
+SAEFeaturesConfig, in interp_pipeline.analysis.config). ``sae_settings`` checks a
+mapping (or an SAEConfig) against SAEConfig, whether Hydra composed it or it came as
+train_sae's keyword arguments from a notebook, and completes it. Keys only some architectures read
+(``k``, ``l1_coefficient`` ...) are None unless given, and refused by the others,
+as SAELens's per-architecture configs refuse them; left out, they take the default
+of the architecture that reads them.
 
 ``variants`` lists SAEs to train together in one pass over the data (the
 train_sae stage): each entry overrides some of the other keys, and its architecture
@@ -19,11 +22,108 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
 
-from interp_pipeline.config.schema import SAE_ARCHITECTURES, SAEConfig
+from omegaconf import SI
+
+from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
 from interp_pipeline.config.settings import settings_of
 from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+
+L1_PENALISED = ("standard", "gated")
+TOP_K = ("topk", "batchtopk", "matryoshka_batchtopk")
+# SAELens's training architectures (sae_lens.registry) that this module maps our keys onto.
+SAE_ARCHITECTURES = ("standard", "topk", "batchtopk", "jumprelu", "gated", "matryoshka_batchtopk")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # auto: cuda when present, else cpu
+
+
+@dataclass
+class SAEConfig:
+    """Training one SAE with SAELens (the train_sae stage); an architecture refuses another's keys (``used_by``)."""
+
+    hook: Optional[str] = None  # which hook of the store; None: the store's only one
+    architecture: str = choice("standard", SAE_ARCHITECTURES)
+    d_in: Optional[int] = positive(None)  # None: the hook's width; given, it must match it
+    d_sae: Optional[int] = positive(None)  # None: expansion_factor * d_in
+    expansion_factor: Optional[int] = positive(8)
+    l1_coefficient: Optional[float] = used_by(L1_PENALISED, at_least(0, 5.0))
+    l1_warm_up_steps: Optional[int] = used_by(L1_PENALISED + ("jumprelu",), at_least(0, 0))  # jumprelu: its l0's
+    l0_coefficient: Optional[float] = used_by(("jumprelu",), at_least(0, 1.0))
+    k: Optional[int] = used_by(TOP_K, positive(32))  # topk: per token; the batch ones: mean per token
+    # None: d_sae/8, d_sae/4, d_sae/2, d_sae
+    matryoshka_widths: Optional[List[int]] = used_by(("matryoshka_batchtopk",), field(default=None))
+    lr: float = positive(3e-4)
+    lr_scheduler: str = choice("constant", ("constant", "cosineannealing", "cosineannealingwarmrestarts"))
+    lr_warm_up_steps: int = at_least(0, 0)
+    lr_decay_steps: int = at_least(0, 0)
+    lr_end: Optional[float] = None  # cosine schedules; None: lr / 10
+    train_batch_size_tokens: int = positive(4096)
+    training_tokens: int = positive(2_000_000)
+    allow_fewer_tokens: bool = False  # train on what the store holds when it holds less
+    eval_tokens: int = at_least(0, 4096)  # the store's last rows, held out for the final evaluation
+    dead_feature_window: int = positive(1000)  # steps without firing before a latent counts as dead
+    feature_sampling_window: int = positive(2000)
+    normalize_activations: str = choice("none", ("none", "expected_average_only_in", "layer_norm"))
+    log_every: int = positive(50)  # steps between metric logs
+    checkpoint_every: int = at_least(0, 1000)  # steps between checkpoints a killed run resumes from; 0: none
+    buffer_chunks: int = positive(8)  # store chunks shuffled together
+    device: str = choice("auto", DEVICES)
+    dtype: str = choice("float32", ("float32", "bfloat16", "float16"))
+    seed: int = SI("${seed}")
+    # SAEs to train together in one pass, each entry overriding keys above (not those that
+    # decide the batches): [{l1_coefficient: 1}, {architecture: topk, k: 16}]; [] trains one.
+    variants: List[Any] = field(default_factory=list)
+
+
+@dataclass
+class SAEEvalConfig:
+    """Evaluating an SAE on held-out sequences with SAELens's run_evals (the evaluate_sae stage)."""
+
+    hook: Optional[str] = None  # where to splice the SAE in; None: the hook it was trained on
+    batch_size_prompts: int = positive(16)  # sequences per forward pass
+    max_sequences: Optional[int] = positive(None)  # None: every held-out sequence
+    # true (the tokenizer's BOS/EOS/PAD, left out as SAELens does), false, or a list of token ids
+    exclude_special_tokens: Any = True
+    dense_threshold: float = fraction(0.1, open_below=True)  # a latent firing on more than this fraction of tokens counts as dense
+    compute_kl: bool = True
+    compute_ce_loss: bool = True
+
+
+@dataclass
+class SAESourceConfig:
+    """An SAE to load (the load_sae stage): SAELens's release + sae_id, or a directory saved by SAELens."""
+
+    release: Optional[str] = None  # a release in sae_lens/pretrained_saes.yaml, e.g. gpt2-small-res-jb
+    sae_id: Optional[str] = None  # an SAE of that release, e.g. blocks.8.hook_resid_pre
+    path: Optional[str] = None  # instead: a directory with cfg.json + sae_weights.safetensors
+    device: str = choice("auto", DEVICES)
+    dtype: str = choice("float32", ("float32", "bfloat16", "float16", "float64"))
+    fold_W_dec_norm: bool = False
+
+
+@dataclass
+class ToySuperpositionConfig:
+    """Known features in superposition (the toy_superposition stage, interp_pipeline.sae.toy).
+
+    Sharkey, Braun and Millidge 2022 ("Taking features out of superposition with sparse
+    autoencoders"): 512 random unit-norm features in a 256-dimensional space, about 5 active at a time.
+    """
+
+    n_features: int = positive(512)
+    d: int = positive(256)  # the space's dimensions
+    avg_active: float = positive(5.0)  # features firing per sample, on average; at most n_features
+    magnitude_mean: float = 1.0
+    magnitude_std: float = at_least(0, 0.0)
+    seed: int = SI("${seed}")
+
+
+@dataclass
+class FeatureRecoveryConfig:
+    """How well an SAE's decoder recovers known features (the sae_feature_recovery stage)."""
+
+    threshold: float = fraction(0.9)  # a feature counts as recovered when some decoder row is this parallel to it
+
 
 ARCHITECTURES = SAE_ARCHITECTURES
 SETTINGS = tuple(f.name for f in dataclasses.fields(SAEConfig))
@@ -33,15 +133,15 @@ PER_ARCHITECTURE: dict[str, tuple[tuple[str, ...], Any]] = {
     for f in dataclasses.fields(SAEConfig) if "architectures" in f.metadata}
 
 
-def check_sae_params(params: Mapping[str, Any]) -> None:
+def check_sae_params(settings: SAEConfig | Mapping[str, Any]) -> None:
     """Everything checkable before the activations exist (pre-flight); keys relative to ``sae``."""
-    sae_settings(params)
+    sae_settings(settings)
 
 
-def sae_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+def sae_settings(params: SAEConfig | Mapping[str, Any]) -> dict[str, Any]:
     """``params`` checked against SAEConfig and completed: one SAE's settings, or with ``variants``
     the base each entry overrides (every entry is checked too). ConfigError keys are relative to ``sae``."""
-    full = settings_of(SAEConfig, params)
+    full = settings_of(SAEConfig, dataclasses.asdict(params) if isinstance(params, SAEConfig) else params)
     if full["training_tokens"] < full["train_batch_size_tokens"]:
         raise ConfigError("training_tokens", f"expected at least one batch ({full['train_batch_size_tokens']} "
                                              f"tokens, sae.train_batch_size_tokens), found {full['training_tokens']}")
@@ -133,8 +233,6 @@ def resolve_d_sae(params: Mapping[str, Any], d_in: int) -> int:
     if params.get("d_sae") is not None:
         return int(params["d_sae"])
     return int(params["expansion_factor"]) * d_in
-
-
 
 
 def _architecture_fields(params: Mapping[str, Any], d_sae: int) -> dict[str, Any]:

@@ -11,18 +11,100 @@ SAELens's names (``reconstruction_quality/explained_variance``,
 What we add on top, from SAELens's per-latent ``feature_density``: the fractions
 of dead and dense latents (SAELens's evals return the densities, not these
 summaries) and a histogram of the densities (its trainer draws one only for W&B).
+
+``evaluate_saes`` is the evaluate_sae stage's work (settings: SAEEvalConfig): one SAE,
+or several by name (train_sae with ``sae.variants``), each in its own child run.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.sae.config import SAEEvalConfig
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
     import torch
 
 DENSITY_FLOOR = 1e-10  # log10 of a dead latent's density, as SAELens's trainer plots it
+
+
+def check_eval_settings(settings: SAEEvalConfig) -> None:
+    """What SAEEvalConfig's types cannot say: ``exclude_special_tokens`` is a flag or a list of token ids."""
+    special = settings.exclude_special_tokens
+    if not isinstance(special, bool) and not (isinstance(special, (list, tuple))
+                                              and all(isinstance(t, int) and not isinstance(t, bool) for t in special)):
+        raise ConfigError("exclude_special_tokens", f"expected true, false or a list of token ids, found {special!r}")
+
+
+def check_eval_shapes(settings: SAEEvalConfig, inputs: Mapping[str, Any]) -> None:
+    """Each SAE's hook (or ``hook``) is one the model calls, with the SAE's d_in as its width."""
+    import numpy as np
+
+    model, saes = inputs.get("model"), inputs.get("sae")
+    if model is None or saes is None:
+        return
+    for name, sae in (saes.items() if isinstance(saes, Mapping) else [("", saes)]):
+        hook = settings.hook or sae.hook
+        if hook is None:
+            continue
+        width = int(np.prod(model.token_width("hook", hook)))
+        if width != sae.d_in:
+            sae_key = f"the SAE{f' {name!r}' if name else ''}"
+            raise ConfigError("hook", f"expected a hook as wide as {sae_key}'s d_in ({sae.d_in}), found '{hook}' "
+                                      f"of width {width}")
+
+
+def evaluate_saes(model: Any, sae: Any, tokens: torch.Tensor, settings: SAEEvalConfig,
+                  tracker: Tracker = NULL_TRACKER) -> dict[str, float]:
+    """:func:`evaluate` on the first ``max_sequences`` of ``tokens``, logged: the scalar metrics, the densities'
+    histogram and the densities themselves. Several SAEs by name: each in its own child run of ``tracker``, the
+    metrics back as ``<name>/<metric>``."""
+    check_eval_settings(settings)  # called from a notebook, the runner's pre-flight has not run
+    if settings.max_sequences is not None:
+        tokens = tokens[:settings.max_sequences]
+    if not isinstance(sae, Mapping):
+        return _evaluate_one(model, sae, tokens, settings, tracker)
+    metrics: dict[str, float] = {}
+    for name, one in sae.items():
+        with tracker.child(name) as child:
+            found = _evaluate_one(model, one, tokens, settings, child)
+        metrics.update({f"{name}/{metric}": value for metric, value in found.items()})
+    tracker.log_metrics(metrics)
+    return metrics
+
+
+def _evaluate_one(model: Any, sae: Any, tokens: torch.Tensor, settings: SAEEvalConfig,
+                  tracker: Tracker) -> dict[str, float]:
+    trained_on = sae.cfg.metadata.hook_name
+    hook = settings.hook or trained_on
+    if hook is None:
+        raise ConfigError("hook", "expected the hook to splice the SAE in at: the SAE names none "
+                                  "(trained on a tensor?), so set it")
+    hook_dict = getattr(model, "hook_dict", {})
+    if hook not in hook_dict:
+        raise ConfigError("hook", f"expected a hook name of this model, found '{hook}'",
+                          suggestion=did_you_mean(hook, hook_dict))
+    tracker.set_tags({"sae.hook": hook, "sae.architecture": sae.cfg.architecture()})
+    special = settings.exclude_special_tokens
+    metadata = sae.cfg.metadata
+    metadata.hook_name = hook  # run_evals reads the hook from here; put back below
+    try:
+        result = evaluate(sae, model, tokens, batch_size_prompts=settings.batch_size_prompts,
+                          exclude_special_tokens=list(special) if isinstance(special, (list, tuple)) else special,
+                          dense_threshold=settings.dense_threshold, compute_kl=settings.compute_kl,
+                          compute_ce_loss=settings.compute_ce_loss)
+    finally:
+        metadata.hook_name = trained_on
+    tracker.log_metrics(result.metrics)
+    tracker.log_figure(density_histogram(result.feature_density, dense_threshold=settings.dense_threshold,
+                                         n_tokens=int(tokens.numel())), "feature_density")
+    tracker.log_dict({"feature_density": result.feature_density.tolist()}, "feature_density")
+    return result.metrics
 
 
 class TokenBatches:

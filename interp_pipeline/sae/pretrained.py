@@ -1,4 +1,10 @@
-"""Pretrained SAEs: SAELens's release registry (pretrained_saes.yaml) and whether one can be had here.
+"""Pretrained SAEs: SAELens's release registry (pretrained_saes.yaml), whether one can be had here, and loading it.
+
+``load`` is the load_sae stage's work: ``release`` + ``sae_id`` load through
+``SAE.from_pretrained`` (SAELens's pretrained_saes.yaml names the hub repository and
+folder; the hub must be reachable or the SAE already in the local Hugging Face cache);
+``path`` loads a directory saved by SAELens (``save_model`` / ``save_inference_model``,
+as the train_sae stage's cache entries are) through ``SAE.load_from_disk``.
 
 ``check_source`` is the load_sae stage's pre-flight. It runs before any work and
 raises a one-line ConfigError when the SAE cannot be loaded: a release or sae_id
@@ -17,7 +23,9 @@ from typing import Any
 
 from interp_pipeline.errors import ConfigError, Unobtainable, did_you_mean
 from interp_pipeline.hf_hub_access import hub_unreachable_reason
+from interp_pipeline.sae.config import SAESourceConfig
 from interp_pipeline.shapes import SAEShape
+from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 # What the error for an unobtainable pretrained SAE offers instead; one place, so it can follow the configs.
 OFFLINE_OPTIONS = ("load an SAE saved on disk with +sae_source=local sae_source.path=/dir/with/cfg.json "
@@ -101,9 +109,9 @@ def check_pretrained(release: str, sae_id: str) -> None:
                        offline=OFFLINE_OPTIONS)
 
 
-def check_source(params: Mapping[str, Any]) -> None:
+def check_source(settings: SAESourceConfig) -> None:
     """load_sae's pre-flight: exactly one of ``path`` and ``release`` + ``sae_id``, and that it can be had."""
-    release, sae_id, path = params.get("release"), params.get("sae_id"), params.get("path")
+    release, sae_id, path = settings.release, settings.sae_id, settings.path
     if path not in (None, ""):
         if release or sae_id:
             raise ConfigError("path", "expected either path (an SAE on disk) or release and sae_id (SAELens's "
@@ -128,10 +136,10 @@ def _cfg_shape(cfg_file: Path) -> SAEShape | None:
         return None  # another format (a release's own loader reads it): the stage checks at run time
 
 
-def shape_of_source(params: Mapping[str, Any]) -> SAEShape | None:
+def shape_of_source(settings: SAESourceConfig, inputs: Mapping[str, Any]) -> SAEShape | None:
     """The SAE's widths and hook from its cfg.json, without loading it: a local directory's, or
     a pretrained one's in the local hub cache. None when neither is within reach."""
-    release, sae_id, path = params.get("release"), params.get("sae_id"), params.get("path")
+    release, sae_id, path = settings.release, settings.sae_id, settings.path
     if path not in (None, ""):
         return _cfg_shape(Path(os.path.expanduser(str(path))) / "cfg.json")
     from huggingface_hub import constants
@@ -141,3 +149,32 @@ def shape_of_source(params: Mapping[str, Any]) -> SAEShape | None:
     for cfg_file in sorted(snapshots.glob(f"*/{folder.strip('/')}/cfg.json")):
         return _cfg_shape(cfg_file)
     return None
+
+
+def load(settings: SAESourceConfig, tracker: Tracker = NULL_TRACKER) -> Any:
+    """An inference SAE (``sae_lens.SAE``) from SAELens's registry or from a directory, checked first; its
+    source, architecture and hook as tags, its widths as metrics."""
+    import warnings
+
+    from sae_lens import SAE
+
+    from interp_pipeline.devices import resolve_device
+
+    check_source(settings)  # called from a notebook, the runner's pre-flight has not run
+    device, dtype, fold = resolve_device(settings.device), settings.dtype, settings.fold_W_dec_norm
+    if settings.path not in (None, ""):
+        sae = SAE.load_from_disk(str(check_local(str(settings.path))), device=device, dtype=dtype,
+                                 fold_W_dec_norm=fold)
+        tags = {"sae.source": "local", "sae.path": str(settings.path)}
+    else:
+        with warnings.catch_warnings():
+            # A hub repo id given as the release: SAELens suggests the release name, which we cannot act on here.
+            warnings.filterwarnings("ignore", message=r"You are loading an SAE using the HuggingFace repo_id")
+            sae = SAE.from_pretrained(str(settings.release), str(settings.sae_id), device=device, dtype=dtype,
+                                      fold_W_dec_norm=fold)
+        tags = {"sae.source": "pretrained", "sae.release": str(settings.release), "sae.id": str(settings.sae_id)}
+    sae.eval()
+    hook = getattr(sae.cfg.metadata, "hook_name", None)
+    tracker.set_tags({**tags, "sae.architecture": sae.cfg.architecture(), **({"sae.hook": hook} if hook else {})})
+    tracker.log_metrics({"d_in": float(sae.cfg.d_in), "d_sae": float(sae.cfg.d_sae)})
+    return sae

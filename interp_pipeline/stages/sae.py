@@ -1,99 +1,40 @@
-"""SAE stages: train an SAE with SAELens on cached activations, and the toy-superposition check.
+"""SAE stages: train SAEs with SAELens (interp_pipeline.sae.training), and the toy-superposition check.
 
-``train_sae`` takes the cache stage's ``store`` (or, for synthetic data, an
-``activations`` tensor; or, with no cache, a ``model`` and ``tokens`` whose activations
-it computes as it trains) and the ``sae`` config group, trains with SAELens's
-SAETrainer (metrics every ``sae.log_every`` steps, under SAELens's own names),
-evaluates on held-out rows and returns the SAE, which the stage cache keeps as a
-directory ``SAE.load_from_disk`` reads (interp_pipeline/sae/storage.py).
-
-Every ``sae.checkpoint_every`` steps it checkpoints into the runner's ``workdir`` for
-its cache key (interp_pipeline/sae/checkpoints.py); after a crash or a kill -9 the
-same command resumes from the newest checkpoint and ends with the same SAE.
-
-With ``sae.variants`` (a list of overrides: ``[{l1_coefficient: 1}, {l1_coefficient: 5}]``)
-it trains one SAE per entry in one pass over the data (interp_pipeline/sae/multi.py):
-each batch is read once and given to every SAE, each SAE logs to its own MLflow run
-nested under the stage's, and the output is ``{name: SAE}``.
+``train_sae`` takes one data input: the cache stage's ``store``, an ``activations``
+tensor, ``synthetic`` toy data (``toy_superposition``), or a ``model`` with ``tokens``
+whose activations it computes as it trains. Its settings are the ``sae`` group's,
+SAEConfig (interp_pipeline.sae.config, with what each architecture reads and how
+``variants`` train several SAEs in one pass). It resumes a killed run from its
+checkpoints and returns the inference SAE, or with ``variants`` the SAEs by name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError
 from interp_pipeline.pipeline.registry import stage
-from interp_pipeline.sae.config import check_sae_params, sae_settings
+from interp_pipeline.sae.config import FeatureRecoveryConfig, SAEConfig, ToySuperpositionConfig, check_sae_params
+from interp_pipeline.sae.toy import check_toy_settings
+from interp_pipeline.sae.training import check_training_shapes, training_shape
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 
-# Settings that change how a run goes, not what it trains: a checkpoint written under other
-# values of these is resumed; under other values of anything else it is refused.
-_NOT_IN_CHECKPOINT_IDENTITY = ("log_every", "checkpoint_every", "device")
-
-
-def _trained_on(params: dict[str, Any], inputs: Mapping[str, Any]) -> tuple[str, int] | None:
-    """The hook and width the SAE will train on, from the store's or the model's shape; checks the budget."""
-    import numpy as np
-
-    from interp_pipeline.sae.data import training_budget
-
-    params = sae_settings(params)
-    store, model = inputs.get("store"), inputs.get("model")
-    if store is not None:
-        hook, width = store.hook_width("hook", params["hook"])
-        if store.max_rows is not None:
-            training_budget(params, store.max_rows, f"the activation store (at most {store.max_rows} rows)")
-    elif model is not None and params["hook"] is not None:
-        hook, width = params["hook"], tuple(model.token_width("hook", params["hook"]))
-    else:
-        return None
-    d_in = int(np.prod(width))
-    if params["d_in"] is not None and int(params["d_in"]) != d_in:
-        raise ConfigError("d_in", f"expected the width of the activations ({d_in} for {hook}), found {params['d_in']}")
-    return hook, d_in
-
-
-def _check_train_shapes(params: dict[str, Any], inputs: Mapping[str, Any]) -> None:
-    _trained_on(params, inputs)
-
-
-def _train_shape(params: dict[str, Any], inputs: Mapping[str, Any]) -> Any:
-    from interp_pipeline.sae.config import resolve_d_sae, resolve_variants
-    from interp_pipeline.shapes import SAEShape
-
-    found = _trained_on(params, inputs)
-    if found is None:
-        return None
-    hook, d_in = found
-
-    def shape(settings: Mapping[str, Any]) -> SAEShape:
-        return SAEShape(d_in, resolve_d_sae(settings, d_in), hook)
-
-    if params.get("variants"):
-        return {name: shape(settings) for name, settings in resolve_variants(params).items()}
-    return shape(sae_settings(params))
-
-
-def _train_metrics(params: dict[str, Any]) -> list[str]:
+def _train_metrics(settings: SAEConfig) -> list[str]:
     # SAELens's step metrics (losses/, metrics/, sparsity/, details/) and the final and held-out ones;
     # with variants each SAE's results come prefixed by its name.
     own = ["steps", "tokens_trained", "steps_per_s", "tokens_per_s", "d_in", "d_sae", "dead_features", "saes",
            "resumed_from_step", "final/*", "eval/*", "losses/*", "metrics/*", "sparsity/*", "details/*"]
-    return own + ["*/eval/*", "*/final/*", "*/dead_features"] if params.get("variants") else own
+    return own + ["*/eval/*", "*/final/*", "*/dead_features"] if settings.variants else own
 
 
 # Version 2: settings an architecture does not read are None in the params (k for a standard SAE).
-@stage("train_sae", outputs=("sae",), preflight=check_sae_params, check_shapes=_check_train_shapes,
-       shape=_train_shape, metrics=_train_metrics, version=2, key_exclude=("checkpoint_every",),
+@stage("train_sae", outputs=("sae",), config=SAEConfig, preflight=check_sae_params, check_shapes=check_training_shapes,
+       shape=training_shape, metrics=_train_metrics, version=2, key_exclude=("checkpoint_every",),
        summary=("eval/explained_variance", "eval/l0", "eval/dead_latents", "steps_per_s",
                 "*/eval/explained_variance", "*/eval/l0"))
 def train_sae(
@@ -102,187 +43,38 @@ def train_sae(
     synthetic: Mapping[str, Tensor] | None = None,
     model: Any = None,
     tokens: Tensor | None = None,
+    *,
+    settings: SAEConfig,
     tracker: Tracker = NULL_TRACKER,
     workdir: Path | None = None,
-    **settings: Any,
 ) -> Any:
     """Train one SAE on one hook of ``store`` (or ``activations``, ``synthetic``, or ``model`` run on ``tokens``).
 
-    ``settings`` are the ``sae`` group's (interp_pipeline.config.schema.SAEConfig, whose
-    defaults fill those left out); an unknown key, a wrong type or a value out of range is
-    a ConfigError. See the module doc and conf/sae/.
-
-    With ``variants``, trains one SAE per entry in one pass and returns them by name.
+    An unknown setting, a wrong type or a value out of range is a ConfigError. With
+    ``variants``, trains one SAE per entry in one pass and returns them by name.
     """
-    from interp_pipeline.sae import trainer
-    from interp_pipeline.devices import resolve_device
+    from interp_pipeline.sae.training import train_saes
 
-    params = sae_settings(settings)
-    source = _training_data(params, store=store, activations=activations, synthetic=synthetic, model=model,
-                            tokens=tokens)
-    device = resolve_device(params["device"])
-    identity = {**{key: value for key, value in params.items() if key not in _NOT_IN_CHECKPOINT_IDENTITY},
-                "d_in": source.d_in, "source": source.source, "train_rows": source.train_rows,
-                "total_tokens": source.total_tokens, "sae_lens": _sae_lens_version()}
-    workdir = None if workdir is None else Path(workdir)
-    tracker.set_tags({"sae.source": source.source, **({"sae.hook": source.hook} if source.hook else {})})
-    if params["variants"]:
-        return _train_in_one_pass(source, params, device, identity, tracker, workdir)
-
-    sae, cfg = _fresh_sae(params, source, device)
-    tracker.set_tags({"sae.architecture": params["architecture"]})
-    started = time.perf_counter()
-    fitted = trainer.train(sae, source.batches_from, cfg, tracker=tracker, log_every=params["log_every"],
-                           desc=f"training {params['architecture']} SAE", workdir=workdir,
-                           checkpoint_every=params["checkpoint_every"], identity=identity)
-    return _finish(sae, fitted, source, time.perf_counter() - started, device, tracker)[0]
+    return train_saes(settings, store=store, activations=activations, synthetic=synthetic, model=model,
+                      tokens=tokens, tracker=tracker, workdir=workdir)
 
 
-def _training_data(params: Mapping[str, Any], **inputs: Any) -> Any:
-    """The TrainingData (interp_pipeline.sae.data) of the one data input given."""
-    from interp_pipeline.sae import data
-
-    given = [name for name in ("store", "activations", "synthetic", "model") if inputs[name] is not None]
-    if len(given) != 1 or (inputs["model"] is None) != (inputs["tokens"] is None):
-        found = " and ".join(given + (["tokens"] if inputs["tokens"] is not None else [])) or "none"
-        raise ConfigError("inputs", "expected exactly one of the inputs store (an activation store), activations "
-                                    "(a tensor), synthetic (toy_superposition), and model with tokens (streamed "
-                                    f"from the model), found {found}")
-    if inputs["store"] is not None:
-        return data.from_store(inputs["store"], params)
-    if inputs["model"] is not None:
-        return data.from_model(inputs["model"], inputs["tokens"], params)
-    if inputs["activations"] is not None:
-        return data.from_tensor(inputs["activations"], params)
-    return data.from_synthetic(inputs["synthetic"], params)
-
-
-def _train_in_one_pass(source: Any, params: Mapping[str, Any], device: str, identity: Mapping[str, Any],
-                       tracker: Tracker, workdir: Path | None) -> dict[str, Any]:
-    """One SAE per ``variants`` entry, trained in one pass over the data; each logs to its own child run."""
-    from interp_pipeline.sae.config import resolve_variants
-    from interp_pipeline.sae.multi import train_many
-
-    named = resolve_variants(params)
-    built = {name: _fresh_sae(variant, source, device) for name, variant in named.items()}
-    with contextlib.ExitStack() as children:
-        trackers = {}
-        for name, variant in named.items():
-            trackers[name] = children.enter_context(tracker.child(name, {"sae.architecture": variant["architecture"]}))
-            trackers[name].log_params({k: v for k, v in variant.items() if k != "variants"})
-        started = time.perf_counter()
-        fitted = train_many({name: sae for name, (sae, _) in built.items()}, source.batches_from,
-                            {name: cfg for name, (_, cfg) in built.items()}, trackers=trackers,
-                            log_every=int(params["log_every"]), desc=f"training {len(named)} SAEs in one pass",
-                            workdir=workdir, checkpoint_every=int(params["checkpoint_every"]), identity=identity)
-        elapsed = time.perf_counter() - started
-        saes = {}
-        for name, (sae, _) in built.items():
-            saes[name], final = _finish(sae, fitted.trainers[name], source, elapsed, device, trackers[name])
-            # The stage's own run gets each SAE's results too, under its name (a cached stage shows only these).
-            tracker.log_metrics({f"{name}/{metric}": value for metric, value in final.items()
-                                 if metric.startswith(("eval/", "final/", "dead_features"))})
-    steps_here = fitted.n_training_steps - fitted.resumed_from_step
-    if fitted.resumed_from_step:
-        tracker.log_metrics({"resumed_from_step": float(fitted.resumed_from_step)})
-    tracker.log_metrics({"saes": float(len(saes)), "steps": float(fitted.n_training_steps),
-                         "steps_per_s": steps_here / elapsed if elapsed > 0 else 0.0,
-                         "tokens_per_s": steps_here * int(params["train_batch_size_tokens"]) / elapsed
-                         if elapsed > 0 else 0.0})
-    return saes
-
-
-def _fresh_sae(params: Mapping[str, Any], source: Any, device: str) -> tuple[Any, Any]:
-    """A new training SAE (initialised from ``seed``, as a separate run would) and its SAETrainerConfig."""
-    import torch
-
-    from interp_pipeline.sae.config import trainer_config, training_sae
-
-    torch.manual_seed(int(params["seed"]))
-    sae = training_sae(params, source.d_in, hook=source.hook, device=device)
-    steps = -(-source.total_tokens // int(params["train_batch_size_tokens"]))
-    cfg = trainer_config(params, total_tokens=source.total_tokens, device=device,
-                         norm_batches=max(1, min(1000, steps)))
-    return sae, cfg
-
-
-def _finish(sae: Any, fitted: Any, source: Any, elapsed: float, device: str,
-            tracker: Tracker) -> tuple[Any, dict[str, float]]:
-    """The inference SAE (logged as an artifact) and its final and held-out metrics (logged too)."""
-    from interp_pipeline.sae import trainer
-    from interp_pipeline.sae.storage import to_inference
-
-    steps_here = fitted.n_training_steps - fitted.resumed_from_step
-    tokens_here = steps_here * fitted.cfg.train_batch_size_samples
-    with tempfile.TemporaryDirectory() as scratch:
-        inference = to_inference(sae, Path(scratch) / "sae", device=device)
-        # The run carries the SAE itself (SAE.load_from_disk reads the downloaded folder).
-        tracker.log_files(Path(scratch) / "sae", "sae")
-    final = {
-        "steps": float(fitted.n_training_steps),
-        "tokens_trained": float(fitted.n_training_samples),
-        "steps_per_s": steps_here / elapsed if elapsed > 0 else 0.0,
-        "tokens_per_s": tokens_here / elapsed if elapsed > 0 else 0.0,
-        "d_in": float(source.d_in),
-        "d_sae": float(sae.cfg.d_sae),
-        "dead_features": float(fitted.dead_neurons.sum()),
-        **{f"final/{name.split('/', 1)[-1]}": value for name, value in fitted.last_metrics.items()
-           if name.startswith(("losses/", "metrics/"))},
-        **trainer.evaluate(inference, source.holdout),
-    }
-    tracker.log_metrics(final)
-    tracker.log_dict(inference.cfg.to_dict(), "sae_cfg")
-    return inference, final
-
-
-def _sae_lens_version() -> str:
-    from sae_lens import __version__
-
-    return str(__version__)
-
-
-@stage("toy_superposition", outputs=("toy",), version=1, metrics=("mean_active", "features_per_dimension"))
-def toy_superposition(
-    n_features: int = 512,
-    d: int = 256,
-    avg_active: float = 5.0,
-    magnitude_mean: float = 1.0,
-    magnitude_std: float = 0.0,
-    seed: int = 0,
-    tracker: Tracker = NULL_TRACKER,
-) -> dict[str, Tensor]:
+@stage("toy_superposition", outputs=("toy",), config=ToySuperpositionConfig, preflight=check_toy_settings, version=1,
+       metrics=("mean_active", "features_per_dimension"))
+def toy_superposition(settings: ToySuperpositionConfig, tracker: Tracker = NULL_TRACKER) -> dict[str, Tensor]:
     """Known features in superposition, and how they fire (interp_pipeline.sae.toy); train_sae's ``synthetic``."""
-    from interp_pipeline.sae.toy import make_toy_model
+    from interp_pipeline.sae.toy import toy_model
 
-    for key, value in (("n_features", n_features), ("d", d)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(key, f"expected a positive integer, found {value!r}")
-    if not 0 < avg_active <= n_features:
-        raise ConfigError("avg_active", f"expected a number in (0, n_features={n_features}], found {avg_active!r}")
-    toy = make_toy_model(n_features, d, avg_active=avg_active, magnitude_mean=magnitude_mean,
-                         magnitude_std=magnitude_std, seed=seed)
-    tracker.log_metrics({"mean_active": avg_active, "features_per_dimension": n_features / d})
-    return toy
+    return toy_model(settings, tracker)
 
 
-@stage("sae_feature_recovery", outputs=("scores",), version=1, summary=("mean_max_cosine_similarity",),
-       metrics=lambda params: ["mean_max_cosine_similarity", f"fraction_recovered_{params.get('threshold', 0.9):g}",
-                               "mean_correlation_coefficient"])
-def sae_feature_recovery(sae: Any, toy: Mapping[str, Tensor], threshold: float = 0.9,
+@stage("sae_feature_recovery", outputs=("scores",), config=FeatureRecoveryConfig, version=1,
+       summary=("mean_max_cosine_similarity",),
+       metrics=lambda settings: ["mean_max_cosine_similarity", f"fraction_recovered_{settings.threshold:g}",
+                                 "mean_correlation_coefficient"])
+def sae_feature_recovery(sae: Any, toy: Mapping[str, Tensor], settings: FeatureRecoveryConfig,
                          tracker: Tracker = NULL_TRACKER) -> Mapping[str, float]:
     """How well the SAE's decoder recovers known features: MMCS, the fraction above ``threshold``, and MCC."""
-    import torch.nn.functional as F
-    from sae_lens.synthetic import mean_correlation_coefficient
+    from interp_pipeline.sae.toy import feature_recovery
 
-    from interp_pipeline.sae.toy import mean_max_cosine_similarity
-
-    features = toy["features"].float()
-    decoder = sae.W_dec.detach().float().cpu()
-    best = (F.normalize(features.float(), dim=-1) @ F.normalize(decoder, dim=-1).T).max(dim=1).values
-    scores = {
-        "mean_max_cosine_similarity": mean_max_cosine_similarity(features, decoder),
-        f"fraction_recovered_{threshold:g}": float((best >= threshold).float().mean()),
-        "mean_correlation_coefficient": float(mean_correlation_coefficient(features, decoder)),
-    }
-    tracker.log_metrics(scores)
-    return scores
+    return feature_recovery(sae, toy, settings.threshold, tracker)

@@ -177,7 +177,7 @@ def test_memory_stays_bounded_when_the_token_budget_grows_tenfold(tmp_path):
         model, tokens = tiny_model_and_tokens(n_sequences=n_sequences, seq_len=16, d_model=256)
         tracemalloc.start()
         cache_activations(model, tokens, store=str(tmp_path / f"s{n_sequences}.zarr"), hooks=HOOKS,
-                          batch_size=8, chunk_rows=64)
+                          batch_size_prompts=8, chunk_rows=64)
         peaks[n_sequences] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     added_rows = (400 - 40) * 16

@@ -51,9 +51,14 @@ def test_a_job_writing_one_shard_may_not_read_the_whole_store(outputs, caplog):
 
 
 def test_a_store_url_fsspec_cannot_open_is_refused_before_work():
-    from interp_pipeline.stages.cache_activations import _check_params
+    from interp_pipeline.activations.caching import check_cache_settings
+    from interp_pipeline.activations.config import CacheConfig
+    from interp_pipeline.config.settings import settings_object
+
+    def check(params):
+        check_cache_settings(settings_object(CacheConfig, params))
 
     with pytest.raises(ConfigError, match=r"^store: expected a path or a URL fsspec can open, found 'nosuch://b/s.zarr' "
                                           r"\(Protocol not known: nosuch\)$"):
-        _check_params({**CACHE_PARAMS, "store": "nosuch://b/s.zarr"})
-    _check_params({**CACHE_PARAMS, "store": "s3://bucket/s.zarr"})  # s3fs is installed with the dev extra
+        check({**CACHE_PARAMS, "store": "nosuch://b/s.zarr"})
+    check({**CACHE_PARAMS, "store": "s3://bucket/s.zarr"})  # s3fs is installed with the dev extra

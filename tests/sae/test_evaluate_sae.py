@@ -31,7 +31,7 @@ def setup(tmp_path_factory):
     """A tiny model, its tokens (BOS first), a store of one hook, and an SAE trained on all but its last 48 rows."""
     model, tokens = tiny_model_and_tokens(30, SEQ_LEN)
     tokens[:, 0] = BOS
-    store = cache_activations(model, tokens, hooks=[HOOK], chunk_rows=48, batch_size=8,
+    store = cache_activations(model, tokens, hooks=[HOOK], chunk_rows=48, batch_size_prompts=8,
                               store=str(tmp_path_factory.mktemp("store") / "acts.zarr"))
     sae = train_sae(store=store, **TRAIN)
     return model, tokens, store, sae

@@ -20,8 +20,10 @@ REPO_ID = "jbloom/GPT2-Small-SAEs-Reformatted"  # what pretrained_saes.yaml maps
 
 
 def preflight():
+    """The stage's pre-flight, on params resolved as the runner resolves them."""
     load_stage_modules()
-    return registered_stages()["load_sae"].preflight
+    definition = registered_stages()["load_sae"]
+    return lambda params: definition.preflight(definition.settings(params))
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ NAMES = ["l1_coefficient-1.0", "l1_coefficient-10.0_d_sae-64", "architecture-top
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     model, tokens = tiny_model_and_tokens()
-    store = cache_activations(model, tokens, hooks=[HOOK], chunk_rows=48, batch_size=8,
+    store = cache_activations(model, tokens, hooks=[HOOK], chunk_rows=48, batch_size_prompts=8,
                               store=str(tmp_path_factory.mktemp("store") / "acts.zarr"))
     return model, tokens, store
 

@@ -13,13 +13,13 @@ pytest.importorskip("sae_lens")
 
 from interp_pipeline.compose import compose  # noqa: E402
 from interp_pipeline.config.ranges import check_ranges  # noqa: E402
-from interp_pipeline.config.schema import ActivationStatsConfig, SAEConfig  # noqa: E402
+from interp_pipeline.config.schema import ActivationStatsConfig  # noqa: E402
 from interp_pipeline.errors import ConfigError  # noqa: E402
 from interp_pipeline.experiment import prepare  # noqa: E402
 from interp_pipeline.pipeline.preflight import run_preflight  # noqa: E402
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages  # noqa: E402
 from interp_pipeline.pipeline.spec import parse_stages  # noqa: E402
-from interp_pipeline.sae.config import resolve_variants, sae_settings  # noqa: E402
+from interp_pipeline.sae.config import SAEConfig, resolve_variants, sae_settings  # noqa: E402
 from interp_pipeline.stages.sae import train_sae  # noqa: E402
 
 ACTS = torch.randn(200, 8)
@@ -85,12 +85,11 @@ def test_a_notebook_call_meets_the_schemas_keys_types_ranges_and_choices():
         preflight({"variants": [{"d_sae": 0}]})
 
 
-def test_pre_flight_refuses_an_unknown_key_under_its_group():
-    # The stage takes **settings, so binding its signature accepts any key: pre-flight must not.
-    spec = parse_stages([{"name": "sae", "fn": "train_sae", "params": {"lrr": 1e-3}}], name="t", label="t",
-                        origins=[{"params": "sae"}])
-    with pytest.raises(ConfigError, match=r"^sae\.lrr: expected a setting of SAEConfig .*did you mean 'lr'"):
-        run_preflight(spec.stages)
+def test_an_unknown_key_is_refused_under_its_group_before_any_work():
+    # The stage is bound to SAEConfig: reading the pipeline already refuses a key it does not have.
+    with pytest.raises(ConfigError, match=r"^sae\.lrr: expected a setting of train_sae\(\) .*did you mean 'lr'"):
+        parse_stages([{"name": "sae", "fn": "train_sae", "params": {"lrr": 1e-3}}], name="t", label="t",
+                     origins=[{"params": "sae"}])
 
 
 def test_composed_configs_meet_the_same_checks(outputs):

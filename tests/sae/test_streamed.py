@@ -29,7 +29,7 @@ PARAMS = sae_settings({"hook": HOOK, "train_batch_size_tokens": 16, "training_to
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     model, tokens = tiny_model_and_tokens()
-    store = cache_activations(model, tokens, hooks=[HOOK], chunk_rows=48, batch_size=8,
+    store = cache_activations(model, tokens, hooks=[HOOK], chunk_rows=48, batch_size_prompts=8,
                               store=str(tmp_path_factory.mktemp("store") / "acts.zarr"))
     return model, tokens, ActivationStore.open(store["store_uri"])
 

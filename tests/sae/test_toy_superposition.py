@@ -15,10 +15,13 @@ from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E40
 
 
 def test_experiment_composes_and_passes_preflight(outputs):
-    config = compose(["+experiment=sae_toy_superposition"])
-    assert config.sae.d_sae == 1024 and config.data.params.n_features == 512 and config.data.params.d == 256
-    assert config.expect["recovery.mean_max_cosine_similarity"].min == 0.95
-    run_preflight(prepare(config).spec.stages)
+    config = compose(["+experiment=sae_toy_superposition", "seed=3"])
+    assert config.sae.d_sae == 1024 and config.expect["recovery.mean_max_cosine_similarity"].min == 0.95
+    stages = prepare(config).spec.stages
+    toy = next(s for s in stages if s.name == "toy")
+    # The paper's sizes are ToySuperpositionConfig's defaults; the seed is the experiment's.
+    assert (toy.params["n_features"], toy.params["d"], toy.params["seed"]) == (512, 256, 3)
+    run_preflight(stages)
 
 
 def test_preflight_names_a_mistyped_architecture(outputs):

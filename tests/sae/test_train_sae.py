@@ -35,7 +35,7 @@ def store(tmp_path_factory):
     """A store written by the real cache stage: 360 rows of one 16-wide hook, chunks of 48 rows."""
     model, tokens = tiny_model_and_tokens()
     out = tmp_path_factory.mktemp("store")
-    return cache_activations(model, tokens, hooks=[HOOK, "blocks.1.attn.hook_z"], chunk_rows=48, batch_size=8,
+    return cache_activations(model, tokens, hooks=[HOOK, "blocks.1.attn.hook_z"], chunk_rows=48, batch_size_prompts=8,
                              store=str(out / "acts.zarr"))
 
 

@@ -48,7 +48,7 @@ def tiny_model(*, n_layers: int = 2, n_heads: int = 4, attn_only: bool = False, 
 # Hooks of tiny_model_and_tokens's model that the activation-cache tests store, and the
 # cache stage's params for them (also used by tests/activations/kill_and_resume.py).
 HOOKS = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"]
-CACHE_PARAMS = dict(hooks=HOOKS, batch_size=4, chunk_rows=24)
+CACHE_PARAMS = dict(hooks=HOOKS, batch_size_prompts=4, chunk_rows=24)
 
 
 def tiny_model_and_tokens(n_sequences: int = 30, seq_len: int = 12, d_model: int = 16):

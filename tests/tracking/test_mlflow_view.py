@@ -27,7 +27,7 @@ STAGES = [
     {"name": "tokens", "fn": "random_tokens", "inputs": {"model": "model"},
      "params": {"n_sequences": 24, "seq_len": 16, "seed": 0}},
     {"name": "acts", "fn": "cache_activations", "inputs": {"model": "model", "tokens": "tokens"},
-     "params": {"hooks": [HOOK], "chunk_rows": 64, "batch_size": 8}},
+     "params": {"hooks": [HOOK], "chunk_rows": 64, "batch_size_prompts": 8}},
     {"name": "sae", "fn": "train_sae", "inputs": {"store": "acts"},
      "params": {"hook": HOOK, "d_sae": 32, "train_batch_size_tokens": 64, "training_tokens": 256, "eval_tokens": 64,
                 "log_every": 2, "lr": 1e-3, "l1_coefficient": 1.0, "device": "cpu", "seed": 0}},
