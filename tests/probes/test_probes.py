@@ -61,7 +61,7 @@ def induction_store(tmp_path_factory):
     model = tiny_model(n_layers=2)
     tokens = repeated_tokens(model, n_sequences=24, half_len=8, seed=0)
     hooks = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"]
-    store = cache_activations(model, tokens, hooks, chunk_rows=64, stage_dir=tmp_path_factory.mktemp("store"))
+    store = cache_activations(model, tokens, hooks=hooks, chunk_rows=64, stage_dir=tmp_path_factory.mktemp("store"))
     return model, tokens, store, repeated_half_labels(tokens)
 
 
