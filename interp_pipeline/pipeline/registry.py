@@ -82,8 +82,10 @@ class StageDef:
     def settings(self, params: Mapping[str, Any]) -> Any:
         """``params`` resolved against the stage's schema (an instance of ``config``); ConfigError keys are
         relative to the params. A stage without settings gets None (and refuses any param)."""
-        if self.config is None:  # LEGACY(one-source): a stage not yet bound to a schema gets its params
-            return dict(params)
+        if self.config is None:
+            if params:
+                raise ConfigError(str(next(iter(params))), f"expected no settings ({self.name}() takes none)")
+            return None
         return settings_object(self.config, params)
 
     def setting_names(self) -> tuple[str, ...]:
@@ -143,8 +145,8 @@ def stage(
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         stage_name = name or fn.__name__
         takes_settings = SETTINGS_PARAM in inspect.signature(fn).parameters
-        if config is not None and not takes_settings:
-            raise ValueError(f"stage {stage_name!r}: config= needs a `settings` parameter to receive it")
+        if (config is None) == takes_settings:
+            raise ValueError(f"stage {stage_name!r}: a `settings` parameter and config= go together")
         bound = _bind_settings(stage_name, fn, config) if config is not None else fn
         definition = StageDef(
             stage_name, bound, tuple(outputs), config=config, cache=cache, version=version, preflight=preflight,

@@ -242,7 +242,6 @@ def _check_signature(
     signature = definition.signature
     accepted_inputs = definition.input_names()
     settings = definition.setting_names()
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
     for arg in inputs:
         if arg in params:
             raise ConfigError(f"{key}.inputs.{arg}", "is given both as an input and as a param")
@@ -252,21 +251,16 @@ def _check_signature(
                 f"expected an input of {definition.name}() ({one_of(accepted_inputs)}), found '{arg}'",
                 suggestion=did_you_mean(str(arg), accepted_inputs),
             )
-    if definition.config is None:  # LEGACY(one-source): settings as the function's own keyword arguments
-        settings = accepted_inputs
     for arg in params:
-        if arg not in settings and not takes_any:
+        if arg not in settings:
             where = f"a setting of {definition.name}() ({one_of(settings)})" if settings else \
                 f"no params ({definition.name}() has no settings)"
             raise ConfigError(f"{params_key}.{arg}", f"expected {where}, found '{arg}'",
                               suggestion=did_you_mean(str(arg), settings))
     for arg in accepted_inputs:
         parameter = signature.parameters[arg]
-        if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
-            continue
-        if parameter.default is inspect.Parameter.empty and arg not in inputs and arg not in params:
-            where = f"{key}.inputs.{arg}" if definition.config is not None else f"{params_key}.{arg}"
-            raise ConfigError(where, f"{definition.name}() requires it: expected a value (or an input), found none")
+        if parameter.default is inspect.Parameter.empty and arg not in inputs:
+            raise ConfigError(f"{key}.inputs.{arg}", f"{definition.name}() requires it: expected an input, found none")
 
 
 def _execution_order(specs: Mapping[str, StageSpec], label: str) -> list[str]:

@@ -82,7 +82,7 @@ def test_param_the_function_does_not_take():
 
 def test_required_argument_missing():
     error = pipeline_error([{"name": "a", "fn": "t_numbers", "params": {}}])
-    assert error.key == "pipelines/p.yaml: stages[0].params.n" and "t_numbers() requires it" in str(error)
+    assert error.key == "pipelines/p.yaml: stages[0].params.n" and "NumbersConfig requires it" in str(error)
 
 
 def test_order_follows_dependencies_not_the_file():

@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
+from omegaconf import MISSING
 
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
@@ -26,16 +30,27 @@ def _count(name: str) -> None:
             handle.write(name + "\n")
 
 
-@stage("t_numbers", outputs=("numbers",))
-def t_numbers(n: int, start: int = 0) -> list[int]:
+@dataclass
+class NumbersConfig:
+    n: int = MISSING
+    start: int = 0
+
+
+@stage("t_numbers", outputs=("numbers",), config=NumbersConfig)
+def t_numbers(settings: NumbersConfig) -> list[int]:
     _count("t_numbers")
-    return list(range(start, start + n))
+    return list(range(settings.start, settings.start + settings.n))
 
 
-@stage("t_scale", outputs=("scaled",))
-def t_scale(numbers: list[int], factor: float, tracker: Tracker = NULL_TRACKER) -> list[float]:
+@dataclass
+class ScaleConfig:
+    factor: float = MISSING
+
+
+@stage("t_scale", outputs=("scaled",), config=ScaleConfig)
+def t_scale(numbers: list[int], settings: ScaleConfig, tracker: Tracker = NULL_TRACKER) -> list[float]:
     _count("t_scale")
-    scaled = [x * factor for x in numbers]
+    scaled = [x * settings.factor for x in numbers]
     for step, value in enumerate(scaled):
         tracker.log_metrics({"value": value}, step=step)
     tracker.log_metrics({"total": sum(scaled)})
@@ -43,17 +58,28 @@ def t_scale(numbers: list[int], factor: float, tracker: Tracker = NULL_TRACKER) 
     return scaled
 
 
-@stage("t_split", outputs=("low", "high"))
-def t_split(numbers: list[int], threshold: int) -> dict[str, list[int]]:
+@dataclass
+class SplitConfig:
+    threshold: int = MISSING
+
+
+@stage("t_split", outputs=("low", "high"), config=SplitConfig)
+def t_split(numbers: list[int], settings: SplitConfig) -> dict[str, list[int]]:
     _count("t_split")
-    return {"low": [x for x in numbers if x < threshold], "high": [x for x in numbers if x >= threshold]}
+    return {"low": [x for x in numbers if x < settings.threshold],
+            "high": [x for x in numbers if x >= settings.threshold]}
 
 
-@stage("t_rebuild", outputs=("thing",), cache=False)
-def t_rebuild(size: int) -> dict[str, int]:
+@dataclass
+class RebuildConfig:
+    size: int = MISSING
+
+
+@stage("t_rebuild", outputs=("thing",), config=RebuildConfig, cache=False)
+def t_rebuild(settings: RebuildConfig) -> dict[str, int]:
     """Like a model built from its config: cheap, never stored."""
     _count("t_rebuild")
-    return {"size": size}
+    return {"size": settings.size}
 
 
 @stage("t_use", outputs=("used",))
@@ -62,21 +88,33 @@ def t_use(thing: dict[str, int], numbers: list[int]) -> int:
     return thing["size"] + len(numbers)
 
 
-@stage("t_fail", outputs=("never",))
-def t_fail(numbers: list[int], message: str = "boom", flag_file: str | None = None) -> int:
+@dataclass
+class FailConfig:
+    message: str = "boom"
+    flag_file: Optional[str] = None
+
+
+@stage("t_fail", outputs=("never",), config=FailConfig)
+def t_fail(numbers: list[int], settings: FailConfig) -> int:
     """Raises, unless ``flag_file`` exists (so a test can let a second attempt succeed)."""
     _count("t_fail")
-    if flag_file is None or not Path(flag_file).exists():
-        raise RuntimeError(message)
+    if settings.flag_file is None or not Path(settings.flag_file).exists():
+        raise RuntimeError(settings.message)
     return len(numbers)
 
 
-@stage("t_wait", outputs=("waited",))
-def t_wait(numbers: list[int], started_file: str, seconds: float = 120.0) -> int:
+@dataclass
+class WaitConfig:
+    started_file: str = MISSING
+    seconds: float = 120.0
+
+
+@stage("t_wait", outputs=("waited",), config=WaitConfig)
+def t_wait(numbers: list[int], settings: WaitConfig) -> int:
     """Announces that it started, then waits: something for a signal to interrupt."""
     _count("t_wait")
-    Path(started_file).write_text(json.dumps({"pid": os.getpid()}))
-    deadline = time.monotonic() + seconds
+    Path(settings.started_file).write_text(json.dumps({"pid": os.getpid()}))
+    deadline = time.monotonic() + settings.seconds
     while time.monotonic() < deadline:
         time.sleep(0.05)
     return len(numbers)
@@ -89,23 +127,35 @@ def t_interrupt(numbers: list[int]) -> int:
     raise KeyboardInterrupt
 
 
-@stage("t_in_place", outputs=("written",))
-def t_in_place(numbers: list[int], stage_dir: Path, big_bytes: int = 100_000) -> dict[str, object]:
+@dataclass
+class InPlaceConfig:
+    big_bytes: int = 100_000
+
+
+@stage("t_in_place", outputs=("written",), config=InPlaceConfig)
+def t_in_place(numbers: list[int], stage_dir: Path, settings: InPlaceConfig) -> dict[str, object]:
     """Like the activation cache: writes into its stage_dir (one small, one big file), returns where."""
     _count("t_in_place")
     (stage_dir / "small.json").write_text(json.dumps(numbers))
-    (stage_dir / "big.bin").write_bytes(bytes(range(256)) * (big_bytes // 256))
+    (stage_dir / "big.bin").write_bytes(bytes(range(256)) * (settings.big_bytes // 256))
     return {"dir": str(stage_dir), "n": len(numbers)}
 
 
-@stage("t_hold", outputs=("held",))
-def t_hold(numbers: list[int], started_file: str, release_file: str, seconds: float = 120.0) -> int:
+@dataclass
+class HoldConfig:
+    started_file: str = MISSING
+    release_file: str = MISSING
+    seconds: float = 120.0
+
+
+@stage("t_hold", outputs=("held",), config=HoldConfig)
+def t_hold(numbers: list[int], settings: HoldConfig) -> int:
     """Appends its pid to ``started_file``, then holds until ``release_file`` exists (a stage to kill, or to
     keep busy while parallel jobs that need the same key wait for it)."""
     _count("t_hold")
-    with open(started_file, "a") as handle:
+    with open(settings.started_file, "a") as handle:
         handle.write(f"{os.getpid()}\n")
-    deadline = time.monotonic() + seconds
-    while not Path(release_file).exists() and time.monotonic() < deadline:
+    deadline = time.monotonic() + settings.seconds
+    while not Path(settings.release_file).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return sum(numbers)
