@@ -1,4 +1,4 @@
-"""The thread policy (interp_pipeline/threads.py), measured.
+"""The thread policy (interp_pipeline/common/threads.py), measured.
 
 Part 1, in this process: ms per training step of quickstart's toy model (2 layers,
 attention only, d_model 64, batch 64) with 1 and with 2 torch threads, alternating.
@@ -27,7 +27,7 @@ def step_times(rounds: int = 3, steps: int = 15) -> dict[int, float]:
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from interp_pipeline.compose import compose
+    from interp_pipeline.experiments.compose import compose
     from interp_pipeline.tasks.base import make_task
 
     cfg = compose(["+experiment=quickstart"])

@@ -11,6 +11,6 @@ work on ``conf/`` in a notebook as they do for the CLI (see ``interp_pipeline.ap
 
 __version__ = "0.1.0"
 
-from interp_pipeline.compose import register as _register  # noqa: E402
+from interp_pipeline.experiments.compose import register as _register  # noqa: E402
 
 _register()

@@ -27,8 +27,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from interp_pipeline.errors import did_you_mean, one_of
-from interp_pipeline.paths import conf_dir, default_outputs_dir
+from interp_pipeline.common.errors import did_you_mean, one_of
+from interp_pipeline.common.paths import conf_dir, default_outputs_dir
 
 log = logging.getLogger("interp_pipeline")
 # As the CLI does: MLflow's store-migration lines at INFO are not for the notebook's output.
@@ -59,7 +59,7 @@ def compose(experiment: str, overrides: Sequence[str] = ()) -> DictConfig:
     it), which is what names its MLflow experiment, so ``run(cfg)`` logs where ``load``
     looks.
     """
-    from interp_pipeline.compose import compose as compose_overrides
+    from interp_pipeline.experiments.compose import compose as compose_overrides
 
     if not (conf_dir() / "experiment" / f"{experiment}.yaml").is_file():
         known = experiments()
@@ -99,8 +99,8 @@ def run(experiment: str | DictConfig, overrides: Sequence[str] = (), *, level: i
     ``runner.num_threads=N`` overrides). Raises :class:`RunError` when the run stops with a
     config error or a failed stage; an unmet ``expect:`` returns status 3.
     """
-    from interp_pipeline.compose import register
-    from interp_pipeline.experiment import Invocation, run_experiment
+    from interp_pipeline.experiments.compose import register
+    from interp_pipeline.experiments.run import Invocation, run_experiment
 
     register()
     if isinstance(experiment, DictConfig):

@@ -15,7 +15,7 @@ from tests.conftest import REPO, cli_env
 def test_hydras_own_compose_api_works_after_importing_the_package(outputs):
     code = (
         "from hydra import compose, initialize_config_dir\n"
-        "from interp_pipeline.paths import conf_dir\n"
+        "from interp_pipeline.common.paths import conf_dir\n"
         "with initialize_config_dir(version_base='1.3', config_dir=str(conf_dir())):\n"
         "    cfg = compose('config', overrides=['+experiment=smoke', 'seed=4'])\n"
         "print(cfg.pipeline, cfg.seed, cfg.paths.outputs)\n"

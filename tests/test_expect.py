@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from interp_pipeline.expect import check, check_expectations, describe, per_name_matches, render_table
+from interp_pipeline.report.expect import check, check_expectations, describe, per_name_matches, render_table
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from interp_pipeline.compose import compose
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.expect_overrides import rewrite
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.experiments.expect_overrides import rewrite
 
 
 def parsed(override: str):

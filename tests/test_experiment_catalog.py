@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import logging
 
-from interp_pipeline.compose import compose
-from interp_pipeline.experiment import Invocation, run_experiment
-from interp_pipeline.experiment_catalog import describe_experiments, experiments
-from interp_pipeline.exit_status import EXIT_CONFIG
-from interp_pipeline.paths import conf_dir
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.experiments.run import Invocation, run_experiment
+from interp_pipeline.experiments.catalog import describe_experiments, experiments
+from interp_pipeline.common.exit_status import EXIT_CONFIG
+from interp_pipeline.common.paths import conf_dir
 
 
 def test_every_experiment_has_a_one_line_description_from_its_header():

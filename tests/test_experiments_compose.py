@@ -6,11 +6,11 @@ import shlex
 
 import pytest
 
-from interp_pipeline.compose import compose
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.experiment import prepare
-from interp_pipeline.experiment_catalog import experiments
-from interp_pipeline.paths import conf_dir
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.experiments.run import prepare
+from interp_pipeline.experiments.catalog import experiments
+from interp_pipeline.common.paths import conf_dir
 from interp_pipeline.pipeline.preflight import run_preflight
 
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))

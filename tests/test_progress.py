@@ -1,11 +1,11 @@
-"""Progress where no bar can be drawn: log lines at a steady interval (interp_pipeline/progress.py)."""
+"""Progress where no bar can be drawn: log lines at a steady interval (interp_pipeline/common/progress.py)."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-from interp_pipeline.progress import progress
+from interp_pipeline.common.progress import progress
 from tests.conftest import run_cli
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from interp_pipeline.exit_status import EXIT_CONFIG, EXIT_EXPECT
+from interp_pipeline.common.exit_status import EXIT_CONFIG, EXIT_EXPECT
 from interp_pipeline.report.model import ExperimentReport, Figure
 from interp_pipeline.report.render import to_html
 from tests.conftest import cli_env, run_cli

@@ -1,10 +1,10 @@
-"""The thread policy (interp_pipeline/threads.py): cores shared by a sweep's jobs, one thread for toy models."""
+"""The thread policy (interp_pipeline/common/threads.py): cores shared by a sweep's jobs, one thread for toy models."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from interp_pipeline.threads import choose_threads, parallel_jobs
+from interp_pipeline.common.threads import choose_threads, parallel_jobs
 from tests.conftest import run_cli
 
 

@@ -33,9 +33,9 @@ from interp_pipeline.activations.model_forward import (
     stop_at_layer_for,
     weights_fingerprint,
 )
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.progress import progress
-from interp_pipeline.shapes import StoreShape
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.common.progress import progress
+from interp_pipeline.pipeline.shapes import StoreShape
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def write_store(model: Any, tokens: Tensor, url: str, settings: CacheConfig, *,
         store_bytes,
         write_chunks,
     )
-    from interp_pipeline.runner.cache_keys import library_versions
+    from interp_pipeline.storage.cache_keys import library_versions
 
     hooks, dtype, chunk_rows, positions = list(settings.hooks), settings.dtype, settings.chunk_rows, settings.positions
     shard_index, num_shards = settings.shard_index, settings.num_shards

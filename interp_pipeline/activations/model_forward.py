@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.common.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from torch import Tensor

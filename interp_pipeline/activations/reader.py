@@ -31,7 +31,7 @@ from interp_pipeline.activations.hook_view import HookView, hook_name
 from interp_pipeline.activations.layout import DTYPES, LAYOUT_VERSION, missing_shards_text
 from interp_pipeline.activations.store_group import IncompleteStoreError, StoreLayoutError, check_layout, open_group
 from interp_pipeline.activations.token_runs import first_run
-from interp_pipeline.errors import did_you_mean
+from interp_pipeline.common.errors import did_you_mean
 
 if TYPE_CHECKING:
     import torch

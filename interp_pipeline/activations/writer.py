@@ -38,7 +38,7 @@ import numpy as np
 
 from interp_pipeline.activations.checksums import codecs
 from interp_pipeline.activations.layout import DTYPES, LAYOUT_ATTR, LAYOUT_VERSION, RowPlan, chunk_range, differences
-from interp_pipeline.process import lock_beside
+from interp_pipeline.storage.locks import lock_beside
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.analysis.config import ActivationStatsConfig
-from interp_pipeline.errors import ConfigError, did_you_mean
-from interp_pipeline.progress import progress
+from interp_pipeline.common.errors import ConfigError, did_you_mean
+from interp_pipeline.common.progress import progress
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.analysis.sae_features import hook_activations, sae_input, shown, token_strings
-from interp_pipeline.html_page import escape, html_page, html_table
-from interp_pipeline.progress import progress
+from interp_pipeline.common.html_page import escape, html_page, html_table
+from interp_pipeline.common.progress import progress
 
 if TYPE_CHECKING:
     from jaxtyping import Bool, Float, Int

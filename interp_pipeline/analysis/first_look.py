@@ -18,8 +18,8 @@ from interp_pipeline.analysis.config import InspectConfig
 from interp_pipeline.analysis.prompt_set import (
     NO_TARGET, PromptSet, batches, check_prompt_settings, check_prompt_sources, select_positions,
 )
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.progress import progress
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.common.progress import progress
 from interp_pipeline.tracking.base import Tracker
 
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def _log_artifacts(tracker: Tracker, model: Any, sequences: PromptSet, result: I
                    heads: list[int], show: int, max_table_prompts: int) -> None:
     """tokens.md, top_predictions.md, the norms' and attention patterns' PNGs, and inspect.html."""
     from interp_pipeline.analysis import look_figures, look_pages
-    from interp_pipeline.html_page import html_page, html_table
+    from interp_pipeline.common.html_page import html_page, html_table
     from interp_pipeline.models.labels import model_label
 
     name = model_label(model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.analysis.config import FourierConfig
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:

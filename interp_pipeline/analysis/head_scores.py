@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.analysis.config import HeadScoresConfig
-from interp_pipeline.progress import progress
+from interp_pipeline.common.progress import progress
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:

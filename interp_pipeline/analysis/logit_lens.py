@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.analysis.config import LogitLensConfig
 from interp_pipeline.analysis.prompt_set import NO_TARGET, PromptSet, batches, check_prompt_settings, select_positions
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.progress import progress
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.common.progress import progress
 from interp_pipeline.tracking.base import Tracker
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ def _log_figures(tracker: Tracker, model: Any, sequences: PromptSet, result: Len
     import numpy as np
 
     from interp_pipeline.analysis import look_figures, look_pages
-    from interp_pipeline.html_page import html_page, html_table
+    from interp_pipeline.common.html_page import html_page, html_table
     from interp_pipeline.models.labels import model_label
 
     name, lens = model_label(model), result.sequences[show]

@@ -1,4 +1,4 @@
-"""Interactive (plotly) figures of the look-inside stages, for their HTML page (interp_pipeline.html_page).
+"""Interactive (plotly) figures of the look-inside stages, for their HTML page (interp_pipeline.common.html_page).
 
 Why plotly and not CircuitsVis (TransformerLens's tutorials use ``cv.attention.attention_patterns``):
 CircuitsVis's rendered HTML, as ``str()`` or ``show_code()`` give it to be written to a file,
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.html_page import escape
+from interp_pipeline.common.html_page import escape
 
 if TYPE_CHECKING:
     import numpy as np

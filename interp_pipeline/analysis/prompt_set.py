@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import Tensor

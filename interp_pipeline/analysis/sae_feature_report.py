@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from interp_pipeline.analysis import feature_dashboard as board
 from interp_pipeline.analysis import sae_features as sf
 from interp_pipeline.analysis.config import SAEFeaturesConfig
-from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.common.errors import ConfigError, did_you_mean
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Check every config value against the range its schema field declares (``positive``, ``fraction``, ``choice`` ...).
 
 Hydra checks types at compose time; ranges it has no notion of. The schema
-(interp_pipeline.config.schema) writes each numeric field's range once, as field
+(interp_pipeline.experiments.config) writes each numeric field's range once, as field
 metadata, and this walks the composed config against it, so ``stats.batch_size_prompts=0``
 is one line naming the key before any work, not torch's error from inside a stage.
 The same walk takes a plain mapping (a stage's keyword arguments from a notebook,
@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 
 
 def _describe(meta: dict[str, Any], integer: bool) -> str:

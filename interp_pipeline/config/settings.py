@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from interp_pipeline.config.ranges import check_ranges
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 
 
 # The experiment-level values a schema may interpolate (``seed: ${seed}``), as a config composed with
@@ -53,7 +53,7 @@ def settings_of(schema: type, given: Mapping[str, Any]) -> dict[str, Any]:
     try:
         node.merge_with(dict(given))
     except OmegaConfBaseException as error:
-        from interp_pipeline.hydra_errors import describe
+        from interp_pipeline.config.hydra_errors import describe
 
         key, _, message = describe(error).partition(": ")
         raise ConfigError(key, message) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -45,7 +45,7 @@ def edit_facts(model: Any, tokens: Tensor, tracing: Mapping[str, Any] | None, se
     from interp_pipeline.editing.evaluate import edit_metrics
     from interp_pipeline.editing.requests import check_edits, make_requests, request_prompts
     from interp_pipeline.editing.rome import edited_copy, key_covariance, rome_edit
-    from interp_pipeline.progress import progress
+    from interp_pipeline.common.progress import progress
 
     check_edits(settings)
     _require_hooked_transformer(model)

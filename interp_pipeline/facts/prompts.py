@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.config.records import check_string_records
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -20,8 +20,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError, Unobtainable, did_you_mean
-from interp_pipeline.hf_hub_access import hub_unreachable_reason
+from interp_pipeline.common.errors import ConfigError, Unobtainable, did_you_mean
+from interp_pipeline.common.hf_hub_access import hub_unreachable_reason
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer

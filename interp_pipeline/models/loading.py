@@ -13,8 +13,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.devices import resolve_device
-from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.common.devices import resolve_device
+from interp_pipeline.common.errors import ConfigError, did_you_mean
 from interp_pipeline.models.config import SOURCE_KEYS, ModelConfig
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 from interp_pipeline.training.config import TrainConfig

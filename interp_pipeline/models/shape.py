@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.common.errors import ConfigError, did_you_mean
 from interp_pipeline.models.config import ModelConfig
 
 # The meta forward runs this many positions: a prime that is unlikely to equal any width,

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.devices import resolve_device
-from interp_pipeline.runner.codecs import Codec, register_codec
+from interp_pipeline.common.devices import resolve_device
+from interp_pipeline.storage.cache_codecs import Codec, register_codec
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.html_page import escape
+from interp_pipeline.common.html_page import escape
 from interp_pipeline.patching.labelled import LabelledArray
 from interp_pipeline.patching.plots import colorbar_label, heatmap_figure, heatmap_html
 from interp_pipeline.tracking.base import Tracker
@@ -51,7 +51,7 @@ def grid_page_parts(arrays: Sequence[LabelledArray], header: Mapping[str, Any] |
     """The parts of a grid page (for html_page / Tracker.log_html_page): a table of ``header``
     (model, prompts, metric, normalization ...), links to the grids, then per grid its
     figure and a table of its ``top_k`` cells."""
-    from interp_pipeline.html_page import html_table
+    from interp_pipeline.common.html_page import html_table
 
     parts: list[Any] = []
     if header:
@@ -76,7 +76,7 @@ def grid_page_parts(arrays: Sequence[LabelledArray], header: Mapping[str, Any] |
 def grid_page(arrays: Sequence[LabelledArray], title: str = "Activation patching",
                header: Mapping[str, Any] | None = None, top_k: int = 10) -> str:
     """One self-contained HTML page (plotly.js inlined once) of :func:`grid_page_parts`."""
-    from interp_pipeline.html_page import html_page
+    from interp_pipeline.common.html_page import html_page
 
     return html_page(title, grid_page_parts(arrays, header, top_k))
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.runner.codecs import Codec, register_codec
+from interp_pipeline.storage.cache_codecs import Codec, register_codec
 
 if TYPE_CHECKING:
     import numpy as np

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 
 if TYPE_CHECKING:
     from jaxtyping import Float

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.config.records import check_string_records
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.models.tokens import as_tokens, plain_token_ids, require_tokenizer
 from interp_pipeline.patching.config import IOIPromptsConfig, PromptPairsConfig, RepeatedPairsConfig
 from interp_pipeline.tasks.ioi_prompts import IOIPrompt, check_options, generate_ioi

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError, one_of
+from interp_pipeline.common.errors import ConfigError, one_of
 
 if TYPE_CHECKING:
     from torch import Tensor

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.html_page import escape
+from interp_pipeline.common.html_page import escape
 from interp_pipeline.patching.labelled import LabelledArray, component_label
 
 if TYPE_CHECKING:

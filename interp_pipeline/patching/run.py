@@ -11,9 +11,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.patching.config import PatchingConfig
-from interp_pipeline.progress import progress
+from interp_pipeline.common.progress import progress
 from interp_pipeline.tracking.base import Tracker
 
 if TYPE_CHECKING:

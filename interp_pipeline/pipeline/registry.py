@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from interp_pipeline.config.settings import settings_object
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.plugins import load_plugins
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.common.plugins import load_plugins
 
 TRACKER_PARAM = "tracker"
 # A parameter named `workdir` receives a directory that is the same for every attempt
@@ -185,7 +185,7 @@ def _bind_settings(stage_name: str, fn: Callable[..., Any], config: type) -> Cal
 
 def load_stage_modules(extra: Iterable[str] = ()) -> None:
     """Import the stage modules of every installed package (the ``interp_pipeline.stages``
-    entry points, interp_pipeline.plugins) and any modules named in ``runner.plugins``.
+    entry points, interp_pipeline.common.plugins) and any modules named in ``runner.plugins``.
 
     Stage modules import torch and friends inside their functions, so this stays cheap.
     """

@@ -19,8 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from interp_pipeline.config.settings import settings_of
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
-from interp_pipeline.paths import pipelines_dir
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.paths import pipelines_dir
 from interp_pipeline.pipeline.registry import StageDef, registered_stages
 
 STAGE_KEYS = ("name", "fn", "inputs", "params", "description")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.probes.config import ProbeConfig
 from interp_pipeline.probes.fit import Probe, accuracies, fit_sklearn, fit_streamed, standardizer
 from interp_pipeline.probes.labels import ProbeRows, control_labels, heldout_mask
@@ -99,7 +99,7 @@ def probe_store(store: Mapping[str, Any], labels: Mapping[str, Tensor], settings
     from interp_pipeline.activations.reader import ActivationStore
     from interp_pipeline.probes.labels import probe_rows
     from interp_pipeline.probes.plots import accuracy_by_layer_figure
-    from interp_pipeline.progress import progress
+    from interp_pipeline.common.progress import progress
 
     check_heldout_fraction(settings)
     opened = ActivationStore.open(store["store_uri"])

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from interp_pipeline.exit_status import EXIT_FAILED
-from interp_pipeline.paths import default_outputs_dir
+from interp_pipeline.common.exit_status import EXIT_FAILED
+from interp_pipeline.common.paths import default_outputs_dir
 from interp_pipeline.rehearsal.experiments import REHEARSALS, overrides_for
 
 
@@ -41,8 +41,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def rehearse(experiment: str, text_file: str) -> int:
     """Compose and run one experiment here, as the CLI would; its exit status."""
-    from interp_pipeline.compose import compose
-    from interp_pipeline.experiment import Invocation, run_experiment
+    from interp_pipeline.experiments.compose import compose
+    from interp_pipeline.experiments.run import Invocation, run_experiment
 
     overrides = overrides_for(experiment, text_file)
     cfg = compose(overrides)

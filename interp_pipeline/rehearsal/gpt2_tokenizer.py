@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.paths import PACKAGE_DIR
+from interp_pipeline.common.paths import PACKAGE_DIR
 
 # Pinned in scripts/setup.sh too (which downloads and verifies it); checked again here on use.
 WHISPER_VERSION = "20250625"

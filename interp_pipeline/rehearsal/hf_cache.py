@@ -120,7 +120,7 @@ def _sae_files(directory: Path, resid: Any, seed: int) -> dict[str, Any]:
 def _documents() -> list[dict[str, str]]:
     """Text for the data stages: this package's source files and the README (English prose and code,
     ~140k GPT-2 tokens), deterministic and present wherever the package is."""
-    from interp_pipeline.paths import PACKAGE_DIR
+    from interp_pipeline.common.paths import PACKAGE_DIR
 
     sources = sorted(PACKAGE_DIR.rglob("*.py")) + [PACKAGE_DIR.parent / "README.md"]
     return [{"text": path.read_text()} for path in sources if path.is_file()]

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
+from interp_pipeline.common.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
 
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 STATUS_WORDS = {EXIT_OK: "ok", EXIT_EXPECT: "expect not met", EXIT_CONFIG: "config error", EXIT_FAILED: "failed"}

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.html_page import escape
+from interp_pipeline.common.html_page import escape
 from interp_pipeline.report.model import ExperimentReport, ExpectRow
 
 COLUMNS = ("experiment", "metric", "expected", "got", "ok", "source", "why the tolerance")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from interp_pipeline.expect import ExpectResult
+from interp_pipeline.report.expect import ExpectResult
 from interp_pipeline.report.model import REPORT_HTML, REPORT_JSON, ExperimentReport, ExpectRow, Figure
 from interp_pipeline.report.render import to_html
 

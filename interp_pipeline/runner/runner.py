@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.errors import StageFailed
+from interp_pipeline.common.errors import StageFailed
 from interp_pipeline.pipeline.registry import CACHE_KEY_PARAM, STAGE_DIR_PARAM, TRACKER_PARAM, WORKDIR_PARAM
 from interp_pipeline.pipeline.spec import PipelineSpec, StageSpec
-from interp_pipeline.runner.cache_keys import library_versions, stage_cache_key
+from interp_pipeline.storage.cache_keys import library_versions, stage_cache_key
 from interp_pipeline.runner.stage_cache import CacheEntry, PendingEntry, StageCache
 from interp_pipeline.tracking.base import NullRun, RecordingTracker, RunLogger
 from interp_pipeline.tracking.datasets import DatasetRecord, entry_datasets

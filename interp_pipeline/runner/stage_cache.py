@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.atomic_dirs import fsync_tree
-from interp_pipeline.process import lock_beside, pid_alive
-from interp_pipeline.runner.codecs import codec_for, codec_named
+from interp_pipeline.storage.atomic_dirs import fsync_tree
+from interp_pipeline.storage.locks import lock_beside, pid_alive
+from interp_pipeline.storage.cache_codecs import codec_for, codec_named
 from interp_pipeline.runner.integrity import (
     INTEGRITY_VERSION,
     SKIP_ENV,

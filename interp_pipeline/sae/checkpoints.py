@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.checkpoint_files import CorruptCheckpoint, json_record, safetensors_state, torch_state
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.atomic_dirs import publish, remove_abandoned, temporary_for
+from interp_pipeline.storage.checkpoint_files import CorruptCheckpoint, json_record, safetensors_state, torch_state
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.storage.atomic_dirs import publish, remove_abandoned, temporary_for
 
 PREFIX, MANIFEST = "step-", "checkpoint.json"
 WEIGHTS, STATE = "sae_weights.safetensors", "trainer_state.pt"

@@ -29,7 +29,7 @@ from omegaconf import SI
 
 from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
 from interp_pipeline.config.settings import settings_of
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 
 L1_PENALISED = ("standard", "gated")
 TOP_K = ("topk", "batchtopk", "matryoshka_batchtopk")

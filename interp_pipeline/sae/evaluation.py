@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean
+from interp_pipeline.common.errors import ConfigError, did_you_mean
 from interp_pipeline.sae.config import SAEEvalConfig
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import MISSING
 
 from interp_pipeline.config.fields import positive
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.progress import progress
+from interp_pipeline.common.progress import progress
 from interp_pipeline.sae import checkpoints
 from interp_pipeline.sae.trainer import (CountingBatches, flushed_denormals, restore_rng, rng_state,
                                          tracked_trainer_class)

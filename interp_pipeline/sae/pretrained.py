@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.errors import ConfigError, Unobtainable, did_you_mean
-from interp_pipeline.hf_hub_access import hub_unreachable_reason
+from interp_pipeline.common.errors import ConfigError, Unobtainable, did_you_mean
+from interp_pipeline.common.hf_hub_access import hub_unreachable_reason
 from interp_pipeline.sae.config import SAESourceConfig
-from interp_pipeline.shapes import SAEShape
+from interp_pipeline.pipeline.shapes import SAEShape
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 # What the error for an unobtainable pretrained SAE offers instead; one place, so it can follow the configs.
@@ -158,7 +158,7 @@ def load(settings: SAESourceConfig, tracker: Tracker = NULL_TRACKER) -> Any:
 
     from sae_lens import SAE
 
-    from interp_pipeline.devices import resolve_device
+    from interp_pipeline.common.devices import resolve_device
 
     check_source(settings)  # called from a notebook, the runner's pre-flight has not run
     device, dtype, fold = resolve_device(settings.device), settings.dtype, settings.fold_W_dec_norm

@@ -11,7 +11,7 @@ metrics only logging reads, and fit() makes its own tqdm bars. So, here only:
   logging-only metrics; the adapted class turns it into ``is_logging_step()``.
 - the module global ``tqdm`` of sae_trainer and multi_sae_trainer (fit()'s bar) and
   of activation_scaler (the normalisation estimate's): ours while fit() runs
-  (``training_bar(total)``, and interp_pipeline.progress's bar).
+  (``training_bar(total)``, and interp_pipeline.common.progress's bar).
 
 ``check_sae_lens`` confirms each of these in the installed SAELens (the methods
 exist with the parameters we override them with, fit() still calls them, the
@@ -29,7 +29,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from interp_pipeline.progress import progress
+from interp_pipeline.common.progress import progress
 
 _TRAINER, _MULTI, _SCALER = ("sae_lens.training.sae_trainer", "sae_lens.training.multi_sae_trainer",
                              "sae_lens.training.activation_scaler")

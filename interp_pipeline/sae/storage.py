@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.devices import resolve_device
-from interp_pipeline.runner.codecs import Codec, register_codec
+from interp_pipeline.common.devices import resolve_device
+from interp_pipeline.storage.cache_codecs import Codec, register_codec
 
 
 def _is_inference_sae(value: Any) -> bool:

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.sae.config import ToySuperpositionConfig
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 

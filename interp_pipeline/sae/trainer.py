@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.progress import progress
+from interp_pipeline.common.progress import progress
 from interp_pipeline.sae import checkpoints
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.sae.config import SAEConfig, resolve_d_sae, resolve_variants, sae_settings
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
@@ -70,7 +70,7 @@ def check_training_shapes(settings: SAEConfig, inputs: Mapping[str, Any]) -> Non
 
 def training_shape(settings: SAEConfig, inputs: Mapping[str, Any]) -> Any:
     """The SAE's shape (an SAEShape), or with ``variants`` each one's by name; None when the data's is unknown."""
-    from interp_pipeline.shapes import SAEShape
+    from interp_pipeline.pipeline.shapes import SAEShape
 
     found = trained_on(settings, inputs)
     if found is None:
@@ -91,7 +91,7 @@ def train_saes(settings: SAEConfig, *, store: Any = None, activations: Tensor | 
                tracker: Tracker = NULL_TRACKER, workdir: Path | None = None) -> Any:
     """Train one SAE (or, with ``variants``, one per entry in one pass) on the one data input given;
     returns the inference SAE (or them by name). See the module doc."""
-    from interp_pipeline.devices import resolve_device
+    from interp_pipeline.common.devices import resolve_device
     from interp_pipeline.sae import trainer
 
     params = sae_settings(settings)

@@ -85,7 +85,7 @@ def _check_fact_task(settings: FactLabelsConfig) -> None:
 
 def _fact_shape(settings: FactLabelsConfig, inputs: Mapping[str, Any]) -> dict[str, Any]:
     from interp_pipeline.probes.labels import fact_grid
-    from interp_pipeline.shapes import TokensShape
+    from interp_pipeline.pipeline.shapes import TokensShape
 
     n, width = fact_grid(settings.task)
     return {"labels": LabelsShape(n, width), "tokens": TokensShape(n, width)}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.pipeline.registry import stage
-from interp_pipeline.shapes import TokensShape
+from interp_pipeline.pipeline.shapes import TokensShape
 from interp_pipeline.text.config import HFDatasetConfig, TextFileConfig
 from interp_pipeline.text.hub_datasets import check_hf_dataset_available
 from interp_pipeline.text.token_datasets import check_text_file

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker

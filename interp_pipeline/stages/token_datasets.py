@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.models.config import RandomTokensConfig, RepeatedTokensConfig
 from interp_pipeline.pipeline.registry import stage
-from interp_pipeline.shapes import TokensShape
+from interp_pipeline.pipeline.shapes import TokensShape
 from interp_pipeline.tasks.base import check_task_settings
 from interp_pipeline.tasks.config import TaskTokensConfig
 from interp_pipeline.text.config import PromptTokensConfig

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from interp_pipeline.progress import progress
+from interp_pipeline.common.progress import progress
 from interp_pipeline.superposition.config import TMSConfig
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 

@@ -14,9 +14,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from interp_pipeline.errors import ConfigError, one_of
-from interp_pipeline.exit_status import EXIT_OK
-from interp_pipeline.expect import check_metric_name
+from interp_pipeline.common.errors import ConfigError, one_of
+from interp_pipeline.common.exit_status import EXIT_OK
+from interp_pipeline.report.expect import check_metric_name
 
 log = logging.getLogger("interp_pipeline")
 DIRECTIONS = ("maximize", "minimize")

@@ -16,7 +16,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.exit_status import EXIT_OK
+from interp_pipeline.common.exit_status import EXIT_OK
 from interp_pipeline.sweeps.job_results import JobRecord
 
 MAX_DEFAULT_METRICS = 4  # with no sweep.objective nor sweep.summary: the first few metrics the jobs share

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.tasks.config import TaskTokensConfig
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 def make_task(config: Mapping[str, Any], key: str = "task") -> Task:
-    from interp_pipeline.plugins import load_plugins
+    from interp_pipeline.common.plugins import load_plugins
 
     load_plugins("tasks")  # the task modules import this one: loaded here, not at import, so no cycle
     fields = dict(config)

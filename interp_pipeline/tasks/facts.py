@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.facts.world import FactPrompt, all_prompts, longest_prompt_words, vocabulary
 from interp_pipeline.tasks.base import Task, make_task, register_task
 from interp_pipeline.tasks.tokenizers import BOS, PAD, SPECIALS

@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.tasks.base import Task, register_task
 from interp_pipeline.tasks.tokenizers import BOS, PAD, SPECIALS
 from interp_pipeline.tasks.ioi_prompts import (

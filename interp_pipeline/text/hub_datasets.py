@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
-from interp_pipeline.hf_hub_access import datasets_unreachable_reason
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.hf_hub_access import datasets_unreachable_reason
 from interp_pipeline.text.config import HFDatasetConfig
 from interp_pipeline.text.files import text_value
 

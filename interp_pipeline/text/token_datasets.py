@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.models.tokens import as_tokens, bos_id, check_fits_context, require_tokenizer
 from interp_pipeline.text.config import HFDatasetConfig, PromptTokensConfig, TextFileConfig
 from interp_pipeline.text.files import read_documents, resolve_text_file

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.tracing.average import POSITION_CLASSES
 from interp_pipeline.tracing.engine import KINDS
 
@@ -59,7 +59,7 @@ def trace_facts(model: Any, facts: Mapping[str, Tensor], settings: CausalTracing
     import torch
 
     from interp_pipeline.facts.prompts import select
-    from interp_pipeline.progress import progress
+    from interp_pipeline.common.progress import progress
     from interp_pipeline.tracing.average import AverageEffects
     from interp_pipeline.tracing.engine import CausalTracer, default_window, embedding_std
     from interp_pipeline.tracing.plots import log_figures

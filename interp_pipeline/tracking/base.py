@@ -188,7 +188,7 @@ class RecordingTracker(Tracker):
             self._forward(path)
 
     def log_html_page(self, parts: Sequence[Any], name: str, title: str, meta: str = "") -> None:
-        from interp_pipeline.html_page import PLOTLY_JS, SharedPlotly, html_page, plotly_js
+        from interp_pipeline.common.html_page import PLOTLY_JS, SharedPlotly, html_page, plotly_js
 
         script = self._path(PLOTLY_JS)
         if not script.exists():  # once per run, whatever the number of pages

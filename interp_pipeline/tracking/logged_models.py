@@ -24,7 +24,7 @@ _REQUIREMENTS = ("torch", "transformer_lens", "sae_lens", "safetensors", "numpy"
 
 def model_codec(value: Any) -> str | None:
     """The codec name when ``value`` is a model or SAE(s) the stage cache can store, else None."""
-    from interp_pipeline.runner.codecs import codec_for
+    from interp_pipeline.storage.cache_codecs import codec_for
 
     try:
         name = codec_for(value).name
@@ -129,7 +129,7 @@ def log_model(uri: str, experiment_id: str, run_id: str, name: str, value: Any, 
     import mlflow
     from mlflow.models import Model
 
-    from interp_pipeline.runner.codecs import codec_named
+    from interp_pipeline.storage.cache_codecs import codec_named
 
     with tempfile.TemporaryDirectory(prefix="interp-model-") as scratch:
         if saved is None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from interp_pipeline.process import lock_beside, pid_alive
+from interp_pipeline.storage.locks import lock_beside, pid_alive
 
 # MLflow refuses longer values; a 50-element list in a param is rarely read anyway.
 MAX_PARAM_LENGTH = 6000
@@ -45,7 +45,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     import urllib.error
     import urllib.request
 
-    from interp_pipeline.errors import ConfigError
+    from interp_pipeline.common.errors import ConfigError
 
     try:
         urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()

@@ -26,7 +26,7 @@ class StageOutputModel(PythonModel):
     module: Any = None
 
     def load_context(self, context: Any) -> None:
-        from interp_pipeline.runner.codecs import codec_named
+        from interp_pipeline.storage.cache_codecs import codec_named
 
         self.module = codec_named(context.model_config["codec"]).load(Path(context.artifacts["weights"]))
 

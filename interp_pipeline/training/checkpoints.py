@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.atomic_dirs import publish, remove_abandoned, temporary_for
-from interp_pipeline.checkpoint_files import json_record, safetensors_state, torch_state
+from interp_pipeline.storage.atomic_dirs import publish, remove_abandoned, temporary_for
+from interp_pipeline.storage.checkpoint_files import json_record, safetensors_state, torch_state
 
 PREFIX, DONE = "step-", "done.json"
 

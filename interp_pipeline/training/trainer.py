@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.progress import progress
+from interp_pipeline.common.progress import progress
 from interp_pipeline.tasks.base import Task
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 from interp_pipeline.training import checkpoints

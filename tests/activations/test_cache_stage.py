@@ -13,7 +13,7 @@ import pytest
 import torch
 import zarr
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.stages.cache_activations import cache_activations
 from tests.support.models import CACHE_PARAMS, HOOKS, tiny_model_and_tokens
 from tests.conftest import REPO

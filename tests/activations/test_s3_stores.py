@@ -151,8 +151,8 @@ def test_a_sharded_joblib_sweep_writes_one_store_on_s3_equal_to_the_local_one(s3
     with 2 shards: every job imports torch and transformer_lens, which is most of this test's CPU time."""
     from mlflow.tracking import MlflowClient
 
-    from interp_pipeline.compose import compose
-    from interp_pipeline.experiment import prepare
+    from interp_pipeline.experiments.compose import compose
+    from interp_pipeline.experiments.run import prepare
     from interp_pipeline.runner.runner import PipelineRunner
     from interp_pipeline.runner.stage_cache import StageCache
     from tests.conftest import run_cli

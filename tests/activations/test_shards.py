@@ -8,7 +8,7 @@ import pytest
 
 from interp_pipeline.activations.layout import unfinished_shards
 from interp_pipeline.activations.reader import ActivationStore, IncompleteStoreError
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.stages.cache_activations import cache_activations
 from tests.pipeline.test_preflight_before_work import run_and_capture
 from tests.support.models import CACHE_PARAMS, tiny_model_and_tokens

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from interp_pipeline.analysis.prompt_set import NO_TARGET, answer_id, batches, prompt_set, select_positions  # noqa: E402
-from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.tasks.induction import InductionTask  # noqa: E402
 from tests.support.models import task_model  # noqa: E402
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from interp_pipeline.compose import compose
-from interp_pipeline.experiment import prepare
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.experiments.run import prepare
 
 CASES = [("causal_tracing", "tracing", ["model=toy_facts"]), ("probes", "probe", []), ("rome_edit", "rome", [])]
 

@@ -14,12 +14,12 @@ import typing
 import pytest
 from omegaconf import OmegaConf
 
-from interp_pipeline.compose import compose
+from interp_pipeline.experiments.compose import compose
 from interp_pipeline.config.ranges import dataclass_of
-from interp_pipeline.config.schema import ExperimentConfig
+from interp_pipeline.experiments.config import ExperimentConfig
 from interp_pipeline.config.settings import settings_of
-from interp_pipeline.experiment import prepare
-from interp_pipeline.paths import conf_dir
+from interp_pipeline.experiments.run import prepare
+from interp_pipeline.common.paths import conf_dir
 from interp_pipeline.pipeline.registry import INJECTED_PARAMS, SETTINGS_PARAM, load_stage_modules, registered_stages
 
 load_stage_modules()

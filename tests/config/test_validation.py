@@ -8,10 +8,10 @@ import pytest
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from interp_pipeline.compose import compose
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.experiment import prepare
-from interp_pipeline.hydra_errors import describe
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.experiments.run import prepare
+from interp_pipeline.config.hydra_errors import describe
 
 
 def composition_error(overrides: list[str]) -> str:

@@ -162,8 +162,8 @@ def test_two_invocations_started_together_on_a_fresh_store_both_succeed(tmp_path
 
 
 def test_a_corrupt_checkpoint_fails_its_stage_in_one_line_naming_the_file(outputs):
-    from interp_pipeline.compose import compose
-    from interp_pipeline.experiment import prepare
+    from interp_pipeline.experiments.compose import compose
+    from interp_pipeline.experiments.run import prepare
     from interp_pipeline.runner.runner import PipelineRunner
     from interp_pipeline.runner.stage_cache import StageCache
 

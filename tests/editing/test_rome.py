@@ -69,7 +69,7 @@ TASK = {"name": "facts", "n_subjects": 8, "seed": 0}
 
 def test_rome_edit_params_are_checked_before_any_work():
     from interp_pipeline.editing.config import RomeConfig
-    from interp_pipeline.errors import ConfigError
+    from interp_pipeline.common.errors import ConfigError
     from interp_pipeline.facts.world import RELATIONS, objects_of, subjects
     from interp_pipeline.models.shape import ModelShape
     from interp_pipeline.stages.rome import _check_edits, _check_shapes

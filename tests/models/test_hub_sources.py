@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from interp_pipeline.errors import ConfigError
-from interp_pipeline import hf_hub_access as access
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.common import hf_hub_access as access
 from interp_pipeline.models import hub
 
 from tests.support.tiny_gpt2 import D_MODEL, FAKE_COMMIT, N_CTX, N_LAYERS, VOCAB, save_tiny_gpt2  # noqa: F401

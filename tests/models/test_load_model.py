@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_pipeline.compose import compose
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.models.storage import load_model_dir, save_model
-from interp_pipeline.experiment import prepare
+from interp_pipeline.experiments.run import prepare
 from interp_pipeline.pipeline.preflight import run_preflight
 from interp_pipeline.runner.stage_cache import StageCache
 from interp_pipeline.stages.models import load_model

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from interp_pipeline.patching.labelled import LabelledArray, component_label, position_labels, stack
-from interp_pipeline.runner.codecs import codec_for
+from interp_pipeline.storage.cache_codecs import codec_for
 from interp_pipeline.runner.stage_cache import StageCache
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,7 +220,7 @@ def test_the_file_is_plain_safetensors_with_json_metadata(tmp_path: Path) -> Non
 def test_a_file_from_a_newer_format_is_refused(tmp_path: Path) -> None:
     from safetensors.numpy import save_file
 
-    from interp_pipeline.runner.codecs import codec_named
+    from interp_pipeline.storage.cache_codecs import codec_named
 
     path = tmp_path / "new.safetensors"
     header = {"format_version": 99, "name": "x", "dims": ["layer"], "coords": {"layer": ["0"]}, "attrs": {}}
@@ -235,7 +235,7 @@ def test_the_codecs_work_without_torch(tmp_path: Path) -> None:
         "import sys, numpy as np\n"
         "from pathlib import Path\n"
         "from interp_pipeline.patching.labelled import LabelledArray\n"
-        "from interp_pipeline.runner.codecs import codec_for, codec_named\n"
+        "from interp_pipeline.storage.cache_codecs import codec_for, codec_named\n"
         "a = LabelledArray(np.ones((2, 2)), ('layer', 'head'), name='x')\n"
         f"path = Path({str(tmp_path)!r}) / 'x.safetensors'\n"
         "codec_for(a).save(a, path)\n"

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.patching import path as path_patching  # noqa: E402
 from interp_pipeline.patching.attribution import attribution_grid, prepare_attribution  # noqa: E402
 from interp_pipeline.patching.engine import hook_names_for, prepare, run_grid  # noqa: E402

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from omegaconf import open_dict
 
-from interp_pipeline.compose import compose
-from interp_pipeline.config.schema import ExpectEntry
-from interp_pipeline.exit_status import EXIT_CONFIG
-from interp_pipeline.experiment import Invocation, run_experiment
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.experiments.config import ExpectEntry
+from interp_pipeline.common.exit_status import EXIT_CONFIG
+from interp_pipeline.experiments.run import Invocation, run_experiment
 
 
 def run_and_capture(outputs: Path, caplog: pytest.LogCaptureFixture, overrides: list[str], expect=None) -> str:
@@ -100,7 +100,7 @@ def test_expect_metric_typo_is_found_before_the_run_with_a_suggestion(outputs, c
 
 
 def test_expect_metric_that_a_glob_declares_passes_validation(outputs):
-    from interp_pipeline.experiment import prepare
+    from interp_pipeline.experiments.run import prepare
 
     cfg = compose(["+experiment=ioi_patching", "model=toy_ioi"])
     with open_dict(cfg):

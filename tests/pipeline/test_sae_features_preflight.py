@@ -4,7 +4,7 @@ test_preflight_before_work.py; and GPT-2's default, which needs the hub, stops h
 
 from __future__ import annotations
 
-from interp_pipeline.compose import compose
+from interp_pipeline.experiments.compose import compose
 from tests.conftest import run_cli
 from tests.pipeline.test_preflight_before_work import run_and_capture
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from interp_pipeline.compose import compose
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.pipeline.preflight import run_preflight
 from interp_pipeline.pipeline.spec import load_pipeline, parse_stages
 

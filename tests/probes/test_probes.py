@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.probes.fit import fit_sklearn, fit_streamed, standardizer
 from interp_pipeline.probes.labels import LabelsShape, check_labels_fit_store
-from interp_pipeline.shapes import StoreShape
+from interp_pipeline.pipeline.shapes import StoreShape
 
 
 def _blobs(n_classes: int, n: int = 400, d: int = 12, seed: int = 0):
@@ -96,7 +96,7 @@ def test_linear_probe_stage_sklearn_and_streamed_torch_agree(induction_store, tm
     assert sk["n_rows"] == 24 * 16 and sk["n_classes"] == 2
     assert (tmp_path / "sklearn" / "probe_accuracy_by_layer.png").stat().st_size > 0
     # stored as the stage cache stores it: safetensors, read back equal
-    from interp_pipeline.runner.codecs import codec_for
+    from interp_pipeline.storage.cache_codecs import codec_for
 
     codec = codec_for(sk_probes)
     codec.save(sk_probes, tmp_path / f"probes{codec.suffix}")

@@ -18,9 +18,9 @@ import time
 import pytest
 import yaml
 
-from interp_pipeline.compose import compose
-from interp_pipeline.expect import check_expectations
-from interp_pipeline.paths import conf_dir
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.report.expect import check_expectations
+from interp_pipeline.common.paths import conf_dir
 from interp_pipeline.rehearsal.experiments import REHEARSALS, overrides_for
 from tests.conftest import cli_env
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from interp_pipeline.paths import conf_dir
+from interp_pipeline.common.paths import conf_dir
 from interp_pipeline.patching.prompt_pairs import tokenize_pairs
 from interp_pipeline.rehearsal import gpt2_tokenizer as module
 from interp_pipeline.tasks.ioi_prompts import BABA_TEMPLATES, NAMES, OBJECTS, PLACES, generate_ioi

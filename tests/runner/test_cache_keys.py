@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from interp_pipeline.pipeline.spec import parse_stages
-from interp_pipeline.runner.cache_keys import stage_cache_key
+from interp_pipeline.storage.cache_keys import stage_cache_key
 from interp_pipeline.runner.runner import compute_keys
 
 VERSIONS = {"interp_pipeline": "0.1.0", "torch": "2.13.0", "transformer_lens": "3.9.0", "sae_lens": "6.54.12"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from interp_pipeline.errors import StageFailed
+from interp_pipeline.common.errors import StageFailed
 from interp_pipeline.pipeline.spec import parse_stages
 from interp_pipeline.runner.runner import CACHED, COMPUTED, SKIPPED, PipelineRunner
 from interp_pipeline.runner.stage_cache import MARKER, StageCache

@@ -9,7 +9,7 @@ pytest.importorskip("sae_lens")
 
 from sae_lens import SAE, StandardSAE, StandardSAEConfig  # noqa: E402
 
-from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages  # noqa: E402
 from interp_pipeline.sae import pretrained  # noqa: E402
 from interp_pipeline.stages.sae_load import load_sae  # noqa: E402
@@ -64,7 +64,7 @@ def test_a_directory_saved_by_sae_lens_round_trips(saved_sae, tmp_path):
 
 
 def test_a_train_sae_cache_entry_loads_through_the_stage(tmp_path):
-    from interp_pipeline.runner.codecs import codec_for
+    from interp_pipeline.storage.cache_codecs import codec_for
     from interp_pipeline.stages.sae import train_sae
 
     trained = train_sae(activations=torch.randn(256, 8), d_sae=16, train_batch_size_tokens=32, training_tokens=192,
@@ -143,8 +143,8 @@ stages:
 
 
 def test_the_sae_source_group_composes_and_its_preflight_runs(saved_sae, offline, outputs, tmp_path):
-    from interp_pipeline.compose import compose
-    from interp_pipeline.experiment import prepare
+    from interp_pipeline.experiments.compose import compose
+    from interp_pipeline.experiments.run import prepare
     from interp_pipeline.pipeline.preflight import run_preflight
 
     (tmp_path / "load.yaml").write_text(PIPELINE)

@@ -15,9 +15,9 @@ from sae_lens import SAE  # noqa: E402
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 
 from interp_pipeline.activations.reader import ActivationStore  # noqa: E402
-from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages  # noqa: E402
-from interp_pipeline.runner.codecs import codec_for  # noqa: E402
+from interp_pipeline.storage.cache_codecs import codec_for  # noqa: E402
 from interp_pipeline.stages.cache_activations import cache_activations  # noqa: E402
 from interp_pipeline.stages.sae import train_sae  # noqa: E402
 from interp_pipeline.stages.sae_eval import evaluate_sae  # noqa: E402

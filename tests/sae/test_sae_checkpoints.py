@@ -20,9 +20,9 @@ pytest.importorskip("sae_lens")
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from interp_pipeline.atomic_dirs import TEMPORARY  # noqa: E402
-from interp_pipeline.checkpoint_files import CorruptCheckpoint  # noqa: E402
-from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.storage.atomic_dirs import TEMPORARY  # noqa: E402
+from interp_pipeline.storage.checkpoint_files import CorruptCheckpoint  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.sae import checkpoints  # noqa: E402
 from interp_pipeline.sae.config import sae_settings  # noqa: E402
 from interp_pipeline.sae.data import from_store, from_tensor  # noqa: E402

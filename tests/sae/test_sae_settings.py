@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sae_lens")
 
-from interp_pipeline.compose import compose  # noqa: E402
+from interp_pipeline.experiments.compose import compose  # noqa: E402
 from interp_pipeline.config.ranges import check_ranges  # noqa: E402
-from interp_pipeline.config.schema import ActivationStatsConfig  # noqa: E402
-from interp_pipeline.errors import ConfigError  # noqa: E402
-from interp_pipeline.experiment import prepare  # noqa: E402
+from interp_pipeline.experiments.config import ActivationStatsConfig  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
+from interp_pipeline.experiments.run import prepare  # noqa: E402
 from interp_pipeline.pipeline.preflight import run_preflight  # noqa: E402
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages  # noqa: E402
 from interp_pipeline.pipeline.spec import parse_stages  # noqa: E402

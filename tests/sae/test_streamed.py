@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sae_lens")
 
 from interp_pipeline.activations.reader import ActivationStore  # noqa: E402
-from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.sae.config import sae_settings  # noqa: E402
 from interp_pipeline.sae.data import from_model  # noqa: E402
 from interp_pipeline.stages.cache_activations import cache_activations  # noqa: E402

@@ -7,8 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sae_lens")
 
-from interp_pipeline.compose import compose  # noqa: E402
-from interp_pipeline.experiment import prepare  # noqa: E402
+from interp_pipeline.experiments.compose import compose  # noqa: E402
+from interp_pipeline.experiments.run import prepare  # noqa: E402
 from interp_pipeline.pipeline.preflight import run_preflight  # noqa: E402
 from interp_pipeline.stages.sae import sae_feature_recovery, toy_superposition, train_sae  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
@@ -25,7 +25,7 @@ def test_experiment_composes_and_passes_preflight(outputs):
 
 
 def test_preflight_names_a_mistyped_architecture(outputs):
-    from interp_pipeline.errors import ConfigError
+    from interp_pipeline.common.errors import ConfigError
 
     # The schema declares the choices, so the composed config's check finds it, before the stage's pre-flight.
     with pytest.raises(ConfigError, match=r"^sae\.architecture: .*found 'gatd' \(did you mean 'gated'\?\)"):

@@ -12,9 +12,9 @@ pytest.importorskip("sae_lens")
 
 from sae_lens import SAE  # noqa: E402
 
-from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages  # noqa: E402
-from interp_pipeline.runner.codecs import codec_for  # noqa: E402
+from interp_pipeline.storage.cache_codecs import codec_for  # noqa: E402
 from interp_pipeline.sae.config import ARCHITECTURES, sae_settings  # noqa: E402
 from interp_pipeline.sae.data import NonFiniteActivations  # noqa: E402
 from interp_pipeline.sae.trainer import NonFiniteLoss  # noqa: E402

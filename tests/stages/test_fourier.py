@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.stages.fourier import fourier_analysis
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
 from tests.support.models import tiny_hooked_transformer

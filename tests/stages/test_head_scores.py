@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from interp_pipeline.analysis.head_scores import SCORES, detection_patterns
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.stages.head_scores import head_scores
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
 from tests.support.models import tiny_hooked_transformer

@@ -6,10 +6,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.patching.labelled import LabelledArray  # noqa: E402
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages  # noqa: E402
-from interp_pipeline.runner.codecs import codec_for  # noqa: E402
+from interp_pipeline.storage.cache_codecs import codec_for  # noqa: E402
 from interp_pipeline.stages.patching import activation_patching  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
 from tests.support.models import random_pairs, tiny_model  # noqa: E402

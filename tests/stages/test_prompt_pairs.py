@@ -6,9 +6,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages
-from interp_pipeline.runner.codecs import codec_for
+from interp_pipeline.storage.cache_codecs import codec_for
 from interp_pipeline.stages.prompt_pairs import ioi_prompts, prompt_pairs
 from interp_pipeline.tasks.base import make_task
 from interp_pipeline.tasks.ioi_prompts import generate_ioi

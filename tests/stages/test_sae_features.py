@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sae_lens")
 
-from interp_pipeline.errors import ConfigError  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.stages.sae_features import sae_features  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
 from tests.support.saes import PLANTED, TOKEN_WORD, planted_feature  # noqa: E402

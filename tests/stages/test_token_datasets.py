@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.pipeline.registry import load_stage_modules, registered_stages
 from interp_pipeline.stages.token_datasets import prompt_tokens, repeated_tokens, task_tokens
 from interp_pipeline.stages.text_datasets import hf_dataset_tokens, text_file_tokens
@@ -318,7 +318,7 @@ def test_preflight_accepts_cached_or_local_dataset(offline: Path, tmp_path: Path
 
 
 def test_datasets_offline_flag_overrides_the_hub_flag(monkeypatch: pytest.MonkeyPatch, offline: Path) -> None:
-    from interp_pipeline import hf_hub_access
+    from interp_pipeline.common import hf_hub_access
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from interp_pipeline.expect import check_expectations
-from interp_pipeline.paths import conf_dir
+from interp_pipeline.report.expect import check_expectations
+from interp_pipeline.common.paths import conf_dir
 from interp_pipeline.stages.tms import tms_geometry, train_tms
 from interp_pipeline.superposition.geometry import angular_gaps
 

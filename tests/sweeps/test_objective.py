@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.experiment import prepare
-from interp_pipeline.compose import compose
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.experiments.run import prepare
+from interp_pipeline.experiments.compose import compose
 from interp_pipeline.sweeps.objective import objective_values, validate_sweep
 
 STAGES = ["model", "tokens", "stats"]

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 import torch
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.tasks.base import make_task
 from interp_pipeline.facts.prompts import FactRecord, as_records, tokenize_facts
 from interp_pipeline.facts.world import RELATIONS, all_prompts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.tasks.base import make_task
 from interp_pipeline.tasks.ioi_prompts import (
     ABBA_TEMPLATES,

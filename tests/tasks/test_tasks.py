@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp_pipeline.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.tasks.base import make_task
 from tests.support.models import task_model
 

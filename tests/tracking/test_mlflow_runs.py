@@ -10,9 +10,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from interp_pipeline.compose import compose
-from interp_pipeline.experiment import Invocation, run_experiment
-from interp_pipeline.exit_status import EXIT_EXPECT, EXIT_FAILED, EXIT_OK
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.experiments.run import Invocation, run_experiment
+from interp_pipeline.common.exit_status import EXIT_EXPECT, EXIT_FAILED, EXIT_OK
 
 
 def write_pipeline(folder: Path, *extra: dict) -> Path:

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from interp_pipeline.compose import compose
-from interp_pipeline.experiment import Invocation, run_experiment
-from interp_pipeline.exit_status import EXIT_EXPECT
+from interp_pipeline.experiments.compose import compose
+from interp_pipeline.experiments.run import Invocation, run_experiment
+from interp_pipeline.common.exit_status import EXIT_EXPECT
 from interp_pipeline.runner.stage_cache import StageCache
 from interp_pipeline.tracking.mlflow_tracking import MlflowTracking
 from interp_pipeline.tracking.run_names import parent_run_name, stage_run_name, swept_keys

@@ -82,7 +82,7 @@ def test_non_finite_loss_stops_training():
 def test_an_unreadable_optimizer_state_is_named_in_one_line_with_what_to_delete(spoil, tmp_path):
     import os
 
-    from interp_pipeline.checkpoint_files import CorruptCheckpoint
+    from interp_pipeline.storage.checkpoint_files import CorruptCheckpoint
 
     class Poison:
         def __reduce__(self):

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from typing import Any
 
-from interp_pipeline.errors import did_you_mean, one_of
+from interp_pipeline.common.errors import did_you_mean, one_of
 
 
 def _fields(object_type: Any) -> list[str]:

@@ -1,6 +1,6 @@
 """Compose an experiment's config without the CLI: for notebooks and tests.
 
-    from interp_pipeline.compose import compose
+    from interp_pipeline.experiments.compose import compose
     cfg = compose(["+experiment=smoke", "seed=1"])
 """
 
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from interp_pipeline.paths import conf_dir, default_outputs_dir
+from interp_pipeline.common.paths import conf_dir, default_outputs_dir
 
 
 def register() -> None:
     """The ``interp.outputs_dir``, ``interp.stages`` and ``interp.experiments`` (--help's lists) resolvers and
     the schemas; idempotent."""
-    from interp_pipeline.config.schema import register_configs
+    from interp_pipeline.experiments.config import register_configs
 
     if not OmegaConf.has_resolver("interp.outputs_dir"):
         OmegaConf.register_new_resolver("interp.outputs_dir", lambda: str(default_outputs_dir()))
@@ -32,7 +32,7 @@ def _stage_list() -> str:
 
 
 def _experiment_list() -> str:
-    from interp_pipeline.experiment_catalog import describe_experiments
+    from interp_pipeline.experiments.catalog import describe_experiments
 
     return describe_experiments()
 
@@ -42,7 +42,7 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from interp_pipeline.expect_overrides import rewrite_all
+    from interp_pipeline.experiments.expect_overrides import rewrite_all
 
     register()
     with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir())):

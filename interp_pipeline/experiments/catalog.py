@@ -9,8 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from interp_pipeline.errors import ConfigError, Unobtainable
-from interp_pipeline.paths import conf_dir
+from interp_pipeline.common.errors import ConfigError, Unobtainable
+from interp_pipeline.common.paths import conf_dir
 
 _PACKAGE_LINE = "# @package _global_"
 

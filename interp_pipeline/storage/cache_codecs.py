@@ -2,7 +2,7 @@
 
 Nothing is pickled: tensors go to safetensors, arrays to ``.npy`` without pickle,
 plain data to JSON. Modules listed under the ``interp_pipeline.codecs`` entry points
-(interp_pipeline.plugins) register codecs for their own types (models, SAEs, labelled
+(interp_pipeline.common.plugins) register codecs for their own types (models, SAEs, labelled
 arrays) with :func:`register_codec`; they are imported before any codec is looked up.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.plugins import load_plugins
+from interp_pipeline.common.plugins import load_plugins
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def codec_for(value: Any) -> Codec:
             return codec
     raise TypeError(
         f"no codec stores a {type(value).__module__}.{type(value).__qualname__}; "
-        "register one (interp_pipeline.runner.codecs.register_codec) or declare the stage cache=False"
+        "register one (interp_pipeline.storage.cache_codecs.register_codec) or declare the stage cache=False"
     )
 
 

@@ -3,7 +3,7 @@
     interp-pipeline repro --suite offline                      # conf/suite/offline.yaml
     interp-pipeline repro --suite gpu                          # needs the hub (or its cache) and a GPU
     interp-pipeline repro --suite offline paths.outputs=/tmp/ci tracking.enabled=false
-    python -m interp_pipeline.repro --suite my_suite.yaml --only tms,grokking
+    python -m interp_pipeline.cli.repro --suite my_suite.yaml --only tms,grokking
 
 A suite (``conf/suite/NAME.yaml`` or a path) lists experiments, each with overrides; every
 one runs as its own ``python -m interp_pipeline`` process, one after another (a fresh
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
-from interp_pipeline.exit_status import EXIT_CONFIG, EXIT_OK, combine
-from interp_pipeline.paths import conf_dir, default_outputs_dir
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.common.exit_status import EXIT_CONFIG, EXIT_OK, combine
+from interp_pipeline.common.paths import conf_dir, default_outputs_dir
 from interp_pipeline.report.model import REPORT_JSON, ExperimentReport
 from interp_pipeline.report.render import to_html, to_json, to_markdown
 

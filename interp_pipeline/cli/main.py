@@ -1,4 +1,4 @@
-"""The command line: Hydra composes the config, ``interp_pipeline.experiment`` runs it.
+"""The command line: Hydra composes the config, ``interp_pipeline.experiments.run`` runs it.
 
 Hydra prints its own errors and exits 1 for all of them; we need 2 for a config
 error, 1 for a failure, 3 for an unmet ``expect:``. So Hydra is asked to raise
@@ -18,8 +18,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from interp_pipeline.errors import ConfigError, Terminated
-from interp_pipeline.exit_status import (
+from interp_pipeline.common.errors import ConfigError, Terminated
+from interp_pipeline.common.exit_status import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -27,8 +27,8 @@ from interp_pipeline.exit_status import (
     EXIT_TERMINATED,
     write_status,
 )
-from interp_pipeline.compose import register
-from interp_pipeline.paths import conf_dir, default_outputs_dir
+from interp_pipeline.experiments.compose import register
+from interp_pipeline.common.paths import conf_dir, default_outputs_dir
 
 log = logging.getLogger("interp_pipeline")
 _RUN_STATUSES: list[int] = []
@@ -65,11 +65,11 @@ def task(cfg: Any) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from interp_pipeline.experiment import Invocation, JobResult, run_job
-    from interp_pipeline.hydra_callbacks import experiment_choice, read_swept_keys
+    from interp_pipeline.experiments.run import Invocation, JobResult, run_job
+    from interp_pipeline.cli.hydra_callbacks import experiment_choice, read_swept_keys
     from interp_pipeline.sweeps.job_results import JobRecord, write_job_result
     from interp_pipeline.sweeps.objective import objective_values
-    from interp_pipeline.threads import parallel_jobs
+    from interp_pipeline.common.threads import parallel_jobs
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -121,8 +121,8 @@ def _record_config_error(error: BaseException) -> Path | None:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["repro"]:  # `interp-pipeline repro ...`: a suite of runs, not one (interp_pipeline.repro)
-        from interp_pipeline.repro import main as repro_main
+    if sys.argv[1:2] == ["repro"]:  # `interp-pipeline repro ...`: a suite of runs, not one (interp_pipeline.cli.repro)
+        from interp_pipeline.cli.repro import main as repro_main
 
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
         sys.exit(repro_main(sys.argv[2:]))
@@ -134,10 +134,10 @@ def main() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from interp_pipeline.exit_status import combine
-    from interp_pipeline.hydra_callbacks import SWEEP_STATUSES, SweepRefused
+    from interp_pipeline.common.exit_status import combine
+    from interp_pipeline.cli.hydra_callbacks import SWEEP_STATUSES, SweepRefused
 
-    from interp_pipeline.expect_overrides import rewrite_all
+    from interp_pipeline.experiments.expect_overrides import rewrite_all
 
     signal.signal(signal.SIGTERM, _raise_terminated)
     hydra_main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
@@ -154,7 +154,7 @@ def main() -> None:
         sys.exit(EXIT_TERMINATED)
     except (HydraException, OmegaConfBaseException) as error:
         _record_config_error(error)
-        from interp_pipeline.hydra_errors import describe
+        from interp_pipeline.config.hydra_errors import describe
 
         print(f"error: {describe(error)}", file=sys.stderr)
         sys.exit(EXIT_CONFIG)

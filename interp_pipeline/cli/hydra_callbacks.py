@@ -11,8 +11,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from interp_pipeline.errors import ConfigError
-from interp_pipeline.exit_status import EXIT_EXPECT, EXIT_OK, STATUS_FILE, combine, read_statuses
+from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.common.exit_status import EXIT_EXPECT, EXIT_OK, STATUS_FILE, combine, read_statuses
 
 log = logging.getLogger(__name__)
 SWEEP_STATUSES: list[int] = []
@@ -68,7 +68,7 @@ class PipelineCallbacks(Callback):
             raise SweepRefused(error) from error
 
     def _prepare(self, config: DictConfig) -> None:
-        from interp_pipeline.experiment import prepare
+        from interp_pipeline.experiments.run import prepare
         from interp_pipeline.sweeps.job_results import RESULT_FILE
 
         # Every check that needs no model (sweep.objective among them) before the sweeper

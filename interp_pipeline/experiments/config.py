@@ -29,7 +29,7 @@ from interp_pipeline.tracing.config import CausalTracingConfig
 
 @dataclass
 class PathsConfig:
-    # Absolute by construction (see interp_pipeline.paths.default_outputs_dir).
+    # Absolute by construction (see interp_pipeline.common.paths.default_outputs_dir).
     outputs: str = SI("${interp.outputs_dir:}")
 
 

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from interp_pipeline.process import pid_alive
+from interp_pipeline.storage.locks import pid_alive
 
 TEMPORARY = ".tmp-"
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from interp_pipeline.config.schema import ExpectEntry
-from interp_pipeline.errors import ConfigError, did_you_mean, one_of
+from interp_pipeline.experiments.config import ExpectEntry
+from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 
 FIELDS = tuple(f.name for f in dataclasses.fields(ExpectEntry))
 FORMS = (f"+expect.STAGE.METRIC={{min: V, max: V}} (or {{value: V, atol: T}}), expect.STAGE.METRIC.FIELD=V "

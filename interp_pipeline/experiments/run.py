@@ -19,18 +19,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from interp_pipeline.config.ranges import check_ranges
-from interp_pipeline.config.schema import ExperimentConfig
-from interp_pipeline.errors import ConfigError, StageFailed, Terminated, did_you_mean, one_of
-from interp_pipeline.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
-from interp_pipeline.experiment_catalog import with_offline_suggestion
-from interp_pipeline.expect import (
+from interp_pipeline.experiments.config import ExperimentConfig
+from interp_pipeline.common.errors import ConfigError, StageFailed, Terminated, did_you_mean, one_of
+from interp_pipeline.common.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
+from interp_pipeline.experiments.catalog import with_offline_suggestion
+from interp_pipeline.report.expect import (
     ExpectResult,
     check_expectations,
     per_name_matches,
     render_table,
     validate_expectations,
 )
-from interp_pipeline.paths import project_root
+from interp_pipeline.common.paths import project_root
 from interp_pipeline.pipeline.registry import load_stage_modules
 from interp_pipeline.pipeline.preflight import run_preflight
 from interp_pipeline.pipeline.spec import PipelineSpec, load_pipeline
@@ -167,9 +167,9 @@ def _mark_expect_failed(tracking: Any, parent: RunLogger, invocation: Invocation
 
 
 def _set_threads(cfg: DictConfig, invocation: Invocation, prepared: Prepared, shapes: list[Any]) -> None:
-    from interp_pipeline.devices import resolve_device
+    from interp_pipeline.common.devices import resolve_device
     from interp_pipeline.models.shape import ModelShape
-    from interp_pipeline.threads import apply_threads, choose_threads
+    from interp_pipeline.common.threads import apply_threads, choose_threads
 
     widths = [shape.d_model for shape in shapes if isinstance(shape, ModelShape)]
     models = [s for s in prepared.spec.stages if s.definition.name == "load_model"]
