@@ -20,12 +20,25 @@ Sequences are the dataset's, in order; a store cut by ``max_tokens`` or written 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from interp_pipeline.activations.reader import ActivationStore
+
+class RowSource(Protocol):
+    """What a view reads of its store (reader.ActivationStore): written here, not imported, so that
+    the store, which hands out views, and the view do not import each other."""
+
+    @property
+    def url(self) -> str: ...
+
+    def row_shape(self, hook: str) -> tuple[int, ...]: ...
+
+    def sequences(self) -> np.ndarray: ...
+
+    def positions(self) -> np.ndarray: ...
+
+    def read(self, hook: str, rows: Any) -> Any: ...
 
 
 def hook_name(key: str | tuple[Any, ...]) -> str:
@@ -44,7 +57,7 @@ def hook_name(key: str | tuple[Any, ...]) -> str:
 class HookView:
     """``store[hook]``: a lazy ``[sequence, position, *row_shape]`` view of one hook (module docstring)."""
 
-    def __init__(self, store: ActivationStore, hook: str):
+    def __init__(self, store: RowSource, hook: str):
         store.row_shape(hook)  # raises, with a suggestion, for a hook the store does not hold
         self.store = store
         self.hook = hook
