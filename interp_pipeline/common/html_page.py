@@ -1,4 +1,4 @@
-"""HTML pages for a stage's interactive figures and tables.
+"""The one HTML page writer: a stage's interactive figures and tables, and a run's report.
 
 One page per stage rather than one file per figure. plotly.js (about 4.8 MB) is either
 inlined once, before the first figure (a page that must stand alone), or, with
@@ -76,11 +76,11 @@ def plotly_js() -> str:
     return get_plotlyjs()
 
 
-def html_page(title: str, parts: Sequence[Any], *, meta: str = "", shared_plotly: SharedPlotly | None = None) -> str:
+def html_page(title: str, parts: Sequence[Any], *, meta: str = "", shared_plotly: SharedPlotly | None = None,
+              style: str = "") -> str:
     """A page: ``title``, a line of ``meta`` (model, prompts, metric ...), then each part in order,
-    a plotly figure or a string of HTML. plotly.js is inlined unless ``shared_plotly`` says where it is."""
-    import plotly.io as pio
-
+    a plotly figure or a string of HTML. plotly.js is inlined unless ``shared_plotly`` says where it is.
+    ``style`` is CSS of the page's own, after (so over) the common style."""
     body = [f"<h1>{escape(title)}</h1>"]
     if meta:
         body.append(f"<p class=\"meta\">{escape(meta)}</p>")
@@ -91,8 +91,10 @@ def html_page(title: str, parts: Sequence[Any], *, meta: str = "", shared_plotly
         if isinstance(part, str):
             body.append(part)
         else:
+            import plotly.io as pio  # here: a page of HTML alone (a run's report) needs no plotly
+
             body.append(pio.to_html(part, full_html=False, include_plotlyjs=not js_written,
                                     config={"displaylogo": False}))
             js_written = True
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+            f"<style>{_STYLE}{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from interp_pipeline.common.html_page import escape
+from interp_pipeline.common.html_page import escape, html_page
 from interp_pipeline.report.model import ExperimentReport, ExpectRow
 
 COLUMNS = ("experiment", "metric", "expected", "got", "ok", "source", "why the tolerance")
@@ -78,15 +78,14 @@ def to_json(reports: Sequence[ExperimentReport], title: str) -> str:
                        "experiments": [r.to_dict() for r in reports]}, indent=2) + "\n"
 
 
-_STYLE = ("body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:1400px}"
-          "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
-          "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left;vertical-align:top}"
-          "th{background:#f2f2f2}td.num{text-align:right;font-family:monospace}"
+# The report's own, over html_page's common style: text cells left-aligned, numbers right, verdicts coloured.
+_STYLE = ("body{max-width:1400px}"
+          "th,td{padding:3px 8px;text-align:left;vertical-align:top}"
+          "td.num{text-align:right;font-family:monospace}"
           "tr.fail td{background:#fde2e2}tr.ok td.verdict{color:#17662b;font-weight:bold}"
           "tr.fail td.verdict{color:#a40000;font-weight:bold}"
           "figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top}"
-          "figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:12px;color:#555}"
-          "p.meta{color:#555}")
+          "figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:12px;color:#555}")
 
 
 def _html_rows(rows: Sequence[tuple[ExperimentReport, ExpectRow]]) -> str:
@@ -129,9 +128,7 @@ def to_html(reports: Sequence[ExperimentReport], title: str, *, figures_per_expe
         f"<td class=\"num\">{_cpu(r)}</td>"
         f"<td class=\"num\">{sum(row.passed for row in r.rows)}/{len(r.rows)}</td>"
         f"<td>{escape(r.run_dir)}</td></tr>" for r in reports)
-    parts = [f"<h1>{escape(title)}</h1>",
-             f"<p class=\"meta\">{escape(summary_line(reports))}; written {time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
-             "<table class=\"runs\"><tr><th>experiment</th><th>run</th><th>status</th><th>time (s)</th><th>CPU (s)</th>"
+    parts = ["<table class=\"runs\"><tr><th>experiment</th><th>run</th><th>status</th><th>time (s)</th><th>CPU (s)</th>"
              f"<th>expectations met</th><th>run directory</th></tr>{runs}</table>",
              "<h2>Expectations</h2>", _html_rows(_rows(reports))]
     for report in reports:
@@ -139,5 +136,5 @@ def to_html(reports: Sequence[ExperimentReport], title: str, *, figures_per_expe
         if report.message:
             parts.append(f"<p class=\"meta\">{escape(report.message)}</p>")
         parts.append(_figures(report, figures_per_experiment))
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")
+    return html_page(title, parts, meta=f"{summary_line(reports)}; written {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                     style=_STYLE)
