@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from interp_pipeline.experiments.compose import compose
-from interp_pipeline.experiments.run import Invocation, run_experiment
+from interp_pipeline.experiments.run import Invocation, launch
 from interp_pipeline.experiments.catalog import describe_experiments, experiments
 from interp_pipeline.common.exit_status import EXIT_CONFIG
 from interp_pipeline.common.paths import conf_dir
@@ -36,7 +36,7 @@ def test_an_unobtainable_model_suggests_the_experiments_own_offline_variant(outp
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = compose(["+experiment=ioi_patching"])
     with caplog.at_level(logging.ERROR, logger="interp_pipeline"):
-        status = run_experiment(cfg, Invocation("ioi_patching", tmp_path))
+        status = launch(cfg, Invocation("ioi_patching", tmp_path)).status
     assert status == EXIT_CONFIG
     [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert line.startswith("error: model.name: model 'gpt2-small'") and "cannot be had" in line
@@ -45,5 +45,5 @@ def test_an_unobtainable_model_suggests_the_experiments_own_offline_variant(outp
     cfg = compose(["+experiment=smoke", "model=gpt2_small"])
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="interp_pipeline"):
-        assert run_experiment(cfg, Invocation("smoke", tmp_path)) == EXIT_CONFIG
+        assert launch(cfg, Invocation("smoke", tmp_path)).status == EXIT_CONFIG
     assert "offline options: model=tiny (config-built)" in caplog.records[-1].getMessage()

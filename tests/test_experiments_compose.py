@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 from interp_pipeline.experiments.compose import compose
-from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError, NotFound
 from interp_pipeline.experiments.run import prepare
 from interp_pipeline.experiments.catalog import experiments
 from interp_pipeline.common.paths import conf_dir
@@ -18,6 +18,17 @@ EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 
 def test_there_are_experiments():
     assert "smoke" in EXPERIMENTS
+    assert [info.name for info in experiments()] == EXPERIMENTS
+
+
+def test_one_composer_takes_an_experiments_name_or_the_command_lines_overrides():
+    by_name, by_overrides = compose("smoke", ["seed=3"]), compose(["+experiment=smoke", "seed=3"])
+    # By name, the experiment's name is kept where it names the MLflow experiment (api.run logs there).
+    assert by_name.tracking.experiment_name == "smoke" and by_overrides.tracking.experiment_name is None
+    by_name.tracking.experiment_name = None
+    assert by_name == by_overrides
+    with pytest.raises(NotFound, match=r"^no experiment 'smok' in .*\(did you mean 'smoke'\?\)$"):
+        compose("smok")
 
 
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.

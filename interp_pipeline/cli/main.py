@@ -1,4 +1,4 @@
-"""The command line: Hydra composes the config, ``interp_pipeline.experiments.run`` runs it.
+"""The command line: Hydra composes the config, ``interp_pipeline.experiments.run.launch`` runs it.
 
 Hydra prints its own errors and exits 1 for all of them; we need 2 for a config
 error, 1 for a failure, 3 for an unmet ``expect:``. So Hydra is asked to raise
@@ -19,16 +19,9 @@ from types import FrameType
 from typing import Any
 
 from interp_pipeline.common.errors import ConfigError, Terminated
-from interp_pipeline.common.exit_status import (
-    EXIT_CONFIG,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_TERMINATED,
-    write_status,
-)
-from interp_pipeline.experiments.compose import register
+from interp_pipeline.common.exit_status import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
 from interp_pipeline.common.paths import conf_dir, default_outputs_dir
+from interp_pipeline.experiments.compose import register
 
 log = logging.getLogger("interp_pipeline")
 _RUN_STATUSES: list[int] = []
@@ -65,11 +58,11 @@ def task(cfg: Any) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from interp_pipeline.experiments.run import Invocation, JobResult, run_job
     from interp_pipeline.cli.hydra_callbacks import experiment_choice, read_swept_keys
+    from interp_pipeline.common.threads import parallel_jobs
+    from interp_pipeline.experiments.run import Invocation, launch
     from interp_pipeline.sweeps.job_results import JobRecord, write_job_result
     from interp_pipeline.sweeps.objective import objective_values
-    from interp_pipeline.common.threads import parallel_jobs
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -85,15 +78,7 @@ def task(cfg: Any) -> Any:
     )
     if multirun and "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", "")):
         _label_job_lines(hydra_cfg.job.num)
-    try:
-        result = run_job(cfg, invocation)
-    except (KeyboardInterrupt, Terminated):
-        raise
-    except Exception as error:  # a failure outside any stage (the tracking store, the disk)
-        log.debug("unexpected error:\n%s", traceback.format_exc())
-        log.error("error: %s: %s (traceback in %s)", type(error).__name__, error, output_dir)
-        result = JobResult(EXIT_FAILED)
-    write_status(output_dir, result.status)
+    result = launch(cfg, invocation)
     _RUN_STATUSES.append(result.status)
     if not multirun:
         return result.status

@@ -48,6 +48,13 @@ class Unobtainable(ConfigError):
         return Unobtainable(self.key, self.reason, offline=offline, absolute=self.absolute)
 
 
+class NotFound(LookupError):
+    """No such experiment, run, stage or output; the message is one line saying what exists."""
+
+    def __str__(self) -> str:  # LookupError's str() would quote the message
+        return str(self.args[0])
+
+
 class StageFailed(Exception):
     """A stage raised while running (exit status 1); ``__cause__`` holds the original error."""
 

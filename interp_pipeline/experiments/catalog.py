@@ -1,6 +1,6 @@
 """What conf/experiment/ offers: each experiment's one-line description (the first line of its
-YAML header comment) and its ``offline:`` overrides, for --help and for pre-flight's message
-when an experiment's model cannot be had here."""
+YAML header comment) and its ``offline:`` overrides, for --help, ``api.experiments()``, the
+composer's check of a name, and pre-flight's message when an experiment's model cannot be had here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from interp_pipeline.common.errors import ConfigError, Unobtainable
+from interp_pipeline.common.errors import ConfigError, NotFound, Unobtainable, did_you_mean, one_of
 from interp_pipeline.common.paths import conf_dir
 
 _PACKAGE_LINE = "# @package _global_"
@@ -34,7 +34,17 @@ def _read(path: Path) -> ExperimentInfo:
 
 
 def experiments(folder: Path | None = None) -> list[ExperimentInfo]:
+    """The experiment configs that ship (``conf/experiment/*.yaml``), in name order."""
     return [_read(path) for path in sorted((folder or conf_dir() / "experiment").glob("*.yaml"))]
+
+
+def check_experiment(name: str) -> None:
+    """Raises :class:`NotFound`, naming the closest experiment or all of them, unless ``name`` is one."""
+    folder = conf_dir() / "experiment"
+    if not (folder / f"{name}.yaml").is_file():
+        known = [path.stem for path in sorted(folder.glob("*.yaml"))]
+        hint = did_you_mean(name, known)
+        raise NotFound(f"no experiment '{name}' in {folder}" + (f" ({hint})" if hint else f" (experiments: {one_of(known)})"))
 
 
 def describe_experiments() -> str:

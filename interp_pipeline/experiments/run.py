@@ -1,7 +1,8 @@
 """One invocation, from composed config to exit status: validate, track, run, check ``expect:``.
 
-Hydra-free (it takes the composed config and a few facts about the invocation), so
-tests can drive it directly; ``interp_pipeline.cli`` is the Hydra wrapper.
+Hydra-free (it takes the composed config and a few facts about the invocation), so tests can
+drive it directly. :func:`launch` is how every door runs one in its own process: the command
+line (``interp_pipeline.cli``, Hydra's wrapper), ``api.run`` and the rehearsal.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from interp_pipeline.config.ranges import check_ranges
 from interp_pipeline.experiments.config import ExperimentConfig
 from interp_pipeline.common.errors import ConfigError, StageFailed, Terminated, did_you_mean, one_of
-from interp_pipeline.common.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK
+from interp_pipeline.common.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK, write_status
 from interp_pipeline.experiments.catalog import with_offline_suggestion
 from interp_pipeline.report.expect import (
     ExpectResult,
@@ -161,9 +162,7 @@ def _mark_expect_failed(tracking: Any, parent: RunLogger, invocation: Invocation
     for outcome in outcomes:
         keys = [k for k in failed if k.startswith(f"{outcome.name}.")]
         if keys and outcome.run_id is not None:
-            run = tracking.client.get_run(outcome.run_id)
-            tracking.client.set_tag(outcome.run_id, "expect.failed", ", ".join(keys))
-            tracking.client.update_run(outcome.run_id, name=with_expect_failed(run.info.run_name))
+            tracking.mark_expect_failed(outcome.run_id, keys)
 
 
 def _set_threads(cfg: DictConfig, invocation: Invocation, prepared: Prepared, shapes: list[Any]) -> None:
@@ -178,14 +177,28 @@ def _set_threads(cfg: DictConfig, invocation: Invocation, prepared: Prepared, sh
                                   on_cpu=on_cpu))
 
 
-def run_experiment(cfg: DictConfig, invocation: Invocation) -> int:
-    """Run one experiment; returns the exit status. Re-raises KeyboardInterrupt and Terminated
-    after ending the runs KILLED, so the process stops as the user asked."""
-    return run_job(cfg, invocation).status
+def launch(cfg: DictConfig, invocation: Invocation) -> JobResult:
+    """Run one job in this process, as every door does (the CLI's Hydra task, ``api.run``, the
+    rehearsal): :func:`run_job`, where a failure outside any stage (the tracking store, the disk)
+    is logged and ends in exit status 1 rather than raising, and the status is written to the run
+    directory (``exit_status``), where a sweep gathers its jobs'. KeyboardInterrupt and Terminated
+    are re-raised, after the runs are ended KILLED, so the process stops as the user asked."""
+    invocation.output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run_job(cfg, invocation)
+    except (KeyboardInterrupt, Terminated):
+        raise
+    except Exception as error:
+        log.debug("unexpected error:\n%s", traceback.format_exc())
+        log.error("error: %s: %s (traceback in %s)", type(error).__name__, error, invocation.output_dir)
+        result = JobResult(EXIT_FAILED)
+    write_status(invocation.output_dir, result.status)
+    return result
 
 
 def run_job(cfg: DictConfig, invocation: Invocation) -> JobResult:
-    """:func:`run_experiment`, keeping the metrics a sweep's objective and summary read."""
+    """One experiment: its exit status, the metrics a sweep's objective and summary read, its MLflow
+    run. Raises what fails outside the stages (:func:`launch` turns that into a status)."""
     try:
         prepared = prepare(cfg)
         runner = PipelineRunner(

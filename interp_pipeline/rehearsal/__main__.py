@@ -42,13 +42,12 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def rehearse(experiment: str, text_file: str) -> int:
     """Compose and run one experiment here, as the CLI would; its exit status."""
     from interp_pipeline.experiments.compose import compose
-    from interp_pipeline.experiments.run import Invocation, run_experiment
+    from interp_pipeline.experiments.run import Invocation, launch
 
     overrides = overrides_for(experiment, text_file)
     cfg = compose(overrides)
     output_dir = Path(cfg.paths.outputs) / "rehearsal" / "runs" / experiment
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return run_experiment(cfg, Invocation(experiment=experiment, output_dir=output_dir, overrides=overrides[1:]))
+    return launch(cfg, Invocation(experiment=experiment, output_dir=output_dir, overrides=overrides[1:])).status
 
 
 def preflight_shape() -> dict[str, int]:

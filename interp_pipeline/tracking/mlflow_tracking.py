@@ -239,6 +239,14 @@ class MlflowTracking:
         run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
         return MlflowRun(self.client, run.info.run_id, self, experiment_id)
 
+    def mark_expect_failed(self, run_id: str, keys: Iterable[str]) -> None:
+        """Tag a stage's run with the ``expect:`` keys its metrics missed, and suffix its name."""
+        from interp_pipeline.tracking.run_names import with_expect_failed
+
+        run = self.client.get_run(run_id)
+        self.client.set_tag(run_id, "expect.failed", ", ".join(keys))
+        self.client.update_run(run_id, name=with_expect_failed(run.info.run_name))
+
     def end_orphaned_runs(self) -> int:
         """Mark KILLED the runs, of any experiment, left RUNNING by a process on this host that no longer exists.
 

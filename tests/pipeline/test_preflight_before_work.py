@@ -18,7 +18,7 @@ from omegaconf import open_dict
 from interp_pipeline.experiments.compose import compose
 from interp_pipeline.experiments.config import ExpectEntry
 from interp_pipeline.common.exit_status import EXIT_CONFIG
-from interp_pipeline.experiments.run import Invocation, run_experiment
+from interp_pipeline.experiments.run import Invocation, launch
 
 
 def run_and_capture(outputs: Path, caplog: pytest.LogCaptureFixture, overrides: list[str], expect=None) -> str:
@@ -28,7 +28,7 @@ def run_and_capture(outputs: Path, caplog: pytest.LogCaptureFixture, overrides: 
         for key, entry in (expect or {}).items():
             cfg.expect[key] = ExpectEntry(**entry)
     with caplog.at_level(logging.ERROR, logger="interp_pipeline"):
-        status = run_experiment(cfg, Invocation("preflight_test", outputs / "run", overrides=overrides))
+        status = launch(cfg, Invocation("preflight_test", outputs / "run", overrides=overrides)).status
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert status == EXIT_CONFIG, errors
     assert len(errors) == 1 and errors[0].startswith("error: "), errors

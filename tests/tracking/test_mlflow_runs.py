@@ -11,7 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from interp_pipeline.experiments.compose import compose
-from interp_pipeline.experiments.run import Invocation, run_experiment
+from interp_pipeline.experiments.run import Invocation, launch
 from interp_pipeline.common.exit_status import EXIT_EXPECT, EXIT_FAILED, EXIT_OK
 
 
@@ -28,7 +28,7 @@ def write_pipeline(folder: Path, *extra: dict) -> Path:
 
 def run(outputs: Path, pipeline: Path, *overrides: str) -> int:
     cfg = compose([f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=2", *overrides])
-    return run_experiment(cfg, Invocation("tracking_test", outputs / "run", overrides=list(overrides)))
+    return launch(cfg, Invocation("tracking_test", outputs / "run", overrides=list(overrides))).status
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from interp_pipeline.experiments.compose import compose
-from interp_pipeline.experiments.run import Invocation, run_experiment
+from interp_pipeline.experiments.run import Invocation, launch
 from interp_pipeline.common.exit_status import EXIT_EXPECT
 from interp_pipeline.runner.stage_cache import StageCache
 from interp_pipeline.tracking.mlflow_tracking import MlflowTracking
@@ -46,7 +46,7 @@ def view(tmp_path_factory):
         patch.setenv("INTERP_PIPELINE_OUTPUTS", str(outputs))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         cfg = compose([f"pipeline={pipeline}", "++expect={sae.eval/l0: {max: -1}}"])
-        status = run_experiment(cfg, Invocation("view_test", outputs / "run", overrides=OVERRIDES))
+        status = launch(cfg, Invocation("view_test", outputs / "run", overrides=OVERRIDES)).status
         # Logging the models set MLflow's fluent URI for a moment, not the variable the next run would follow.
         assert "MLFLOW_TRACKING_URI" not in os.environ
     client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
