@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from interp_pipeline.editing.rome import Prompts
 from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.facts.world import RELATION_NAMES, RELATIONS, objects_of, subjects
-from interp_pipeline.tasks.facts import facts_task
+from interp_pipeline.facts.task import facts_task
 
 if TYPE_CHECKING:
     from interp_pipeline.editing.config import RomeConfig

@@ -150,7 +150,7 @@ def select(facts: Mapping[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
 
 
 def toy_records(task: Any, split: str, n_prompts: int | None, seed: int) -> list[FactRecord]:
-    """The toy world's prompts (``task``: the facts task, interp_pipeline.tasks.facts): all, the ``"train"``
+    """The toy world's prompts (``task``: the facts task, interp_pipeline.facts.task): all, the ``"train"``
     or ``"heldout"`` ones, or a sample of ``n_prompts`` drawn with ``seed`` (in the world's order)."""
     import random
 

@@ -1,4 +1,4 @@
-"""A synthetic world of facts for the toy factual-recall task (interp_pipeline.tasks.facts).
+"""A synthetic world of facts for the toy factual-recall task (interp_pipeline.facts.task).
 
 Subjects are made-up names of 1-3 word pieces ("Vor", "Ka Lin", "Ta Mo Rek"): pieces are
 shared between subjects, so a subject is only identified by its last piece *in context*,

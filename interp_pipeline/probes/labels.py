@@ -93,7 +93,7 @@ def answers_at_end(pairs: Mapping[str, Tensor], tracker: Tracker) -> dict[str, A
 def fact_grid(task: Mapping[str, Any]) -> tuple[int, int]:
     """The toy facts world's labels grid: every prompt, [BOS] + its longest prompt's words."""
     from interp_pipeline.facts.world import longest_prompt_words
-    from interp_pipeline.tasks.facts import facts_task
+    from interp_pipeline.facts.task import facts_task
 
     return len(facts_task(task).prompts()), longest_prompt_words() + 1
 
@@ -106,7 +106,7 @@ def fact_labels(model: Any, settings: FactLabelsConfig, tracker: Tracker) -> dic
 
     from interp_pipeline.facts.prompts import subject_last_token
     from interp_pipeline.facts.world import RELATION_NAMES, RELATIONS, objects_of
-    from interp_pipeline.tasks.facts import facts_task
+    from interp_pipeline.facts.task import facts_task
 
     made = facts_task(settings.task)
     objects = objects_of(made.n_subjects, made.seed)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def _check_toy_task(settings: ToyFactPromptsConfig) -> None:
-    from interp_pipeline.tasks.facts import facts_task
+    from interp_pipeline.facts.task import facts_task
 
     facts_task(settings.task)
 
@@ -29,7 +29,7 @@ def _check_toy_task(settings: ToyFactPromptsConfig) -> None:
 def _check_toy_shapes(settings: ToyFactPromptsConfig, inputs: Mapping[str, Any]) -> None:
     """Tokenize before the model trains: a tokenizer that cannot place a subject stops the run first."""
     from interp_pipeline.facts.prompts import toy_facts
-    from interp_pipeline.tasks.facts import facts_task
+    from interp_pipeline.facts.task import facts_task
 
     model = inputs.get("model")
     if model is not None and model.tokenizer is not None:
@@ -44,7 +44,7 @@ def toy_fact_prompts(model: HookedTransformer, settings: ToyFactPromptsConfig,
     so the world is the same): every prompt, or the ``"train"`` or ``"heldout"`` ones, or a
     seeded sample of ``n_prompts`` of them, tokenized with the model's tokenizer."""
     from interp_pipeline.facts.prompts import toy_prompt_set
-    from interp_pipeline.tasks.facts import facts_task
+    from interp_pipeline.facts.task import facts_task
 
     return toy_prompt_set(model, facts_task(settings.task), settings, tracker)
 

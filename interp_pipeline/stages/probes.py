@@ -78,7 +78,7 @@ def answer_labels(pairs: Mapping[str, Tensor], tracker: Tracker = NULL_TRACKER) 
 
 
 def _check_fact_task(settings: FactLabelsConfig) -> None:
-    from interp_pipeline.tasks.facts import facts_task
+    from interp_pipeline.facts.task import facts_task
 
     facts_task(settings.task)
 

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from interp_pipeline.common.errors import ConfigError  # noqa: E402
-from interp_pipeline.stages.inspect import inspect_model  # noqa: E402
+from interp_pipeline.stages.inspect_model import inspect_model  # noqa: E402
 from interp_pipeline.stages.logit_lens import logit_lens  # noqa: E402
 from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E402
 from tests.support.models import tiny_model_and_tokens  # noqa: E402

@@ -1,4 +1,4 @@
-"""The toy factual-recall world (facts/world.py, tasks/facts.py) and its tokenized prompt set
+"""The toy factual-recall world (facts/world.py, facts/task.py) and its tokenized prompt set
 (facts/prompts.py): subjects, held-out templates, subject spans through tokenizer offsets."""
 
 from __future__ import annotations
