@@ -5,14 +5,19 @@ The MLP of block ``layer`` is read as a linear associative memory: its output we
 activation after the non-linearity, ``blocks.L.mlp.hook_post``) to a value. ROME inserts one new
 association k* -> v* with the least disturbance of the keys' second moment C = E[k k^T]:
 
-    W' = W + (C^-1 k*) (v* - k* W)^T / (k*^T C^-1 k*)
+    W' = W + (C^-1 k*) (v* - k W)^T / (k^T C^-1 k*)
 
-so that k* W' = v* exactly, and any key x with x . C^-1 k* = 0 maps as before. k* is the key at the
+so that k W' = v* exactly, and any key x with x . C^-1 k* = 0 maps as before. k* is the key at the
 subject's last token, averaged over several prefixes (the relation's templates put different text
-before the subject); v* = k* W + delta, with delta the vector that, added to the MLP's output at the
-subject's last token, makes the model say the new object (optimised with a KL term that keeps the
-subject's other facts, and a weight decay). Written here because neither TransformerLens nor SAELens
-ships ROME, and the reference code (kmeng01/rome) is tied to Hugging Face GPT modules.
+before the subject): it sets the update's direction. k is the key at the subject's last token of the
+rewrite prompt itself, and v* = k W + delta, with delta the vector that, added to the MLP's output at
+that token, makes the model say the new object (optimised with a KL term that keeps the subject's
+other facts, and a weight decay). As in the reference code (compute_v: (target - cur_output) /
+(cur_input . left_vector)), the update is scaled at k, the key delta was optimised at, not at k*: the
+rewrite prompt's output then moves by delta exactly. Scaled at k* it moved by delta x (k . C^-1 k*) /
+(k*^T C^-1 k*), a factor of 0.72-1.20 on the toy facts edits; at 0.80 an edit whose delta gave the new
+object 0.92 was left at 0.46, below the true one. Written here because neither TransformerLens nor
+SAELens ships ROME, and the reference code (kmeng01/rome) is tied to Hugging Face GPT modules.
 """
 
 from __future__ import annotations
@@ -136,14 +141,16 @@ def optimise_delta(model: Any, layer: int, rewrite: Prompts, target: int, essenc
                                            "delta_norm_ratio": float(delta.detach().norm() / value_norm)}
 
 
-def rank_one_update(weight: torch.Tensor, covariance: torch.Tensor, key: torch.Tensor,
-                    value: torch.Tensor) -> torch.Tensor:
-    """ROME's closed form in TransformerLens's layout (out = k @ W): the W' with k* W' = v* that leaves
-    every key orthogonal to C^-1 k* where it was. Computed in float64, returned in ``weight``'s dtype."""
+def rank_one_update(weight: torch.Tensor, covariance: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    at: torch.Tensor | None = None) -> torch.Tensor:
+    """ROME's closed form in TransformerLens's layout (out = k @ W): the W' with ``at`` W' = v* (``at``: the
+    key the value was found for, default k*) that changes W only along C^-1 k*, leaving every key orthogonal
+    to it where it was. Computed in float64, returned in ``weight``'s dtype."""
     w = weight.detach().double().cpu()
+    at = (key if at is None else at).double()
     left = torch.linalg.solve(covariance.double(), key.double())  # C^-1 k*
-    residual = value.double() - key.double() @ w
-    return (w + torch.outer(left, residual) / (left @ key.double())).to(weight.dtype)
+    residual = value.double() - at @ w
+    return (w + torch.outer(left, residual) / (left @ at)).to(weight.dtype)
 
 
 def edited_copy(model: Any, layer: int, new_weight: torch.Tensor) -> Any:
@@ -158,19 +165,21 @@ def edited_copy(model: Any, layer: int, new_weight: torch.Tensor) -> Any:
 @dataclass
 class Edit:
     weight: torch.Tensor
-    key: torch.Tensor
-    value: torch.Tensor
+    key: torch.Tensor  # k*: averaged over the key prompts' prefixes; the update is along C^-1 k*
+    rewrite_key: torch.Tensor  # k: the rewrite prompt's, where delta was optimised; k W' = value
+    value: torch.Tensor  # v* = k W + delta
     info: dict[str, float]
 
 
 def rome_edit(model: Any, layer: int, covariance: torch.Tensor, rewrite: Prompts, target: int,
               essence: Prompts | None = None, key_prompts: Prompts | None = None, **optimise: Any) -> Edit:
-    """k*, v* and the updated W_out of one edit (the model is not changed; see :func:`edited_copy`)."""
+    """k*, k, v* and the updated W_out of one edit (the model is not changed; see :func:`edited_copy`)."""
     key = subject_key(model, layer, key_prompts if key_prompts is not None else rewrite)
+    at = subject_key(model, layer, rewrite)
     delta, info = optimise_delta(model, layer, rewrite, target, essence, **optimise)
     weight = model.blocks[layer].mlp.W_out
-    value = key @ weight.detach().double().cpu() + delta
-    return Edit(rank_one_update(weight, covariance, key, value), key, value, info)
+    value = at @ weight.detach().double().cpu() + delta
+    return Edit(rank_one_update(weight, covariance, key, value, at=at), key, at, value, info)
 
 
 def top1(model: Any, prompts: Prompts) -> torch.Tensor:

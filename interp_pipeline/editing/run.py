@@ -38,8 +38,8 @@ def edit_facts(model: Any, tokens: Tensor, tracing: Mapping[str, Any] | None, se
                tracker: Tracker) -> dict[str, Any]:
     """Every requested edit (``requests``, then ``n_random_requests`` drawn with ``seed``), each alone on a
     copy of ``model``, at ``layer`` (or the one ``tracing`` picks); logs the metrics per edit
-    (``editN/...``) and their means. Returns the first edit's model and its ``edit`` (k*, v*, C^-1 k*,
-    the new W_out)."""
+    (``editN/...``) and their means. Returns the first edit's model and its ``edit`` (k*, the rewrite
+    prompt's key k, v* = k W', C^-1 k*, the new W_out)."""
     import torch
 
     from interp_pipeline.editing.evaluate import edit_metrics
@@ -73,7 +73,8 @@ def edit_facts(model: Any, tokens: Tensor, tracing: Mapping[str, Any] | None, se
             totals[name] = totals.get(name, 0.0) + value
         if first is None:
             left = torch.linalg.solve(covariance, edit.key)
-            first = (edited, {"key": edit.key.float(), "value": edit.value.float(), "left": left.float(),
+            first = (edited, {"key": edit.key.float(), "rewrite_key": edit.rewrite_key.float(),
+                              "value": edit.value.float(), "left": left.float(),
                               "W_out": edit.weight.detach().float().cpu()})
         else:
             del edited

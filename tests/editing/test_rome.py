@@ -32,6 +32,26 @@ def test_rank_one_update_closed_form():
     assert (others @ torch.outer(key, value - key @ weight)).abs().max() > 1e-3
 
 
+def test_rank_one_update_at_the_rewrite_key():
+    """ROME's reference (compute_v): the update is along C^-1 k* (k* averaged over prefixes) but scaled at the
+    rewrite prompt's own key k, so that k W' = v* exactly and the rewrite prompt's output moves by delta."""
+    generator = torch.Generator().manual_seed(0)
+    d_mlp, d_model = 24, 10
+    weight = torch.randn(d_mlp, d_model, generator=generator, dtype=torch.float64)
+    keys = torch.randn(200, d_mlp, generator=generator, dtype=torch.float64) * torch.linspace(0.2, 3, d_mlp)
+    covariance = keys.T @ keys / 200
+    key = torch.randn(d_mlp, generator=generator, dtype=torch.float64)  # k*
+    at = key + 0.5 * torch.randn(d_mlp, generator=generator, dtype=torch.float64)  # k: another prefix
+    delta = torch.randn(d_model, generator=generator, dtype=torch.float64)
+    new = rank_one_update(weight, covariance, key, at @ weight + delta, at=at)
+    torch.testing.assert_close(at @ new, at @ weight + delta, atol=1e-10, rtol=1e-10)
+    left = torch.linalg.solve(covariance, key)
+    torch.testing.assert_close(new - weight, torch.outer(left, delta / (left @ at)))
+    # scaled at k* instead, k's output would move by delta x (k . C^-1 k*) / (k* . C^-1 k*), not delta
+    at_key = rank_one_update(weight, covariance, key, key @ weight + delta)
+    torch.testing.assert_close(at @ at_key - at @ weight, delta * (at @ left) / (key @ left))
+
+
 @pytest.fixture(scope="module")
 def model():
     from tests.support.models import tiny_model
@@ -49,17 +69,24 @@ def test_edit_on_a_tiny_model_sets_the_key_value_and_leaves_the_original(model):
     before = {name: p.clone() for name, p in model.state_dict().items()}
     original_top1 = top1(model, rewrite)
     target = int((original_top1[0] + 1) % 50)
-    edit = rome_edit(model, 0, covariance, rewrite, target, steps=60, lr=0.5, kl_weight=0.0625, weight_decay=0.5, seed=0)
+    # k* over more prefixes than the rewrite prompts have: the update is along C^-1 k*, exact at their key
+    key_prompts = Prompts.of([[3, 7, 9, 11], [5, 8, 2, 9, 11], [12, 9, 11], [4, 4, 6, 9, 11]],
+                             subject_last=[3, 4, 2, 4])
+    edit = rome_edit(model, 0, covariance, rewrite, target, key_prompts=key_prompts, steps=60, lr=0.5,
+                     kl_weight=0.0625, weight_decay=0.5, seed=0)
+    assert not torch.allclose(edit.key, edit.rewrite_key)
     edited = edited_copy(model, 0, edit.weight)
     # the original model is untouched: every parameter bit for bit, and its predictions
     for name, p in model.state_dict().items():
         assert torch.equal(p, before[name]), name
     assert torch.equal(top1(model, rewrite), original_top1)
-    # the edited copy maps k* to v* and only W_out of block 0 differs
-    torch.testing.assert_close(edit.key.float() @ edited.blocks[0].mlp.W_out, edit.value.float(), atol=1e-4, rtol=1e-4)
+    # the edited copy maps the rewrite prompts' key to v* and only W_out of block 0 differs
+    torch.testing.assert_close(edit.rewrite_key.float() @ edited.blocks[0].mlp.W_out, edit.value.float(), atol=1e-4,
+                               rtol=1e-4)
     changed = [n for n, p in edited.state_dict().items() if not torch.equal(p, before[n])]
     assert changed == ["blocks.0.mlp.W_out"]
-    assert edit.key.shape == subject_key(model, 0, rewrite).shape == (64,)
+    torch.testing.assert_close(edit.key, subject_key(model, 0, key_prompts))
+    torch.testing.assert_close(edit.rewrite_key, subject_key(model, 0, rewrite))
     # and says the new object
     assert top1(edited, rewrite).tolist() == [target, target]
 
