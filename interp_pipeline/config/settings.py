@@ -27,21 +27,24 @@ from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 ROOT_DEFAULTS: dict[str, Any] = {"seed": 0}
 
 
-def settings_object(schema: type, given: Mapping[str, Any]) -> Any:
-    """``given`` resolved as :func:`settings_of` does, as an instance of ``schema`` (nested groups too)."""
+def settings_object(schema: type, given: Any) -> Any:
+    """``given`` (a mapping, or an instance of ``schema`` made by hand) resolved and checked as
+    :func:`settings_of` does, as an instance of ``schema`` (nested groups too)."""
     if isinstance(given, schema):
-        return given
+        given = dataclasses.asdict(given)  # a dataclass checks nothing itself: TMSConfig(steps=-1) is refused here
     values = settings_of(schema, given)
     node = OmegaConf.structured(schema)
     node.merge_with(values)
     return OmegaConf.to_object(node)
 
 
-def settings_of(schema: type, given: Mapping[str, Any]) -> dict[str, Any]:
+def settings_of(schema: type, given: Mapping[str, Any], *, root: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``given`` over ``schema``'s defaults, as a plain dict.
 
-    Raises ConfigError, keyed relative to the group (``lr``, ``matryoshka_widths[1]``), for
-    an unknown key (with a did-you-mean), a value of the wrong type, or one out of range.
+    ``root`` holds the experiment's values of ROOT_DEFAULTS' keys (its ``seed``), which a schema's
+    interpolated defaults (``seed: ${seed}``) take; without it they take ROOT_DEFAULTS' (a plain
+    Python call). Raises ConfigError, keyed relative to the group (``lr``, ``matryoshka_widths[1]``),
+    for an unknown key (with a did-you-mean), a value of the wrong type, or one out of range.
     """
     names = [f.name for f in dataclasses.fields(schema)]
     for key in given:
@@ -49,7 +52,8 @@ def settings_of(schema: type, given: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(str(key), f"expected a setting of {schema.__name__} ({one_of(names)}), found '{key}'",
                               suggestion=did_you_mean(str(key), names))
     node = OmegaConf.structured(schema)
-    node.merge_with(_plain_defaults(schema))
+    values = {**ROOT_DEFAULTS, **{key: root[key] for key in ROOT_DEFAULTS if root is not None and key in root}}
+    node.merge_with(_plain_defaults(schema, tuple(sorted(values.items()))))
     try:
         node.merge_with(dict(given))
     except OmegaConfBaseException as error:
@@ -67,10 +71,11 @@ def settings_of(schema: type, given: Mapping[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def _plain_defaults(schema: type) -> dict[str, Any]:
-    """The schema's defaults with interpolations (``seed: ${seed}``) resolved as a config composed
-    with no overrides resolves them: a notebook call has no experiment config to read them from."""
-    root = OmegaConf.create(ROOT_DEFAULTS)
+def _plain_defaults(schema: type, root_values: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """The schema's defaults with interpolations (``seed: ${seed}``) resolved against ``root_values``:
+    a stage's params from a data group (``data.params``) are not composed with its schema, and a
+    notebook call has no experiment config at all, so neither has a ``${seed}`` of its own to read."""
+    root = OmegaConf.create(dict(root_values))
     root["settings"] = OmegaConf.structured(schema)
     resolved = OmegaConf.to_container(root["settings"], resolve=True, throw_on_missing=False)
     assert isinstance(resolved, dict)

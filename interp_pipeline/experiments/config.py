@@ -1,8 +1,10 @@
-"""Schemas for every config group, so Hydra rejects unknown keys and wrong types at compose time.
+"""The experiment's schema, so Hydra rejects unknown keys and wrong types at compose time.
 
-Each group of ``conf/`` has one dataclass here; the top-level :class:`ExperimentConfig`
-ties them together and is registered as ``config_schema``, which ``conf/config.yaml``
-names first in its defaults list. Groups a pipeline does not use stay ``None``.
+Each config group's dataclass lives next to the code that reads it (patching/config.py,
+tracing/config.py, ...); this module holds only the run-level ones (paths, runner, tracking,
+expect, sweep) and assembles them all into :class:`ExperimentConfig`, registered as
+``config_schema``, which ``conf/config.yaml`` names first in its defaults list. Groups a
+pipeline does not use stay ``None``.
 """
 
 from __future__ import annotations

@@ -53,18 +53,18 @@ class StageDef:
     # Bump when the function's results change for the same parameters, so old
     # cache entries stop matching.
     version: int = 1
-    # Called with the stage's params before any stage runs (pre-flight); raises
+    # Called with the stage's resolved settings before any stage runs (pre-flight); raises
     # ConfigError with a key relative to the params, e.g. "cfg.n_layers".
-    preflight: Callable[[dict[str, Any]], None] | None = None
+    preflight: Callable[[Any], None] | None = None
     # Pre-flight against the inputs' shapes (interp_pipeline.pipeline.preflight):
     # check_shapes(settings, input_shapes) raises ConfigError; shape(settings, input_shapes)
     # says what the output will look like (a ModelShape, TokensShape, ...) without running.
     # Every callable here takes the resolved settings object (``config``'s instance).
-    check_shapes: Callable[[dict[str, Any], Mapping[str, Any]], None] | None = None
-    shape: Callable[[dict[str, Any], Mapping[str, Any]], Any] | None = None
-    # The metric names the stage can log (glob patterns), or a function of its params that
+    check_shapes: Callable[[Any, Mapping[str, Any]], None] | None = None
+    shape: Callable[[Any, Mapping[str, Any]], Any] | None = None
+    # The metric names the stage can log (glob patterns), or a function of its settings that
     # gives them, so expect: keys are checked before the run. None: undeclared, not checked.
-    metrics: tuple[str, ...] | Callable[[dict[str, Any]], Iterable[str]] | None = None
+    metrics: tuple[str, ...] | Callable[[Any], Iterable[str]] | None = None
     # Metric names (glob patterns) for the one-line summary after the stage; default: the first few.
     summary: tuple[str, ...] = ()
     # Params that split the work without changing the result (a shard's index): left out
@@ -127,12 +127,12 @@ def stage(
     config: type | None = None,
     cache: bool | Callable[[dict[str, Any]], bool] = True,
     version: int = 1,
-    preflight: Callable[[dict[str, Any]], None] | None = None,
+    preflight: Callable[[Any], None] | None = None,
     summary: Iterable[str] = (),
     key_exclude: Iterable[str] = (),
-    check_shapes: Callable[[dict[str, Any], Mapping[str, Any]], None] | None = None,
-    shape: Callable[[dict[str, Any], Mapping[str, Any]], Any] | None = None,
-    metrics: Iterable[str] | Callable[[dict[str, Any]], Iterable[str]] | None = None,
+    check_shapes: Callable[[Any, Mapping[str, Any]], None] | None = None,
+    shape: Callable[[Any, Mapping[str, Any]], Any] | None = None,
+    metrics: Iterable[str] | Callable[[Any], Iterable[str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as a stage. A one-output stage returns the value itself;
     a several-output stage returns a mapping with exactly those keys.

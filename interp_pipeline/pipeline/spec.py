@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from interp_pipeline.config.settings import settings_of
+from interp_pipeline.config.settings import ROOT_DEFAULTS, settings_of
 from interp_pipeline.common.errors import ConfigError, did_you_mean, one_of
 from interp_pipeline.common.paths import pipelines_dir
 from interp_pipeline.pipeline.registry import StageDef, registered_stages
@@ -106,7 +106,8 @@ def load_pipeline(cfg: DictConfig) -> PipelineSpec:
         key = getattr(error, "full_key", "") or "stages"
         raise ConfigError(f"{label}: {key.replace('__pipeline__', 'stages')}", str(error).splitlines()[0]) from error
     _require_selected_groups(stages, origins, label)
-    return parse_stages(stages, name=path.stem, label=label, origins=origins)
+    root = {key: cfg[key] for key in ROOT_DEFAULTS if key in cfg}
+    return parse_stages(stages, name=path.stem, label=label, origins=origins, root=root)
 
 
 def _require_selected_groups(stages: Any, origins: list[dict[str, str]], label: str) -> None:
@@ -134,9 +135,11 @@ def _origins(entry: Any) -> dict[str, str]:
 
 
 def parse_stages(
-    stages: Any, *, name: str, label: str, origins: list[dict[str, str]] | None = None
+    stages: Any, *, name: str, label: str, origins: list[dict[str, str]] | None = None,
+    root: Mapping[str, Any] | None = None,
 ) -> PipelineSpec:
-    """Validate a plain list of stage mappings and order it; see the module docstring."""
+    """Validate a plain list of stage mappings and order it; see the module docstring. ``root``: the
+    experiment's seed (ROOT_DEFAULTS' keys), for the schemas' ``${seed}`` defaults."""
     if not isinstance(stages, list) or not stages:
         raise ConfigError(f"{label}: stages", f"expected a non-empty list, found {stages!r}")
     known = registered_stages()
@@ -170,7 +173,8 @@ def parse_stages(
 
     specs = {}
     for (stage_name, (key, entry)), origin in zip(entries.items(), origins):
-        specs[stage_name] = _parse_stage(stage_name, key, entry, entries, known, origin.get("params", f"{key}.params"))
+        specs[stage_name] = _parse_stage(stage_name, key, entry, entries, known, origin.get("params", f"{key}.params"),
+                                         root)
     order = _execution_order(specs, label)
     return PipelineSpec(name=name, source=label, stages=tuple(specs[n] for n in order))
 
@@ -182,6 +186,7 @@ def _parse_stage(
     entries: Mapping[str, tuple[str, Mapping[str, Any]]],
     known: Mapping[str, StageDef],
     params_key: str,
+    root: Mapping[str, Any] | None = None,
 ) -> StageSpec:
     definition = known[entry["fn"]]
     raw_inputs = entry.get("inputs") or {}
@@ -221,16 +226,17 @@ def _parse_stage(
         inputs[str(arg)] = InputRef(producer, output)
 
     _check_signature(definition, key, inputs, params, params_key)
-    return StageSpec(stage_name, definition, inputs, _resolved(definition, params, params_key), params_key)
+    return StageSpec(stage_name, definition, inputs, _resolved(definition, params, params_key, root), params_key)
 
 
-def _resolved(definition: StageDef, params: Mapping[str, Any], params_key: str) -> dict[str, Any]:
+def _resolved(definition: StageDef, params: Mapping[str, Any], params_key: str,
+              root: Mapping[str, Any] | None) -> dict[str, Any]:
     """The stage's complete settings (its schema's defaults filled in, checked), as the plain mapping the cache
     key, MLflow's params and the stage call are made from: a default is part of what a result was computed with."""
     if definition.config is None:
         return dict(params)
     try:
-        return settings_of(definition.config, params)
+        return settings_of(definition.config, params, root=root)
     except ConfigError as error:
         raise error.under(params_key) from None
 

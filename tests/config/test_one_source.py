@@ -100,3 +100,22 @@ def test_train_tms_from_python_and_from_the_command_line_train_the_same_steps(ou
     train_tms()  # what a notebook calls: the stage's own code path, up to the training itself
     assert seen == [from_cli]
     assert from_cli.steps == 2000 and from_cli.batch_size_samples == 256
+
+
+def test_a_data_stages_seed_default_is_the_experiments_seed(outputs):
+    """A data group's params reach their stage untyped (DataConfig.params), so the schema's ``${seed}`` is
+    resolved against the experiment's seed by the pipeline spec, not against a plain call's 0."""
+    spec = {s.name: s for s in prepare(compose(["+experiment=smoke", "seed=3", "~data.params.seed"])).spec.stages}
+    assert spec["tokens"].params["seed"] == 3
+    assert STAGES["random_tokens"].settings({"n_sequences": 2, "seq_len": 4}).seed == 0  # a plain call's
+
+
+def test_a_settings_object_made_by_hand_is_checked_like_keyword_settings():
+    from interp_pipeline.common.errors import ConfigError
+    from interp_pipeline.stages.tms import train_tms
+    from interp_pipeline.superposition.config import TMSConfig
+
+    with pytest.raises(ConfigError, match=r"^steps: expected an integer >= 1, found -1"):
+        train_tms(settings=TMSConfig(steps=-1))
+    with pytest.raises(ConfigError, match=r"^stepz: expected a setting of TMSConfig .*did you mean 'steps'"):
+        train_tms(stepz=10)
