@@ -31,7 +31,10 @@ def settings_object(schema: type, given: Any) -> Any:
     """``given`` (a mapping, or an instance of ``schema`` made by hand) resolved and checked as
     :func:`settings_of` does, as an instance of ``schema`` (nested groups too)."""
     if isinstance(given, schema):
-        given = dataclasses.asdict(given)  # a dataclass checks nothing itself: TMSConfig(steps=-1) is refused here
+        # A dataclass checks nothing itself (TMSConfig(steps=-1) is refused here); a field it left at an
+        # interpolated default ("${seed}") takes that default as a plain call does.
+        given = {key: value for key, value in dataclasses.asdict(given).items()
+                 if not (isinstance(value, str) and value.startswith("${"))}
     values = settings_of(schema, given)
     node = OmegaConf.structured(schema)
     node.merge_with(values)

@@ -174,8 +174,8 @@ def _bind_settings(stage_name: str, fn: Callable[..., Any], config: type) -> Cal
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        given = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
         settings = kwargs.pop(SETTINGS_PARAM, None)
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k not in own}
         if settings is not None and given:
             raise TypeError(f"{stage_name}() takes settings= or keyword settings, not both ({', '.join(given)})")
         return fn(*args, settings=settings_object(config, settings if settings is not None else given), **kwargs)
