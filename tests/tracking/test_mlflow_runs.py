@@ -70,7 +70,7 @@ def test_parent_and_nested_stage_runs_with_params_tags_metrics_artifacts(outputs
         assert child.info.status == "FINISHED" and child.data.tags["cached"] == "false"
         assert parent.data.tags[f"cache_key.{child.data.tags['stage']}"] == child.data.tags["cache_key"]
     scaled = by_stage["scaled"]
-    assert scaled.data.params["factor"] == "2"
+    assert scaled.data.params["factor"] == "2.0"  # the resolved setting: ScaleConfig.factor is a float
     history = client.get_metric_history(scaled.info.run_id, "value")
     assert [(m.step, m.value) for m in history] == [(0, 0.0), (1, 2.0), (2, 4.0)]
     assert artifact_paths(client, scaled.info.run_id) == {"scaled_summary.json", "outputs/scaled.json"}
