@@ -1,0 +1,1 @@
+"""circuits: placeholder package (see the issue that builds it)."""

@@ -1,0 +1,1 @@
+"""steering: placeholder package (see the issue that builds it)."""

@@ -1,0 +1,1 @@
+"""transcoders: placeholder package (see the issue that builds it)."""
