@@ -8,6 +8,7 @@ choices cannot say (a position option, the shard, a store URL) is checked here, 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from interp_pipeline.activations.model_forward import (
     stop_at_layer_for,
     weights_fingerprint,
 )
+from interp_pipeline.common.distributed import SINGLE, Ranks, current, world_size_from_env
 from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.common.progress import progress
 from interp_pipeline.pipeline.shapes import StoreShape
@@ -87,6 +89,11 @@ def check_cache_shapes(settings: CacheConfig, inputs: Mapping[str, Any]) -> None
         model.token_width(f"hooks[{index}]", hook)
     if tokens is not None and tokens.seq_len is not None:
         model.check_fits_context("inputs.tokens", tokens.seq_len)
+    world = world_size_from_env()
+    if world > 1 and settings.num_shards == 1 and tokens is not None and tokens.n_sequences is not None \
+            and tokens.n_sequences < world:
+        raise ConfigError("inputs.tokens", f"expected at least one sequence per rank ({world} ranks write one "
+                                           f"shard each), found {tokens.n_sequences}; start fewer ranks")
 
 
 def store_shape(settings: CacheConfig, inputs: Mapping[str, Any]) -> StoreShape | None:
@@ -116,7 +123,11 @@ def cache_to_store(model: Any, tokens: Tensor, settings: CacheConfig, *, stage_d
     check_cache_settings(settings)  # called from a notebook, the runner's pre-flight has not run
     url = settings.store or str(Path(stage_dir or ".") / "activations.zarr")
     tracker.set_tags({"store_uri": url})
-    written = write_store(model, tokens, url, settings, cache_key=cache_key)
+    ranks = current()
+    if ranks.spread and settings.num_shards == 1:
+        # torchrun: rank r writes shard r of world_size; the store is one process's, chunk for chunk.
+        settings = dataclasses.replace(settings, shard_index=ranks.rank, num_shards=ranks.world_size)
+    written = write_store(model, tokens, url, settings, cache_key=cache_key, ranks=ranks)
     tracker.log_metrics(written.metrics)
     return {"store_uri": url, "n_rows": written.n_rows, "hooks": list(settings.hooks), "complete": written.complete}
 
@@ -130,7 +141,7 @@ def _stored(values: Tensor, dtype: str) -> np.ndarray:
 
 
 def write_store(model: Any, tokens: Tensor, url: str, settings: CacheConfig, *,
-                cache_key: str | None = None) -> WrittenStore:
+                cache_key: str | None = None, ranks: Ranks = SINGLE) -> WrittenStore:
     """Write (or resume) this shard's chunks of the store at ``url``; see the stage's docstring for the options."""
     import torch
 
@@ -197,6 +208,8 @@ def write_store(model: Any, tokens: Tensor, url: str, settings: CacheConfig, *,
 
     started = time.perf_counter()
     written = write_chunks(group, plan, token_ids, todo, activations_of_batch, on_rows=bar.update)
+    if ranks.spread:  # the other ranks' shards too: then the store is complete for every rank
+        written = sum(ranks.gather(written))
     elapsed = time.perf_counter() - started
     bar.close()
     complete = mark_complete_if_done(group)

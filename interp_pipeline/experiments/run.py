@@ -35,6 +35,7 @@ from interp_pipeline.common.paths import project_root
 from interp_pipeline.pipeline.registry import load_stage_modules
 from interp_pipeline.pipeline.preflight import run_preflight
 from interp_pipeline.pipeline.spec import PipelineSpec, load_pipeline
+from interp_pipeline.runner.ranked import RankedRunner, join_ranks, run_other_rank
 from interp_pipeline.runner.runner import CACHED, COMPUTED, PipelineRunner, StageOutcome, flatten
 from interp_pipeline.runner.stage_cache import StageCache
 from interp_pipeline.sweeps.objective import validate_sweep
@@ -200,15 +201,17 @@ def run_job(cfg: DictConfig, invocation: Invocation) -> JobResult:
     """One experiment: its exit status, the metrics a sweep's objective and summary read, its MLflow
     run. Raises what fails outside the stages (:func:`launch` turns that into a status)."""
     try:
+        ranks = join_ranks(cfg)  # torchrun: every rank composed the same config, or none goes on
         prepared = prepare(cfg)
-        runner = PipelineRunner(
+        runner = (RankedRunner if ranks.spread else PipelineRunner)(
             prepared.spec,
             StageCache(cfg.runner.cache_dir),
             force=cfg.runner.force,
             from_stage=cfg.runner.from_stage,
+            **({"ranks": ranks} if ranks.spread else {}),
         )
         shapes = run_preflight(runner.stages_to_compute(), prepared.spec.stages)
-        if cfg.tracking.enabled:
+        if cfg.tracking.enabled and ranks.is_main:
             from interp_pipeline.tracking.mlflow_tracking import check_reachable, resolve_tracking_uri
 
             check_reachable(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs))
@@ -217,6 +220,10 @@ def run_job(cfg: DictConfig, invocation: Invocation) -> JobResult:
         log.error("error: %s", with_offline_suggestion(error, cfg, invocation.experiment))
         return JobResult(EXIT_CONFIG)
     _set_threads(cfg, invocation, prepared, shapes)
+    if not ranks.is_main:  # its share of the ranked stages; rank 0 logs, stores and checks expect:
+        invocation.output_dir = invocation.output_dir / f"rank{ranks.rank}"
+        invocation.output_dir.mkdir(parents=True, exist_ok=True)
+        return JobResult(run_other_rank(runner, lambda name: prepared.spec.stage(name).params_key))
 
     tracking, experiment_id = _open_tracking(cfg, invocation)
     parent: RunLogger = NullRun()

@@ -70,6 +70,9 @@ class StageDef:
     # Params that split the work without changing the result (a shard's index): left out
     # of the cache key, so every shard shares one key and one stage_dir.
     key_exclude: tuple[str, ...] = ()
+    # True: under torchrun every rank runs it together (data-parallel SAE training, caching in
+    # shards); rank 0 alone stores and logs its result (interp_pipeline.runner.ranked).
+    ranks: bool = False
 
     def metric_patterns(self, params: Mapping[str, Any]) -> tuple[str, ...] | None:
         if self.metrics is None:
@@ -133,6 +136,7 @@ def stage(
     check_shapes: Callable[[Any, Mapping[str, Any]], None] | None = None,
     shape: Callable[[Any, Mapping[str, Any]], Any] | None = None,
     metrics: Iterable[str] | Callable[[Any], Iterable[str]] | None = None,
+    ranks: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as a stage. A one-output stage returns the value itself;
     a several-output stage returns a mapping with exactly those keys.
@@ -152,7 +156,7 @@ def stage(
             stage_name, bound, tuple(outputs), config=config, cache=cache, version=version, preflight=preflight,
             check_shapes=check_shapes, shape=shape,
             metrics=metrics if metrics is None or callable(metrics) else tuple(metrics),
-            summary=tuple(summary), key_exclude=tuple(key_exclude),
+            summary=tuple(summary), key_exclude=tuple(key_exclude), ranks=ranks,
         )
         if not definition.outputs:
             raise ValueError(f"stage {stage_name!r} declares no outputs")

@@ -260,18 +260,7 @@ class PipelineRunner:
                 scratch = tempfile.TemporaryDirectory(prefix=f"interp-{stage.name}-")
                 artifacts_dir = Path(scratch.name)
             tracker = RecordingTracker(run, artifacts_dir)
-            kwargs = {arg: self._input_value(ref.stage, ref.output) for arg, ref in stage.inputs.items()}
-            kwargs.update(stage.params)
-            if definition.wants_tracker:
-                kwargs[TRACKER_PARAM] = tracker
-            if definition.wants_workdir:
-                workdir = self.cache.workdir(definition.name, key)
-                kwargs[WORKDIR_PARAM] = workdir
-            if definition.wants_stage_dir:
-                kwargs[STAGE_DIR_PARAM] = self.cache.stage_dir(definition.name, key)
-            if CACHE_KEY_PARAM in definition.signature.parameters:
-                kwargs[CACHE_KEY_PARAM] = key
-            outputs = _as_outputs(definition.name, definition.outputs, definition.fn(**kwargs))
+            outputs = self._call(stage, tracker)
             for name, value in outputs.items():
                 self._values[(stage.name, name)] = value
                 path = None
@@ -288,7 +277,7 @@ class PipelineRunner:
                 pending = None
             self._log_datasets(stage, run)
             if definition.wants_workdir:
-                shutil.rmtree(workdir, ignore_errors=True)  # the stored result supersedes its checkpoints
+                shutil.rmtree(self.cache.workdir(definition.name, key), ignore_errors=True)  # the stored result supersedes its checkpoints
         except (KeyboardInterrupt, SystemExit) as interrupt:
             self._abandon(pending, run, "KILLED")
             raise interrupt
@@ -305,6 +294,21 @@ class PipelineRunner:
                 scratch.cleanup()
         run.end("FINISHED")
         return StageOutcome(stage.name, COMPUTED, key, time.perf_counter() - started, dict(tracker.last), run.run_id)
+
+    def _call(self, stage: StageSpec, tracker: RecordingTracker) -> dict[str, Any]:
+        """The stage's function called with its inputs, params and the injected parameters; its outputs by name."""
+        definition, key = stage.definition, self.keys[stage.name]
+        kwargs = {arg: self._input_value(ref.stage, ref.output) for arg, ref in stage.inputs.items()}
+        kwargs.update(stage.params)
+        if definition.wants_tracker:
+            kwargs[TRACKER_PARAM] = tracker
+        if definition.wants_workdir:
+            kwargs[WORKDIR_PARAM] = self.cache.workdir(definition.name, key)
+        if definition.wants_stage_dir:
+            kwargs[STAGE_DIR_PARAM] = self.cache.stage_dir(definition.name, key)
+        if CACHE_KEY_PARAM in definition.signature.parameters:
+            kwargs[CACHE_KEY_PARAM] = key
+        return _as_outputs(definition.name, definition.outputs, definition.fn(**kwargs))
 
     @staticmethod
     def _abandon(pending: PendingEntry | None, run: RunLogger, status: str) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from interp_pipeline.common.progress import progress
-from interp_pipeline.sae import checkpoints
+from interp_pipeline.sae import checkpoints, ranks
 from interp_pipeline.sae.trainer import (CountingBatches, flushed_denormals, restore_rng, rng_state,
                                          tracked_trainer_class)
 from interp_pipeline.tracking.base import Tracker
@@ -61,7 +61,8 @@ def tracked_multi_trainer_class() -> type:
             trainers = self.trainers.values()
             if all(t.last_logged_step == step for t in trainers):
                 bar.set_postfix(l0="/".join(f"{t.last_metrics['metrics/l0']:.1f}" for t in trainers), refresh=False)
-            if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps:
+            if (self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps
+                    and ranks.writes_checkpoints()):
                 weights = {f"{name}/{key}": value for name, trainer in self.trainers.items()
                            for key, value in trainer.sae.state_dict().items()}
                 state = {"saes": {name: trainer.own_state() for name, trainer in self.trainers.items()},
@@ -104,12 +105,13 @@ def train_many(saes: Mapping[str, Any], batches_from: Callable[[int], Iterator[A
     trainer = tracked_multi_trainer_class()(
         configs, saes, CountingBatches(_as_multi_hook(batches_from(0))), trackers=trackers, log_every=log_every,
         desc=desc, workdir=workdir, checkpoint_every=checkpoint_every, identity=identity or {})
-    found = checkpoints.latest(workdir) if workdir is not None else None
+    found = ranks.latest_checkpoint(workdir)
     if found is not None:
         checkpoints.check_identity(found, trainer.identity)
         trainer.restore(found, batches_from)
         for tracker in trackers.values():
             tracker.log_metrics({"resumed_from_step": float(found.step)})
-    with flushed_denormals(next(iter(configs.values())).device):
+    with (flushed_denormals(next(iter(configs.values())).device),
+          ranks.spread_over_ranks(trainer.trainers, resumed=found is not None)):
         trainer.fit()
     return trainer

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.common.progress import progress
-from interp_pipeline.sae import checkpoints
+from interp_pipeline.sae import checkpoints, ranks
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -69,12 +69,17 @@ class TrackedSteps:
         self.checkpoint_every = checkpoint_every if workdir is not None else 0
         self.identity = dict(identity or {})
         self.resumed_from_step = 0
+        self.data_parallel: Any = None  # with ranks: interp_pipeline.sae.ranks.DataParallel
 
     def step(self, batch: Any) -> Any:
         # Between logging steps only the loss is read afterwards. Dropping the rest now (latents,
         # reconstructions: batch x d_sae floats) matters when several SAEs train in lockstep:
         # MultiSAETrainer keeps every SAE's output until the last one has stepped.
+        if self.data_parallel is not None:
+            self.data_parallel.before_step(self)
         output = super().step(batch)
+        if self.data_parallel is not None:  # the global batch's statistics, sample count and loss
+            output = self.data_parallel.after_step(self, output, batch.shape[0])
         return output if self.is_logging_step() else LossOnly(output.loss.detach())
 
     def is_logging_step(self) -> bool:
@@ -87,8 +92,9 @@ class TrackedSteps:
         if self.last_logged_step == self.n_training_steps:
             bar.set_postfix(l0=f"{self.last_metrics['metrics/l0']:.1f}", loss=f"{loss:.4g}", refresh=False)
         step = self.n_training_steps
-        if self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps:
-            # The last step needs none: its result goes to the stage cache.
+        if (self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps
+                and ranks.writes_checkpoints()):
+            # The last step needs none: its result goes to the stage cache. Rank 0 alone writes them.
             checkpoints.save(self.workdir, step, loss, self.sae.state_dict(), self.state_for_checkpoint(),
                              self.identity)
 
@@ -104,6 +110,8 @@ class TrackedSteps:
         if step % self.log_every == 0 or step == self.cfg.total_training_steps:
             metrics = self.build_train_step_log_dict(output=step_output, n_training_samples=self.n_training_samples)
             numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            if self.data_parallel is not None:  # each rank's are of its share of the batch
+                numeric = self.data_parallel.mean_metrics(numeric)
             self.tracker.log_metrics(numeric, step=step)
             self.last_metrics = numeric
             self.last_logged_step = step
@@ -232,12 +240,12 @@ def train(sae: Any, batches_from: Callable[[int], Iterator[Any]], trainer_cfg: A
     trainer = tracked_trainer_class()(trainer_cfg, sae, CountingBatches(batches_from(0)), tracker=tracker,
                                       log_every=log_every, desc=desc, workdir=workdir,
                                       checkpoint_every=checkpoint_every, identity=identity)
-    found = checkpoints.latest(workdir) if workdir is not None else None
+    found = ranks.latest_checkpoint(workdir)
     if found is not None:
         checkpoints.check_identity(found, trainer.identity)
         trainer.restore(found, batches_from)
         tracker.log_metrics({"resumed_from_step": float(found.step)})
-    with flushed_denormals(trainer_cfg.device):
+    with flushed_denormals(trainer_cfg.device), ranks.spread_over_ranks({"": trainer}, resumed=found is not None):
         trainer.fit()
     return trainer
 

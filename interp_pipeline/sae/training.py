@@ -64,8 +64,21 @@ def trained_on(settings: SAEConfig, inputs: Mapping[str, Any]) -> tuple[str, int
     return hook, d_in
 
 
+def check_training(settings: SAEConfig) -> None:
+    """Pre-flight of the settings alone, and with ranks (torchrun) that they split over them."""
+    from interp_pipeline.sae.config import check_sae_params
+    from interp_pipeline.sae.ranks import check_ranks
+
+    check_sae_params(settings)
+    check_ranks(sae_settings(settings))
+
+
 def check_training_shapes(settings: SAEConfig, inputs: Mapping[str, Any]) -> None:
+    from interp_pipeline.sae.ranks import check_rows
+
     trained_on(settings, inputs)
+    store = inputs.get("store")
+    check_rows(getattr(store, "n_sequences", None))
 
 
 def training_shape(settings: SAEConfig, inputs: Mapping[str, Any]) -> Any:
@@ -92,11 +105,15 @@ def train_saes(settings: SAEConfig, *, store: Any = None, activations: Tensor | 
     """Train one SAE (or, with ``variants``, one per entry in one pass) on the one data input given;
     returns the inference SAE (or them by name). See the module doc."""
     from interp_pipeline.common.devices import resolve_device
+    from interp_pipeline.common.distributed import current
     from interp_pipeline.sae import trainer
+    from interp_pipeline.sae.ranks import rank_share
 
     params = sae_settings(settings)
-    source = _training_data(params, store=store, activations=activations, synthetic=synthetic, model=model,
-                            tokens=tokens)
+    ranks = current()
+    # Under torchrun each rank trains on its share of every global batch (interp_pipeline.sae.ranks).
+    source = rank_share(_training_data(params, store=store, activations=activations, synthetic=synthetic,
+                                       model=model, tokens=tokens), ranks)
     device = resolve_device(params["device"])
     identity = {**{key: value for key, value in params.items() if key not in _NOT_IN_CHECKPOINT_IDENTITY},
                 "d_in": source.d_in, "source": source.source, "train_rows": source.train_rows,
@@ -112,6 +129,8 @@ def train_saes(settings: SAEConfig, *, store: Any = None, activations: Tensor | 
     fitted = trainer.train(sae, source.batches_from, cfg, tracker=tracker, log_every=params["log_every"],
                            desc=f"training {params['architecture']} SAE", workdir=workdir,
                            checkpoint_every=params["checkpoint_every"], identity=identity)
+    if not ranks.is_main:  # rank 0 evaluates, logs and stores the SAE; this rank's copy is the same
+        return sae
     return _finish(sae, fitted, source, time.perf_counter() - started, device, tracker)[0]
 
 
@@ -137,6 +156,7 @@ def _training_data(params: Mapping[str, Any], **inputs: Any) -> TrainingData:
 def _train_in_one_pass(source: TrainingData, params: Mapping[str, Any], device: str, identity: Mapping[str, Any],
                        tracker: Tracker, workdir: Path | None) -> dict[str, Any]:
     """One SAE per ``variants`` entry, trained in one pass over the data; each logs to its own child run."""
+    from interp_pipeline.common.distributed import current
     from interp_pipeline.sae.multi import train_many
 
     named = resolve_variants(params)
@@ -152,6 +172,8 @@ def _train_in_one_pass(source: TrainingData, params: Mapping[str, Any], device: 
                             log_every=int(params["log_every"]), desc=f"training {len(named)} SAEs in one pass",
                             workdir=workdir, checkpoint_every=int(params["checkpoint_every"]), identity=identity)
         elapsed = time.perf_counter() - started
+        if not current().is_main:  # rank 0 evaluates, logs and stores the SAEs
+            return {name: sae for name, (sae, _) in built.items()}
         saes = {}
         for name, (sae, _) in built.items():
             saes[name], final = _finish(sae, fitted.trainers[name], source, elapsed, device, trackers[name])

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @stage("cache_activations", outputs=("store",), config=CacheConfig, preflight=check_cache_settings, version=1,
        check_shapes=check_cache_shapes, shape=store_shape,
        metrics=("tokens_written", "tokens_per_s", "bytes_on_disk", "compression_ratio", "chunks_done"),
-       cache=lambda params: params["num_shards"] == 1, key_exclude=("shard_index", "num_shards"),
+       cache=lambda params: params["num_shards"] == 1, key_exclude=("shard_index", "num_shards"), ranks=True,
        summary=("tokens_written", "tokens_per_s", "compression_ratio"))
 def cache_activations(
     model: Any,
@@ -39,7 +39,8 @@ def cache_activations(
     ``store`` is a local path or an fsspec URL; by default a directory kept beside
     this stage's cache entry. Running the same config again resumes an interrupted
     store; a store made by another model, hook set or dataset is refused. With
-    ``num_shards`` > 1, each process writes its own contiguous run of chunks.
+    ``num_shards`` > 1, each process writes its own contiguous run of chunks; under torchrun
+    each rank writes shard ``rank`` of ``world_size``.
     Returns {"store_uri", "n_rows", "hooks"}.
     """
     from interp_pipeline.activations.caching import cache_to_store

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.pipeline.registry import stage
-from interp_pipeline.sae.config import FeatureRecoveryConfig, SAEConfig, ToySuperpositionConfig, check_sae_params
+from interp_pipeline.sae.config import FeatureRecoveryConfig, SAEConfig, ToySuperpositionConfig
 from interp_pipeline.sae.toy import check_toy_settings
-from interp_pipeline.sae.training import check_training_shapes, training_shape
+from interp_pipeline.sae.training import check_training, check_training_shapes, training_shape
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -33,8 +33,9 @@ def _train_metrics(settings: SAEConfig) -> list[str]:
 
 
 # Version 2: settings an architecture does not read are None in the params (k for a standard SAE).
-@stage("train_sae", outputs=("sae",), config=SAEConfig, preflight=check_sae_params, check_shapes=check_training_shapes,
-       shape=training_shape, metrics=_train_metrics, version=2, key_exclude=("checkpoint_every",),
+# ranks: under torchrun every rank trains on its share of each batch; rank 0 stores and logs the SAE.
+@stage("train_sae", outputs=("sae",), config=SAEConfig, preflight=check_training, check_shapes=check_training_shapes,
+       shape=training_shape, metrics=_train_metrics, version=2, key_exclude=("checkpoint_every",), ranks=True,
        summary=("eval/explained_variance", "eval/l0", "eval/dead_latents", "steps_per_s",
                 "*/eval/explained_variance", "*/eval/l0"))
 def train_sae(

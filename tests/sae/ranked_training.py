@@ -1,0 +1,65 @@
+"""Under torchrun: train train_until_killed's SAE on each rank's share of its batches; rank 0 saves it.
+
+Used by test_ranks.py: ``torchrun --nproc-per-node 2 -m tests.sae.ranked_training OUT_DIR WORKDIR
+[--variants]``. Each rank writes its pid to ``OUT_DIR/rank<r>.pid`` (for the test to kill one),
+then trains with checkpoints in WORKDIR; rank 0 writes ``OUT_DIR/sae.safetensors`` and prints one
+JSON line (the step it resumed from, the steps trained). ``--variants`` then trains the one-pass
+pair VARIANTS too and writes ``OUT_DIR/<name>.safetensors``. STEP_SLEEP_S slows each batch drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from interp_pipeline.common.distributed import join
+from interp_pipeline.sae import trainer
+from interp_pipeline.tracking.base import NullRun, RecordingTracker
+from tests.sae.train_until_killed import run
+
+# A standard SAE with an L1 penalty and a TopK SAE with its auxiliary loss on dead latents, in one pass.
+VARIANTS = [{"name": "standard"}, {"name": "topk", "architecture": "topk", "k": 4, "l1_coefficient": None,
+                                   "l1_warm_up_steps": None}]
+
+
+def _save(sae: torch.nn.Module, path: Path) -> None:
+    save_file({k: v.detach().contiguous() for k, v in sae.state_dict().items()}, str(path))
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    out, workdir = Path(sys.argv[1]), sys.argv[2]
+    ranks = join({"argv": sys.argv[1:]})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"rank{ranks.rank}.pid").write_text(str(os.getpid()))
+    pause = float(os.environ.get("STEP_SLEEP_S", "0"))
+    if pause:
+        drawn = trainer.CountingBatches.__next__
+
+        def slow(self):
+            time.sleep(pause)
+            return drawn(self)
+
+        trainer.CountingBatches.__next__ = slow
+    tracker = RecordingTracker(NullRun(), out)
+    sae = run(workdir, tracker)
+    if ranks.is_main:
+        _save(sae, out / "sae.safetensors")
+    if "--variants" in sys.argv:
+        saes = run(None, variants=VARIANTS)
+        if ranks.is_main:
+            for name, one in saes.items():
+                _save(one, out / f"{name}.safetensors")
+    if ranks.is_main:
+        print(json.dumps({"resumed_from_step": tracker.last.get("resumed_from_step", 0.0),
+                          "steps": tracker.last.get("steps")}))
+
+
+if __name__ == "__main__":
+    main()
