@@ -15,8 +15,8 @@ DTYPES = ("float32", "float16", "bfloat16", "float64")
 # The keys each source reads; setting another source's key is a mistake worth reporting
 # (interp_pipeline.models.loading.check_model_settings).
 SOURCE_KEYS = {
-    "tl": ("name", "revision"),
-    "hf": ("name_or_path", "revision"),
+    "tl": ("name", "revision", "n_devices"),
+    "hf": ("name_or_path", "revision", "n_devices"),
     "config": ("cfg",),
     "trained": ("cfg", "train"),
     "saved": ("path",),
@@ -38,6 +38,9 @@ class ModelConfig:
     name_or_path: Optional[str] = None  # hf
     path: Optional[str] = None  # saved
     revision: Optional[str] = None  # tl, hf
+    # tl, hf: a model too large for one GPU, its layers split over this many (TransformerLens's
+    # n_devices; a Bridge turns it into a Hugging Face device_map). None: all on ``device``.
+    n_devices: Optional[int] = positive(None)
     cfg: Dict[str, Any] = field(default_factory=dict)  # config, trained: HookedTransformerConfig fields
     train: Optional[TrainConfig] = None  # trained
     seed: int = SI("${seed}")

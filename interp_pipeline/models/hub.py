@@ -62,6 +62,7 @@ def load_transformer_lens(
     center_writing_weights: bool,
     center_unembed: bool,
     fold_value_biases: bool,
+    n_devices: int | None = None,
 ) -> HookedTransformer:
     """A HookedTransformer from a TransformerLens model name (or alias), in eval mode."""
     from transformer_lens import HookedTransformer
@@ -69,6 +70,8 @@ def load_transformer_lens(
     # revision rides in from_pretrained's **kwargs, which reach AutoConfig / AutoModel.from_pretrained
     # (the tokenizer is not pinned by it); left out when unset so those calls stay TransformerLens's own.
     extra = {"revision": revision} if revision is not None else {}
+    if n_devices is not None:  # layers split over GPUs 0..n-1 (from_pretrained's own n_devices)
+        extra["n_devices"] = n_devices
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated", category=DeprecationWarning)
         model = HookedTransformer.from_pretrained(
@@ -92,6 +95,7 @@ def load_hugging_face(
     device: str,
     dtype: str,
     compatibility_mode: bool = True,
+    n_devices: int | None = None,
 ) -> TransformerBridge:
     """A TransformerBridge around a hub model or a ``save_pretrained`` directory, in eval mode.
 
@@ -107,8 +111,10 @@ def load_hugging_face(
 
     if _looks_like_path(name_or_path):
         name_or_path = os.path.expanduser(name_or_path)  # transformers does not expand '~'
+    # n_devices > 1: TransformerLens turns it into a device_map over that many GPUs (and no single device).
+    placement = {"device": device} if n_devices is None or n_devices == 1 else {"n_devices": n_devices}
     model = TransformerBridge.boot_transformers(
-        name_or_path, device=device, dtype=_torch_dtype(dtype), revision=revision,
+        name_or_path, dtype=_torch_dtype(dtype), revision=revision, **placement,
     )
     if compatibility_mode:
         model.enable_compatibility_mode()

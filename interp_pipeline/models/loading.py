@@ -37,6 +37,7 @@ def check_model_settings(settings: ModelConfig) -> None:
     if source in ("tl", "hf"):
         from interp_pipeline.models.hub import check_available
 
+        _check_devices(settings.n_devices)
         key = "name" if source == "tl" else "name_or_path"
         name = getattr(settings, key)
         if not name:
@@ -55,6 +56,18 @@ def check_model_settings(settings: ModelConfig) -> None:
             _check_training(settings)
         else:
             _check_required(settings.cfg)
+
+
+def _check_devices(n_devices: int | None) -> None:
+    """``n_devices`` GPUs must be visible (TransformerLens would fail after downloading the weights)."""
+    if n_devices is None or n_devices == 1:
+        return
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n_devices > visible:
+        raise ConfigError("n_devices", f"expected at most the {visible} GPUs visible here, found {n_devices}",
+                          suggestion="run on a machine with that many GPUs (CUDA_VISIBLE_DEVICES), or unset it")
 
 
 def _check_hooked_transformer_fields(cfg: dict[str, Any]) -> None:
@@ -105,13 +118,14 @@ def load(settings: ModelConfig, tracker: Tracker = NULL_TRACKER, workdir: Path |
         model = load_transformer_lens(
             settings.name, revision=settings.revision, device=device, dtype=settings.dtype, fold_ln=settings.fold_ln,
             center_writing_weights=settings.center_writing_weights, center_unembed=settings.center_unembed,
-            fold_value_biases=settings.fold_value_biases,
+            fold_value_biases=settings.fold_value_biases, n_devices=settings.n_devices,
         )
     elif settings.source == "hf":
         from interp_pipeline.models.hub import load_hugging_face
 
         model = load_hugging_face(settings.name_or_path, revision=settings.revision, device=device,
-                                  dtype=settings.dtype, compatibility_mode=settings.compatibility_mode)
+                                  dtype=settings.dtype, compatibility_mode=settings.compatibility_mode,
+                                  n_devices=settings.n_devices)
     elif settings.source == "saved":
         from interp_pipeline.models.storage import load_model_dir
 

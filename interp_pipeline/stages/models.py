@@ -33,7 +33,7 @@ def _metrics(settings: ModelConfig) -> tuple[str, ...]:
 
 
 @stage("load_model", outputs=("model",), config=ModelConfig, cache=lambda params: params["source"] == "trained",
-       preflight=check_model_settings, shape=_shape, metrics=_metrics, version=2,
+       preflight=check_model_settings, shape=_shape, metrics=_metrics, version=2, key_exclude=("n_devices",),
        summary=("n_params", "eval/*", "steps_trained"))
 def load_model(settings: ModelConfig, tracker: Tracker = NULL_TRACKER, workdir: Path | None = None) -> HookedTransformer:
     """A model from ``settings.source`` (see interp_pipeline.models.config.ModelConfig), in eval mode.
