@@ -3,6 +3,7 @@
 Three torchrun launches share this module: an uninterrupted run (one SAE with quickstart's
 recipe, then a one-pass standard + TopK pair), one killed with kill -9 of rank 1 after its
 first checkpoint, and the same command again, which resumes. Each rank has one torch thread.
+The first launch also checks that a non-finite loss on one rank stops both at the same step.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def finished(process: subprocess.Popen) -> dict:
 def two_ranks(tmp_path_factory):
     """The uninterrupted 2-rank run's SAEs (rank 0's files) and its report."""
     out = tmp_path_factory.mktemp("two_ranks")
-    report = finished(torchrun(out, out / "work", "--variants"))
+    report = finished(torchrun(out, out / "work", "--variants", "--nan"))
     return out, report
 
 
@@ -69,6 +70,12 @@ def test_two_ranks_train_the_saes_one_process_trains(two_ranks):
     assert_close_to(run(None), load_file(str(out / "sae.safetensors")))
     for name, sae in run(None, variants=VARIANTS).items():
         assert_close_to(sae, load_file(str(out / f"{name}.safetensors")))
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_that_step(two_ranks):
+    out = two_ranks[0]
+    messages = [(out / f"nan-rank{rank}.txt").read_text() for rank in (0, 1)]
+    assert messages[0] == messages[1] and messages[0].startswith("SAE training stopped at step 6: the loss is ")
 
 
 def test_kill_9_of_one_rank_stops_the_job_and_the_rerun_resumes_bit_exact(two_ranks, tmp_path):
