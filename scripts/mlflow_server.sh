@@ -22,13 +22,16 @@ port=${3:-5000}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 # MLflow's own config file, less its defaults that do not suit a shared server: users live beside
-# the runs (not in the working directory), and a new user sees nothing until granted.
+# the runs (not in the working directory), a new user sees nothing until granted, and a checked
+# password is trusted for 60 s (without it every request of every job pays a PBKDF2 hash; a changed
+# password then takes up to 60 s to reach every server worker).
 cat > "$dir/basic_auth.ini" <<INI
 [mlflow]
 default_permission = NO_PERMISSIONS
 database_uri = sqlite:///$dir/basic_auth.db
 admin_username = $MLFLOW_AUTH_ADMIN_USERNAME
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$dir/basic_auth.ini"
 # shellcheck disable=SC2086  # MLFLOW may be a command with arguments

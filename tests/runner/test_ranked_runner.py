@@ -2,14 +2,13 @@
 
 One torchrun launch of ``python -m interp_pipeline`` (a tiny model, its activations cached by
 both ranks in shards, an SAE trained by both) is compared with the same pipeline run in this
-process; two plain processes with torchrun's variables and different overrides check that
-ranks with different configs stop before any work.
+process; ranks with different configs are refused naming the key (every rank compares every
+rank's config hash, so each raises the same error).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,8 @@ torch = pytest.importorskip("torch")
 
 from interp_pipeline import api  # noqa: E402
 from interp_pipeline.activations.reader import ActivationStore  # noqa: E402
+from interp_pipeline.common.distributed import Ranks, _check_same_config, _flat, config_digest  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = """
@@ -96,27 +97,24 @@ def test_rank_0_alone_logs_to_mlflow_and_reports(runs):
     assert "rank 0 of 2 (gloo)" in log and "[4/4] sae              computed" in log
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class TwoRanks(Ranks):
+    """Rank 0 of two whose other rank composed ``other``: gather returns both ranks' values."""
+
+    def __init__(self, other):
+        super().__init__(0, 2)
+        object.__setattr__(self, "other", other)
+
+    def gather(self, value):  # the digest first, then the flattened config
+        return [value, config_digest(self.other) if isinstance(value, str) else _flat("", self.other)]
 
 
-def test_ranks_with_different_configs_all_exit_2_naming_the_key(tmp_path):
-    port = str(_free_port())
-    processes = []
-    for rank, lr in ((0, "0.001"), (1, "0.002")):
-        env = {**_env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port}
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "interp_pipeline", "+experiment=smoke", "+sae=default", f"sae.lr={lr}",
-             f"paths.outputs={tmp_path}", "tracking.enabled=false"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for rank, process in enumerate(processes):
-        out, _ = process.communicate(timeout=180)
-        assert process.returncode == 2, out[-2000:]
-        errors = [line for line in out.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1, out[-2000:]
-        assert errors[0].startswith("error: sae.lr: expected the same composed config on every rank"), errors
-        assert "found '0.002' on rank 1 and '0.001' on rank 0" in errors[0] or "found 0.002 on rank 1" in errors[0]
-    assert not (tmp_path / "cache").exists()  # before any work
+def test_ranks_with_different_configs_are_refused_naming_the_first_key_that_differs():
+    config = {"sae": {"lr": 0.001, "l1_coefficient": 5}, "seed": 0}
+    _check_same_config(TwoRanks(config), config)  # the same: nothing to say
+    other = {"sae": {"lr": 0.002, "l1_coefficient": 5}, "seed": 0}
+    with pytest.raises(ConfigError) as error:
+        _check_same_config(TwoRanks(other), config)
+    assert error.value.key == "sae.lr" and "\n" not in str(error.value)
+    assert str(error.value).startswith(f"sae.lr: expected the same composed config on every rank (hash "
+                                       f"{config_digest(config)} on rank 0), found 0.002 on rank 1 and 0.001 on rank 0")
+    # Every rank gathers every config, so every rank raises the same error (each exits 2 before any work).
