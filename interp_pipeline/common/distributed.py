@@ -129,8 +129,8 @@ def world_size_from_env() -> int:
 def join(config: Mapping[str, Any]) -> Ranks:
     """Join the job's process group (once) and check every rank composed the same ``config``.
 
-    ``config`` is the composed config as a plain mapping (unresolved, so paths with
-    ``${now:...}`` compare equal). Ranks whose configs differ raise ConfigError naming
+    ``config`` is the composed config as a flat mapping (``{"sae.lr": 0.001, ...}``), unresolved,
+    so paths with ``${now:...}`` compare equal. Ranks whose configs differ raise ConfigError naming
     the first key that differs, on every rank. Returns :data:`SINGLE` outside a ranked job.
     """
     _env_from_slurm(os.environ)  # type: ignore[arg-type]
@@ -155,21 +155,12 @@ def config_digest(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _flat(prefix: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            out.update(_flat(f"{prefix}.{key}" if prefix else str(key), inner))
-        return out
-    return {prefix: value}
-
-
 def _check_same_config(ranks: Ranks, config: Mapping[str, Any]) -> None:
     """Compare a hash of each rank's config; where they differ, name the first key that does."""
     digests = ranks.gather(config_digest(config))
     if len(set(digests)) == 1:
         return
-    flats = ranks.gather(_flat("", config))
+    flats = ranks.gather(dict(config))
     for other, flat in enumerate(flats):
         differ = sorted(key for key in set(flats[0]) | set(flat) if flats[0].get(key, "<unset>") != flat.get(key, "<unset>"))
         if differ:

@@ -25,7 +25,7 @@ from typing import Any
 from interp_pipeline.common.distributed import Ranks
 from interp_pipeline.common.errors import StageFailed
 from interp_pipeline.pipeline.spec import StageSpec
-from interp_pipeline.runner.runner import COMPUTED, SKIPPED, PipelineRunner, StageOutcome
+from interp_pipeline.runner.runner import COMPUTED, SKIPPED, PipelineRunner, StageOutcome, flatten
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
 
 
@@ -71,26 +71,16 @@ class RankedRunner(PipelineRunner):
 
     def _compute_ranked(self, index: int, stage: StageSpec,
                         on_start: Callable[[int, StageSpec], None] | None) -> StageOutcome:
-        fn_name, key = stage.definition.name, self.keys[stage.name]
-        if not self.ranks.is_main:
-            if self.ranks.broadcast():
-                return self._compute_here(stage)
-            self.entries[stage.name] = self.cache.lookup(fn_name, key)
-            return self._record_uncomputed(stage)
-        if not stage.cacheable:
-            self.ranks.broadcast(True)
-            if on_start is not None:
-                on_start(index, stage)
-            return self._compute(stage)
-        with self.cache.key_lock(fn_name, key):
-            entry = None if stage.name in self.forced else self.cache.lookup(fn_name, key)
-            self.ranks.broadcast(entry is None)
-            if entry is None:
-                if on_start is not None:
-                    on_start(index, stage)
-                return self._compute(stage)
-        self.entries[stage.name] = entry
+        if self.ranks.is_main:  # decides under the key's lock; _decided tells the others
+            return super()._compute_once(index, stage, on_start)
+        if self.ranks.broadcast():
+            return self._compute_here(stage)
+        self.entries[stage.name] = self.cache.lookup(stage.definition.name, self.keys[stage.name])
         return self._record_uncomputed(stage)
+
+    def _decided(self, stage: StageSpec, compute: bool) -> None:
+        if stage.name in self.ranked:
+            self.ranks.broadcast(compute)
 
     def _compute_here(self, stage: StageSpec) -> StageOutcome:
         """A rank other than 0 runs the stage for its own use: nothing stored, nothing logged."""
@@ -141,7 +131,7 @@ def join_ranks(cfg: Any) -> Ranks:
 
     from interp_pipeline.common.distributed import join, leave
 
-    ranks = join(OmegaConf.to_container(cfg, resolve=False))
+    ranks = join(flatten("", OmegaConf.to_container(cfg, resolve=False)))
     if ranks.spread:
         atexit.register(leave)
         if not ranks.is_main:

@@ -221,6 +221,7 @@ class PipelineRunner:
         same key (a sweep's shared activation cache or trained model) compute it once; the
         others wait for the lock and then serve the result like any cached one."""
         if not stage.cacheable:
+            self._decided(stage, True)
             if on_start is not None:
                 on_start(index, stage)
             return self._compute(stage)
@@ -235,6 +236,7 @@ class PipelineRunner:
 
         with self.cache.key_lock(fn_name, key, on_wait=waiting):
             entry = None if stage.name in self.forced else self.cache.lookup(fn_name, key)
+            self._decided(stage, entry is None)
             if entry is None:
                 if on_start is not None:
                     on_start(index, stage)
@@ -242,6 +244,10 @@ class PipelineRunner:
         # Computed by another job while this one planned or waited: served like any cached result.
         self.entries[stage.name] = entry
         return self._record_uncomputed(stage)
+
+    def _decided(self, stage: StageSpec, compute: bool) -> None:
+        """Called once it is known whether ``stage`` computes here or is served (the ranked runner tells its
+        other ranks, interp_pipeline.runner.ranked)."""
 
     def _compute(self, stage: StageSpec) -> StageOutcome:
         definition = stage.definition

@@ -21,7 +21,7 @@ torch = pytest.importorskip("torch")
 
 from interp_pipeline import api  # noqa: E402
 from interp_pipeline.activations.reader import ActivationStore  # noqa: E402
-from interp_pipeline.common.distributed import Ranks, _check_same_config, _flat, config_digest  # noqa: E402
+from interp_pipeline.common.distributed import Ranks, _check_same_config, config_digest  # noqa: E402
 from interp_pipeline.common.errors import ConfigError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,13 +105,13 @@ class TwoRanks(Ranks):
         object.__setattr__(self, "other", other)
 
     def gather(self, value):  # the digest first, then the flattened config
-        return [value, config_digest(self.other) if isinstance(value, str) else _flat("", self.other)]
+        return [value, config_digest(self.other) if isinstance(value, str) else self.other]
 
 
 def test_ranks_with_different_configs_are_refused_naming_the_first_key_that_differs():
-    config = {"sae": {"lr": 0.001, "l1_coefficient": 5}, "seed": 0}
+    config = {"sae.lr": 0.001, "sae.l1_coefficient": 5, "seed": 0}
     _check_same_config(TwoRanks(config), config)  # the same: nothing to say
-    other = {"sae": {"lr": 0.002, "l1_coefficient": 5}, "seed": 0}
+    other = {"sae.lr": 0.002, "sae.l1_coefficient": 5, "seed": 0}
     with pytest.raises(ConfigError) as error:
         _check_same_config(TwoRanks(other), config)
     assert error.value.key == "sae.lr" and "\n" not in str(error.value)

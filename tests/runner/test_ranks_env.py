@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from interp_pipeline.common import distributed
+
+
+@pytest.fixture(autouse=True)
+def environment_put_back():
+    """_env_from_slurm writes RANK, WORLD_SIZE, MASTER_ADDR... into os.environ: later tests must not see them."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_slurm_tasks_become_torchrun_ranks(monkeypatch):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from safetensors.torch import save_file
 from interp_pipeline.common.distributed import join
 from interp_pipeline.sae import trainer
 from interp_pipeline.tracking.base import NullRun, RecordingTracker
-from tests.sae.train_until_killed import run
+from tests.sae.train_until_killed import run, slow_down_from_env
 
 # A standard SAE with an L1 penalty and a TopK SAE with its auxiliary loss on dead latents, in one pass.
 VARIANTS = [{"name": "standard"}, {"name": "topk", "architecture": "topk", "k": 4, "l1_coefficient": None,
@@ -39,15 +38,7 @@ def main() -> None:
     ranks = join({"argv": sys.argv[1:]})
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{ranks.rank}.pid").write_text(str(os.getpid()))
-    pause = float(os.environ.get("STEP_SLEEP_S", "0"))
-    if pause:
-        drawn = trainer.CountingBatches.__next__
-
-        def slow(self):
-            time.sleep(pause)
-            return drawn(self)
-
-        trainer.CountingBatches.__next__ = slow
+    slow_down_from_env()
     tracker = RecordingTracker(NullRun(), out)
     sae = run(workdir, tracker)
     if ranks.is_main:

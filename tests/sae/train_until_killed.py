@@ -41,8 +41,8 @@ def run(workdir: str | None, tracker=None, **overrides):
                      tracker=tracker or NULL_TRACKER, **{**PARAMS, **overrides})
 
 
-def main() -> None:
-    torch.set_num_threads(1)
+def slow_down_from_env() -> None:
+    """STEP_SLEEP_S (seconds) before each batch drawn, so a test can kill the run partway."""
     pause = float(os.environ.get("STEP_SLEEP_S", "0"))
     if pause:
         drawn = trainer.CountingBatches.__next__
@@ -52,6 +52,11 @@ def main() -> None:
             return drawn(self)
 
         trainer.CountingBatches.__next__ = slow
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    slow_down_from_env()
     tracker = RecordingTracker(NullRun(), Path(sys.argv[2]).parent)
     sae = run(sys.argv[1], tracker)
     from safetensors.torch import save_file

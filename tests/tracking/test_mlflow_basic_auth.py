@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
+import signal
 import subprocess
 import sys
 import time
@@ -18,24 +18,21 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_cli import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def server(tmp_path):
     pytest.importorskip("flask_wtf", reason="mlflow[auth] is not installed (pip install -e '.[dev]')")
-    port, password = _free_port(), secrets.token_urlsafe(12)
+    port, password = free_port(), secrets.token_urlsafe(12)
     env = {**os.environ, "MLFLOW_AUTH_ADMIN_USERNAME": "admin", "MLFLOW_AUTH_ADMIN_PASSWORD": password,
            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16), "MLFLOW": f"{sys.executable} -m mlflow"}
     log = open(tmp_path / "server.log", "w")
     process = subprocess.Popen(["bash", str(REPO / "scripts" / "mlflow_server.sh"), str(tmp_path / "server"),
-                                "127.0.0.1", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+                                "127.0.0.1", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # its own group: MLflow's job runners go with it
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -50,11 +47,11 @@ def server(tmp_path):
         assert time.monotonic() < deadline, "mlflow server did not start"
         time.sleep(0.5)
     yield url, password
-    process.terminate()
+    os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def test_unauthenticated_requests_are_refused_and_the_pipeline_logs_with_credentials(server, tmp_path):
