@@ -30,7 +30,8 @@ _HOOK = "activations"
 
 
 def _as_multi_hook(batches: Iterator[Any]) -> Iterator[dict[str, Any]]:
-    return ({_HOOK: batch} for batch in batches)
+    """One tensor per batch becomes ``{_HOOK: tensor}``; batches already keyed by hook pass unchanged."""
+    return (batch if isinstance(batch, Mapping) else {_HOOK: batch} for batch in batches)
 
 
 def tracked_multi_trainer_class() -> type:
@@ -42,9 +43,10 @@ def tracked_multi_trainer_class() -> type:
     class TrackedMultiSAETrainer(adapted_multi_trainer_class()):
         def __init__(self, configs: Mapping[str, Any], saes: Mapping[str, Any], data_provider: CountingBatches, *,
                      trackers: Mapping[str, Tracker], log_every: int, desc: str, workdir: Path | None,
-                     checkpoint_every: int, identity: Mapping[str, Any]):
+                     checkpoint_every: int, identity: Mapping[str, Any], hooks: Mapping[str, str] | None = None):
             first = next(iter(configs.values()))
-            super().__init__(first, dict(saes), {name: _HOOK for name in saes}, data_provider)
+            super().__init__(first, dict(saes), dict(hooks) if hooks else {name: _HOOK for name in saes},
+                             data_provider)
             # MultiSAETrainer made a plain SAETrainer per SAE, all with the first config; ours take each its own.
             self.trainers = {name: tracked(configs[name], sae, iter(()), tracker=trackers[name], log_every=log_every,
                                            name=name) for name, sae in saes.items()}
@@ -94,8 +96,12 @@ def tracked_multi_trainer_class() -> type:
 def train_many(saes: Mapping[str, Any], batches_from: Callable[[int], Iterator[Any]], configs: Mapping[str, Any], *,
                trackers: Mapping[str, Tracker], log_every: int = 50, desc: str = "training SAEs",
                workdir: Path | None = None, checkpoint_every: int = 0,
-               identity: Mapping[str, Any] | None = None) -> Any:
+               identity: Mapping[str, Any] | None = None, hooks: Mapping[str, str] | None = None) -> Any:
     """Train every SAE of ``saes`` in place, in one pass over ``batches_from(0)``; returns the trainer.
+
+    With ``hooks`` ({name: key}), each batch is a mapping and SAE ``name`` trains on its
+    ``key`` entry (the transcoders of several layers, interp_pipeline.transcoders);
+    without, every SAE gets the whole batch.
 
     ``configs[name]`` is that SAE's SAETrainerConfig (the same batch size and token budget
     for all); ``trackers[name]`` gets its step metrics. Resumes and checkpoints as
@@ -103,7 +109,7 @@ def train_many(saes: Mapping[str, Any], batches_from: Callable[[int], Iterator[A
     """
     trainer = tracked_multi_trainer_class()(
         configs, saes, CountingBatches(_as_multi_hook(batches_from(0))), trackers=trackers, log_every=log_every,
-        desc=desc, workdir=workdir, checkpoint_every=checkpoint_every, identity=identity or {})
+        desc=desc, workdir=workdir, checkpoint_every=checkpoint_every, identity=identity or {}, hooks=hooks)
     found = checkpoints.latest(workdir) if workdir is not None else None
     if found is not None:
         checkpoints.check_identity(found, trainer.identity)
