@@ -27,6 +27,7 @@ from interp_pipeline.probes.config import ProbeConfig
 from interp_pipeline.sae.config import SAEConfig, SAEEvalConfig, SAESourceConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 from interp_pipeline.tracing.config import CausalTracingConfig
+from interp_pipeline.transcoders.config import AttributionConfig, TranscoderConfig, TranscoderEvalConfig
 
 
 @dataclass
@@ -142,6 +143,10 @@ class ExperimentConfig:
     rome: Optional[RomeConfig] = None
     rome_data: Optional[DataConfig] = None
     tracing: Optional[CausalTracingConfig] = None
+    # Transcoders and attribution graphs (interp_pipeline.transcoders).
+    transcoder: Optional[TranscoderConfig] = None
+    transcoder_eval: Optional[TranscoderEvalConfig] = None
+    attribution: Optional[AttributionConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
     sweep: SweepConfig = field(default_factory=SweepConfig)
