@@ -42,6 +42,7 @@ class AttributionGraph:
     n_layers: int
     str_tokens: list[str] = field(default_factory=list)
     logit_strs: list[str] = field(default_factory=list)
+    prompt: str = ""  # the tokens decoded
 
     @property
     def n_pos(self) -> int:
@@ -239,4 +240,5 @@ def attribute(model: Any, transcoders: Any, tokens: torch.Tensor, *, max_n_logit
         activation_values=engine.values[selected].detach().cpu(), logit_tokens=ids.cpu(),
         logit_probabilities=probs.detach().cpu(), adjacency=adjacency, n_layers=n_layers,
         str_tokens=model.to_str_tokens(tokens) if tokenizer is not None else [str(int(t)) for t in tokens],
-        logit_strs=[model.to_string(torch.tensor([int(i)])) if tokenizer is not None else str(int(i)) for i in ids])
+        logit_strs=[model.to_string(torch.tensor([int(i)])) if tokenizer is not None else str(int(i)) for i in ids],
+        prompt=model.to_string(tokens.cpu()) if tokenizer is not None else " ".join(str(int(t)) for t in tokens))

@@ -57,6 +57,6 @@ def graph_json(graph: AttributionGraph, pruned: Pruned, *, slug: str, scan: str,
     linked = {link["source"] for link in links} | {link["target"] for link in links}
     used = [n for n in nodes.values() if n["node_id"] in linked or n["feature_type"] in ("embedding", "logit")]
     return {"metadata": {"slug": slug, "scan": scan, "transcoder_list": [], "prompt_tokens": list(graph.str_tokens),
-                         "prompt": "".join(graph.str_tokens), "node_threshold": node_threshold, "schema_version": 1},
+                         "prompt": graph.prompt, "node_threshold": node_threshold, "schema_version": 1},
             "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
             "nodes": used, "links": links}

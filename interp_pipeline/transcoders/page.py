@@ -92,8 +92,9 @@ def graph_svg(graph: AttributionGraph, pruned: Pruned, *, width: int = 900, row_
     col_w = width / graph.n_pos
     labels = "".join(f"<text x=\"{col_w * (p + 0.5):.1f}\" y=\"{height - 8}\" text-anchor=\"middle\" "
                      f"font-size=\"11\">{escape(t)}</text>" for p, t in enumerate(graph.str_tokens))
-    layers = "".join(f"<text x=\"2\" y=\"{row_h * (graph.n_layers + 1 - r - 0.5) + 4:.1f}\" font-size=\"10\">"
-                     f"{'E' if r == 0 else f'L{r - 1}'}</text>" for r in range(graph.n_layers + 1))
+    layers = "".join(f"<text x=\"2\" y=\"{row_h * (graph.n_layers + 2 - r - 0.5) + 4:.1f}\" font-size=\"10\">"
+                     f"{'E' if r == 0 else f'L{r - 1}' if r <= graph.n_layers else 'logits'}</text>"
+                     for r in range(graph.n_layers + 2))
     return (f"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\">"
             + "".join(lines) + "".join(shapes) + labels + layers + "</svg>")
 
@@ -129,8 +130,12 @@ def store_contexts(model: Any, transcoders: Any, store: Any, features: Sequence[
         grid = torch.zeros(*shape, len(chosen))
         grid[seq, pos] = acts
         for column, feature in enumerate(chosen):
-            found[(layer, feature)] = contexts_of(model, tokens, grid[..., column], valid, valid, n=n, before=before,
-                                                  after=1)
+            # A dataset of short prompts repeats sequences: show distinct contexts only.
+            distinct: dict[tuple[str, ...], Context] = {}
+            for context in contexts_of(model, tokens, grid[..., column], valid, valid, n=20 * n, before=before,
+                                       after=1):
+                distinct.setdefault((*context.tokens, str(context.highlight)), context)
+            found[(layer, feature)] = list(distinct.values())[:n]
     return found
 
 
@@ -138,7 +143,7 @@ def graph_page(title: str, graphs: Sequence[tuple[AttributionGraph, Pruned, Mapp
                contexts: Mapping[tuple[int, int], list[Context]], *, max_features: int) -> str:
     parts = [f"<style>{_STYLE}</style>", _COUNT_DRAWN]
     for index, (graph, pruned, summary) in enumerate(graphs):
-        parts += [f"<h2>prompt {index}: {escape(''.join(graph.str_tokens))}</h2>",
+        parts += [f"<h2>prompt {index}: {escape(graph.prompt)}</h2>",
                   html_table([{"metric": k, "value": f"{v:.4g}"} for k, v in summary.items()],
                              text_columns=("metric",)),
                   graph_svg(graph, pruned)]

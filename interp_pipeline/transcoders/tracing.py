@@ -6,8 +6,9 @@ model's logits are from the model's (error nodes on: zero up to float error), th
 replacement and completeness scores of the full and the pruned graph, and, when the
 prompt is a fact with a known subject, how much of the answer runs through the last
 subject token's early features: the share of the pruned graph's feature influence held
-by features at that position in layers <= ``early_layers``, and whether one of them has
-a path of kept edges to the answer's logit (Meng et al. 2022 locate recall in the
+by features at that position in layers <= EARLY_LAYERS, whether that position holds the
+most early influence of the positions before the last, and whether one of them has a
+path of kept edges to the answer's logit (Meng et al. 2022 locate recall in the
 early-site MLPs at the last subject token; causal tracing on the same toy agrees).
 """
 
@@ -93,10 +94,17 @@ def _subject_metrics(graph: Any, pruned: Any, prompt: Mapping[str, Any]) -> dict
     early = (features[:, 1] == prompt["subject_last"]) & (features[:, 0] <= EARLY_LAYERS) \
         & pruned.node_mask[:graph.n_features]
     total = float(node_influence.sum())
+    # Which position before the last holds the most early-layer influence (BOS excluded)?
+    last = graph.n_pos - 1
+    by_position = torch.zeros(graph.n_pos)
+    kept_early = pruned.node_mask[:graph.n_features] & (features[:, 0] <= EARLY_LAYERS)
+    by_position.index_add_(0, features[kept_early, 1], node_influence[kept_early])
+    peak = int(torch.argmax(by_position[1:last])) + 1 if last > 1 else -1
     answer_rows = (graph.logit_tokens == prompt["answer"]).nonzero()[:, 0].tolist()
     reached = bool(answer_rows) and _reaches(pruned.edge_mask, early.nonzero()[:, 0].tolist(),
                                              graph.slices()["logits"].start + answer_rows[0])
     return {"subject_last_early_share": float(node_influence[early].sum()) / total if total else 0.0,
+            "early_peak_at_subject_last": float(peak == prompt["subject_last"]),
             "answer_through_subject_last": float(reached), "answer_is_top_logit": float(
                 bool(answer_rows) and answer_rows[0] == 0)}
 
@@ -156,4 +164,5 @@ def trace_graphs(model: Any, transcoders: Any, settings: AttributionConfig, *, f
     for index, data in enumerate(results):
         (out / f"prompt-{index}.json").write_text(json.dumps(data))
     tracker.log_files(out, "attribution_graphs")
-    return {"summary": summary, "prompts": per_prompt, "graphs": results}
+    # The graphs themselves are files beside the entry (and MLflow artifacts): circuit-tracer's JSON, the page.
+    return {"summary": summary, "prompts": per_prompt}
