@@ -40,15 +40,16 @@ def check_transcoders(model: Any, transcoders: Any) -> None:
     layers = list(range(model.cfg.n_layers))
     if sorted(transcoders.layers) != layers:
         raise ConfigError("transcoder.layers", f"expected a transcoder for every layer {layers} of the model, "
-                                               f"found layers {transcoders.layers}")
+                                               f"found layers {transcoders.layers}", absolute=True)
     for layer in layers:
         tc = transcoders[layer]
         for hook in (transcoders.hook_in(layer), transcoders.hook_out(layer)):
             if hook not in model.hook_dict:
-                raise ConfigError("transcoder.hook_in", f"expected a hook of the model, found {hook}")
+                raise ConfigError("transcoder.hook_in", f"expected a hook of the model, found {hook}", absolute=True)
         if int(tc.cfg.d_in) != model.cfg.d_model or int(tc.cfg.d_out) != model.cfg.d_model:
-            raise ConfigError("transcoder.d_in", f"expected transcoders of width d_model={model.cfg.d_model}, "
-                                                 f"found d_in={tc.cfg.d_in}, d_out={tc.cfg.d_out} at layer {layer}")
+            raise ConfigError("transcoder.d_in", f"expected transcoders of width d_model={model.cfg.d_model}, found "
+                                                 f"d_in={tc.cfg.d_in}, d_out={tc.cfg.d_out} at layer {layer}",
+                              absolute=True)
 
 
 def skip_of(transcoder: Any, x: torch.Tensor) -> torch.Tensor:

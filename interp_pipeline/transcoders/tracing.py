@@ -37,17 +37,21 @@ def check_attribution_shapes(settings: AttributionConfig, inputs: Mapping[str, A
         layers = sorted(transcoders)
         if layers != list(range(model.n_layers)):
             raise ConfigError("transcoder.layers", f"expected a transcoder for every layer 0..{model.n_layers - 1}, "
-                                                   f"found {layers}")
+                                                   f"found {layers}", absolute=True)
         for layer, shape in transcoders.items():
             if shape.d_in != model.d_model:
                 raise ConfigError("transcoder.d_in", f"expected transcoders of width d_model={model.d_model}, "
-                                                     f"found d_in={shape.d_in} at layer {layer}")
+                                                     f"found d_in={shape.d_in} at layer {layer}", absolute=True)
             if shape.hook is not None:
-                model.check_hook("transcoder.hook_in", shape.hook)
+                try:
+                    model.check_hook("hook_in", shape.hook)
+                except ConfigError as error:
+                    raise ConfigError("transcoder.hook_in", error.message, suggestion=error.suggestion,
+                                      absolute=True) from None
     if settings.prompts and model.tokenizer is not None:
         for index, prompt in enumerate(settings.prompts):
             length = len(model.tokenizer(prompt)["input_ids"]) + 1  # + BOS
-            model.check_fits_context(f"attribution.prompts[{index}]", length)
+            model.check_fits_context(f"prompts[{index}]", length)
 
 
 def _prompts(model: Any, settings: AttributionConfig, facts: Mapping[str, torch.Tensor] | None) -> list[dict]:
@@ -56,12 +60,12 @@ def _prompts(model: Any, settings: AttributionConfig, facts: Mapping[str, torch.
         for index, text in enumerate(settings.prompts[:settings.max_prompts]):
             tokens = model.to_tokens(text, prepend_bos=True)[0]
             if len(tokens) > model.cfg.n_ctx:
-                raise ConfigError(f"attribution.prompts[{index}]", f"expected at most n_ctx={model.cfg.n_ctx} "
+                raise ConfigError(f"prompts[{index}]", f"expected at most n_ctx={model.cfg.n_ctx} "
                                                                    f"tokens, found {len(tokens)}")
             found.append({"tokens": tokens})
         return found
     if facts is None:
-        raise ConfigError("attribution.prompts", "expected prompts, or a facts input to take them from")
+        raise ConfigError("prompts", "expected prompts, or a facts input to take them from")
     count = min(settings.max_prompts, len(facts["tokens"]))
     return [{"tokens": facts["tokens"][i, :int(facts["length"][i])], "subject_last": int(facts["subject_last"][i]),
              "answer": int(facts["object"][i])} for i in range(count)]

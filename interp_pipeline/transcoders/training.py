@@ -37,13 +37,13 @@ def store_layers(settings: TranscoderConfig, hooks: list[str]) -> list[int]:
     found = sorted(int(m.group(1)) for h in hooks if (m := pattern.fullmatch(h)))
     layers = list(settings.layers) if settings.layers is not None else found
     if not layers:
-        raise ConfigError("transcoder.hook_in", f"expected the store to hold {settings.hook_in} for some layer "
+        raise ConfigError("hook_in", f"expected the store to hold {settings.hook_in} for some layer "
                                                 f"(cache.hooks), found hooks {hooks}")
     for layer in layers:
         for hook in hooks_for(settings, layer):
             if hook not in hooks:
                 raise ConfigError("cache.hooks", f"expected the store to hold {hook} (transcoder layer {layer}), "
-                                                 f"found {hooks}", suggestion="add it to cache.hooks")
+                                                 f"found {hooks}", suggestion="add it to cache.hooks", absolute=True)
     return layers
 
 
@@ -94,7 +94,7 @@ def paired_data(settings: TranscoderConfig, layers: list[int], *, store: Any = N
                               else data.from_model(model, tokens, params))
     first = next(iter(per_hook.values()))
     if any(d.d_in != first.d_in for d in per_hook.values()):
-        raise ConfigError("transcoder.hook_out", "expected the MLP's input and output to have one width, found "
+        raise ConfigError("hook_out", "expected the MLP's input and output to have one width, found "
                           + ", ".join(f"{h}: {d.d_in}" for h, d in per_hook.items()))
 
     def batches_from(position: int) -> Iterator[dict[str, Any]]:
