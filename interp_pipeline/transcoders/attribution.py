@@ -203,6 +203,9 @@ def attribute(model: Any, transcoders: Any, tokens: torch.Tensor, *, max_n_logit
               desired_logit_prob: float = 0.95, batch_size: int = 64,
               max_feature_nodes: int | None = None) -> AttributionGraph:
     """The attribution graph of ``tokens`` (1-D, BOS first) under ``transcoders`` (one per layer)."""
+    from interp_pipeline.transcoders.replacement import check_transcoders
+
+    check_transcoders(model, transcoders)
     tokens = tokens.to(next(model.parameters()).device)
     with _frozen_parameters(model, transcoders):
         run = run_prompt(model, transcoders, tokens)

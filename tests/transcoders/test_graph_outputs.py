@@ -103,3 +103,15 @@ def test_cli_exits_2_before_any_work(tmp_path):
     assert done.returncode == 2, done.stderr[-3000:]
     said = done.stdout + done.stderr
     assert f"error: {key}" in said and "running" not in said, said[-2000:]
+
+
+def test_a_transformer_bridge_is_refused_with_one_line(tmp_path, monkeypatch):
+    from interp_pipeline.models import hub
+    from tests.support.tiny_gpt2 import save_tiny_gpt2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
+                                   dtype="float32")
+    with pytest.raises(ConfigError, match="expected a HookedTransformer") as error:
+        attribute(bridge, random_transcoders(bridge, 16), torch.tensor([1, 5, 9]))
+    assert error.value.key == "inputs.model"
