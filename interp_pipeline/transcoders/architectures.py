@@ -90,43 +90,20 @@ def _topk_classes() -> tuple[type, type, type, type]:
             return res
         return classmethod(build)
 
-    @dataclasses.dataclass
-    class TopKTranscoderConfig(TranscoderConfig):
-        k: int = 16
+    def topk(base: type, base_cfg: type, architecture: str) -> tuple[type, type]:
+        """``base`` (a SAELens transcoder) with a TopK activation, and its config with ``k``."""
+        cfg_class = dataclasses.make_dataclass(f"TopK{base_cfg.__name__}", [("k", int, dataclasses.field(default=16))],
+                                               bases=(base_cfg,))
+        cfg_class.architecture = classmethod(lambda cls: architecture)
+        cfg_class.from_dict = from_dict(cfg_class)
+        cls = type(f"TopK{base.__name__}", (base,), {
+            "__doc__": "A transcoder whose activation keeps each token's k largest pre-activations (then ReLU).",
+            "get_activation_fn": lambda self: TopK(self.cfg.k),
+            "from_dict": classmethod(lambda cls, config_dict: cls(cfg_class.from_dict(config_dict)))})
+        return cls, cfg_class
 
-        @classmethod
-        def architecture(cls) -> str:
-            return "topk_transcoder"
-
-    @dataclasses.dataclass
-    class TopKSkipTranscoderConfig(SkipTranscoderConfig):
-        k: int = 16
-
-        @classmethod
-        def architecture(cls) -> str:
-            return "topk_skip_transcoder"
-
-    TopKTranscoderConfig.from_dict = from_dict(TopKTranscoderConfig)
-    TopKSkipTranscoderConfig.from_dict = from_dict(TopKSkipTranscoderConfig)
-
-    class TopKTranscoder(Transcoder):
-        """A transcoder whose activation keeps each token's k largest pre-activations (then ReLU)."""
-
-        def get_activation_fn(self) -> Any:
-            return TopK(self.cfg.k)
-
-        @classmethod
-        def from_dict(cls, config_dict: dict[str, Any]) -> Any:
-            return cls(TopKTranscoderConfig.from_dict(config_dict))
-
-    class TopKSkipTranscoder(SkipTranscoder):
-        def get_activation_fn(self) -> Any:
-            return TopK(self.cfg.k)
-
-        @classmethod
-        def from_dict(cls, config_dict: dict[str, Any]) -> Any:
-            return cls(TopKSkipTranscoderConfig.from_dict(config_dict))
-
+    TopKTranscoder, TopKTranscoderConfig = topk(Transcoder, TranscoderConfig, "topk_transcoder")
+    TopKSkipTranscoder, TopKSkipTranscoderConfig = topk(SkipTranscoder, SkipTranscoderConfig, "topk_skip_transcoder")
     return TopKTranscoder, TopKTranscoderConfig, TopKSkipTranscoder, TopKSkipTranscoderConfig
 
 

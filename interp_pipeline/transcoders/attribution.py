@@ -214,29 +214,37 @@ def attribute(model: Any, transcoders: Any, tokens: torch.Tensor, *, max_n_logit
         n_feat, n_logits, n_layers, n_pos = len(engine.active), len(ids), engine.n_layers, engine.n_pos
         keep = n_feat if max_feature_nodes is None else min(max_feature_nodes, n_feat)
         n_sources = engine.n_sources
-        logit_rows = torch.cat([engine.rows(torch.full((len(d),), n_layers), torch.full((len(d),), n_pos - 1), d)
-                                for d in directions.split(batch_size)])
-        feature_rows = torch.zeros(n_feat, n_sources)
+        # One buffer for every row computed (logits first, then features in the order visited), with
+        # columns for all sources and the logits: memory is the adjacency's, whatever the candidates.
+        rows = torch.zeros(n_logits + keep, n_sources + n_logits)
+        row_nodes = torch.zeros(n_logits + keep, dtype=torch.long)
+        filled = 0
+        for d in directions.split(batch_size):
+            rows[filled:filled + len(d), :n_sources] = engine.rows(torch.full((len(d),), n_layers),
+                                                                   torch.full((len(d),), n_pos - 1), d)
+            row_nodes[filled:filled + len(d)] = torch.arange(filled, filled + len(d)) + n_sources
+            filled += len(d)
         done = torch.zeros(n_feat, dtype=torch.bool)
         while int(done.sum()) < keep:
             if keep == n_feat:
                 pending = torch.arange(n_feat)
             else:  # the most influential features first, by the rows computed so far (circuit-tracer's order)
-                computed = torch.cat([logit_rows, feature_rows[done]])
-                row_nodes = torch.cat([torch.arange(n_logits) + n_sources, done.nonzero()[:, 0]])
-                extended = torch.cat([computed, torch.zeros(len(computed), n_logits)], dim=1)
-                order = influence_order(extended, row_nodes, probs, n_feat)
+                order = influence_order(rows[:filled], row_nodes[:filled], probs, n_feat)
                 pending = order[~done[order]][:min(4 * batch_size, keep - int(done.sum()))]
             for chunk in pending.split(batch_size):
-                feature_rows[chunk] = engine.rows(engine.active[chunk, 0], engine.active[chunk, 1],
-                                                  engine.encoders[chunk])
+                rows[filled:filled + len(chunk), :n_sources] = engine.rows(
+                    engine.active[chunk, 0], engine.active[chunk, 1], engine.encoders[chunk])
+                row_nodes[filled:filled + len(chunk)] = chunk
+                filled += len(chunk)
                 done[chunk] = True
     selected = done.nonzero()[:, 0]
     columns = torch.cat([selected, torch.arange(n_feat, n_sources)])
     n_nodes = len(selected) + (n_layers + 1) * n_pos + n_logits
+    feature_order = row_nodes[n_logits:filled].argsort()  # rows of the selected features, by feature index
     adjacency = torch.zeros(n_nodes, n_nodes)
-    adjacency[:len(selected), :len(columns)] = feature_rows[selected][:, columns]
-    adjacency[-n_logits:, :len(columns)] = logit_rows[:, columns]
+    adjacency[:len(selected), :len(columns)] = rows[n_logits:filled][feature_order][:, columns]
+    adjacency[-n_logits:, :len(columns)] = rows[:n_logits, columns]
+    del rows
     tokenizer = getattr(model, "tokenizer", None)
     return AttributionGraph(
         tokens=tokens.cpu(), active_features=engine.active[selected].cpu(),

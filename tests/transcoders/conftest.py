@@ -1,15 +1,3 @@
-"""One torch thread for these tests: tiny SAEs gain nothing from more, and on a shared
-machine thread hand-offs between busy cores made a 100-step run 7x slower."""
+"""One torch thread for these tests, as for the SAE tests (the same fixture)."""
 
-from __future__ import annotations
-
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.sae.conftest import one_torch_thread  # noqa: F401  (an autouse fixture)
