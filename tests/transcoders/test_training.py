@@ -105,3 +105,11 @@ def test_nan_stops_training_and_missing_hooks_are_named(model_and_store):
         train_transcoders(TranscoderConfig(**{**SMALL, "lr": 1e30}), store=store)
     with pytest.raises(ConfigError, match="blocks.2.ln2.hook_normalized"):
         train_transcoders(TranscoderConfig(**{**SMALL, "layers": [0, 2]}), store=store)
+
+
+def test_streamed_from_the_model_trains_the_same_layers(model_and_store):
+    model, tokens, _ = model_and_store
+    transcoders = train_transcoders(TranscoderConfig(**{**SMALL, "layers": [1]}), model=model, tokens=tokens)
+    assert transcoders.layers == [1] and transcoders.hook_in(1) == "blocks.1.ln2.hook_normalized"
+    x = torch.randn(3, model.cfg.d_model)
+    assert transcoders[1](x).shape == (3, model.cfg.d_model)
