@@ -16,7 +16,7 @@ from typing import Any
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 from interp_pipeline.transcoders.config import TranscoderConfig, TranscoderEvalConfig
-from interp_pipeline.transcoders.training import check_store_hooks
+from interp_pipeline.transcoders.training import check_store_hooks, check_transcoder_settings
 
 
 def _shape(settings: TranscoderConfig, inputs: Mapping[str, Any]) -> Any:
@@ -34,7 +34,8 @@ def _shape(settings: TranscoderConfig, inputs: Mapping[str, Any]) -> Any:
             for layer in layers}
 
 
-@stage("train_transcoder", outputs=("transcoders",), config=TranscoderConfig, check_shapes=check_store_hooks,
+@stage("train_transcoder", outputs=("transcoders",), config=TranscoderConfig, preflight=check_transcoder_settings,
+       check_shapes=check_store_hooks,
        shape=_shape, version=1, key_exclude=("checkpoint_every",),
        metrics=("steps", "layers", "tokens_per_s", "resumed_from_step", "mean/*", "layer_*/*"),
        summary=("mean/eval/explained_variance", "mean/eval/l0", "mean/dead_features"))

@@ -7,12 +7,13 @@ MLP's normalised input and its output, as TransformerLens names them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import List, Optional
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, List, Optional
 
 from omegaconf import SI
 
-from interp_pipeline.config.fields import at_least, choice, fraction, positive
+from interp_pipeline.config.fields import at_least, choice, fraction, positive, used_by
 
 # Our names for the architectures, and the SAELens training class each one trains with.
 ARCHITECTURES = ("relu", "topk", "jumprelu")
@@ -29,10 +30,11 @@ class TranscoderConfig:
     architecture: str = choice("relu", ARCHITECTURES)
     skip: bool = False  # a linear skip connection W_skip x (Paulo et al. 2025, skip transcoders)
     expansion_factor: int = positive(8)  # d_transcoder = expansion_factor * d_model
-    l1_coefficient: float = at_least(0, 1.0)  # relu only (SAELens's standard SAE's L1, decoder-norm weighted)
-    l1_warm_up_steps: int = at_least(0, 0)  # relu: the L1's, jumprelu: the L0's
-    k: int = positive(16)  # topk only: latents kept per token
-    l0_coefficient: float = at_least(0, 1.0)  # jumprelu only
+    # Read by some architectures only (None unless given; another architecture refuses them, as SAEConfig does):
+    l1_coefficient: Optional[float] = used_by(("relu",), at_least(0, 1.0))  # SAELens's standard SAE's L1
+    l1_warm_up_steps: Optional[int] = used_by(("relu", "jumprelu"), at_least(0, 0))  # jumprelu: its L0's
+    k: Optional[int] = used_by(("topk",), positive(16))  # latents kept per token
+    l0_coefficient: Optional[float] = used_by(("jumprelu",), at_least(0, 1.0))
     lr: float = positive(3e-3)
     train_batch_size_tokens: int = positive(1024)
     training_tokens: int = positive(400_000)
@@ -45,6 +47,24 @@ class TranscoderConfig:
     buffer_chunks: int = positive(8)
     device: str = choice("auto", ("auto", "cpu", "cuda", "mps"))
     seed: int = SI("${seed}")
+
+
+def architecture_settings(settings: TranscoderConfig) -> dict[str, Any]:
+    """The per-architecture keys, completed with the architecture's defaults; a key given to an architecture
+    that does not read it is a ConfigError (relative to ``transcoder``), as for SAEs."""
+    from interp_pipeline.common.errors import ConfigError
+
+    found = {}
+    for f in dataclasses.fields(TranscoderConfig):
+        if "architectures" not in f.metadata:
+            continue
+        value = getattr(settings, f.name)
+        if value is not None and settings.architecture not in f.metadata["architectures"]:
+            raise ConfigError(f.name, f"expected no value for a {settings.architecture} transcoder (only "
+                                      f"{', '.join(f.metadata['architectures'])} read it), found {value!r}",
+                              suggestion="remove it or set it to null, or pick an architecture that reads it")
+        found[f.name] = f.metadata["architecture_default"] if value is None else value
+    return found
 
 
 @dataclass

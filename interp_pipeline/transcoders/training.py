@@ -22,7 +22,7 @@ from typing import Any
 
 from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
-from interp_pipeline.transcoders.config import SAE_LENS_TRAINING, TranscoderConfig
+from interp_pipeline.transcoders.config import SAE_LENS_TRAINING, TranscoderConfig, architecture_settings
 
 _NOT_IN_CHECKPOINT_IDENTITY = ("log_every", "checkpoint_every", "device")
 
@@ -55,12 +55,16 @@ def check_store_hooks(settings: TranscoderConfig, inputs: Mapping[str, Any]) -> 
         store_layers(settings, list(hooks))
 
 
+def check_transcoder_settings(settings: TranscoderConfig) -> None:
+    """Pre-flight: the per-architecture keys (interp_pipeline.transcoders.config.architecture_settings)."""
+    architecture_settings(settings)
+
+
 def _sae_params(settings: TranscoderConfig, hook: str | None) -> dict[str, Any]:
     """Our settings in the shape interp_pipeline.sae's data and trainer-config helpers read."""
     return {"hook": hook, "architecture": SAE_LENS_TRAINING[settings.architecture], "d_in": None, "d_sae": None,
-            "expansion_factor": settings.expansion_factor, "l1_coefficient": settings.l1_coefficient,
-            "l1_warm_up_steps": settings.l1_warm_up_steps, "l0_coefficient": settings.l0_coefficient,
-            "k": settings.k, "matryoshka_widths": None, "lr": settings.lr, "lr_scheduler": "constant",
+            "expansion_factor": settings.expansion_factor, **architecture_settings(settings),
+            "matryoshka_widths": None, "lr": settings.lr, "lr_scheduler": "constant",
             "lr_warm_up_steps": 0, "lr_decay_steps": 0, "lr_end": None,
             "train_batch_size_tokens": settings.train_batch_size_tokens, "training_tokens": settings.training_tokens,
             "allow_fewer_tokens": settings.allow_fewer_tokens, "eval_tokens": settings.eval_tokens,

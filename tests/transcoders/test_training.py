@@ -37,7 +37,9 @@ def test_trains_every_layer_and_sae_lens_loads_it(model_and_store, tmp_path, arc
     import sae_lens
 
     model, tokens, store = model_and_store
-    transcoders = train_transcoders(TranscoderConfig(architecture=architecture, skip=skip, k=8, **SMALL), store=store)
+    extra = {"k": 8} if architecture == "topk" else {}
+    transcoders = train_transcoders(TranscoderConfig(architecture=architecture, skip=skip, **extra, **SMALL),
+                                    store=store)
     assert transcoders.layers == [0, 1]
     TranscoderSet.save(transcoders, tmp_path)
     x = torch.randn(5, model.cfg.d_model)
@@ -105,6 +107,9 @@ def test_nan_stops_training_and_missing_hooks_are_named(model_and_store):
         train_transcoders(TranscoderConfig(**{**SMALL, "lr": 1e30}), store=store)
     with pytest.raises(ConfigError, match="blocks.2.ln2.hook_normalized"):
         train_transcoders(TranscoderConfig(**{**SMALL, "layers": [0, 2]}), store=store)
+    with pytest.raises(ConfigError, match="only topk read it") as error:  # as SAEConfig refuses another's keys
+        train_transcoders(TranscoderConfig(**{**SMALL, "k": 8}), store=store)
+    assert error.value.key == "k"
 
 
 def test_streamed_from_the_model_trains_the_same_layers(model_and_store):
