@@ -33,6 +33,13 @@ REHEARSALS: dict[str, list[str]] = {
     "induction_heads": [],
     # One trial of the search, as a single run: sae_train's pipeline at the search's SAE size.
     "sae_l1_search_gpt2": _SAE_TRAIN,
+    # Its default model is toy_facts; GPT-2 small is its gpu-suite config (conf/attribution_setup/gpt2_small.yaml).
+    # 24 rows of 128: 2,560 training tokens (5 steps of 512) for 12 transcoders, 512 held out; 2 prompts.
+    "attribution_graph": ["model=gpt2_small", *_LOCAL_TEXT, "data.params.max_sequences=24",
+                          "transcoder.training_tokens=2560", "transcoder.train_batch_size_tokens=512",
+                          "transcoder.eval_tokens=512", "transcoder.log_every=2", "transcoder_eval.max_sequences=4",
+                          "attribution.max_prompts=2", "attribution.max_feature_nodes=256",
+                          "attribution.contexts_per_feature=2"],
 }
 
 
