@@ -31,6 +31,9 @@ import torch
 from interp_pipeline.transcoders.replacement import PromptRun, run_prompt, skip_of
 
 
+_UNEMBED_IN = "unembed.hook_in"  # a TransformerBridge's; HookedTransformer has no such hook
+
+
 @dataclass
 class AttributionGraph:
     tokens: torch.Tensor  # [n_pos]
@@ -138,9 +141,18 @@ class _Backward:
         for layer in range(self.n_layers):
             hooks.append((transcoders.hook_in(layer), lambda a, hook, layer=layer: mlp_in(a, hook, layer)))
             hooks.append((transcoders.hook_out(layer), lambda a, hook, layer=layer: mlp_out(a, hook, layer)))
+        unembed_in: list[torch.Tensor] = []
+        if _UNEMBED_IN in model.hook_dict:
+            # A TransformerBridge runs every block whatever stop_at_layer says: take the unembedding's
+            # input (after the final LayerNorm, its scale frozen) from a full forward pass.
+            hooks.append((_UNEMBED_IN, lambda a, hook: unembed_in.append(a)))
         with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
-            residual = model(tokens, stop_at_layer=model.cfg.n_layers)
-            final = model.ln_final(residual) if hasattr(model, "ln_final") else residual
+            if _UNEMBED_IN in model.hook_dict:
+                model(tokens)
+                final = unembed_in[0]
+            else:
+                residual = model(tokens, stop_at_layer=model.cfg.n_layers)
+                final = model.ln_final(residual) if hasattr(model, "ln_final") else residual
         self.targets.append(final)
 
     def rows(self, layers: torch.Tensor, positions: torch.Tensor, vectors: torch.Tensor,

@@ -36,15 +36,7 @@ def pattern_hooks(model: Any) -> list[str]:
 
 
 def check_transcoders(model: Any, transcoders: Any) -> None:
-    """A HookedTransformer; a transcoder for every layer, reading and writing hooks the model has, at its width."""
-    from transformer_lens import HookedTransformer
-
-    if not isinstance(model, HookedTransformer):
-        # A TransformerBridge has the hook names, but its forward ignores stop_at_layer and its replacement
-        # logits came out 7e-5 from its own on a tiny GPT-2 (not the 1e-5 HookedTransformer meets): not yet.
-        raise ConfigError("inputs.model", f"expected a HookedTransformer (attribution freezes its attention "
-                                          f"patterns and LayerNorm scales through its hooks), found "
-                                          f"{type(model).__name__}", absolute=True)
+    """A transcoder for every layer, reading and writing hooks the model has, at its width."""
     layers = list(range(model.cfg.n_layers))
     if sorted(transcoders.layers) != layers:
         raise ConfigError("transcoder.layers", f"expected a transcoder for every layer {layers} of the model, "

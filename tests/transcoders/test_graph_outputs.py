@@ -105,13 +105,37 @@ def test_cli_exits_2_before_any_work(tmp_path):
     assert f"error: {key}" in said and "running" not in said, said[-2000:]
 
 
-def test_a_transformer_bridge_is_refused_with_one_line(tmp_path, monkeypatch):
+def test_on_a_transformer_bridge_the_replacement_is_exact_and_edges_are_direct_effects(tmp_path, monkeypatch):
+    """The same graph code on a TransformerBridge (a tiny GPT-2 saved and loaded offline): its hooks freeze
+    patterns and scales as HookedTransformer's do; the logit target is read at unembed.hook_in."""
     from interp_pipeline.models import hub
+    from interp_pipeline.transcoders.replacement import replacement_logits, run_prompt
     from tests.support.tiny_gpt2 import save_tiny_gpt2
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
                                    dtype="float32")
-    with pytest.raises(ConfigError, match="expected a HookedTransformer") as error:
-        attribute(bridge, random_transcoders(bridge, 16), torch.tensor([1, 5, 9]))
-    assert error.value.key == "inputs.model"
+    # Weights at the scale of the model's own MLP outputs (~0.02): error nodes of that size, no cancellation.
+    transcoders = random_transcoders(bridge, 48, seed=1, scale=0.02, bias=-0.02)
+    tokens = torch.tensor([1, 5, 9, 3, 12, 7, 4])
+    run = run_prompt(bridge, transcoders, tokens)
+    logits, _ = replacement_logits(bridge, transcoders, run)
+    assert torch.allclose(logits, run.logits, atol=1e-6)
+    graph = attribute(bridge, transcoders, tokens, batch_size=8)
+    assert graph.n_features > 10
+    assert int((graph.adjacency[:graph.n_features, :graph.n_features].abs() > 1e-3).sum()) > 20  # edges to compare
+    base_logits, base = replacement_logits(bridge, transcoders, run, direct_only=True)
+    where = graph.slices()
+    for source in range(0, graph.n_features, max(1, graph.n_features // 6)):
+        layer, pos, feature = graph.active_features[source].tolist()
+        delta = {(layer, pos, feature): float(graph.activation_values[source])}
+        moved_logits, inputs = replacement_logits(bridge, transcoders, run, delta, direct_only=True)
+        for target in range(graph.n_features):
+            t_layer, t_pos, t_feature = graph.active_features[target].tolist()
+            measured = float(((inputs[t_layer, t_pos] - base[t_layer, t_pos])
+                              @ transcoders[t_layer].W_enc[:, t_feature]).detach())
+            assert measured == pytest.approx(float(graph.adjacency[target, source]), abs=1e-6)
+        change = moved_logits[-1] - base_logits[-1]
+        for row, token in enumerate(graph.logit_tokens.tolist()):
+            assert float(change[token] - change.mean()) == pytest.approx(
+                float(graph.adjacency[where["logits"].start + row, source]), abs=1e-6)
