@@ -25,6 +25,7 @@ from interp_pipeline.models.config import ModelConfig
 from interp_pipeline.patching.config import PatchingConfig
 from interp_pipeline.probes.config import ProbeConfig
 from interp_pipeline.sae.config import SAEConfig, SAEEvalConfig, SAESourceConfig
+from interp_pipeline.steering.config import SteerConfig, SteeringVectorConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 from interp_pipeline.tracing.config import CausalTracingConfig
 
@@ -142,6 +143,10 @@ class ExperimentConfig:
     rome: Optional[RomeConfig] = None
     rome_data: Optional[DataConfig] = None
     tracing: Optional[CausalTracingConfig] = None
+    # Steering: the vector's settings, how it is applied, and the ordinary sequences its loss is read on.
+    steering: Optional[SteeringVectorConfig] = None
+    steer: Optional[SteerConfig] = None
+    steer_data: Optional[DataConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
     sweep: SweepConfig = field(default_factory=SweepConfig)
