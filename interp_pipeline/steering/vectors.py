@@ -143,7 +143,10 @@ def caa_vector(model: Any, facts: Mapping[str, Tensor], settings: SteeringVector
         if not subjects:
             raise ConfigError(side, f"expected prompts answering {getattr(settings, side)!r} in the facts input, "
                                     "found none")
-        chosen = sorted(rng.sample(subjects, max(1, round(settings.fit_fraction * len(subjects)))))
+        count = max(1, round(settings.fit_fraction * len(subjects)))
+        if settings.fit_fraction < 1 and len(subjects) > 1:
+            count = min(count, len(subjects) - 1)  # at least one subject left for steer to score
+        chosen = sorted(rng.sample(subjects, count))
         fit_subjects += chosen
         rows[side] = torch.nonzero(answering & torch.isin(facts["subject_id"], torch.tensor(chosen))).flatten()
         counts[f"{side}_prompts"] = len(rows[side])
