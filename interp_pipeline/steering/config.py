@@ -61,11 +61,8 @@ class SteerConfig:
     # rows answering `source` (all rows when there is none), of subjects the vector was not made from.
     target: Optional[str] = None
     source: Optional[str] = None
-    # The facts input's rows scored: those answering `source` (else every row), or every row (prompts
-    # written for an ActAdd vector, whose object is only a placeholder).
-    score: str = choice("source", ("source", "all"))
-    heldout_only: bool = True
-    control: bool = True  # the same metrics for a random direction of the vector's norm (control_*)  # caa: score only subjects the vector was not made from
+    heldout_only: bool = True  # caa: score only subjects the vector was not made from
+    control: bool = True  # the same metrics for a random direction of the vector's norm (control_*)
     generate: List[str] = field(default_factory=list)  # prompts completed with and without steering
     max_new_tokens: int = above_zero(24)
     temperature: float = at_least(0, 0.0)  # 0: greedy

@@ -91,12 +91,19 @@ def steer(model: Any, vector: Mapping[str, Tensor], settings: SteerConfig, track
     target = _answer(model, settings.target, vector["positive"], "target")
     source = _answer(model, settings.source, vector["negative"], "source")
 
+    unsteered: dict[str, Tensor] = {}  # the model's own values, computed once for the vector and the control
+
     def runner(steering: Tensor) -> Any:
         def run(tokens: Tensor, steered: bool, last: Tensor | None = None, positions: str | None = None) -> Tensor:
             return steered_logits(model, tokens, steering if steered else None, layer, kind, settings.coefficient,
                                   positions or settings.positions, start=settings.start, last=last,
                                   batch_size_prompts=settings.batch_size_prompts)
         return run
+
+    def before(label: str, compute: Any) -> Tensor:
+        if label not in unsteered:
+            unsteered[label] = compute()
+        return unsteered[label]
 
     metrics: dict[str, float] = {"layer": layer, "coefficient": settings.coefficient}
     out: dict[str, Tensor] = {}
@@ -113,13 +120,12 @@ def steer(model: Any, vector: Mapping[str, Tensor], settings: SteerConfig, track
         if facts is not None:
             if target is None:
                 raise ConfigError("target", "expected the answer to steer towards (the vector names none), found none")
-            rows = _scored_rows(facts, source if settings.score == "source" else None,
-                                vector["fit_subjects"] if settings.heldout_only else None)
+            rows = _scored_rows(facts, source, vector["fit_subjects"] if settings.heldout_only else None)
             scored_relations = set(facts["relation"][rows].tolist())
             at = facts["last"][rows]
-            before = _at(run(facts["tokens"][rows], False), at)
+            plain = before("scored", lambda: _at(run(facts["tokens"][rows], False), at))
             after = _at(run(facts["tokens"][rows], True, at), at)
-            for name, value in _scores(before, after, target, source).items():
+            for name, value in _scores(plain, after, target, source).items():
                 if not prefix:
                     out[name] = value
                 found[name] = float(value.float().mean())
@@ -129,10 +135,10 @@ def steer(model: Any, vector: Mapping[str, Tensor], settings: SteerConfig, track
                 found["logit_diff_delta"] = found["logit_diff"] - found["logit_diff_before"]
             out["rows"] = rows
         if unrelated is not None:
-            found.update(_side_effects(unrelated, run, {a for a in (target, source) if a is not None},
+            found.update(_side_effects(unrelated, run, before, {a for a in (target, source) if a is not None},
                                        scored_relations))
         if tokens is not None:
-            found.update(_loss(model, tokens, run, settings.positions))
+            found.update(_loss(model, tokens, run, before, settings))
         if prefix:
             found = {name: value for name, value in found.items() if name in CONTROL_METRICS}
         metrics.update({prefix + name: value for name, value in found.items()})
@@ -177,7 +183,7 @@ def _kl(before: Tensor, after: Tensor) -> Tensor:
     return (logp.exp() * (logp - logq)).sum(-1)
 
 
-def _side_effects(facts: Mapping[str, Tensor], run: Any, answers: set[int],
+def _side_effects(facts: Mapping[str, Tensor], run: Any, unsteered: Any, answers: set[int],
                   scored_relations: set[int] | None) -> dict[str, float]:
     import torch
 
@@ -193,7 +199,7 @@ def _side_effects(facts: Mapping[str, Tensor], run: Any, answers: set[int],
         if not len(rows):
             continue
         at = facts["last"][rows]
-        before = _at(run(facts["tokens"][rows], False), at)
+        before = unsteered(name, lambda: _at(run(facts["tokens"][rows], False), at))
         after = _at(run(facts["tokens"][rows], True, at), at)
         metrics[f"kl_{name}"] = float(_kl(before, after).mean())
         if name == "unrelated":
@@ -202,20 +208,27 @@ def _side_effects(facts: Mapping[str, Tensor], run: Any, answers: set[int],
     return metrics
 
 
-def _loss(model: Any, tokens: Tensor, run: Any, positions: str) -> dict[str, float]:
+def _loss(model: Any, tokens: Tensor, run: Any, unsteered: Any, settings: SteerConfig) -> dict[str, float]:
+    """Next-token loss over ``tokens`` (padding left out), a batch at a time: a batch's logits over a large
+    vocabulary are the biggest thing here (64 x 128 x 50,257 floats would be 1.6 GB)."""
     import torch
 
     pad = model.tokenizer.pad_token_id if model.tokenizer is not None else None
-    targets = tokens[:, 1:]
-    mask = targets != pad if pad is not None else torch.ones_like(targets, dtype=torch.bool)
-    every = "front" if positions == "front" else "all"
-    losses = {}
-    for name, steered in (("loss_before", False), ("loss", True)):
-        logits = run(tokens, steered, positions=every)[:, :-1]
-        per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        losses[name] = float(per_token[mask].mean())
-    losses["loss_delta"] = losses["loss"] - losses["loss_before"]
-    return losses
+    every = "front" if settings.positions == "front" else "all"
+
+    def per_token(steered: bool) -> Tensor:
+        losses = []
+        for start in range(0, len(tokens), settings.batch_size_prompts):
+            batch = tokens[start:start + settings.batch_size_prompts]
+            logits = run(batch, steered, positions=every)[:, :-1]
+            losses.append(torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none"))
+        return torch.cat(losses)
+
+    mask = tokens[:, 1:] != pad if pad is not None else torch.ones_like(tokens[:, 1:], dtype=torch.bool)
+    found = {"loss_before": float(unsteered("loss", lambda: per_token(False))[mask].mean()),
+             "loss": float(per_token(True)[mask].mean())}
+    found["loss_delta"] = found["loss"] - found["loss_before"]
+    return found
 
 
 def _completions(model: Any, vector: Tensor, layer: int, kind: str, settings: SteerConfig) -> str:
