@@ -218,3 +218,23 @@ def test_a_vector_of_another_width_or_a_layer_outside_the_model(world):
         steer(model, vector, facts=facts, layer=2)
     with pytest.raises(ConfigError, match="positions"):
         steer(model, {**vector, "vector": torch.zeros(3, 16)}, facts=facts)
+
+
+def test_both_stages_on_a_transformer_bridge(tmp_path, monkeypatch):
+    """ActAdd made on a Bridge, added at the front while generating and scoring ordinary sequences."""
+    from interp_pipeline.models import hub
+    from interp_pipeline.stages.steering import steer, steering_vector
+    from tests.support.tiny_gpt2 import save_tiny_gpt2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
+                                   dtype="float32")
+    made = steering_vector(bridge, method="actadd", layer=1, positive="the cat", negative="a", pad="the")
+    assert made["vector"].shape == (3, 32) and made["vector"][0].abs().max() < 1e-6  # BOS alike
+    tokens = bridge.to_tokens(["the cat sat on the mat", "a dog ran in the park"])
+    recorder = Recorder()
+    steer(bridge, made, tokens=tokens, coefficient=4.0, positions="front", generate=["the quick"],
+          max_new_tokens=3, tracker=recorder)
+    assert recorder.metrics["loss_delta"] != 0 and "control_loss_delta" in recorder.metrics
+    completions = recorder.texts["completions.md"]
+    assert completions.count("the quick") == 3  # the heading, and both completions start with the prompt
