@@ -33,7 +33,8 @@ REHEARSALS: dict[str, list[str]] = {
     "induction_heads": [],
     # ActAdd's "Love" - "Hate" (conf/steering_setup/gpt2_small.yaml): the ordinary text from the local file.
     "steering": ["model=gpt2_small", "steer_data.params.name=json", "++steer_data.params.data_files={text}",
-                 "++steer_data.params.streaming=false", "steer_data.params.max_sequences=4", "steer.max_new_tokens=8"],
+                 "++steer_data.params.streaming=false", "steer_data.params.max_sequences=4", "steer.max_new_tokens=4",
+                 "steer.control=false"],
     # One trial of the search, as a single run: sae_train's pipeline at the search's SAE size.
     "sae_l1_search_gpt2": _SAE_TRAIN,
 }
