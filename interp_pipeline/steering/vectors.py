@@ -12,10 +12,10 @@ A vector is a dict of tensors (stored by the stage cache's safetensors codec, so
 ``fit_prompts``    int64 [1]     how many prompts (caa) or prompt pairs (actadd: 1) it was made from
 =================  ============  ==========================================================================
 
-ActAdd: Turner et al. 2023, "Steering Language Models With Activation Engineering" (section 3: the
+ActAdd: Turner et al. 2023, "Steering Language Models With Activation Engineering" (ActAdd: the
 difference of the two prompts' residual streams at one layer, the shorter padded with spaces, added
 at the front of the user's prompt). CAA: Rimsky et al. 2024, "Steering Llama 2 via Contrastive
-Activation Addition" (section 3: the mean difference over contrastive pairs at one layer, read at the
+Activation Addition" (the mean difference over contrastive pairs at one layer, read at the
 answer's position). The vectors are computed here with TransformerLens hooks (``run_with_cache``), on a
 HookedTransformer and a TransformerBridge alike; the reference repositories (nrimsky/CAA and ActAdd's
 notebooks) were read for the recipe, not copied.
