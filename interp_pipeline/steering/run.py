@@ -111,41 +111,49 @@ def steer(model: Any, vector: Mapping[str, Tensor], settings: SteerConfig, track
     generator = torch.Generator().manual_seed(settings.seed)
     noise = torch.randn(vector["vector"].shape, generator=generator)
     control = noise * vector["vector"].norm(dim=-1, keepdim=True) / noise.norm(dim=-1, keepdim=True)
+    if facts is not None and target is None:
+        raise ConfigError("target", "expected the answer to steer towards (the vector names none), found none")
     for prefix, steering in (("", vector["vector"]), ("control_", control)):
         if prefix and not settings.control:
             continue
-        run = runner(steering)
-        found: dict[str, float] = {}
-        scored_relations = None
-        if facts is not None:
-            if target is None:
-                raise ConfigError("target", "expected the answer to steer towards (the vector names none), found none")
-            rows = _scored_rows(facts, source, vector["fit_subjects"] if settings.heldout_only else None)
-            scored_relations = set(facts["relation"][rows].tolist())
-            at = facts["last"][rows]
-            plain = before("scored", lambda: _at(run(facts["tokens"][rows], False), at))
-            after = _at(run(facts["tokens"][rows], True, at), at)
-            for name, value in _scores(plain, after, target, source).items():
-                if not prefix:
-                    out[name] = value
-                found[name] = float(value.float().mean())
-            found["prompts"] = len(rows)
-            found["target_prob_delta"] = found["target_prob"] - found["target_prob_before"]
-            if "logit_diff" in found:
-                found["logit_diff_delta"] = found["logit_diff"] - found["logit_diff_before"]
-            out["rows"] = rows
-        if unrelated is not None:
-            found.update(_side_effects(unrelated, run, before, {a for a in (target, source) if a is not None},
-                                       scored_relations))
-        if tokens is not None:
-            found.update(_loss(model, tokens, run, before, settings))
+        found, scores = _measure(model, runner(steering), before, settings, vector, target, source, facts, unrelated,
+                                 tokens)
         if prefix:
             found = {name: value for name, value in found.items() if name in CONTROL_METRICS}
+        else:
+            out = scores
         metrics.update({prefix + name: value for name, value in found.items()})
     tracker.log_metrics(metrics)
     if settings.generate:
         tracker.log_text(_completions(model, vector["vector"], layer, kind, settings), "completions.md")
     return out
+
+
+def _measure(model: Any, run: Any, before: Any, settings: SteerConfig, vector: Mapping[str, Tensor], target: int | None,
+             source: int | None, facts: Mapping[str, Tensor] | None, unrelated: Mapping[str, Tensor] | None,
+             tokens: Tensor | None) -> tuple[dict[str, float], dict[str, Tensor]]:
+    """One vector's metrics (means) and the scored prompts' per-prompt values; ``before(label, compute)``
+    keeps the unsteered values, which the vector and its control share."""
+    found: dict[str, float] = {}
+    scores: dict[str, Tensor] = {}
+    scored_relations = None
+    if facts is not None:
+        rows = _scored_rows(facts, source, vector["fit_subjects"] if settings.heldout_only else None)
+        scored_relations = set(facts["relation"][rows].tolist())
+        at = facts["last"][rows]
+        plain = before("scored", lambda: _at(run(facts["tokens"][rows], False), at))
+        scores = {**_scores(plain, _at(run(facts["tokens"][rows], True, at), at), target, source), "rows": rows}
+        found = {name: float(value.float().mean()) for name, value in scores.items() if name != "rows"}
+        found["prompts"] = len(rows)
+        found["target_prob_delta"] = found["target_prob"] - found["target_prob_before"]
+        if "logit_diff" in found:
+            found["logit_diff_delta"] = found["logit_diff"] - found["logit_diff_before"]
+    if unrelated is not None:
+        found.update(_side_effects(unrelated, run, before, {a for a in (target, source) if a is not None},
+                                   scored_relations))
+    if tokens is not None:
+        found.update(_loss(model, tokens, run, before, settings))
+    return found, scores
 
 
 def _scored_rows(facts: Mapping[str, Tensor], source: int | None, fit_subjects: Tensor | None) -> Tensor:
