@@ -35,15 +35,17 @@ def check_model_shape(settings: RomeConfig, model: Any, traced: bool) -> None:
 
 
 def edit_facts(model: Any, tokens: Tensor, tracing: Mapping[str, Any] | None, settings: RomeConfig,
-               tracker: Tracker) -> dict[str, Any]:
+               tracker: Tracker, stats: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
     """Every requested edit (``requests``, then ``n_random_requests`` drawn with ``seed``), each alone on a
     copy of ``model``, at ``layer`` (or the one ``tracing`` picks); logs the metrics per edit
     (``editN/...``) and their means. Returns the first edit's model and its ``edit`` (k*, the rewrite
-    prompt's key k, v* = k W', C^-1 k*, the new W_out)."""
+    prompt's key k, v* = k W', C^-1 k*, the new W_out). ``stats``: a key_covariance output to read C from
+    (else estimated here over ``tokens``)."""
     import torch
 
     from interp_pipeline.editing.evaluate import edit_metrics
     from interp_pipeline.editing.requests import check_edits, make_requests, request_prompts
+    from interp_pipeline.editing.covariance import covariance_name, covariance_of
     from interp_pipeline.editing.rome import edited_copy, key_covariance, rome_edit
     from interp_pipeline.common.progress import progress
 
@@ -52,9 +54,10 @@ def edit_facts(model: Any, tokens: Tensor, tracing: Mapping[str, Any] | None, se
     layer = _layer(model, settings.layer, tracing)
     pad = model.tokenizer.pad_token_id if model.tokenizer is not None else None
     mask = tokens != pad if pad is not None else None
-    covariance = key_covariance(model, layer, tokens, batch_size_prompts=settings.batch_size_prompts, mask=mask)
-    covariance += settings.covariance_ridge * covariance.diagonal().mean() * torch.eye(covariance.shape[0],
-                                                                                       dtype=covariance.dtype)
+    if stats is None:
+        stats = {covariance_name(layer): key_covariance(model, layer, tokens,
+                                                        batch_size_prompts=settings.batch_size_prompts, mask=mask)}
+    covariance = covariance_of(stats, layer, settings.covariance_ridge)
     chosen = make_requests(settings.task, list(settings.requests), settings.n_random_requests, settings.seed)
     totals: dict[str, float] = {}
     first = None
