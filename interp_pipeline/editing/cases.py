@@ -1,7 +1,8 @@
 """A batch of edit requests as prompt sets: what MEMIT (and ROME, one after another) write and are scored on.
 
-Requests on the toy facts world ({subject, relation, new_object}, interp_pipeline.editing.requests) and
-random ones drawn so that a batch can be scored as a whole: the facts are distinct, ``n_neighbours``
+Requests on the toy facts world ({subject, relation, new_object}, interp_pipeline.editing.requests),
+counterfact-style text ({prompt, subject, new_object, true_object, paraphrases, neighbourhood}: Meng et
+al.'s CounterFact records, for real models), and random facts of the world drawn so that a batch can be scored as a whole: the facts are distinct, ``n_neighbours``
 subjects are never edited (their prompts of each request's relation are its neighbourhood: specificity),
 and every edited subject keeps one relation no request of the batch touches (its prompts are the
 subject's other facts, "essence", and the KL term's prompts). Batch sizes read the first N requests, so
@@ -57,11 +58,56 @@ def _pool(task: Mapping[str, Any], requests: Sequence[Mapping[str, Any]], n_neig
     return neighbours, kept
 
 
+def _is_text(request: Mapping[str, Any]) -> bool:
+    return "prompt" in request
+
+
+def text_of(prompt: str, subject: str) -> str:
+    """A prompt with its subject in place: CounterFact writes "{} is located in", or the text itself."""
+    return prompt.format(subject) if "{}" in prompt else prompt
+
+
+def check_text_request(i: int, request: Mapping[str, Any]) -> None:
+    """Pre-flight of one counterfact-style request: its subject is in its prompt and paraphrases, and the new
+    object is not the one it has."""
+    subject = request.get("subject")
+    if not isinstance(subject, str) or not subject:
+        raise ConfigError(f"requests[{i}].subject", f"expected the subject's text, found {subject!r}")
+    for key, prompt in [("prompt", request["prompt"]),
+                        *((f"paraphrases[{j}]", p) for j, p in enumerate(request.get("paraphrases") or []))]:
+        if not isinstance(prompt, str) or subject not in text_of(prompt, subject):
+            raise ConfigError(f"requests[{i}].subject", f"expected {subject!r} in the request's {key}, found "
+                                                        f"{prompt!r}", suggestion="write it there, or '{}' for it")
+    new, true = request.get("new_object"), request.get("true_object")
+    if not isinstance(new, str) or not new.strip():
+        raise ConfigError(f"requests[{i}].new_object", f"expected the new object's text, found {new!r}")
+    if true is not None and new.strip() == str(true).strip():
+        raise ConfigError(f"requests[{i}].new_object", f"expected an object other than {subject}'s current one, "
+                                                       f"found {new!r}, which is its true_object")
+    for j, item in enumerate(request.get("neighbourhood") or []):
+        if not isinstance(item, str):
+            raise ConfigError(f"requests[{i}].neighbourhood[{j}]", f"expected a prompt, found {item!r}")
+
+
 def check_batch(settings: MemitConfig) -> None:
-    """Pre-flight: the facts world is given, the requests are its facts and distinct, and the random ones fit
+    """Pre-flight: text requests name their subject in their prompts and a new object; the facts world is given
+    when its facts are asked for, those requests are its facts and distinct, and the random ones fit
     beside the never-edited neighbours and each subject's kept relation."""
+    text = [r for r in settings.requests if _is_text(r)]
+    for i, r in enumerate(settings.requests):
+        if _is_text(r):
+            check_text_request(i, r)
+    world = [r for r in settings.requests if not _is_text(r)]
+    if not world and not settings.n_random_requests:
+        if not text:
+            raise ConfigError("n_random_requests", "expected at least one edit: requests or n_random_requests >= 1")
+        _check_sizes(settings, len(text))
+        return
     if not settings.task:
         raise ConfigError("task", "expected the facts task's config (name: facts, ...), found none")
+    if text:
+        raise ConfigError("requests", "expected requests of one kind: the facts world's {subject, relation, "
+                                      "new_object} or text {prompt, subject, new_object}, found both")
     check_requests(settings.task, settings.requests)
     seen: set[tuple[str, str]] = set()
     for i, r in enumerate(settings.requests):
@@ -76,9 +122,10 @@ def check_batch(settings: MemitConfig) -> None:
         raise ConfigError("n_random_requests", f"expected at most {room} random edits ({n} subjects, "
                                                f"{kept_out} kept unedited as neighbours, one relation "
                                                f"kept per edited subject), found {settings.n_random_requests}")
-    total = len(settings.requests) + settings.n_random_requests
-    if total == 0:
-        raise ConfigError("n_random_requests", "expected at least one edit: requests or n_random_requests >= 1")
+    _check_sizes(settings, len(settings.requests) + settings.n_random_requests)
+
+
+def _check_sizes(settings: MemitConfig, total: int) -> None:
     for size in settings.sizes:
         if not 1 <= size <= total:
             raise ConfigError("sizes", f"expected batch sizes in 1..{total} (the requests), found {size}")
@@ -108,6 +155,49 @@ def _empty() -> Prompts:
 
     return Prompts(torch.zeros((0, 1), dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
                    torch.zeros(0, dtype=torch.int64))
+
+
+def edit_cases(model: Any, settings: MemitConfig) -> list[EditCase]:
+    """The batch's cases: text requests as written, else the facts world's."""
+    if any(_is_text(r) for r in settings.requests):
+        return [text_case(model, r) for r in settings.requests]
+    return toy_cases(model, settings)
+
+
+def _first_token(model: Any, text: str) -> int:
+    # A multi-token object is scored and optimised on its first token (CounterFact's objects mostly are one).
+    return int(model.tokenizer(text, add_special_tokens=False)["input_ids"][0])
+
+
+def text_case(model: Any, request: Mapping[str, Any]) -> EditCase:
+    """A counterfact-style request's prompt sets: the prompt, its paraphrases (generalisation), neighbourhood
+    prompts about other subjects (specificity) and "<subject> is a" (the paper's KL prompt, kept: essence)."""
+    from interp_pipeline.facts.prompts import subject_last_token
+    from interp_pipeline.models.tokens import bos_id
+
+    subject = request["subject"]
+    pad = int(model.tokenizer.pad_token_id or 0)
+
+    def with_subject(prompts: Sequence[str]) -> Prompts:
+        if not prompts:
+            return _empty()
+        texts = [text_of(p, subject) for p in prompts]
+        rows, last = zip(*(subject_last_token(model, t, (t.index(subject), t.index(subject) + len(subject)))
+                           for t in texts))
+        return Prompts.of(rows, last, pad=pad)
+
+    def plain(prompts: Sequence[str]) -> Prompts:
+        if not prompts:
+            return _empty()
+        rows = [[bos_id(model), *model.tokenizer(p, add_special_tokens=False)["input_ids"]] for p in prompts]
+        return Prompts.of(rows, [len(r) - 1 for r in rows], pad=pad)
+
+    paraphrases = list(request.get("paraphrases") or [])
+    true = request.get("true_object")
+    return EditCase(subject, f"{subject}: {true} -> {request['new_object']}", _first_token(model, request["new_object"]),
+                    _first_token(model, true) if true else -1, with_subject([request["prompt"]]),
+                    with_subject([request["prompt"], *paraphrases]), with_subject(paraphrases),
+                    plain(list(request.get("neighbourhood") or [])), with_subject([f"{subject} is a"]))
 
 
 def toy_cases(model: Any, settings: MemitConfig) -> list[EditCase]:

@@ -22,7 +22,6 @@ SAELens ships ROME, and the reference code (kmeng01/rome) is tied to Hugging Fac
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,11 +108,13 @@ def rank_one_update(weight: torch.Tensor, covariance: torch.Tensor, key: torch.T
 
 
 def edited_copy(model: Any, layer: int, new_weight: torch.Tensor) -> Any:
-    """A copy of ``model`` with block ``layer``'s W_out replaced; the original's parameters are untouched
+    """A copy of ``model`` with block ``layer``'s W_out replaced (a TransformerBridge's Conv1D or Linear through
+    interp_pipeline.editing.weights); the original's parameters are untouched
     (a model served from the stage cache, or held by another stage, stays as it was)."""
-    edited = copy.deepcopy(model)
-    with torch.no_grad():
-        edited.blocks[layer].mlp.W_out.copy_(new_weight.to(edited.blocks[layer].mlp.W_out.device))
+    from interp_pipeline.editing.weights import model_copy, set_mlp_out_weight
+
+    edited = model_copy(model)
+    set_mlp_out_weight(edited, layer, new_weight)
     return edited
 
 
@@ -132,7 +133,9 @@ def rome_edit(model: Any, layer: int, covariance: torch.Tensor, rewrite: Prompts
     key = subject_key(model, layer, key_prompts if key_prompts is not None else rewrite)
     at = subject_key(model, layer, rewrite)
     delta, info = optimise_delta(model, layer, rewrite, target, essence, **optimise)
-    weight = model.blocks[layer].mlp.W_out
+    from interp_pipeline.editing.weights import mlp_out_weight
+
+    weight = mlp_out_weight(model, layer)
     value = at @ weight.detach().double().cpu() + delta
     return Edit(rank_one_update(weight, covariance, key, value, at=at), key, at, value, info)
 

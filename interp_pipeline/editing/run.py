@@ -50,7 +50,7 @@ def edit_facts(model: Any, tokens: Tensor, tracing: Mapping[str, Any] | None, se
     from interp_pipeline.common.progress import progress
 
     check_edits(settings)
-    _require_hooked_transformer(model)
+    _require_mlp_and_tokenizer(model)
     layer = _layer(model, settings.layer, tracing)
     pad = model.tokenizer.pad_token_id if model.tokenizer is not None else None
     mask = tokens != pad if pad is not None else None
@@ -87,14 +87,8 @@ def edit_facts(model: Any, tokens: Tensor, tracing: Mapping[str, Any] | None, se
     return {"model": first[0], "edit": first[1]}
 
 
-def _require_hooked_transformer(model: Any) -> None:
-    from transformer_lens import HookedTransformer
-
-    if not isinstance(model, HookedTransformer):
-        # A TransformerBridge keeps the Hugging Face module's own MLP weights (Conv1D or Linear, per
-        # architecture), which this edit does not map yet.
-        raise ConfigError("inputs.model", f"expected a HookedTransformer (ROME edits its W_out), found "
-                                          f"{type(model).__name__}")
+def _require_mlp_and_tokenizer(model: Any) -> None:
+    # Both model kinds: a TransformerBridge's MLP output weights are mapped by interp_pipeline.editing.weights.
     if model.cfg.attn_only or model.cfg.d_mlp is None:
         raise ConfigError("inputs.model", NO_MLP)
     if model.tokenizer is None:

@@ -90,13 +90,13 @@ def edit_at_scale(model: Any, covariance: Mapping[str, Any], tracing: Mapping[st
                   settings: MemitConfig, tracker: Tracker) -> dict[str, Any]:
     """MEMIT for each batch size (the largest's model is the output), sequential ROME if asked; logs every
     metric and a figure of each against the number of edits. Returns ``model`` and ``edit`` (z, K, R, Delta)."""
-    from interp_pipeline.editing.cases import toy_cases
+    from interp_pipeline.editing.cases import edit_cases
     from interp_pipeline.editing.covariance import covariance_of
     from interp_pipeline.editing.memit import apply_memit
     from interp_pipeline.editing.targets import optimise_deltas
 
     layers, rome_layer = _layers(model, settings, tracing)
-    cases = toy_cases(model, settings)
+    cases = edit_cases(model, settings)
     sizes = sorted(set(settings.sizes)) or [len(cases)]
     covariances = {layer: covariance_of(covariance, layer, settings.covariance_ridge)
                    for layer in {*layers, *([rome_layer] if settings.sequential_rome else [])}}

@@ -129,3 +129,75 @@ def test_the_range_from_tracing_is_the_window_with_the_highest_effect():
         [1, 2, 3]
     assert layer_range_from_tracing({"mlp": mlp}, 2) == [3, 4]
     assert layer_range_from_tracing({"mlp": mlp}, 9) == list(range(6))
+
+
+def test_memit_and_rome_edit_a_bridge_through_its_conv1d_weights(tmp_path, monkeypatch):
+    from interp_pipeline.editing.weights import mlp_out_weight
+    from interp_pipeline.models import hub
+    from tests.support.tiny_gpt2 import save_tiny_gpt2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
+                                   dtype="float32")
+    conv = bridge.blocks[1].mlp.out._original_component
+    assert type(conv).__name__ == "Conv1D" and mlp_out_weight(bridge, 1) is conv.weight  # [d_mlp, d_model] as is
+    before = {name: p.clone() for name, p in bridge.original_model.state_dict().items()}
+    tokens = torch.randint(2, 20, (16, 8), generator=torch.Generator().manual_seed(0))
+    stats, _ = key_covariances(bridge, [1], tokens, batch_size_prompts=8)
+    c = stats[1] + 1e-2 * stats[1].diagonal().mean() * torch.eye(stats[1].shape[0], dtype=torch.float64)
+    rewrites = Prompts.of([[1, 5, 6, 7], [1, 9, 3]], [2, 1])
+    deltas = 0.5 * torch.randn(2, bridge.cfg.d_model, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    result = apply_memit(bridge, [1], {1: c}, rewrites, deltas, mom2_update_weight=1e-4)
+    for name, p in bridge.original_model.state_dict().items():
+        assert torch.equal(p, before[name]), name
+    # nearly unregularised, one layer: the edited bridge's residual stream reaches the targets
+    reached = hidden_at_subject(result.model, "blocks.1.hook_resid_post", 1, rewrites).double()
+    torch.testing.assert_close(reached, result.targets, atol=1e-3, rtol=1e-3)
+    changed = {n for n, p in result.model.original_model.state_dict().items() if not torch.equal(p, before[n])}
+    # (the bridge lists each parameter under several aliases: every one is block 1's c_proj weight)
+    assert changed and all(n.startswith("transformer.h.1.") and n.endswith("weight") and ("c_proj" in n or "mlp.out"
+                                                                                         in n) for n in changed)
+
+
+def test_counterfact_style_requests_are_checked_before_any_work():
+    from interp_pipeline.common.errors import ConfigError
+    from interp_pipeline.editing.config import MemitConfig
+    from interp_pipeline.stages.memit import _check_batch
+
+    good = {"prompt": "{} is located in the city of", "subject": "The Eiffel Tower", "new_object": " Rome",
+            "true_object": " Paris", "paraphrases": ["Where is The Eiffel Tower? In"],
+            "neighbourhood": ["The Louvre is located in the city of"]}
+    _check_batch(MemitConfig(requests=[good], n_random_requests=0, sizes=[1]))
+    _check_batch(MemitConfig(requests=[{**good, "prompt": "The Eiffel Tower is in"}], n_random_requests=0))
+    cases = [
+        ({**good, "prompt": "The tower is in"}, r"^requests\[0\]\.subject: expected 'The Eiffel Tower' in the "
+                                                r"request's prompt, found 'The tower is in'"),
+        ({**good, "paraphrases": ["Where is it?"]}, r"^requests\[0\]\.subject: expected .* in the request's "
+                                                    r"paraphrases\[0\]"),
+        ({**good, "new_object": "Paris"}, r"^requests\[0\]\.new_object: expected an object other than The Eiffel "
+                                          r"Tower's current one, found 'Paris', which is its true_object"),
+    ]
+    for request, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            _check_batch(MemitConfig(requests=[request], n_random_requests=0))
+    with pytest.raises(ConfigError, match=r"^requests: expected requests of one kind"):
+        _check_batch(MemitConfig(task=TASK, requests=[good], n_random_requests=2, n_neighbours=2))
+
+
+def test_a_text_request_becomes_prompt_sets_with_the_subject_found_by_offsets(tmp_path, monkeypatch):
+    from interp_pipeline.editing.cases import text_case
+    from interp_pipeline.models import hub
+    from tests.support.tiny_gpt2 import save_tiny_gpt2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
+                                   dtype="float32")
+    case = text_case(bridge, {"prompt": "{} sat on the", "subject": "the cat", "new_object": "park",
+                              "true_object": "mat", "paraphrases": ["a dog ran in the cat"],
+                              "neighbourhood": ["a dog ran in the", "the quick brown fox jumps over"]})
+    ids = bridge.tokenizer.convert_tokens_to_ids
+    assert case.new == ids("park") and case.true == ids("mat")
+    assert bridge.tokenizer.decode(case.rewrite.tokens[0, case.rewrite.subject_last[0]]) == "cat"
+    assert len(case.paraphrase) == 1 and len(case.key_prompts) == 2 and len(case.neighbourhood) == 2
+    assert int(case.paraphrase.subject_last[0]) == 6  # [BOS] a dog ran in the cat: the last "cat"
+
