@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from interp_pipeline.editing.rome import mlp_key_hook
+from interp_pipeline.editing.prompts import mlp_key_hook
 
 if TYPE_CHECKING:
     from interp_pipeline.editing.config import KeyCovarianceConfig

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from interp_pipeline.editing.rome import Prompts, mlp_key_hook
+from interp_pipeline.editing.prompts import Prompts, mlp_key_hook
 from interp_pipeline.editing.targets import hidden_at_subject
 from interp_pipeline.editing.weights import mlp_out_weight, model_copy, set_mlp_out_weight
 

@@ -22,36 +22,12 @@ SAELens ships ROME, and the reference code (kmeng01/rome) is tied to Hugging Fac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-
-@dataclass(frozen=True)
-class Prompts:
-    """Right-padded prompts: ``tokens`` [n, seq], the subject's last token ``subject_last`` [n], and the
-    position whose next-token prediction is the object, ``last`` [n] (the prompt's final token)."""
-
-    tokens: torch.Tensor
-    subject_last: torch.Tensor
-    last: torch.Tensor
-
-    @classmethod
-    def of(cls, rows: Sequence[Sequence[int]], subject_last: Sequence[int], pad: int = 0) -> Prompts:
-        width = max(len(r) for r in rows)
-        tokens = torch.full((len(rows), width), pad, dtype=torch.int64)
-        for i, row in enumerate(rows):
-            tokens[i, :len(row)] = torch.as_tensor(list(row))
-        return cls(tokens, torch.as_tensor(list(subject_last)), torch.as_tensor([len(r) - 1 for r in rows]))
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-
-def mlp_key_hook(layer: int) -> str:
-    return f"blocks.{layer}.mlp.hook_post"
+from interp_pipeline.editing.prompts import Prompts, mlp_key_hook  # noqa: F401 (re-exported: ROME's names)
 
 
 def key_covariance(model: Any, layer: int, tokens: torch.Tensor, *, batch_size_prompts: int,

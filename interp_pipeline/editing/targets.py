@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from interp_pipeline.editing.rome import Prompts
+from interp_pipeline.editing.prompts import Prompts
 
 
 def concat(parts: Sequence[Prompts]) -> tuple[Prompts, torch.Tensor]:

@@ -201,3 +201,16 @@ def test_a_text_request_becomes_prompt_sets_with_the_subject_found_by_offsets(tm
     assert len(case.paraphrase) == 1 and len(case.key_prompts) == 2 and len(case.neighbourhood) == 2
     assert int(case.paraphrase.subject_last[0]) == 6  # [BOS] a dog ran in the cat: the last "cat"
 
+
+
+def test_rome_edit_and_memit_edit_share_one_key_covariance_cache_entry(outputs):
+    """The covariance is one stage-cache entry: rome_edit and memit_edit on toy_facts compute the same key
+    for it (same model, tokens and settings), so whichever runs second is served."""
+    from interp_pipeline.experiments.compose import compose
+    from interp_pipeline.experiments.run import prepare
+    from interp_pipeline.runner.runner import compute_keys
+
+    keys = {name: compute_keys(prepare(compose([f"+experiment={name}"])).spec) for name in ("rome_edit", "memit_edit")}
+    assert keys["rome_edit"]["covariance"] == keys["memit_edit"]["covariance"]
+    assert keys["rome_edit"]["tracing"] == keys["memit_edit"]["tracing"]
+    assert keys["rome_edit"]["rome"] != keys["memit_edit"]["memit"]
