@@ -20,16 +20,19 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-def _check_covariance_shapes(settings: KeyCovarianceConfig, inputs: Mapping[str, Any]) -> None:
+def _check_mlp_layers(model: Any, layers: list[int] | None) -> None:
+    """The model (its shape, at pre-flight) has MLPs, and each of ``layers`` is one of them."""
     from interp_pipeline.common.errors import ConfigError
 
-    model = inputs.get("model")
-    if model is None:
-        return
     if model.attn_only or model.d_mlp is None:
         raise ConfigError("inputs.model", NO_MLP)
-    for index, layer in enumerate(settings.layers or []):
+    for index, layer in enumerate(layers or []):
         model.check_layer(f"layers[{index}]", layer)
+
+
+def _check_covariance_shapes(settings: KeyCovarianceConfig, inputs: Mapping[str, Any]) -> None:
+    if inputs.get("model") is not None:
+        _check_mlp_layers(inputs["model"], settings.layers)
 
 
 @stage("key_covariance", outputs=("covariance",), config=KeyCovarianceConfig, check_shapes=_check_covariance_shapes,
@@ -55,10 +58,7 @@ def _check_shapes(settings: MemitConfig, inputs: Mapping[str, Any]) -> None:
     model = inputs.get("model")
     if model is None:
         return
-    if model.attn_only or model.d_mlp is None:
-        raise ConfigError("inputs.model", NO_MLP)
-    for index, layer in enumerate(settings.layers or []):
-        model.check_layer(f"layers[{index}]", layer)
+    _check_mlp_layers(model, settings.layers)
     if settings.rome_layer is not None:
         model.check_layer("rome_layer", settings.rome_layer)
     if settings.layers is None and "tracing" not in inputs:
