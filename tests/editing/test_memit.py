@@ -214,3 +214,42 @@ def test_rome_edit_and_memit_edit_share_one_key_covariance_cache_entry(outputs):
     assert keys["rome_edit"]["covariance"] == keys["memit_edit"]["covariance"]
     assert keys["rome_edit"]["tracing"] == keys["memit_edit"]["tracing"]
     assert keys["rome_edit"]["rome"] != keys["memit_edit"]["memit"]
+
+
+def test_rome_edits_a_bridge_and_a_linear_projection_is_read_transposed(tmp_path, monkeypatch):
+    from interp_pipeline.editing.rome import edited_copy, rome_edit, top1
+    from interp_pipeline.editing.weights import mlp_out_weight, set_mlp_out_weight
+    from interp_pipeline.models import hub
+    from tests.support.tiny_gpt2 import save_tiny_gpt2
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
+                                   dtype="float32")
+    tokens = torch.randint(2, 20, (16, 8), generator=torch.Generator().manual_seed(0))
+    stats, _ = key_covariances(bridge, [0], tokens, batch_size_prompts=8)
+    c = stats[0] + 1e-2 * stats[0].diagonal().mean() * torch.eye(stats[0].shape[0], dtype=torch.float64)
+    rewrite = Prompts.of([[1, 5, 6, 7]], [3])
+    target = int((top1(bridge, rewrite)[0] + 1) % 20)
+    # (a random GPT-2 of d_model 32 with tied embeddings cannot be confident: top-1 is what an edit can move)
+    edit = rome_edit(bridge, 0, c, rewrite, target, steps=60, lr=0.5, kl_weight=0.0, weight_decay=0.0, seed=0)
+    edited = edited_copy(bridge, 0, edit.weight)
+    assert top1(edited, rewrite).tolist() == [target] and top1(bridge, rewrite).tolist() != [target]
+    torch.testing.assert_close(edit.rewrite_key.float() @ mlp_out_weight(edited, 0), edit.value.float(), atol=1e-4,
+                               rtol=1e-4)
+
+    class Block(torch.nn.Module):  # a Bridge block whose MLP projects out with an nn.Linear ([d_model, d_mlp])
+        def __init__(self):
+            super().__init__()
+            self.mlp = torch.nn.Module()
+            self.mlp.out = torch.nn.Module()
+            self.mlp.out._original_component = torch.nn.Linear(6, 4)
+
+    fake = torch.nn.Module()
+    fake.blocks = torch.nn.ModuleList([Block()])
+    linear = fake.blocks[0].mlp.out._original_component
+    assert mlp_out_weight(fake, 0).shape == (6, 4)
+    new = torch.randn(6, 4)
+    set_mlp_out_weight(fake, 0, new)
+    torch.testing.assert_close(linear.weight, new.T)
+    x = torch.randn(3, 6)
+    torch.testing.assert_close(linear(x) - linear.bias, x @ new)  # out = k @ W_out, TransformerLens's layout
