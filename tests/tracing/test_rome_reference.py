@@ -18,6 +18,7 @@ import torch
 from interp_pipeline.tracing.average import POSITION_CLASSES, AverageEffects
 from interp_pipeline.tracing.engine import CausalTracer, PromptTrace, embedding_std, noise_for
 from tests.support import rome_reference as rome
+from tests.support.tiny_gpt2 import load_tiny_gpt2 as load
 
 # Prompts over the tiny tokenizer's words: a 3-token subject (a middle token, further tokens), a
 # one-token subject, and a subject right before the last token (ROME's first_a is then the last token).
@@ -41,22 +42,6 @@ def checkpoint(tmp_path_factory):
     facts = tokenize_facts(tokenizer, [FactRecord(*r) for r in RECORDS], prepend_bos=True)
     std = rome.collect_embedding_std(hf_model, tokenizer, [subject for _, subject, _ in RECORDS])
     return directory, hf_model, facts, std
-
-
-def load(directory, kind, processed, monkeypatch):
-    from interp_pipeline.models import hub
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    if kind == "bridge":
-        return hub.load_hugging_face(str(directory), revision=None, device="cpu", dtype="float32",
-                                     compatibility_mode=processed)
-    import transformer_lens.loading_from_pretrained as loading
-
-    # from_pretrained's own path (get_pretrained_state_dict, load_and_process_state_dict) on a local checkpoint
-    monkeypatch.setattr(loading, "get_official_model_name", lambda name: name)
-    return hub.load_transformer_lens(str(directory), revision=None, device="cpu", dtype="float32",
-                                     fold_ln=processed, center_writing_weights=processed,
-                                     center_unembed=processed, fold_value_biases=processed)
 
 
 @pytest.mark.parametrize("kind", ["hooked", "bridge"])
