@@ -26,9 +26,11 @@ def keep_unprocessed(model: Any, raw: Any) -> None:
     """Remember ``raw`` (the embedding before processing) on ``model`` if processing changed ``W_E``."""
     import torch
 
+    if raw is None:  # the loader never saw the checkpoint's tensor
+        return
     with torch.no_grad():
         current = model.W_E.detach().cpu()
-        if raw is not None and not torch.equal(current, raw.to(current.dtype)):
+        if not torch.equal(current, raw.to(current.dtype)):
             object.__setattr__(model, ATTRIBUTE, raw.detach().cpu().clone())
 
 
