@@ -107,6 +107,7 @@ def steer(model: Any, vector: Mapping[str, Tensor], settings: SteerConfig, track
 
     metrics: dict[str, float] = {"layer": layer, "coefficient": settings.coefficient}
     out: dict[str, Tensor] = {}
+    control_scores = None
     # The control: a random direction of the vector's norm (row by row), seeded, through the same metrics.
     generator = torch.Generator().manual_seed(settings.seed)
     noise = torch.randn(vector["vector"].shape, generator=generator)
@@ -120,10 +121,17 @@ def steer(model: Any, vector: Mapping[str, Tensor], settings: SteerConfig, track
                                  tokens)
         if prefix:
             found = {name: value for name, value in found.items() if name in CONTROL_METRICS}
+            control_scores = scores
         else:
             out = scores
         metrics.update({prefix + name: value for name, value in found.items()})
     tracker.log_metrics(metrics)
+    if "logit_diff" in out:
+        from interp_pipeline.steering.figures import logit_diff_figure
+
+        words = [repr(model.tokenizer.decode([answer])) for answer in (target, source)]
+        tracker.log_figure(logit_diff_figure(out, control_scores, *words, f"coefficient {settings.coefficient:g} at blocks.{layer}.hook_{kind} "
+            f"({settings.positions})"), "logit_diff.png")
     if settings.generate:
         tracker.log_text(_completions(model, vector["vector"], layer, kind, settings), "completions.md")
     return out

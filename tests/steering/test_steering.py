@@ -238,3 +238,12 @@ def test_both_stages_on_a_transformer_bridge(tmp_path, monkeypatch):
     assert recorder.metrics["loss_delta"] != 0 and "control_loss_delta" in recorder.metrics
     completions = recorder.texts["completions.md"]
     assert completions.count("the quick") == 3  # the heading, and both completions start with the prompt
+
+
+def test_the_figure_draws_each_scored_prompt():
+    from interp_pipeline.steering.figures import logit_diff_figure
+
+    scores = {"logit_diff_before": torch.tensor([-2.0, -1.0, -3.0]), "logit_diff": torch.tensor([1.0, 2.0, -0.5])}
+    figure = logit_diff_figure(scores, {"logit_diff": torch.zeros(3)}, "'Paris'", "'Rome'", "title")
+    lines = figure.axes[0].get_lines()
+    assert [list(line.get_ydata()) for line in lines[:2]] == [[-3.0, -2.0, -1.0], [-0.5, 1.0, 2.0]]
