@@ -34,7 +34,7 @@ def test_one_composer_takes_an_experiments_name_or_the_command_lines_overrides()
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
 NEEDS_HUB = {"cache_activations", "induction_heads", "ioi_patching", "sae_train", "sae_train_streamed",
              "sae_eval_pretrained", "sae_features", "inspect_model", "logit_lens", "sae_l1_search_gpt2",
-             "causal_tracing"}
+             "causal_tracing", "circuit_discovery"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
