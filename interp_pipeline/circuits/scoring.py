@@ -141,6 +141,9 @@ class _GradientRun:
 
             def hook(activation: Tensor, hook: Any) -> Tensor:
                 if stop > lo and activation.requires_grad:
+                    # A copy, so that the gradient is the receiver's alone: a Bridge's hook_mlp_in hands us
+                    # the residual stream itself, whose gradient also has the skip connection's.
+                    activation = activation.clone()
                     activation.register_hook(accumulate)
                 return activation
 
