@@ -55,7 +55,9 @@ def _check_size(settings: CircuitsConfig, cfg: Any) -> Any:
 
 
 def metric_names(settings: CircuitsConfig) -> list[str]:
-    """The metric names the stage can log (glob patterns), for expect: keys before the run."""
+    """The metric names the stage can log (glob patterns), for expect: keys before the run; a misspelt
+    method is named as such rather than as the expect: key it leaves without a metric."""
+    check_settings(settings)
     return [f"clean_{settings.metric}", f"corrupted_{settings.metric}", f"empty_{settings.metric}", "graph/*",
             *(f"{method}/*" for method in settings.methods)]
 
