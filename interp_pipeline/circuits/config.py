@@ -8,6 +8,8 @@ from typing import List, Optional
 from interp_pipeline.circuits.ablation import ABLATIONS
 from interp_pipeline.circuits.circuit import SELECTIONS
 from interp_pipeline.circuits.faithfulness import MIB_FRACTIONS
+from omegaconf import MISSING
+
 from interp_pipeline.config.fields import at_least, choice, fraction, positive
 from interp_pipeline.patching.metrics import METRICS
 
@@ -31,3 +33,14 @@ class CircuitsConfig:
     target_faithfulness: float = fraction(0.8)  # the smallest circuit reaching it is reported
     top_heads: int = at_least(0, 3)  # heads by |head_out patching| checked against each circuit; 0: none
     batch_size_prompts: int = positive(64)  # sequences in any one forward pass
+
+
+@dataclass
+class GreaterThanConfig:
+    """Greater-Than prompt pairs (the greater_than_pairs stage; circuits/greater_than.py, Hanna et al. 2023):
+    "The war lasted from the year 17YY to the year 17", corrupted with YY = 01."""
+
+    n_prompts: int = positive(MISSING)
+    seed: int = at_least(0, MISSING)
+    centuries: List[int] = field(default_factory=lambda: [11, 12, 13, 14, 15, 16, 17])  # the paper's 1100s-1700s
+    prepend_bos: bool = True

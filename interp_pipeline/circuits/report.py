@@ -26,6 +26,7 @@ class MethodResult:
     curve: Curve
     circuit: Tensor  # bool mask: the circuit of n_edges (or over the threshold)
     circuit_faithfulness: float
+    circuit_value: float  # the raw metric with the circuit alone
     smallest: tuple[int, float] | None  # (edges taken, faithfulness) of the smallest circuit reaching the target
     seconds: float
 
@@ -49,7 +50,8 @@ class CircuitReport:
         for r in self.results:
             m = r.method
             out.update({f"{m}/cpr": r.curve.cpr, f"{m}/cmd": r.curve.cmd, f"{m}/seconds": r.seconds,
-                        f"{m}/circuit_edges": int(r.circuit.sum()), f"{m}/circuit_faithfulness": r.circuit_faithfulness})
+                        f"{m}/circuit_edges": int(r.circuit.sum()), f"{m}/circuit_faithfulness": r.circuit_faithfulness,
+                        f"{m}/circuit_{self.metric.name}": r.circuit_value})
             if r.smallest is not None:
                 out.update({f"{m}/smallest_edges": r.smallest[0], f"{m}/smallest_fraction": r.smallest[0] / n_edges,
                             f"{m}/smallest_faithfulness": r.smallest[1]})

@@ -42,6 +42,9 @@ def check_inputs(settings: CircuitsConfig, inputs: Mapping[str, Any]) -> None:
     """The circuit's size against the model's graph (``inputs``: the inputs' shapes), before the model is built."""
     if inputs.get("model") is not None:
         _check_size(settings, inputs["model"])
+    keys = getattr(inputs.get("pairs"), "keys", None)  # a pairs stage that says what it holds
+    if keys is not None:
+        _check_pairs(dict.fromkeys(keys), settings.metric)
 
 
 def _check_size(settings: CircuitsConfig, cfg: Any) -> Any:
@@ -113,16 +116,17 @@ def discover(model: Any, pairs: Mapping[str, Tensor], settings: CircuitsConfig, 
                 circuit = circuit_of(order, settings.n_edges, graph, prune=settings.prune)
             value = float(runs.values(~circuit[None].to(device))[0])
             smallest = smallest_circuit(runs, order, curve, baselines, settings.target_faithfulness, prune=settings.prune)
-            results.append(MethodResult(method, scores[method], curve, circuit, baselines.normalized(value), smallest,
+            results.append(MethodResult(method, scores[method], curve, circuit, baselines.normalized(value), value, smallest,
                                         seconds))
     report = CircuitReport(graph, settings, results, top_heads, baselines, metric)
     report.log(tracker)
     return {**scores, "valid": graph.valid}
 
 
-def _check_pairs(pairs: Mapping[str, Tensor], metric: str) -> None:
+def _check_pairs(pairs: Mapping[str, Any], metric: str) -> None:
     """What the metric reads must be in the pairs (a dataset without answer tokens cannot be scored by logit_diff)."""
-    needs = {"logit_diff": ("answer", "wrong"), "answer_prob": ("answer",), "loss": ("targets", "loss_mask")}
+    needs = {"logit_diff": ("answer", "wrong"), "answer_prob": ("answer",), "loss": ("targets", "loss_mask"),
+             "kl": (), "prob_diff": ("candidates", "candidate_sign")}
     missing = [key for key in needs.get(metric, ()) if key not in pairs]
     if missing:
         raise ConfigError("metric", f"{metric} reads the pairs' {', '.join(missing)} tokens, which the prompts "

@@ -33,6 +33,9 @@ REHEARSALS: dict[str, list[str]] = {
     "induction_heads": [],
     # One trial of the search, as a single run: sae_train's pipeline at the search's SAE size.
     "sae_l1_search_gpt2": _SAE_TRAIN,
+    # Edge scores over GPT-2's 32,491 edges on a few prompts; the curves and 200-edge circuits as configured.
+    "circuit_discovery": ["data.params.n_prompts=8", "data.params.min_pairs=4"],
+    "circuit_discovery_greater_than": ["data.params.n_prompts=8"],
 }
 
 

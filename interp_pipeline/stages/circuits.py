@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from interp_pipeline.circuits.config import CircuitsConfig
+from interp_pipeline.circuits import greater_than
+from interp_pipeline.circuits.config import CircuitsConfig, GreaterThanConfig
 from interp_pipeline.circuits.run import check_inputs, check_settings, metric_names
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
@@ -32,3 +33,14 @@ def circuit_discovery(model: Any, pairs: Mapping[str, Tensor], settings: Circuit
     from interp_pipeline.circuits.run import discover
 
     return discover(model, pairs, settings, tracker)
+
+
+@stage("greater_than_pairs", outputs=("pairs",), config=GreaterThanConfig, preflight=greater_than.check_settings,
+       check_shapes=greater_than.check_inputs, shape=greater_than.pairs_shape, metrics=("pairs_kept",))
+def greater_than_pairs(model: Any, settings: GreaterThanConfig, tracker: Tracker = NULL_TRACKER) -> dict[str, Tensor]:
+    """Greater-Than prompt pairs for the ``prob_diff`` metric (Hanna et al. 2023): clean "... the year 17YY to
+    the year 17", corrupted with YY = 01; refused before any work unless the model's tokenizer splits the
+    years as GPT-2's does. (A circuits stage: the pairs exist for this task's circuit.)"""
+    pairs = greater_than.greater_than_pairs(model, settings)
+    tracker.log_metrics({"pairs_kept": len(pairs["clean"])})
+    return pairs
