@@ -10,7 +10,9 @@ from interp_pipeline.patching.grid_report import logs_figures  # noqa: F401  (re
 
 if TYPE_CHECKING:
     from interp_pipeline.circuits.graph import Graph
-    from interp_pipeline.circuits.report import CircuitReport, MethodResult
+
+# report.py's MethodResult and CircuitReport arrive as Any: report.py imports this module.
+MethodResult = CircuitReport = Any
 
 
 def curve_figure(results: list[MethodResult], target: float) -> Any:
