@@ -21,7 +21,7 @@ from interp_pipeline.analysis.config import (
 from interp_pipeline.config.fields import at_least, positive
 from interp_pipeline.config.settings import ROOT_DEFAULTS
 from interp_pipeline.circuits.config import CircuitsConfig
-from interp_pipeline.editing.config import RomeConfig
+from interp_pipeline.editing.config import KeyCovarianceConfig, MemitConfig, RomeConfig
 from interp_pipeline.models.config import ModelConfig
 from interp_pipeline.patching.config import PatchingConfig
 from interp_pipeline.probes.config import ProbeConfig
@@ -142,6 +142,9 @@ class ExperimentConfig:
     # ROME: the edits' settings, and the token dataset the key covariance is estimated on.
     rome: Optional[RomeConfig] = None
     rome_data: Optional[DataConfig] = None
+    # MEMIT's batch edits, and the keys' second moment it shares with ROME (the key_covariance stage).
+    memit: Optional[MemitConfig] = None
+    covariance: Optional[KeyCovarianceConfig] = None
     tracing: Optional[CausalTracingConfig] = None
     circuits: Optional[CircuitsConfig] = None  # circuit discovery (circuits/config.py)
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
