@@ -20,6 +20,7 @@ from interp_pipeline.analysis.config import (
 )
 from interp_pipeline.config.fields import at_least, positive
 from interp_pipeline.config.settings import ROOT_DEFAULTS
+from interp_pipeline.circuits.config import CircuitsConfig
 from interp_pipeline.editing.config import KeyCovarianceConfig, MemitConfig, RomeConfig
 from interp_pipeline.models.config import ModelConfig
 from interp_pipeline.patching.config import PatchingConfig
@@ -150,6 +151,7 @@ class ExperimentConfig:
     steering: Optional[SteeringVectorConfig] = None
     steer: Optional[SteerConfig] = None
     steer_data: Optional[DataConfig] = None
+    circuits: Optional[CircuitsConfig] = None  # circuit discovery (circuits/config.py)
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
     sweep: SweepConfig = field(default_factory=SweepConfig)

@@ -38,6 +38,9 @@ REHEARSALS: dict[str, list[str]] = {
                  "steer.control=false"],
     # One trial of the search, as a single run: sae_train's pipeline at the search's SAE size.
     "sae_l1_search_gpt2": _SAE_TRAIN,
+    # Edge scores over GPT-2's 32,491 edges on a few prompts; the curves and 200-edge circuits as configured.
+    "circuit_discovery": ["data.params.n_prompts=8", "data.params.min_pairs=4"],
+    "circuit_discovery_greater_than": ["data.params.n_prompts=8"],
     # GPT-2 XL's MEMIT config at GPT-2 small's shapes (its layers 13-17 do not exist there): the five
     # counterfact requests at layers 3-5, two target steps, the covariance over 8 rows of local text.
     "memit_edit_gpt2_xl": ["model=gpt2_small", "rome_data.params.name=json", "++rome_data.params.data_files={text}",
