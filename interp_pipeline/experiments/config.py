@@ -20,11 +20,13 @@ from interp_pipeline.analysis.config import (
 )
 from interp_pipeline.config.fields import at_least, positive
 from interp_pipeline.config.settings import ROOT_DEFAULTS
-from interp_pipeline.editing.config import RomeConfig
+from interp_pipeline.circuits.config import CircuitsConfig
+from interp_pipeline.editing.config import KeyCovarianceConfig, MemitConfig, RomeConfig
 from interp_pipeline.models.config import ModelConfig
 from interp_pipeline.patching.config import PatchingConfig
 from interp_pipeline.probes.config import ProbeConfig
 from interp_pipeline.sae.config import SAEConfig, SAEEvalConfig, SAESourceConfig
+from interp_pipeline.steering.config import SteerConfig, SteeringVectorConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 from interp_pipeline.tracing.config import CausalTracingConfig
 from interp_pipeline.transcoders.config import AttributionConfig, TranscoderConfig, TranscoderEvalConfig
@@ -142,7 +144,15 @@ class ExperimentConfig:
     # ROME: the edits' settings, and the token dataset the key covariance is estimated on.
     rome: Optional[RomeConfig] = None
     rome_data: Optional[DataConfig] = None
+    # MEMIT's batch edits, and the keys' second moment it shares with ROME (the key_covariance stage).
+    memit: Optional[MemitConfig] = None
+    covariance: Optional[KeyCovarianceConfig] = None
     tracing: Optional[CausalTracingConfig] = None
+    # Steering: the vector's settings, how it is applied, and the ordinary sequences its loss is read on.
+    steering: Optional[SteeringVectorConfig] = None
+    steer: Optional[SteerConfig] = None
+    steer_data: Optional[DataConfig] = None
+    circuits: Optional[CircuitsConfig] = None  # circuit discovery (circuits/config.py)
     # Transcoders and attribution graphs (interp_pipeline.transcoders).
     transcoder: Optional[TranscoderConfig] = None
     transcoder_eval: Optional[TranscoderEvalConfig] = None

@@ -200,7 +200,7 @@ class PipelineRunner:
             self._log_datasets(stage, run)
             if entry is not None:
                 # Show the cached metrics and figures again, so this run reads like the one that made them.
-                run.log_metrics(entry.metrics)
+                run.log_metric_history(entry.metric_history())  # every value, step and order, as first logged
                 run.set_tags(entry.record.get("tags", {}))
                 for path in entry.artifacts():
                     relative = path.relative_to(entry.path / "artifacts").parent.as_posix()
@@ -284,7 +284,8 @@ class PipelineRunner:
                 tracker.tags.update(run.log_model(name, value, path if path is not None and path.is_dir() else None))
             if pending is not None:
                 self.entries[stage.name] = pending.commit(run_id=run.run_id, metrics=tracker.last,
-                                                          extra={"stage": stage.name, "key": key, "tags": tracker.tags})
+                                                          extra={"stage": stage.name, "key": key, "tags": tracker.tags},
+                                                          history=tracker.history)
                 pending = None
             self._log_datasets(stage, run)
             if definition.wants_workdir:
