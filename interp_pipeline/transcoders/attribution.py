@@ -72,7 +72,8 @@ def salient_logits(logits: torch.Tensor, unembed: torch.Tensor, max_n_logits: in
     ``max_n_logits``, whose probabilities add up to ``desired_logit_prob``."""
     probs = torch.softmax(logits.float(), dim=-1)
     top_p, top_idx = torch.topk(probs, min(max_n_logits, probs.shape[0]))
-    cutoff = int(torch.searchsorted(torch.cumsum(top_p, 0), torch.tensor(desired_logit_prob))) + 1
+    wanted = torch.tensor(desired_logit_prob, device=top_p.device)
+    cutoff = int(torch.searchsorted(torch.cumsum(top_p, 0), wanted)) + 1
     ids = top_idx[:cutoff]
     directions = (unembed[:, ids] - unembed.mean(dim=-1, keepdim=True)).T  # [n_logits, d_model]
     return ids, probs[ids], directions
@@ -159,8 +160,10 @@ class _Backward:
              retain_graph: bool = True) -> torch.Tensor:
         """[len(layers), n_sources]: the direct effects on each target (layer n_layers: the logits)."""
         batch = self.targets[0].shape[0]
-        self.buffer = torch.zeros(self.n_sources, batch, dtype=vectors.dtype)
-        index = torch.arange(len(layers))
+        device = self.targets[0].device
+        self.buffer = torch.zeros(self.n_sources, batch, dtype=vectors.dtype, device=device)
+        layers, positions, vectors = layers.to(device), positions.to(device), vectors.to(device)
+        index = torch.arange(len(layers), device=device)
         handles = []
         for layer in layers.unique().tolist():
             mask = layers == layer
@@ -176,7 +179,7 @@ class _Backward:
         finally:
             for handle in handles:
                 handle.remove()
-        out, self.buffer = self.buffer.T[:len(layers)], None
+        out, self.buffer = self.buffer.T[:len(layers)].cpu(), None
         return out
 
 

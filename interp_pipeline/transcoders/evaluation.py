@@ -95,8 +95,8 @@ def evaluate_transcoders(model: Any, transcoders: Any, tokens: torch.Tensor, set
                   for s in range(0, sequences.shape[0], settings.batch_size_prompts)]
     metrics: dict[str, float] = {}
     for layer in transcoders.layers:
-        x = torch.cat([c[transcoders.hook_in(layer)].reshape(-1, c[transcoders.hook_in(layer)].shape[-1]) for c in caches])
-        y = torch.cat([c[transcoders.hook_out(layer)].reshape(-1, c[transcoders.hook_out(layer)].shape[-1]) for c in caches])
+        x, y = (torch.cat([c[hook].reshape(-1, c[hook].shape[-1]) for c in caches])  # [tokens, d_model]
+                for hook in (transcoders.hook_in(layer), transcoders.hook_out(layer)))
         for key, value in reconstruction(transcoders[layer], x, y, dense_threshold=settings.dense_threshold).items():
             metrics[f"layer_{layer}/{key.split('/', 1)[1]}"] = value
     for key in ("mse", "explained_variance", "l0", "dead_fraction", "dense_fraction"):

@@ -124,9 +124,10 @@ def store_contexts(model: Any, transcoders: Any, store: Any, features: Sequence[
     found = {}
     for layer in sorted({layer for layer, _ in features}):
         chosen = [f for l, f in features if l == layer]
-        x = store.read(transcoders.hook_in(layer), slice(0, rows)).float()
+        transcoder = transcoders[layer]
+        x = store.read(transcoders.hook_in(layer), slice(0, rows)).float().to(transcoder.W_enc.device)
         with torch.no_grad():
-            acts = transcoders[layer].encode(x)[:, chosen]  # [rows, len(chosen)]
+            acts = transcoder.encode(x)[:, chosen].cpu()  # [rows, len(chosen)]
         grid = torch.zeros(*shape, len(chosen))
         grid[seq, pos] = acts
         for column, feature in enumerate(chosen):

@@ -177,7 +177,8 @@ def _finish(settings: TranscoderConfig, built: Mapping[str, Any], fitted: Any, n
         result[layer] = to_inference(built[name], settings.architecture, hook_in=hook_in, hook_out=hook_out,
                                      layer=layer)
         x, y = data.holdout[layer]
-        metrics = {**reconstruction(result[layer], x, y), "dead_features": float(fitted.trainers[name].dead_neurons.sum())}
+        metrics = {**reconstruction(result[layer], x, y),
+                   "dead_features": float(fitted.trainers[name].dead_neurons.sum())}
         trackers[name].log_metrics(metrics)
         per_layer[layer] = metrics
         tracker.log_metrics({f"{name}/{k}": v for k, v in metrics.items()})

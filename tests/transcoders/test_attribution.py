@@ -49,7 +49,8 @@ def test_edges_equal_one_feature_perturbations(setup, skip):
         logits, inputs = replacement_logits(model, transcoders, run, delta, direct_only=True)
         for target in range(graph.n_features):
             t_layer, t_pos, t_feature = graph.active_features[target].tolist()
-            measured = float(((inputs[t_layer, t_pos] - base[t_layer, t_pos]) @ transcoders[t_layer].W_enc[:, t_feature]).detach())
+            moved = inputs[t_layer, t_pos] - base[t_layer, t_pos]
+            measured = float((moved @ transcoders[t_layer].W_enc[:, t_feature]).detach())
             assert measured == pytest.approx(eps * float(graph.adjacency[target, source]), abs=2e-5)
             checked += abs(measured) > 1e-3
         # and into the logits: the demeaned logit moves by eps * the logit row's weight
