@@ -29,7 +29,8 @@ from interp_pipeline.sae.config import SAEConfig, SAEEvalConfig, SAESourceConfig
 from interp_pipeline.steering.config import SteerConfig, SteeringVectorConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 from interp_pipeline.tracing.config import CausalTracingConfig
-from interp_pipeline.transcoders.config import AttributionConfig, TranscoderConfig, TranscoderEvalConfig
+from interp_pipeline.transcoders.config import (AttributionConfig, TranscoderConfig, TranscoderEvalConfig,
+                                                TranscoderSourceConfig)
 
 
 @dataclass
@@ -156,6 +157,7 @@ class ExperimentConfig:
     # Transcoders and attribution graphs (interp_pipeline.transcoders).
     transcoder: Optional[TranscoderConfig] = None
     transcoder_eval: Optional[TranscoderEvalConfig] = None
+    transcoder_source: Optional[TranscoderSourceConfig] = None
     attribution: Optional[AttributionConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)

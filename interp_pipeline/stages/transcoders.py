@@ -15,7 +15,7 @@ from typing import Any
 
 from interp_pipeline.pipeline.registry import stage
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
-from interp_pipeline.transcoders.config import TranscoderConfig, TranscoderEvalConfig
+from interp_pipeline.transcoders.config import TranscoderConfig, TranscoderEvalConfig, TranscoderSourceConfig
 from interp_pipeline.transcoders.training import check_store_hooks, check_transcoder_settings
 
 
@@ -58,3 +58,13 @@ def evaluate_transcoders(model: Any, transcoders: Any, tokens: Any, settings: Tr
     metrics = evaluate(model, transcoders, tokens, settings)
     tracker.log_metrics(metrics)
     return metrics
+
+
+@stage("load_transcoders", outputs=("transcoders",), config=TranscoderSourceConfig, version=1, metrics=("layers",))
+def load_transcoders(model: Any, settings: TranscoderSourceConfig, tracker: Tracker = NULL_TRACKER) -> Any:
+    """Transcoders from SAELens's registry or from disk, one per layer of ``model`` (or ``layers``)."""
+    from interp_pipeline.transcoders.storage import load_transcoders as load
+
+    transcoders = load(settings, model.cfg.n_layers)
+    tracker.log_metrics({"layers": float(len(transcoders))})
+    return transcoders

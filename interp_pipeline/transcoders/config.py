@@ -77,6 +77,20 @@ class TranscoderEvalConfig:
 
 
 @dataclass
+class TranscoderSourceConfig:
+    """Transcoders to load (the load_transcoders stage): SAELens's registry, or folders SAELens saved."""
+
+    release: Optional[str] = None  # a release of sae_lens/pretrained_saes.yaml
+    sae_id: Optional[str] = None  # its id for one layer, with {layer}: "transcoder/layer_{layer}_width_16k_l0_big"
+    path: Optional[str] = None  # instead: a folder per layer, with {layer}, or a folder train_transcoder wrote
+    layers: Optional[List[int]] = None  # None: every layer of the model
+    # The hooks each transcoder reads and writes, when the saved metadata's names do not fit this model.
+    hook_in: Optional[str] = None
+    hook_out: Optional[str] = None
+    device: str = choice("auto", ("auto", "cpu", "cuda", "mps"))
+
+
+@dataclass
 class AttributionConfig:
     """Attribution graphs (Ameisen et al. 2025, circuit-tracer's method) for prompts, with transcoders."""
 

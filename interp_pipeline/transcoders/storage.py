@@ -70,6 +70,40 @@ class TranscoderSet(Mapping[int, Any]):
                                               device=resolve_device(device)).eval() for layer in layers})
 
 
+def load_transcoders(settings: Any, n_layers: int) -> TranscoderSet:
+    """A TranscoderSet from SAELens's registry (``release`` + ``sae_id``) or from disk (``path``), with the
+    hooks ``hook_in``/``hook_out`` (``{layer}`` templates) written into each one's metadata when given."""
+    from pathlib import Path as _Path
+
+    from sae_lens import SAE
+
+    from interp_pipeline.common.errors import ConfigError
+    from interp_pipeline.transcoders.architectures import register_topk_transcoders
+
+    register_topk_transcoders()
+    if (settings.path is None) == (settings.release is None or settings.sae_id is None):
+        raise ConfigError("path", "expected either path, or release with sae_id, found "
+                                  f"path={settings.path!r}, release={settings.release!r}, sae_id={settings.sae_id!r}")
+    device = resolve_device(settings.device)
+    if settings.path is not None and (_Path(settings.path) / "layers.json").is_file():
+        loaded = TranscoderSet.load(_Path(settings.path), settings.device)
+    else:
+        layers = settings.layers if settings.layers is not None else list(range(n_layers))
+        loaded = TranscoderSet({layer: (SAE.load_from_disk(settings.path.format(layer=layer), device=device)
+                                        if settings.path is not None else
+                                        SAE.from_pretrained(settings.release, settings.sae_id.format(layer=layer),
+                                                            device=device)).eval() for layer in layers})
+    for layer, transcoder in loaded.items():
+        if settings.hook_in is not None:
+            transcoder.cfg.metadata.hook_name = settings.hook_in.format(layer=layer)
+        if settings.hook_out is not None:
+            transcoder.cfg.metadata.hook_name_out = settings.hook_out.format(layer=layer)
+        if transcoder.cfg.metadata.hook_name_out is None:
+            raise ConfigError("hook_out", f"expected a transcoder (with an output hook), found layer {layer}'s "
+                                          f"{type(transcoder).__name__} without one; set transcoder_source.hook_out")
+    return loaded
+
+
 def _is_transcoder_set(value: Any) -> bool:
     return isinstance(value, TranscoderSet)
 

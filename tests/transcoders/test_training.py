@@ -118,3 +118,20 @@ def test_streamed_from_the_model_trains_the_same_layers(model_and_store):
     assert transcoders.layers == [1] and transcoders.hook_in(1) == "blocks.1.ln2.hook_normalized"
     x = torch.randn(3, model.cfg.d_model)
     assert transcoders[1](x).shape == (3, model.cfg.d_model)
+
+
+def test_load_transcoders_reads_what_training_saved(model_and_store, tmp_path):
+    from interp_pipeline.stages.transcoders import load_transcoders
+
+    model, _, store = model_and_store
+    trained = train_transcoders(TranscoderConfig(architecture="topk", k=4, **SMALL), store=store)
+    trained.save(tmp_path / "set")
+    x = torch.randn(3, model.cfg.d_model)
+    whole = load_transcoders(model, path=str(tmp_path / "set"), device="cpu")
+    per_layer = load_transcoders(model, path=str(tmp_path / "set" / "layer_{layer}"), device="cpu",
+                                 hook_in="blocks.{layer}.hook_resid_mid")
+    for layer in trained.layers:
+        assert torch.allclose(whole[layer](x), trained[layer](x))
+        assert torch.allclose(per_layer[layer](x), trained[layer](x))
+        assert per_layer.hook_in(layer) == f"blocks.{layer}.hook_resid_mid"
+        assert per_layer.hook_out(layer) == f"blocks.{layer}.hook_mlp_out"
