@@ -57,9 +57,11 @@ def task(cfg: Any) -> Any:
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     from interp_pipeline.cli.hydra_callbacks import experiment_choice, read_swept_keys
     from interp_pipeline.common.threads import parallel_jobs
+    from interp_pipeline.config.secrets import Redactor, redact_override, scrub_files
     from interp_pipeline.experiments.run import Invocation, launch
     from interp_pipeline.sweeps.job_results import JobRecord, write_job_result
     from interp_pipeline.sweeps.objective import objective_values
@@ -70,7 +72,9 @@ def task(cfg: Any) -> Any:
     invocation = Invocation(
         experiment=experiment_choice(hydra_cfg.runtime.choices),
         output_dir=output_dir,
-        overrides=list(hydra_cfg.overrides.task),
+        # As typed (reading the list through the config would resolve ${oc.env:...} in it), credentials masked.
+        overrides=[redact_override(str(o), cfg.tracking.mask_keys)
+                   for o in OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)],
         sweep_id=Path(hydra_cfg.sweep.dir).name if multirun else None,
         job_num=hydra_cfg.job.num if multirun else None,
         parallel_jobs=parallel_jobs(hydra_cfg.launcher) if multirun else 1,
@@ -78,6 +82,10 @@ def task(cfg: Any) -> Any:
     )
     if multirun and "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", "")):
         _label_job_lines(hydra_cfg.job.num)
+    try:
+        scrub_files(output_dir.glob(".hydra/*.yaml"), Redactor.from_config(cfg))
+    except Exception:  # noqa: BLE001 - a config that does not resolve is reported by launch, naming its key
+        pass
     result = launch(cfg, invocation)
     _RUN_STATUSES.append(result.status)
     if not multirun:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from interp_pipeline.config.secrets import active as active_redactor
 from interp_pipeline.storage.locks import lock_beside, pid_alive
 
 # MLflow refuses longer values; a 50-element list in a param is rarely read anyway.
@@ -93,6 +94,32 @@ def _chunks(items: list[Any], size: int = BATCH) -> Iterable[list[Any]]:
         yield items[start:start + size]
 
 
+# Text artifacts (reports, tables, tracebacks) are scrubbed of secrets before they are logged.
+_TEXT_SUFFIXES = {".txt", ".yaml", ".yml", ".json", ".html", ".csv", ".md", ".log"}
+_MAX_SCRUBBED_BYTES = 50_000_000
+
+
+@contextlib.contextmanager
+def _scrubbed(path: Path) -> Iterator[Path]:
+    """``path``, or a copy of it with the active redactor's secrets replaced when it holds any."""
+    import tempfile
+
+    redactor = active_redactor()
+    if (not redactor.secrets or not path.is_file() or path.suffix not in _TEXT_SUFFIXES
+            or path.stat().st_size > _MAX_SCRUBBED_BYTES):
+        yield path
+        return
+    text = path.read_text(errors="replace")
+    clean = redactor.text(text)
+    if clean == text:
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / path.name
+        copy.write_text(clean)
+        yield copy
+
+
 class MlflowRun:
     """One MLflow run, parent or child; implements ``RunLogger``."""
 
@@ -107,6 +134,7 @@ class MlflowRun:
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
+        params = active_redactor().mapping(params)  # secrets never reach the store (config/secrets.py)
         items = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for chunk in _chunks(items):
             self.client.log_batch(self.run_id, params=chunk)
@@ -134,12 +162,14 @@ class MlflowRun:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
+        tags = active_redactor().mapping(tags)
         items = [RunTag(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in tags.items()]
         for chunk in _chunks(items):
             self.client.log_batch(self.run_id, tags=chunk)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with _scrubbed(Path(path)) as logged:
+            self.client.log_artifact(self.run_id, str(logged), artifact_path)
 
     def start_child(self, name: str, tags: Mapping[str, Any]) -> MlflowRun:
         """A run nested under this one (``mlflow.parentRunId``), in the same experiment."""
@@ -183,7 +213,7 @@ class MlflowRun:
         return tags
 
     def rename(self, name: str) -> None:
-        self.client.update_run(self.run_id, name=name)
+        self.client.update_run(self.run_id, name=active_redactor().text(name))
 
     def start_system_metrics(self, interval: float) -> None:
         """MLflow's system metrics (``system/cpu_utilization_percentage`` ...), sampled every
@@ -243,7 +273,8 @@ class MlflowTracking:
         tags: Mapping[str, Any],
         parent: MlflowRun | None = None,
     ) -> MlflowRun:
-        all_tags = {str(k): str(v) for k, v in tags.items()}
+        all_tags = {str(k): str(v) for k, v in active_redactor().mapping(tags).items()}
+        run_name = active_redactor().text(run_name)
         all_tags["host"] = socket.gethostname()
         all_tags["pid"] = str(os.getpid())
         if parent is not None:
