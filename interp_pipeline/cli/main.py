@@ -128,7 +128,7 @@ def main() -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from interp_pipeline.common.exit_status import combine
-    from interp_pipeline.cli.hydra_callbacks import SWEEP_STATUSES, SweepRefused
+    from interp_pipeline.cli.hydra_callbacks import SWEEP_STATUSES, SweepRefused, close_sweep_runs
 
     from interp_pipeline.experiments.expect_overrides import rewrite_all
 
@@ -136,7 +136,13 @@ def main() -> None:
     hydra_main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
     try:
         sys.argv[1:] = rewrite_all(sys.argv[1:])  # expect.STAGE.METRIC overrides, in a form Hydra can apply
-        hydra_main()
+        try:
+            hydra_main()
+        finally:
+            # However a sweep ended (Ctrl-C, SIGTERM, a job killed): none of its runs stays RUNNING.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            close_sweep_runs()
     except SweepRefused as refused:  # the sweep callback's pre-flight, before any job
         _record_config_error(refused.error)
         print(f"error: {refused.error}", file=sys.stderr)

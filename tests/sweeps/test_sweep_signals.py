@@ -1,0 +1,113 @@
+"""However a sweep ends, no MLflow run is left RUNNING: real signals to the real CLI's process group (or to
+one job's process), with the joblib, basic and submitit_local launchers; the rerun serves what finished."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import cli_env, run_cli
+
+
+def hold_pipeline(folder: Path) -> tuple[Path, Path, Path]:
+    """numbers -> scaled -> hold (each job appends its pid to ``started`` and holds until ``release`` exists)."""
+    started, release = folder / "started.txt", folder / "release"
+    stages = [{"name": "numbers", "fn": "t_numbers", "params": {"n": 3}},
+              {"name": "scaled", "fn": "t_scale", "inputs": {"numbers": "numbers"}, "params": {"factor": "${seed}"}},
+              {"name": "hold", "fn": "t_hold", "inputs": {"numbers": "scaled"},
+               "params": {"started_file": str(started), "release_file": str(release), "seconds": 300}}]
+    path = folder / "hold.yaml"
+    path.write_text(yaml.safe_dump({"stages": stages}))
+    return path, started, release
+
+
+def start_sweep(args: list[str], outputs: Path, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "interp_pipeline", "-m", *args], cwd=cwd, env=cli_env(outputs),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_jobs(process: subprocess.Popen[str], started: Path, jobs: int, timeout: float = 150) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [int(line) for line in started.read_text().split()] if started.exists() else []
+        if len(pids) >= jobs:
+            return pids
+        if process.poll() is not None:
+            pytest.fail("the sweep ended before its jobs held: " + "".join(process.communicate()))
+        assert time.monotonic() < deadline, "the jobs never reached their holding stage"
+        time.sleep(0.1)
+
+
+def runs_of(outputs: Path, experiment: str) -> list:
+    client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], max_results=1000)
+
+
+def assert_none_running(outputs: Path, experiment: str) -> list:
+    runs = runs_of(outputs, experiment)
+    running = [(r.info.run_name, r.data.tags.get("pid")) for r in runs if r.info.status == "RUNNING"]
+    assert not running, running
+    return runs
+
+
+def test_ctrl_c_to_a_joblib_sweep_leaves_no_run_running_and_the_rerun_serves_the_finished_stages(outputs, tmp_path):
+    pipeline, started, release = hold_pipeline(tmp_path)
+    args = [f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,2", "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2", "tracking.experiment_name=ctrl_c"]
+    sweep = start_sweep(args, outputs, tmp_path)
+    workers = wait_for_jobs(sweep, started, 2)
+    signalled = time.monotonic()
+    os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+    stdout, stderr = sweep.communicate(timeout=120)
+    print(f"exited {time.monotonic() - signalled:.1f} s after Ctrl-C")
+    assert sweep.returncode == 130, stdout + stderr
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
+    runs = assert_none_running(outputs, "ctrl_c")
+    holds = [r for r in runs if r.data.tags.get("stage") == "hold"]
+    assert len(holds) == 2 and {r.info.status for r in holds} == {"KILLED"}
+
+    release.touch()
+    again = run_cli(["-m", *args[:-3], "tracking.experiment_name=ctrl_c"], outputs, cwd=tmp_path)  # basic launcher
+    assert again.returncode == 0, again.stdout + again.stderr
+    runs = assert_none_running(outputs, "ctrl_c")
+    latest = [r for r in runs if r.data.tags.get("stage") == "scaled"]
+    assert sorted(r.data.tags["cached"] for r in latest) == ["false", "false", "true", "true"]
+
+
+def test_sigterm_to_a_basic_sweep_ends_every_run(outputs, tmp_path):
+    pipeline, started, _ = hold_pipeline(tmp_path)
+    sweep = start_sweep([f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,2",
+                         "tracking.experiment_name=sigterm_sweep"], outputs, tmp_path)
+    wait_for_jobs(sweep, started, 1)
+    os.killpg(sweep.pid, signal.SIGTERM)
+    stdout, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == 143, stdout + stderr
+    runs = assert_none_running(outputs, "sigterm_sweep")
+    assert {r.data.tags.get("stage"): r.info.status for r in runs if "stage" in r.data.tags}["hold"] == "KILLED"
+
+
+def test_a_submitit_job_killed_outright_has_its_runs_closed_by_the_launcher(outputs, tmp_path):
+    """Like a SLURM job killed past its time: the job's process dies by SIGKILL, with no handler of ours."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    pipeline, started, release = hold_pipeline(tmp_path)
+    sweep = start_sweep([f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,2",
+                         "hydra/launcher=submitit_local", "tracking.experiment_name=killed_job"], outputs, tmp_path)
+    victim = wait_for_jobs(sweep, started, 2)[0]  # submitit_local runs the jobs side by side
+    os.kill(victim, signal.SIGKILL)
+    time.sleep(1.0)
+    release.touch()
+    stdout, stderr = sweep.communicate(timeout=180)
+    assert sweep.returncode != 0, stdout + stderr
+    runs = assert_none_running(outputs, "killed_job")
+    killed = {r.data.tags.get("stage", "job"): r.info.status for r in runs if r.data.tags.get("pid") == str(victim)}
+    assert killed == {"job": "KILLED", "numbers": "FINISHED", "scaled": "FINISHED", "hold": "KILLED"}
