@@ -15,13 +15,24 @@ def _fields(object_type: Any) -> list[str]:
     return []
 
 
+def cut_values(text: str) -> str:
+    """Quoted values in an error line cut to a readable length (a 10 MB string is not echoed back whole)."""
+    from interp_pipeline.config.safe_yaml import shorten
+
+    text = re.sub(r"'([^']{80,})'", lambda m: f"'{shorten(m.group(1))}'", text)
+    return shorten(text, MAX_LINE)
+
+
+MAX_LINE = 2000
+
+
 def _from_omegaconf(error: Any) -> str | None:
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     if not isinstance(error, OmegaConfBaseException):
         return None
     key = getattr(error, "full_key", None) or getattr(error, "key", None) or "config"
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    first = cut_values(str(error).splitlines()[0]) if str(error) else type(error).__name__
     object_type = getattr(error, "object_type", None)
     if isinstance(error, (ConfigKeyError, ConfigAttributeError)) and _fields(object_type):
         allowed = _fields(object_type)
@@ -77,9 +88,18 @@ def describe(error: BaseException) -> str:
             line = f"{group}={option}: expected one of {one_of(options)}, found '{option}'"
             hint = did_you_mean(option, options)
             return f"{line} ({hint})" if hint else line
-    for candidate in (error, error.__cause__):
+    # Hydra re-raises an error met while merging a config file as "In 'experiment/x': ..." with the
+    # original as its context: name the file, and say what the command line would say.
+    where = re.match(r"In '([^']+)': ", str(error))
+    for candidate in (error.__cause__, error.__context__) if where else (error, error.__cause__):
         line = _from_omegaconf(candidate) if candidate is not None else None
         if line:
-            return line
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            return f"{_file_of(where.group(1))}: {line}" if where else line
+    lines = [cut_values(line.strip()) for line in str(error).splitlines() if line.strip()]
     return "; ".join(lines[:2]) or type(error).__name__
+
+
+def _file_of(config_path: str) -> str:
+    from interp_pipeline.config.safe_yaml import file_of
+
+    return file_of(config_path) or config_path
