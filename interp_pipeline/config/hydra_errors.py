@@ -103,3 +103,21 @@ def _file_of(config_path: str) -> str:
     from interp_pipeline.config.safe_yaml import file_of
 
     return file_of(config_path) or config_path
+
+
+def check_resolves(cfg: Any) -> None:
+    """Every interpolation of the composed config resolves (``seed: ${seed}``, a missing ``${oc.env:X}``):
+    else a ConfigError naming the file that sets the key, when one read for this run does, and the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    from interp_pipeline.common.errors import ConfigError
+    from interp_pipeline.config.safe_yaml import file_defining
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as error:
+        key = str(getattr(error, "full_key", None) or "config")
+        first = cut_values(str(error).splitlines()[0]) if str(error) else type(error).__name__
+        where = file_defining(key)
+        raise ConfigError(f"{where}: {key}" if where else key, f"could not resolve its interpolation: {first}") from None

@@ -174,3 +174,21 @@ def install() -> None:
 def file_of(config_path: str) -> str | None:
     """The file Hydra read for ``experiment/mine`` (None when it read none by that name)."""
     return LOADED.get(config_path.strip("/").removesuffix(".yaml"))
+
+
+def file_defining(key: str) -> str | None:
+    """Of the files read for this run, the one that sets ``key`` (a user's file before conf/'s); None if unknown."""
+    import re
+
+    from interp_pipeline.common.paths import conf_dir
+
+    leaf = re.escape(key.rsplit(".", 1)[-1].split("[", 1)[0])
+    ours = str(conf_dir().resolve())
+    for path in sorted(LOADED.values(), key=lambda p: p.startswith(ours)):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                if re.search(rf"^\s*{leaf}\s*:", handle.read(MAX_BYTES), re.MULTILINE):
+                    return path
+        except OSError:
+            continue
+    return None

@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from interp_pipeline.config.hydra_errors import check_resolves
 from interp_pipeline.config.ranges import check_ranges
 from interp_pipeline.config.secrets import Redactor, activate
 from interp_pipeline.config.secrets import active as active_redactor
@@ -75,6 +76,7 @@ class Prepared:
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Every check that needs no model and no data; raises :class:`ConfigError`."""
+    check_resolves(cfg)
     check_ranges(cfg, ExperimentConfig)
     load_stage_modules(cfg.runner.plugins)
     spec = load_pipeline(cfg)
