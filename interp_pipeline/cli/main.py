@@ -21,6 +21,7 @@ from typing import Any
 from interp_pipeline.common.errors import ConfigError, Terminated
 from interp_pipeline.common.exit_status import EXIT_CONFIG, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED
 from interp_pipeline.common.paths import conf_dir, default_outputs_dir
+from interp_pipeline.common.quiet_logs import route_unraisable
 from interp_pipeline.experiments.compose import register
 
 log = logging.getLogger("interp_pipeline")
@@ -66,6 +67,7 @@ def task(cfg: Any) -> Any:
     from interp_pipeline.sweeps.job_results import JobRecord, write_job_result
     from interp_pipeline.sweeps.objective import objective_values
 
+    route_unraisable()  # in a joblib worker too, which never ran main()
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -101,16 +103,32 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 def _record_config_error(error: BaseException) -> Path | None:
-    """Keep the traceback of an error raised before any job's run directory exists."""
-    try:
-        path = default_outputs_dir() / "errors.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as handle:
-            handle.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}\n")
-            handle.write("".join(traceback.format_exception(type(error), error, error.__traceback__)))
-        return path
-    except OSError:
-        return None
+    """Keep the traceback of an error raised before any job's run directory exists: in the outputs
+    directory, or, when that cannot be written (read-only, full), in the system's temporary directory."""
+    import tempfile
+
+    from interp_pipeline.config.secrets import Redactor, redact_override
+
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    text = Redactor.from_overrides(sys.argv[1:]).text(text)
+    command = " ".join(redact_override(arg) for arg in sys.argv)
+    for path in (default_outputs_dir() / "errors.log", Path(tempfile.gettempdir()) / "interp_pipeline-errors.log"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as handle:
+                handle.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {command}\n")
+                handle.write(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def _say(line: str) -> None:
+    """An error line on stderr, with any secret the command line reads from the environment scrubbed."""
+    from interp_pipeline.config.secrets import Redactor
+
+    print(Redactor.from_overrides(sys.argv[1:]).text(line), file=sys.stderr)
 
 
 def main() -> None:
@@ -133,6 +151,7 @@ def main() -> None:
     from interp_pipeline.experiments.expect_overrides import rewrite_all
 
     signal.signal(signal.SIGTERM, _raise_terminated)
+    route_unraisable()
     hydra_main = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(task)
     try:
         sys.argv[1:] = rewrite_all(sys.argv[1:])  # expect.STAGE.METRIC overrides, in a form Hydra can apply
@@ -145,7 +164,7 @@ def main() -> None:
             close_sweep_runs()
     except SweepRefused as refused:  # the sweep callback's pre-flight, before any job
         _record_config_error(refused.error)
-        print(f"error: {refused.error}", file=sys.stderr)
+        _say(f"error: {refused.error}")
         sys.exit(EXIT_CONFIG)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
@@ -155,15 +174,16 @@ def main() -> None:
         _record_config_error(error)
         from interp_pipeline.config.hydra_errors import describe
 
-        print(f"error: {describe(error)}", file=sys.stderr)
+        _say(f"error: {describe(error)}")
         sys.exit(EXIT_CONFIG)
     except ConfigError as error:  # raised before any job: an expect override, the sweep callback's pre-flight
         _record_config_error(error)
-        print(f"error: {error}", file=sys.stderr)
+        _say(f"error: {error}")
         sys.exit(EXIT_CONFIG)
     except Exception as error:  # outside any job (a sweep callback reaching the tracking store)
         where = _record_config_error(error)
-        print(f"error: {type(error).__name__}: {error} (traceback in {where})", file=sys.stderr)
+        kept = f"traceback in {where}" if where is not None else "no traceback kept: nowhere to write it"
+        _say(f"error: {type(error).__name__}: {error} ({kept})")
         sys.exit(EXIT_FAILED)
     statuses = SWEEP_STATUSES or _RUN_STATUSES
     sys.exit(combine(statuses) if statuses else EXIT_OK)
