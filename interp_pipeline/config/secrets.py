@@ -127,6 +127,8 @@ class Redactor:
         if is_credential_key(key, self.words) and isinstance(value, str) and value:
             return raw if isinstance(raw, str) and "${" in raw else MASK
         if isinstance(value, str):
+            if isinstance(raw, str) and "${" in raw and (value in self.secrets or self.text(value) != value):
+                return raw  # an interpolation that reaches a secret (``${custom.token}``): its text reproduces it
             return self.text(value) if value not in self.secrets else self.secrets[value]
         return value
 
