@@ -89,6 +89,17 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+def _boot_id() -> str:
+    """This boot of this machine (Linux): a run started before a reboot is dead whatever its pid is now."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+_BOOT_ID = _boot_id()
+
+
 def _chunks(items: list[Any], size: int = BATCH) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -277,6 +288,8 @@ class MlflowTracking:
         run_name = active_redactor().text(run_name)
         all_tags["host"] = socket.gethostname()
         all_tags["pid"] = str(os.getpid())
+        if _BOOT_ID:
+            all_tags["boot_id"] = _BOOT_ID
         if parent is not None:
             all_tags["mlflow.parentRunId"] = parent.run_id
         run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
@@ -303,7 +316,8 @@ class MlflowTracking:
             if tags.get("host") != host or not tags.get("pid", "").isdigit():
                 continue
             pid = int(tags["pid"])
-            if pid == os.getpid() or pid_alive(pid):
+            rebooted = bool(_BOOT_ID) and tags.get("boot_id", _BOOT_ID) != _BOOT_ID  # its pid may be reused since
+            if not rebooted and (pid == os.getpid() or pid_alive(pid)):
                 continue
             self.client.set_terminated(run.info.run_id, "KILLED")
             ended += 1
