@@ -115,7 +115,14 @@ def check_resolves(cfg: Any) -> None:
     from interp_pipeline.config.safe_yaml import file_defining
 
     try:
-        OmegaConf.to_container(cfg, resolve=True)
+        for key in cfg:
+            if key == "hydra":  # a sweep callback's config: Hydra resolves its own node, per job
+                continue
+            node = cfg._get_node(key)
+            if OmegaConf.is_config(node):
+                OmegaConf.to_container(node, resolve=True)
+            else:
+                cfg[key]  # noqa: B018 - reading a value resolves it
     except InterpolationResolutionError as error:
         key = str(getattr(error, "full_key", None) or "config")
         first = cut_values(str(error).splitlines()[0]) if str(error) else type(error).__name__

@@ -75,13 +75,18 @@ def check_yaml_text(text: str, where: str, *, max_bytes: int = MAX_BYTES, max_no
         return frame.child_path()
 
     def add(node_size: int, anchor: str | None) -> None:
+        """A scalar or an alias: counted as the values it expands to, then placed in its collection."""
         nonlocal expanded
         expanded += node_size
-        if anchor:
-            anchors[anchor] = node_size
         if expanded > max_nodes:
             raise UnsafeConfig(f"{where}: {path_here()}", f"expected at most {max_nodes:,} values once its "
                                                           f"aliases are expanded, found more (a YAML alias bomb?)")
+        place(node_size, anchor)
+
+    def place(node_size: int, anchor: str | None) -> None:
+        """A finished node: remembered by its anchor, added to its parent, which moves to its next slot."""
+        if anchor:
+            anchors[anchor] = node_size
         if stack:
             frame = stack[-1]
             frame.size += node_size
@@ -116,16 +121,7 @@ def check_yaml_text(text: str, where: str, *, max_bytes: int = MAX_BYTES, max_no
                 stack.append(_Frame(kind, event.anchor, "" if not stack else path_here()))
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 frame = stack.pop()
-                node_size = frame.size
-                if frame.anchor:
-                    anchors[frame.anchor] = node_size
-                if stack:
-                    parent = stack[-1]
-                    parent.size += node_size
-                    if parent.kind == "seq":
-                        parent.index += 1
-                    else:
-                        parent.key = None
+                place(frame.size, frame.anchor)  # its values were counted as they came
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
