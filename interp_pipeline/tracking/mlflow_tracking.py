@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 from interp_pipeline.config.secrets import active as active_redactor
 from interp_pipeline.storage.locks import lock_beside, pid_alive
+from interp_pipeline.tracking.heartbeat import HEARTBEAT_TAG, Heartbeat, is_stale
 
 # MLflow refuses longer values; a 50-element list in a param is rarely read anyway.
 MAX_PARAM_LENGTH = 6000
@@ -141,6 +142,7 @@ class MlflowRun:
         self.experiment_id = experiment_id
         self._ended = False
         self._monitor: Any = None
+        self._heartbeat: Any = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -235,6 +237,9 @@ class MlflowRun:
         self._monitor.start()
 
     def end(self, status: str) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
         if self._monitor is not None:
             self._monitor.finish()  # its last samples are written before the run ends
             self._monitor = None
@@ -290,10 +295,13 @@ class MlflowTracking:
         all_tags["pid"] = str(os.getpid())
         if _BOOT_ID:
             all_tags["boot_id"] = _BOOT_ID
+        all_tags[HEARTBEAT_TAG] = str(int(time.time()))  # then every HEARTBEAT_S, until the run ends
         if parent is not None:
             all_tags["mlflow.parentRunId"] = parent.run_id
         run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
-        return MlflowRun(self.client, run.info.run_id, self, experiment_id)
+        logger = MlflowRun(self.client, run.info.run_id, self, experiment_id)
+        logger._heartbeat = Heartbeat(self.client, run.info.run_id)
+        return logger
 
     def mark_expect_failed(self, run_id: str, keys: Iterable[str]) -> None:
         """Tag a stage's run with the ``expect:`` keys its metrics missed, and suffix its name."""
@@ -304,20 +312,25 @@ class MlflowTracking:
         self.client.update_run(run_id, name=with_expect_failed(run.info.run_name))
 
     def end_orphaned_runs(self) -> int:
-        """Mark KILLED the runs, of any experiment, left RUNNING by a process on this host that no longer exists.
+        """Mark KILLED the runs, of any experiment, left RUNNING by a process that no longer works on them.
 
-        A kill -9 gives the process no chance to end its runs; the next invocation on the
-        store does it. Runs of other hosts are left alone: their processes cannot be seen from here.
+        A kill -9 gives the process no chance to end its runs; the next invocation on the store does it.
+        On this host, a run whose process no longer exists (or that started before this boot); on any
+        host, a run whose heartbeat stopped more than STALE_S ago (tracking/heartbeat.py: its machine
+        died, or its job was killed; other hosts' processes cannot be seen from here).
         """
         host = socket.gethostname()
+        running = self._running_runs()
+        by_id = {run.info.run_id: run for run in running}
         ended = 0
-        for run in self._running_runs():
+        for run in running:
             tags = run.data.tags
-            if tags.get("host") != host or not tags.get("pid", "").isdigit():
-                continue
-            pid = int(tags["pid"])
-            rebooted = bool(_BOOT_ID) and tags.get("boot_id", _BOOT_ID) != _BOOT_ID  # its pid may be reused since
-            if not rebooted and (pid == os.getpid() or pid_alive(pid)):
+            if tags.get("host") == host and tags.get("pid", "").isdigit():
+                pid = int(tags["pid"])
+                rebooted = bool(_BOOT_ID) and tags.get("boot_id", _BOOT_ID) != _BOOT_ID  # its pid may be reused since
+                if not rebooted and (pid == os.getpid() or pid_alive(pid)):
+                    continue
+            elif not is_stale(run, by_id):
                 continue
             self.client.set_terminated(run.info.run_id, "KILLED")
             ended += 1
