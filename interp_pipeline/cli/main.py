@@ -84,6 +84,10 @@ def task(cfg: Any) -> Any:
     )
     if multirun and "BasicLauncher" not in str(hydra_cfg.launcher.get("_target_", "")):
         _label_job_lines(hydra_cfg.job.num)
+    if multirun and "submitit" in str(hydra_cfg.launcher.get("_target_", "")):
+        # submitit logs and ignores SIGTERM; SLURM sends it to a job past its time, then SIGKILL after a grace
+        # period: end the runs KILLED in that grace period, as a single run does.
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         scrub_files(output_dir.glob(".hydra/*.yaml"), Redactor.from_config(cfg))
     except Exception:  # noqa: BLE001 - a config that does not resolve is reported by launch, naming its key

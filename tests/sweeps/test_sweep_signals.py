@@ -96,18 +96,21 @@ def test_sigterm_to_a_basic_sweep_ends_every_run(outputs, tmp_path):
     assert {r.data.tags.get("stage"): r.info.status for r in runs if "stage" in r.data.tags}["hold"] == "KILLED"
 
 
-def test_a_submitit_job_killed_outright_has_its_runs_closed_by_the_launcher(outputs, tmp_path):
-    """Like a SLURM job killed past its time: the job's process dies by SIGKILL, with no handler of ours."""
+def test_submitit_jobs_killed_or_past_their_time_have_no_run_left_running(outputs, tmp_path):
+    """One job SIGKILLed (no handler of ours runs: the launcher closes its runs), one sent SIGTERM, as SLURM
+    does to a job past its time before its SIGKILL (its own handler ends its runs)."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    pipeline, started, release = hold_pipeline(tmp_path)
+    pipeline, started, _ = hold_pipeline(tmp_path)
     sweep = start_sweep([f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,2",
                          "hydra/launcher=submitit_local", "tracking.experiment_name=killed_job"], outputs, tmp_path)
-    victim = wait_for_jobs(sweep, started, 2)[0]  # submitit_local runs the jobs side by side
-    os.kill(victim, signal.SIGKILL)
-    time.sleep(1.0)
-    release.touch()
+    killed, timed_out = wait_for_jobs(sweep, started, 2)  # submitit_local runs the jobs side by side
+    os.kill(killed, signal.SIGKILL)
+    os.kill(timed_out, signal.SIGTERM)
     stdout, stderr = sweep.communicate(timeout=180)
     assert sweep.returncode != 0, stdout + stderr
     runs = assert_none_running(outputs, "killed_job")
-    killed = {r.data.tags.get("stage", "job"): r.info.status for r in runs if r.data.tags.get("pid") == str(victim)}
-    assert killed == {"job": "KILLED", "numbers": "FINISHED", "scaled": "FINISHED", "hold": "KILLED"}
+    for pid in (killed, timed_out):
+        ended = {r.data.tags.get("stage", "job"): r.info.status for r in runs if r.data.tags.get("pid") == str(pid)}
+        assert ended == {"job": "KILLED", "numbers": "FINISHED", "scaled": "FINISHED", "hold": "KILLED"}, pid
+    logs = "".join(p.read_text() for p in (outputs / "multirun").rglob("*_log.out"))
+    assert logs.count("terminated (SIGTERM): runs marked KILLED") == 1
