@@ -54,9 +54,17 @@ def _experiment_name(config: DictConfig) -> str:
     return config.tracking.experiment_name or experiment_choice(config.hydra.runtime.choices)
 
 
-def close_sweep_runs() -> None:
-    """End KILLED what the sweep's dead jobs left RUNNING (sweeps/open_runs.py); called by cli.main however
-    the sweep ended. Never raises: the sweep's own outcome is what the exit status says."""
+def finish_sweep() -> None:
+    """Scrub the sweep's multirun.yaml of secrets; end KILLED what its dead jobs left RUNNING (sweeps/open_runs.py).
+    Called by cli.main however the sweep ended. Never raises: the sweep's own outcome is what the exit status says."""
+    files = SWEEP_STATE.pop("files", None)
+    if files is not None:
+        from interp_pipeline.config.secrets import scrub_files
+
+        try:
+            scrub_files(*files)
+        except OSError as error:
+            log.error("error: %s not scrubbed of secrets: %s", files[0][0], error)
     where = SWEEP_STATE.pop("runs", None)
     if where is None:
         return
@@ -115,6 +123,10 @@ class PipelineCallbacks(Callback):
             from interp_pipeline.sweeps.open_runs import SweepRuns
 
             SWEEP_STATE["runs"] = SweepRuns(uri, _experiment_name(config), sweep_dir.name)
+        from interp_pipeline.config.secrets import Redactor
+
+        # Hydra writes the sweep's multirun.yaml after this; cli.main scrubs it of a literal credential once done.
+        SWEEP_STATE["files"] = ([sweep_dir / "multirun.yaml"], Redactor.from_config(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         SWEEP_STATE["ended"] = True

@@ -150,7 +150,7 @@ def main() -> None:
     from omegaconf.errors import OmegaConfBaseException
 
     from interp_pipeline.common.exit_status import combine
-    from interp_pipeline.cli.hydra_callbacks import SWEEP_STATUSES, SweepRefused, close_sweep_runs
+    from interp_pipeline.cli.hydra_callbacks import SWEEP_STATUSES, SweepRefused, finish_sweep
 
     from interp_pipeline.experiments.expect_overrides import rewrite_all
 
@@ -165,7 +165,7 @@ def main() -> None:
             # However a sweep ended (Ctrl-C, SIGTERM, a job killed): none of its runs stays RUNNING.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            close_sweep_runs()
+            finish_sweep()
     except SweepRefused as refused:  # the sweep callback's pre-flight, before any job
         _record_config_error(refused.error)
         _say(f"error: {refused.error}")

@@ -193,8 +193,10 @@ def scrub_files(paths: Iterable[Any], redactor: Redactor) -> None:
         except (OSError, UnicodeDecodeError):
             continue
         clean = redactor.text(text)
-        if clean != text:
-            path.write_text(clean)
+        if clean != text:  # replaced whole, so that a reader never sees half a file
+            partial = path.with_name(f".{path.name}.{os.getpid()}.scrubbing")
+            partial.write_text(clean)
+            os.replace(partial, path)
 
 
 def key_params(params: Mapping[str, Any], words: Iterable[str] = CREDENTIAL_WORDS) -> dict[str, Any]:

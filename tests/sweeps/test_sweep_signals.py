@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env
 
 
 def hold_pipeline(folder: Path) -> tuple[Path, Path, Path]:
@@ -59,11 +59,14 @@ def assert_none_running(outputs: Path, experiment: str) -> list:
     return runs
 
 
-def test_ctrl_c_to_a_joblib_sweep_leaves_no_run_running_and_the_rerun_serves_the_finished_stages(outputs, tmp_path):
-    pipeline, started, release = hold_pipeline(tmp_path)
-    args = [f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,2", "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2", "tracking.experiment_name=ctrl_c"]
-    sweep = start_sweep(args, outputs, tmp_path)
+def test_ctrl_c_to_a_joblib_sweep_then_sigterm_to_its_rerun_on_the_basic_launcher(outputs, tmp_path):
+    """Ctrl-C (SIGINT to the process group: joblib SIGKILLs its workers) leaves no run RUNNING; the same sweep
+    run again on the basic launcher serves the finished stages from the cache, and SIGTERM to its group while
+    its first job holds leaves none either."""
+    pipeline, started, _ = hold_pipeline(tmp_path)
+    args = [f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,2",
+            "tracking.experiment_name=stopped"]
+    sweep = start_sweep([*args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], outputs, tmp_path)
     workers = wait_for_jobs(sweep, started, 2)
     signalled = time.monotonic()
     os.killpg(sweep.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
@@ -72,28 +75,21 @@ def test_ctrl_c_to_a_joblib_sweep_leaves_no_run_running_and_the_rerun_serves_the
     assert sweep.returncode == 130, stdout + stderr
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[1][:3]
-    runs = assert_none_running(outputs, "ctrl_c")
+    runs = assert_none_running(outputs, "stopped")
     holds = [r for r in runs if r.data.tags.get("stage") == "hold"]
     assert len(holds) == 2 and {r.info.status for r in holds} == {"KILLED"}
 
-    release.touch()
-    again = run_cli(["-m", *args[:-3], "tracking.experiment_name=ctrl_c"], outputs, cwd=tmp_path)  # basic launcher
-    assert again.returncode == 0, again.stdout + again.stderr
-    runs = assert_none_running(outputs, "ctrl_c")
-    latest = [r for r in runs if r.data.tags.get("stage") == "scaled"]
-    assert sorted(r.data.tags["cached"] for r in latest) == ["false", "false", "true", "true"]
-
-
-def test_sigterm_to_a_basic_sweep_ends_every_run(outputs, tmp_path):
-    pipeline, started, _ = hold_pipeline(tmp_path)
-    sweep = start_sweep([f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,2",
-                         "tracking.experiment_name=sigterm_sweep"], outputs, tmp_path)
-    wait_for_jobs(sweep, started, 1)
-    os.killpg(sweep.pid, signal.SIGTERM)
-    stdout, stderr = sweep.communicate(timeout=120)
-    assert sweep.returncode == 143, stdout + stderr
-    runs = assert_none_running(outputs, "sigterm_sweep")
-    assert {r.data.tags.get("stage"): r.info.status for r in runs if "stage" in r.data.tags}["hold"] == "KILLED"
+    started.unlink()
+    again = start_sweep(args, outputs, tmp_path)  # the basic launcher: jobs one after another, in its process
+    wait_for_jobs(again, started, 1)
+    os.killpg(again.pid, signal.SIGTERM)
+    stdout, stderr = again.communicate(timeout=120)
+    assert again.returncode == 143, stdout + stderr
+    runs = assert_none_running(outputs, "stopped")
+    rerun = [r for r in runs if r.data.tags.get("pid") == str(again.pid)]
+    assert {r.data.tags.get("stage", "job"): (r.data.tags.get("cached"), r.info.status) for r in rerun} == {
+        "job": (None, "KILLED"), "numbers": ("true", "FINISHED"), "scaled": ("true", "FINISHED"),
+        "hold": ("false", "KILLED")}
 
 
 def test_submitit_jobs_killed_or_past_their_time_have_no_run_left_running(outputs, tmp_path):
