@@ -116,8 +116,8 @@ def check_resolves(cfg: Any) -> None:
 
     try:
         for key in cfg:
-            if key == "hydra":  # a sweep callback's config: Hydra resolves its own node, per job
-                continue
+            if key == "hydra" or OmegaConf.is_missing(cfg, key):  # Hydra resolves its own node, per job;
+                continue  # a missing value is said by the check that needs it
             node = cfg._get_node(key)
             if OmegaConf.is_config(node):
                 OmegaConf.to_container(node, resolve=True)
