@@ -6,24 +6,13 @@ import dataclasses
 import re
 from typing import Any
 
-from interp_pipeline.common.errors import did_you_mean, one_of
+from interp_pipeline.common.errors import cut_values, did_you_mean, one_of
 
 
 def _fields(object_type: Any) -> list[str]:
     if isinstance(object_type, type) and dataclasses.is_dataclass(object_type):
         return [f.name for f in dataclasses.fields(object_type)]
     return []
-
-
-def cut_values(text: str) -> str:
-    """Quoted values in an error line cut to a readable length (a 10 MB string is not echoed back whole)."""
-    from interp_pipeline.config.safe_yaml import shorten
-
-    text = re.sub(r"'([^']{80,})'", lambda m: f"'{shorten(m.group(1))}'", text)
-    return shorten(text, MAX_LINE)
-
-
-MAX_LINE = 2000
 
 
 def _from_omegaconf(error: Any) -> str | None:

@@ -19,24 +19,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.common.errors import ConfigError, shorten
 
 # A config is kilobytes; OmegaConf takes seconds a megabyte to parse a long string for interpolations.
 MAX_BYTES = int(os.environ.get("INTERP_PIPELINE_MAX_CONFIG_BYTES", 512_000))
 MAX_NODES = int(os.environ.get("INTERP_PIPELINE_MAX_CONFIG_NODES", 200_000))
 _PLAIN = "tag:yaml.org,2002:"
 PLAIN_TAGS = {f"{_PLAIN}{name}" for name in ("str", "int", "float", "bool", "null", "map", "seq")} | {"!"}
-MAX_SHOWN = 80  # characters of a value shown in an error line
 LOADED: dict[str, str] = {}  # Hydra's config path ("experiment/mine") -> the file read for it
 
 
 class UnsafeConfig(ConfigError):
     """A config file refused before it is built (exit status 2)."""
-
-
-def shorten(text: str, limit: int = MAX_SHOWN) -> str:
-    """A value as shown in an error line: at most ``limit`` characters, saying how long it was."""
-    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text):,} characters)"
 
 
 class _Frame:
