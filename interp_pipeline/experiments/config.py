@@ -19,6 +19,7 @@ from interp_pipeline.analysis.config import (
     ActivationStatsConfig, FourierConfig, HeadScoresConfig, InspectConfig, LogitLensConfig, SAEFeaturesConfig,
 )
 from interp_pipeline.config.fields import at_least, positive
+from interp_pipeline.config.secrets import CREDENTIAL_WORDS
 from interp_pipeline.config.settings import ROOT_DEFAULTS
 from interp_pipeline.circuits.config import CircuitsConfig
 from interp_pipeline.editing.config import KeyCovarianceConfig, MemitConfig, RomeConfig
@@ -67,6 +68,9 @@ class TrackingConfig:
     # Models and SAEs a stage computes, logged as MLflow models (pyfunc, safetensors inside)
     # so they can be registered; ones larger than this many MB are not (0: none are).
     max_model_mb: float = at_least(0, 200.0)
+    # A value whose key ends in one of these words is masked in everything logged (config/secrets.py);
+    # values read from the environment (${oc.env:...}) are logged as their interpolation text whatever their key.
+    mask_keys: List[str] = field(default_factory=lambda: list(CREDENTIAL_WORDS))
 
 
 @dataclass
