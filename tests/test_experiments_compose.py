@@ -34,7 +34,8 @@ def test_one_composer_takes_an_experiments_name_or_the_command_lines_overrides()
 # Experiments on hub models: here (no hub) their pre-flight must stop them, naming the model.
 NEEDS_HUB = {"cache_activations", "induction_heads", "ioi_patching", "sae_train", "sae_train_streamed",
              "sae_eval_pretrained", "sae_features", "inspect_model", "logit_lens", "sae_l1_search_gpt2",
-             "causal_tracing"}
+             "causal_tracing", "memit_edit_gpt2_xl", "steering", "circuit_discovery",
+             "circuit_discovery_greater_than"}
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -67,8 +68,11 @@ def test_hub_experiment_runs_offline_on_a_toy_model(outputs, overrides, monkeypa
 
 def test_every_hub_experiment_but_the_pretrained_sae_names_its_offline_variant():
     offline = {info.name for info in experiments() if info.offline}
-    # sae_l1_search_gpt2's offline form is another experiment (sae_l1_search), not overrides of its own.
-    assert offline == NEEDS_HUB - {"sae_eval_pretrained", "sae_l1_search_gpt2"}
+    # sae_l1_search_gpt2's offline form is another experiment (sae_l1_search), not overrides of its own;
+    # memit_edit_gpt2_xl's is memit_edit; circuit_discovery_greater_than's is circuit_discovery model=toy_ioi
+    # (no toy model has the years' tokens).
+    assert offline == NEEDS_HUB - {"sae_eval_pretrained", "sae_l1_search_gpt2", "memit_edit_gpt2_xl",
+                                   "circuit_discovery_greater_than"}
 
 
 def test_ioi_patching_on_gpt2_carries_the_published_values(outputs):

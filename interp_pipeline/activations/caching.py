@@ -78,6 +78,9 @@ def _check_store_url(store: str | None) -> None:
         extra = "; pip install 'interp_pipeline[s3]'" if protocol in ("s3", "s3a") else ""
         raise ConfigError("store", f"expected a path or a URL fsspec can open, found '{store}' "
                                    f"({str(error).splitlines()[0]}){extra}") from None
+    from interp_pipeline.storage.object_stores import check_object_store
+
+    check_object_store(str(store))  # endpoint, bucket, credentials: before the model is loaded
 
 
 def check_cache_shapes(settings: CacheConfig, inputs: Mapping[str, Any]) -> None:

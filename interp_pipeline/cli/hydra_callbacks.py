@@ -16,6 +16,9 @@ from interp_pipeline.common.exit_status import EXIT_EXPECT, EXIT_OK, STATUS_FILE
 
 log = logging.getLogger(__name__)
 SWEEP_STATUSES: list[int] = []
+# The sweep this process launched, once its first job is about to start (sweeps/open_runs.py), and
+# whether the launcher got every job back; cli.main closes what dead jobs left RUNNING.
+SWEEP_STATE: dict[str, Any] = {}
 # Written in the sweep directory before the jobs start: the keys the sweep varies, which
 # name each job's MLflow run (tracking/run_names.py). A file, not an environment
 # variable, so that jobs launched elsewhere (submitit, ray) read it too.
@@ -49,6 +52,32 @@ def experiment_choice(choices: Any) -> str:
 
 def _experiment_name(config: DictConfig) -> str:
     return config.tracking.experiment_name or experiment_choice(config.hydra.runtime.choices)
+
+
+def finish_sweep() -> None:
+    """Scrub the sweep's multirun.yaml of secrets; end KILLED what its dead jobs left RUNNING (sweeps/open_runs.py).
+    Called by cli.main however the sweep ended. Never raises: the sweep's own outcome is what the exit status says."""
+    files = SWEEP_STATE.pop("files", None)
+    if files is not None:
+        from interp_pipeline.config.secrets import scrub_files
+
+        try:
+            scrub_files(*files)
+        except OSError as error:
+            log.error("error: %s not scrubbed of secrets: %s", files[0][0], error)
+    where = SWEEP_STATE.pop("runs", None)
+    if where is None:
+        return
+    from interp_pipeline.sweeps.open_runs import close_sweep_runs as close
+
+    try:
+        closed = close(where, sweep_ended=bool(SWEEP_STATE.get("ended")))
+    except Exception as error:  # noqa: BLE001
+        log.debug("could not close the sweep's runs", exc_info=True)
+        log.error("error: runs of sweep %s may be left RUNNING: %s: %s", where.sweep_id, type(error).__name__, error)
+        return
+    if closed:
+        log.info("sweep %s: marked %d run(s) KILLED that jobs which died had left RUNNING", where.sweep_id, closed)
 
 
 class SweepRefused(BaseException):
@@ -91,8 +120,16 @@ class PipelineCallbacks(Callback):
             check_reachable(uri)
             tracking = MlflowTracking(uri)
             tracking.experiment_id(_experiment_name(config))
+            from interp_pipeline.sweeps.open_runs import SweepRuns
+
+            SWEEP_STATE["runs"] = SweepRuns(uri, _experiment_name(config), sweep_dir.name)
+        from interp_pipeline.config.secrets import Redactor
+
+        # Hydra writes the sweep's multirun.yaml after this; cli.main scrubs it of a literal credential once done.
+        SWEEP_STATE["files"] = ([sweep_dir / "multirun.yaml"], Redactor.from_config(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        SWEEP_STATE["ended"] = True
         statuses = read_statuses(Path(config.hydra.sweep.dir))
         counted = statuses
         if config.sweep.objective and EXIT_OK in statuses:

@@ -3,7 +3,22 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
+
+MAX_SHOWN = 160  # characters of a value shown in an error line (a long path still fits)
+MAX_LINE = 2000
+
+
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """A value as shown in an error line: at most ``limit`` characters, saying how long it was."""
+    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text):,} characters)"
+
+
+def cut_values(text: str) -> str:
+    """Quoted values in an error line cut to a readable length (a 10 MB string is not echoed back whole)."""
+    text = re.sub(r"'([^']{%d,})'" % MAX_SHOWN, lambda m: f"'{shorten(m.group(1))}'", text)
+    return shorten(text, MAX_LINE)
 
 
 class ConfigError(Exception):
@@ -18,7 +33,7 @@ class ConfigError(Exception):
         text = f"{key}: {message}" if key else message
         if suggestion:
             text += f" ({suggestion})"
-        super().__init__(text)
+        super().__init__(cut_values(text))
 
     def under(self, prefix_key: str) -> ConfigError:
         """The same error keyed under a stage's params key (``hook`` -> ``sae.hook``); absolute keys stay."""

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from typing import Any
 
-from interp_pipeline.common.errors import did_you_mean, one_of
+from interp_pipeline.common.errors import cut_values, did_you_mean, one_of
 
 
 def _fields(object_type: Any) -> list[str]:
@@ -21,7 +21,7 @@ def _from_omegaconf(error: Any) -> str | None:
     if not isinstance(error, OmegaConfBaseException):
         return None
     key = getattr(error, "full_key", None) or getattr(error, "key", None) or "config"
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    first = cut_values(str(error).splitlines()[0]) if str(error) else type(error).__name__
     object_type = getattr(error, "object_type", None)
     if isinstance(error, (ConfigKeyError, ConfigAttributeError)) and _fields(object_type):
         allowed = _fields(object_type)
@@ -77,9 +77,43 @@ def describe(error: BaseException) -> str:
             line = f"{group}={option}: expected one of {one_of(options)}, found '{option}'"
             hint = did_you_mean(option, options)
             return f"{line} ({hint})" if hint else line
-    for candidate in (error, error.__cause__):
+    # Hydra re-raises an error met while merging a config file as "In 'experiment/x': ..." with the
+    # original as its context: name the file, and say what the command line would say.
+    where = re.match(r"In '([^']+)': ", str(error))
+    for candidate in (error.__cause__, error.__context__) if where else (error, error.__cause__):
         line = _from_omegaconf(candidate) if candidate is not None else None
         if line:
-            return line
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            return f"{_file_of(where.group(1))}: {line}" if where else line
+    lines = [cut_values(line.strip()) for line in str(error).splitlines() if line.strip()]
     return "; ".join(lines[:2]) or type(error).__name__
+
+
+def _file_of(config_path: str) -> str:
+    from interp_pipeline.config.safe_yaml import file_of
+
+    return file_of(config_path) or config_path
+
+
+def check_resolves(cfg: Any) -> None:
+    """Every interpolation of the composed config resolves (``seed: ${seed}``, a missing ``${oc.env:X}``):
+    else a ConfigError naming the file that sets the key, when one read for this run does, and the key."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    from interp_pipeline.common.errors import ConfigError
+    from interp_pipeline.config.safe_yaml import file_defining
+
+    try:
+        for key in cfg:
+            if key == "hydra" or OmegaConf.is_missing(cfg, key):  # Hydra resolves its own node, per job;
+                continue  # a missing value is said by the check that needs it
+            node = cfg._get_node(key)
+            if OmegaConf.is_config(node):
+                OmegaConf.to_container(node, resolve=True)
+            else:
+                cfg[key]  # noqa: B018 - reading a value resolves it
+    except InterpolationResolutionError as error:
+        key = str(getattr(error, "full_key", None) or "config")
+        first = cut_values(str(error).splitlines()[0]) if str(error) else type(error).__name__
+        where = file_defining(key)
+        raise ConfigError(f"{where}: {key}" if where else key, f"could not resolve its interpolation: {first}") from None

@@ -22,57 +22,21 @@ SAELens ships ROME, and the reference code (kmeng01/rome) is tied to Hugging Fac
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class Prompts:
-    """Right-padded prompts: ``tokens`` [n, seq], the subject's last token ``subject_last`` [n], and the
-    position whose next-token prediction is the object, ``last`` [n] (the prompt's final token)."""
-
-    tokens: torch.Tensor
-    subject_last: torch.Tensor
-    last: torch.Tensor
-
-    @classmethod
-    def of(cls, rows: Sequence[Sequence[int]], subject_last: Sequence[int], pad: int = 0) -> Prompts:
-        width = max(len(r) for r in rows)
-        tokens = torch.full((len(rows), width), pad, dtype=torch.int64)
-        for i, row in enumerate(rows):
-            tokens[i, :len(row)] = torch.as_tensor(list(row))
-        return cls(tokens, torch.as_tensor(list(subject_last)), torch.as_tensor([len(r) - 1 for r in rows]))
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-
-def mlp_key_hook(layer: int) -> str:
-    return f"blocks.{layer}.mlp.hook_post"
+from interp_pipeline.editing.prompts import Prompts, mlp_key_hook  # noqa: F401 (re-exported: ROME's names)
 
 
 def key_covariance(model: Any, layer: int, tokens: torch.Tensor, *, batch_size_prompts: int,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """C = E[k k^T] (uncentred, as ROME's second moment) of the MLP keys over the tokens ``mask`` keeps
-    (default: all), accumulated ``batch_size_prompts`` sequences at a time in float64: memory is one
-    d_mlp x d_mlp matrix."""
-    hook = mlp_key_hook(layer)
-    d_mlp = model.cfg.d_mlp
-    total = torch.zeros(d_mlp, d_mlp, dtype=torch.float64)
-    count = 0
-    for start in range(0, tokens.shape[0], batch_size_prompts):
-        batch = tokens[start:start + batch_size_prompts]
-        keys = _run_to_hook(model, batch, hook, layer)
-        keep = mask[start:start + batch_size_prompts] if mask is not None else torch.ones(batch.shape, dtype=torch.bool)
-        keys = keys[keep.to(keys.device)].double().cpu()
-        total += keys.T @ keys
-        count += keys.shape[0]
-    return total / max(count, 1)
+    (default: all): one layer of :func:`interp_pipeline.editing.covariance.key_covariances`."""
+    from interp_pipeline.editing.covariance import key_covariances
+
+    return key_covariances(model, [layer], tokens, batch_size_prompts=batch_size_prompts, mask=mask)[0][layer]
 
 
 def _run_to_hook(model: Any, tokens: torch.Tensor, hook: str, layer: int) -> torch.Tensor:
@@ -87,8 +51,8 @@ def subject_key(model: Any, layer: int, prompts: Prompts) -> torch.Tensor:
     return keys[torch.arange(len(prompts)), prompts.subject_last.to(keys.device)].double().mean(0).cpu()
 
 
-def _last_logprobs(model: Any, prompts: Prompts, hooks: list[tuple[str, Any]] | None = None) -> torch.Tensor:
-    logits = model.run_with_hooks(prompts.tokens.to(model.cfg.device), fwd_hooks=hooks or [])
+def _last_logprobs(model: Any, prompts: Prompts) -> torch.Tensor:
+    logits = model(prompts.tokens.to(model.cfg.device), return_type="logits")
     return logits[torch.arange(len(prompts)), prompts.last.to(logits.device)].log_softmax(-1)
 
 
@@ -98,47 +62,13 @@ def optimise_delta(model: Any, layer: int, rewrite: Prompts, target: int, essenc
     """The vector that, added to the MLP output at each rewrite prompt's subject token, makes ``target``
     the next token; ROME's loss: the target's NLL, plus ``kl_weight`` x KL(original || edited) on the
     ``essence`` prompts' next-token distributions, plus ``weight_decay`` x ||delta||^2 / ||v||^2
-    (the settings' defaults: interp_pipeline.editing.config.RomeConfig)."""
-    hook = f"blocks.{layer}.hook_mlp_out"
-    torch.manual_seed(seed)
-    delta = torch.zeros(model.cfg.d_model, device=model.cfg.device, requires_grad=True)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(rewrite.tokens.to(model.cfg.device), names_filter=hook,
-                                        stop_at_layer=layer + 1)
-        value_norm = cache[hook][torch.arange(len(rewrite)), rewrite.subject_last].norm(dim=-1).mean()
-        reference = _last_logprobs(model, essence) if essence is not None and len(essence) else None
+    (the settings' defaults: interp_pipeline.editing.config.RomeConfig). One request of
+    :func:`interp_pipeline.editing.targets.optimise_deltas`."""
+    from interp_pipeline.editing.targets import optimise_deltas
 
-    def add_at(positions: torch.Tensor):
-        rows = torch.arange(len(positions))
-
-        def hook_fn(activation: torch.Tensor, hook: Any) -> torch.Tensor:
-            activation = activation.clone()
-            activation[rows, positions.to(activation.device)] += delta
-            return activation
-        return [(hook, hook_fn)]
-
-    optimizer = torch.optim.Adam([delta], lr=lr)
-    params = [p for p in model.parameters()]
-    was_required = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        for _ in range(steps):
-            optimizer.zero_grad()
-            nll = -_last_logprobs(model, rewrite, add_at(rewrite.subject_last))[:, target].mean()
-            loss = nll + weight_decay * delta.norm() ** 2 / value_norm ** 2
-            kl = torch.zeros(())
-            if reference is not None:
-                edited = _last_logprobs(model, essence, add_at(essence.subject_last))
-                kl = F.kl_div(edited, reference, log_target=True, reduction="batchmean")
-                loss = loss + kl_weight * kl
-            loss.backward()
-            optimizer.step()
-    finally:
-        for p, required in zip(params, was_required):
-            p.requires_grad_(required)
-    return delta.detach().double().cpu(), {"delta_nll": float(nll.detach()), "delta_kl": float(kl.detach()),
-                                           "delta_norm_ratio": float(delta.detach().norm() / value_norm)}
+    deltas, info = optimise_deltas(model, layer, [rewrite], [target], [essence], steps=steps, lr=lr,
+                                   kl_weight=kl_weight, weight_decay=weight_decay, seed=seed)
+    return deltas[0], {k: v for k, v in info.items() if k != "per_request"}
 
 
 def rank_one_update(weight: torch.Tensor, covariance: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -154,11 +84,13 @@ def rank_one_update(weight: torch.Tensor, covariance: torch.Tensor, key: torch.T
 
 
 def edited_copy(model: Any, layer: int, new_weight: torch.Tensor) -> Any:
-    """A copy of ``model`` with block ``layer``'s W_out replaced; the original's parameters are untouched
+    """A copy of ``model`` with block ``layer``'s W_out replaced (a TransformerBridge's Conv1D or Linear through
+    interp_pipeline.editing.weights); the original's parameters are untouched
     (a model served from the stage cache, or held by another stage, stays as it was)."""
-    edited = copy.deepcopy(model)
-    with torch.no_grad():
-        edited.blocks[layer].mlp.W_out.copy_(new_weight.to(edited.blocks[layer].mlp.W_out.device))
+    from interp_pipeline.editing.weights import model_copy, set_mlp_out_weight
+
+    edited = model_copy(model)
+    set_mlp_out_weight(edited, layer, new_weight)
     return edited
 
 
@@ -177,7 +109,9 @@ def rome_edit(model: Any, layer: int, covariance: torch.Tensor, rewrite: Prompts
     key = subject_key(model, layer, key_prompts if key_prompts is not None else rewrite)
     at = subject_key(model, layer, rewrite)
     delta, info = optimise_delta(model, layer, rewrite, target, essence, **optimise)
-    weight = model.blocks[layer].mlp.W_out
+    from interp_pipeline.editing.weights import mlp_out_weight
+
+    weight = mlp_out_weight(model, layer)
     value = at @ weight.detach().double().cpu() + delta
     return Edit(rank_one_update(weight, covariance, key, value, at=at), key, at, value, info)
 

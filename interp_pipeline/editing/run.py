@@ -35,26 +35,29 @@ def check_model_shape(settings: RomeConfig, model: Any, traced: bool) -> None:
 
 
 def edit_facts(model: Any, tokens: Tensor, tracing: Mapping[str, Any] | None, settings: RomeConfig,
-               tracker: Tracker) -> dict[str, Any]:
+               tracker: Tracker, stats: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
     """Every requested edit (``requests``, then ``n_random_requests`` drawn with ``seed``), each alone on a
     copy of ``model``, at ``layer`` (or the one ``tracing`` picks); logs the metrics per edit
     (``editN/...``) and their means. Returns the first edit's model and its ``edit`` (k*, the rewrite
-    prompt's key k, v* = k W', C^-1 k*, the new W_out)."""
+    prompt's key k, v* = k W', C^-1 k*, the new W_out). ``stats``: a key_covariance output to read C from
+    (else estimated here over ``tokens``)."""
     import torch
 
     from interp_pipeline.editing.evaluate import edit_metrics
     from interp_pipeline.editing.requests import check_edits, make_requests, request_prompts
+    from interp_pipeline.editing.covariance import covariance_name, covariance_of
     from interp_pipeline.editing.rome import edited_copy, key_covariance, rome_edit
     from interp_pipeline.common.progress import progress
 
     check_edits(settings)
-    _require_hooked_transformer(model)
+    _require_mlp_and_tokenizer(model)
     layer = _layer(model, settings.layer, tracing)
     pad = model.tokenizer.pad_token_id if model.tokenizer is not None else None
     mask = tokens != pad if pad is not None else None
-    covariance = key_covariance(model, layer, tokens, batch_size_prompts=settings.batch_size_prompts, mask=mask)
-    covariance += settings.covariance_ridge * covariance.diagonal().mean() * torch.eye(covariance.shape[0],
-                                                                                       dtype=covariance.dtype)
+    if stats is None:
+        stats = {covariance_name(layer): key_covariance(model, layer, tokens,
+                                                        batch_size_prompts=settings.batch_size_prompts, mask=mask)}
+    covariance = covariance_of(stats, layer, settings.covariance_ridge)
     chosen = make_requests(settings.task, list(settings.requests), settings.n_random_requests, settings.seed)
     totals: dict[str, float] = {}
     first = None
@@ -84,14 +87,8 @@ def edit_facts(model: Any, tokens: Tensor, tracing: Mapping[str, Any] | None, se
     return {"model": first[0], "edit": first[1]}
 
 
-def _require_hooked_transformer(model: Any) -> None:
-    from transformer_lens import HookedTransformer
-
-    if not isinstance(model, HookedTransformer):
-        # A TransformerBridge keeps the Hugging Face module's own MLP weights (Conv1D or Linear, per
-        # architecture), which this edit does not map yet.
-        raise ConfigError("inputs.model", f"expected a HookedTransformer (ROME edits its W_out), found "
-                                          f"{type(model).__name__}")
+def _require_mlp_and_tokenizer(model: Any) -> None:
+    # Both model kinds: a TransformerBridge's MLP output weights are mapped by interp_pipeline.editing.weights.
     if model.cfg.attn_only or model.cfg.d_mlp is None:
         raise ConfigError("inputs.model", NO_MLP)
     if model.tokenizer is None:

@@ -20,3 +20,18 @@ def layer_from_tracing(aie: Mapping[str, Any]) -> int:
                                             f"{sorted(aie)}")
     effects = torch.nan_to_num(torch.as_tensor(aie["mlp"])[POSITION_CLASSES.index("last_subject")], nan=float("-inf"))
     return int(effects.argmax())
+
+
+def layer_range_from_tracing(aie: Mapping[str, Any], window: int) -> list[int]:
+    """MEMIT's range: the ``window`` consecutive MLP layers whose AIE at the last subject token sums highest
+    (Meng et al. 2023, section 4: the critical MLPs the causal traces point at), clipped to the model."""
+    import torch
+
+    from interp_pipeline.tracing.average import POSITION_CLASSES
+
+    layer_from_tracing(aie)  # the same check of the input
+    effects = torch.nan_to_num(torch.as_tensor(aie["mlp"])[POSITION_CLASSES.index("last_subject")], nan=0.0)
+    width = min(window, effects.shape[0])
+    sums = effects.unfold(0, width, 1).sum(-1)
+    start = int(sums.argmax())
+    return list(range(start, start + width))

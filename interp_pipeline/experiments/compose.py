@@ -18,7 +18,10 @@ from interp_pipeline.common.paths import conf_dir, default_outputs_dir
 def register() -> None:
     """The ``interp.outputs_dir``, ``interp.stages`` and ``interp.experiments`` (--help's lists) resolvers and
     the schemas; idempotent."""
+    from interp_pipeline.config.safe_yaml import install
     from interp_pipeline.experiments.config import register_configs
+
+    install()  # config files scanned (size, aliases, tags) before Hydra builds them
 
     if not OmegaConf.has_resolver("interp.outputs_dir"):
         OmegaConf.register_new_resolver("interp.outputs_dir", lambda: str(default_outputs_dir()))

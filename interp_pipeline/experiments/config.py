@@ -19,14 +19,19 @@ from interp_pipeline.analysis.config import (
     ActivationStatsConfig, FourierConfig, HeadScoresConfig, InspectConfig, LogitLensConfig, SAEFeaturesConfig,
 )
 from interp_pipeline.config.fields import at_least, positive
+from interp_pipeline.config.secrets import CREDENTIAL_WORDS
 from interp_pipeline.config.settings import ROOT_DEFAULTS
-from interp_pipeline.editing.config import RomeConfig
+from interp_pipeline.circuits.config import CircuitsConfig
+from interp_pipeline.editing.config import KeyCovarianceConfig, MemitConfig, RomeConfig
 from interp_pipeline.models.config import ModelConfig
 from interp_pipeline.patching.config import PatchingConfig
 from interp_pipeline.probes.config import ProbeConfig
 from interp_pipeline.sae.config import SAEConfig, SAEEvalConfig, SAESourceConfig
+from interp_pipeline.steering.config import SteerConfig, SteeringVectorConfig
 from interp_pipeline.superposition.config import TMSConfig, TMSGeometryConfig
 from interp_pipeline.tracing.config import CausalTracingConfig
+from interp_pipeline.transcoders.config import (AttributionConfig, TranscoderConfig, TranscoderEvalConfig,
+                                                TranscoderSourceConfig)
 
 
 @dataclass
@@ -63,6 +68,9 @@ class TrackingConfig:
     # Models and SAEs a stage computes, logged as MLflow models (pyfunc, safetensors inside)
     # so they can be registered; ones larger than this many MB are not (0: none are).
     max_model_mb: float = at_least(0, 200.0)
+    # A value whose key ends in one of these words is masked in everything logged (config/secrets.py);
+    # values read from the environment (${oc.env:...}) are logged as their interpolation text whatever their key.
+    mask_keys: List[str] = field(default_factory=lambda: list(CREDENTIAL_WORDS))
 
 
 @dataclass
@@ -141,7 +149,20 @@ class ExperimentConfig:
     # ROME: the edits' settings, and the token dataset the key covariance is estimated on.
     rome: Optional[RomeConfig] = None
     rome_data: Optional[DataConfig] = None
+    # MEMIT's batch edits, and the keys' second moment it shares with ROME (the key_covariance stage).
+    memit: Optional[MemitConfig] = None
+    covariance: Optional[KeyCovarianceConfig] = None
     tracing: Optional[CausalTracingConfig] = None
+    # Steering: the vector's settings, how it is applied, and the ordinary sequences its loss is read on.
+    steering: Optional[SteeringVectorConfig] = None
+    steer: Optional[SteerConfig] = None
+    steer_data: Optional[DataConfig] = None
+    circuits: Optional[CircuitsConfig] = None  # circuit discovery (circuits/config.py)
+    # Transcoders and attribution graphs (interp_pipeline.transcoders).
+    transcoder: Optional[TranscoderConfig] = None
+    transcoder_eval: Optional[TranscoderEvalConfig] = None
+    transcoder_source: Optional[TranscoderSourceConfig] = None
+    attribution: Optional[AttributionConfig] = None
     # "stage.metric" -> tolerance; checked after the run (exit status 3 when not met)
     expect: Dict[str, ExpectEntry] = field(default_factory=dict)
     sweep: SweepConfig = field(default_factory=SweepConfig)

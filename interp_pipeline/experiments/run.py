@@ -19,7 +19,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from interp_pipeline.config.hydra_errors import check_resolves
 from interp_pipeline.config.ranges import check_ranges
+from interp_pipeline.config.secrets import Redactor, activate
+from interp_pipeline.config.secrets import active as active_redactor
 from interp_pipeline.experiments.config import ExperimentConfig
 from interp_pipeline.common.errors import ConfigError, StageFailed, Terminated, did_you_mean, one_of
 from interp_pipeline.common.exit_status import EXIT_CONFIG, EXIT_EXPECT, EXIT_FAILED, EXIT_OK, write_status
@@ -74,6 +77,7 @@ class Prepared:
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Every check that needs no model and no data; raises :class:`ConfigError`."""
+    check_resolves(cfg)
     check_ranges(cfg, ExperimentConfig)
     load_stage_modules(cfg.runner.plugins)
     spec = load_pipeline(cfg)
@@ -201,6 +205,7 @@ def run_job(cfg: DictConfig, invocation: Invocation) -> JobResult:
     """One experiment: its exit status, the metrics a sweep's objective and summary read, its MLflow
     run. Raises what fails outside the stages (:func:`launch` turns that into a status)."""
     try:
+        activate(Redactor.from_config(cfg))
         ranks = join_ranks(cfg)  # torchrun: every rank composed the same config, or none goes on
         prepared = prepare(cfg)
         runner = (RankedRunner if ranks.spread else PipelineRunner)(
@@ -264,9 +269,10 @@ def _run_tracked(
     tracking: Any,
     experiment_id: str | None,
 ) -> JobResult:
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    parent.log_params(flatten("", resolved))
-    _log_file_artifact(parent, "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    # Values read from the environment as their interpolation text, credentials masked (config/secrets.py).
+    logged = active_redactor().config(cfg)
+    parent.log_params(flatten("", logged))
+    _log_file_artifact(parent, "config.yaml", OmegaConf.to_yaml(OmegaConf.create(logged)))
 
     parent.set_tags({f"cache_key.{name}": key for name, key in runner.keys.items()})
     total = len(prepared.spec.stages)
@@ -344,7 +350,7 @@ def _write_report(cfg: DictConfig, invocation: Invocation, prepared: Prepared, r
         stages = [(s.name, s.definition.name, runner.keys[s.name]) for s in prepared.spec.stages]
         figures = run_report.stage_figures(stages, Path(cfg.runner.cache_dir))
         report = run_report.build(invocation.experiment, invocation.overrides, status, seconds, results, figures,
-                                  invocation.output_dir, message)
+                                  invocation.output_dir, active_redactor().text(message))
         paths = run_report.write(report, invocation.output_dir)
         parent.log_artifact(paths["html"])
         log.info("report: %s", paths["html"])

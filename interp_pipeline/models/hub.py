@@ -69,10 +69,12 @@ def load_transformer_lens(
 
     # revision rides in from_pretrained's **kwargs, which reach AutoConfig / AutoModel.from_pretrained
     # (the tokenizer is not pinned by it); left out when unset so those calls stay TransformerLens's own.
+    from interp_pipeline.models.embeddings import capturing_state_dict_embedding, keep_unprocessed
+
     extra = {"revision": revision} if revision is not None else {}
     if n_devices is not None:  # layers split over GPUs 0..n-1 (from_pretrained's own n_devices)
         extra["n_devices"] = n_devices
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), capturing_state_dict_embedding() as checkpoint:
         warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated", category=DeprecationWarning)
         model = HookedTransformer.from_pretrained(
             name,
@@ -84,6 +86,7 @@ def load_transformer_lens(
             dtype=_torch_dtype(dtype),
             **extra,
         )
+    keep_unprocessed(model, checkpoint.get("W_E"))  # the checkpoint's embeddings, before centring
     model.eval()
     return model
 
@@ -117,7 +120,11 @@ def load_hugging_face(
         name_or_path, dtype=_torch_dtype(dtype), revision=revision, **placement,
     )
     if compatibility_mode:
+        from interp_pipeline.models.embeddings import keep_unprocessed
+
+        raw = model.W_E.detach().cpu().clone()  # compatibility mode centres the HF module's own weights
         model.enable_compatibility_mode()
+        keep_unprocessed(model, raw)
     model.eval()
     return model
 

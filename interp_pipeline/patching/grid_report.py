@@ -158,6 +158,7 @@ _METRIC_MEANING = {
     "answer_prob": "probability of the correct answer at END",
     "kl": "KL divergence from the clean run's END distribution",
     "loss": "next-token loss over every position",
+    "prob_diff": "probability of the right candidates minus the wrong ones', at END",
 }
 
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from jaxtyping import Float
     from torch import Tensor
 
-METRICS = ("logit_diff", "answer_prob", "kl", "loss")
+METRICS = ("logit_diff", "answer_prob", "kl", "loss", "prob_diff")
 
 
 @dataclass
@@ -74,6 +74,11 @@ class Metric:
         if self.name == "answer_prob":
             probs = end_logits.softmax(-1)
             return probs.gather(-1, self.pairs["answer"][rows].unsqueeze(-1)).squeeze(-1)
+        if self.name == "prob_diff":
+            # Hanna et al. 2023 (Greater-Than): the probability of the right candidates minus the wrong
+            # ones' (``candidate_sign`` +1 / -1 per candidate token; circuits/greater_than.py).
+            probs = end_logits.softmax(-1).gather(-1, self.pairs["candidates"][rows])
+            return (probs * self.pairs["candidate_sign"][rows].to(probs.dtype)).sum(-1)
         if self.name == "kl":
             if self._clean_log_probs is None:
                 raise RuntimeError("metric 'kl' needs calibrate() with the clean run first")

@@ -5,7 +5,8 @@ the rehearsal's local text. The model (``model=gpt2_small``), prompts, hooks, SA
 
 A new GPT-2-default experiment joins by adding an entry here (the test in
 tests/rehearsal/test_gpt2_rehearsal.py runs every entry and also fails when a conf/experiment/*.yaml
-defaulting to gpt2_small has none). ``{text}`` in an override is the rehearsal's jsonl file.
+defaulting to gpt2_small has none). A bigger GPT-2's config may join too, rehearsed at GPT-2 small's
+shapes (``model=gpt2_small`` among its overrides). ``{text}`` in an override is the rehearsal's jsonl file.
 """
 
 from __future__ import annotations
@@ -31,8 +32,27 @@ REHEARSALS: dict[str, list[str]] = {
     "logit_lens": [],
     "sae_features": [*_LOCAL_TEXT, "data.params.max_sequences=8"],
     "induction_heads": [],
+    # ActAdd's "Love" - "Hate" (conf/steering_setup/gpt2_small.yaml): the ordinary text from the local file.
+    "steering": ["model=gpt2_small", "steer_data.params.name=json", "++steer_data.params.data_files={text}",
+                 "++steer_data.params.streaming=false", "steer_data.params.max_sequences=4", "steer.max_new_tokens=4",
+                 "steer.control=false"],
     # One trial of the search, as a single run: sae_train's pipeline at the search's SAE size.
     "sae_l1_search_gpt2": _SAE_TRAIN,
+    # Edge scores over GPT-2's 32,491 edges on a few prompts; the curves and 200-edge circuits as configured.
+    "circuit_discovery": ["data.params.n_prompts=8", "data.params.min_pairs=4"],
+    "circuit_discovery_greater_than": ["data.params.n_prompts=8"],
+    # GPT-2 XL's MEMIT config at GPT-2 small's shapes (its layers 13-17 do not exist there): the five
+    # counterfact requests at layers 3-5, two target steps, the covariance over 8 rows of local text.
+    "memit_edit_gpt2_xl": ["model=gpt2_small", "rome_data.params.name=json", "++rome_data.params.data_files={text}",
+                           "++rome_data.params.streaming=false", "rome_data.params.max_sequences=8",
+                           "covariance.layers=[3,4,5]", "memit.layers=[3,4,5]", "memit.steps=2"],
+    # Its default model is toy_facts; GPT-2 small is its gpu-suite config (conf/attribution_setup/gpt2_small.yaml).
+    # 24 rows of 128: 2,560 training tokens (5 steps of 512) for 12 transcoders, 512 held out; 2 prompts.
+    "attribution_graph": ["model=gpt2_small", *_LOCAL_TEXT, "data.params.max_sequences=24",
+                          "transcoder.training_tokens=2560", "transcoder.train_batch_size_tokens=512",
+                          "transcoder.eval_tokens=512", "transcoder.log_every=2", "transcoder_eval.max_sequences=4",
+                          "attribution.max_prompts=2", "attribution.max_feature_nodes=256",
+                          "attribution.contexts_per_feature=2"],
 }
 
 

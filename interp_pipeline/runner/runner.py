@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from interp_pipeline.common.errors import StageFailed
+from interp_pipeline.config.secrets import active as active_redactor
+from interp_pipeline.config.secrets import key_params
 from interp_pipeline.pipeline.registry import CACHE_KEY_PARAM, STAGE_DIR_PARAM, TRACKER_PARAM, WORKDIR_PARAM
 from interp_pipeline.pipeline.spec import PipelineSpec, StageSpec
 from interp_pipeline.storage.cache_keys import library_versions, stage_cache_key
@@ -52,7 +54,8 @@ def compute_keys(spec: PipelineSpec, versions: Mapping[str, str] | None = None) 
     for stage in spec.stages:
         input_keys = {arg: f"{keys[ref.stage]}:{ref.output}" for arg, ref in stage.inputs.items()}
         definition = stage.definition
-        params = {k: v for k, v in stage.params.items() if k not in definition.key_exclude}
+        # A credential enters the key as a marker, not its value (config/secrets.py says why).
+        params = key_params({k: v for k, v in stage.params.items() if k not in definition.key_exclude})
         keys[stage.name] = stage_cache_key(definition.name, definition.version, params, input_keys, versions)
     return keys
 
@@ -200,7 +203,7 @@ class PipelineRunner:
             self._log_datasets(stage, run)
             if entry is not None:
                 # Show the cached metrics and figures again, so this run reads like the one that made them.
-                run.log_metrics(entry.metrics)
+                run.log_metric_history(entry.metric_history())  # every value, step and order, as first logged
                 run.set_tags(entry.record.get("tags", {}))
                 for path in entry.artifacts():
                     relative = path.relative_to(entry.path / "artifacts").parent.as_posix()
@@ -279,7 +282,9 @@ class PipelineRunner:
                 tracker.tags.update(run.log_model(name, value, path if path is not None and path.is_dir() else None))
             if pending is not None:
                 self.entries[stage.name] = pending.commit(run_id=run.run_id, metrics=tracker.last,
-                                                          extra={"stage": stage.name, "key": key, "tags": tracker.tags})
+                                                          extra={"stage": stage.name, "key": key,
+                                                                 "tags": active_redactor().mapping(tracker.tags)},
+                                                          history=tracker.history)
                 pending = None
             self._log_datasets(stage, run)
             if definition.wants_workdir:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 
 MARKER = "complete.json"
 ARTIFACTS = "artifacts"
+# Every metric batch the stage logged, in order: [{"step": int | null, "metrics": {name: value}}, ...],
+# so a cached rerun logs the same series (per layer, per step) as the run that computed it.
+METRIC_HISTORY = "metric_history.json"
 
 
 
@@ -59,6 +63,14 @@ class CacheEntry:
     @property
     def metrics(self) -> dict[str, float]:
         return dict(self.record.get("metrics", {}))
+
+    def metric_history(self) -> list[dict[str, Any]]:
+        """The metric batches the stage logged, in order; an entry written before histories were kept
+        gives its last values as one batch at step 0 (what was replayed then)."""
+        path = self.path / METRIC_HISTORY
+        if path.is_file():
+            return json.loads(path.read_text())
+        return [{"step": None, "metrics": {k: v for k, v in self.metrics.items() if math.isfinite(v)}}]
 
     def load_output(self, name: str) -> Any:
         info = self.record["outputs"][name]
@@ -87,7 +99,10 @@ class PendingEntry:
         self._outputs[name] = {"codec": codec.name, "file": path.name}
         return path
 
-    def commit(self, *, run_id: str | None, metrics: Mapping[str, float], extra: Mapping[str, Any]) -> CacheEntry:
+    def commit(self, *, run_id: str | None, metrics: Mapping[str, float], extra: Mapping[str, Any],
+               history: Sequence[Mapping[str, Any]] | None = None) -> CacheEntry:
+        if history is not None:  # written before the files are hashed, so the entry's check covers it
+            (self.dir / METRIC_HISTORY).write_text(json.dumps(list(history)))
         record = {
             "run_id": run_id,
             "created": time.time(),
@@ -241,10 +256,11 @@ class StageCache:
 class _ReplacingEntry(PendingEntry):
     """A recomputation of a key that already has a result: swap the old one out only at the end."""
 
-    def commit(self, *, run_id: str | None, metrics: Mapping[str, float], extra: Mapping[str, Any]) -> CacheEntry:
+    def commit(self, *, run_id: str | None, metrics: Mapping[str, float], extra: Mapping[str, Any],
+               history: Sequence[Mapping[str, Any]] | None = None) -> CacheEntry:
         retired = self.final.parent / f".tmp-{self.final.name}-{os.getpid()}-retired-{uuid.uuid4().hex[:8]}"
         os.rename(self.final, retired)
         try:
-            return super().commit(run_id=run_id, metrics=metrics, extra=extra)
+            return super().commit(run_id=run_id, metrics=metrics, extra=extra, history=history)
         finally:
             shutil.rmtree(retired, ignore_errors=True)

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from interp_pipeline.common.progress import progress
-from interp_pipeline.sae import checkpoints, ranks
+from interp_pipeline.common.distributed import SINGLE, Ranks
+from interp_pipeline.sae import checkpoints
+from interp_pipeline.sae import ranks as spread
 from interp_pipeline.sae.trainer import (CountingBatches, flushed_denormals, restore_rng, rng_state,
                                          tracked_trainer_class)
 from interp_pipeline.tracking.base import Tracker
@@ -30,7 +32,8 @@ _HOOK = "activations"
 
 
 def _as_multi_hook(batches: Iterator[Any]) -> Iterator[dict[str, Any]]:
-    return ({_HOOK: batch} for batch in batches)
+    """One tensor per batch becomes ``{_HOOK: tensor}``; batches already keyed by hook pass unchanged."""
+    return (batch if isinstance(batch, Mapping) else {_HOOK: batch} for batch in batches)
 
 
 def tracked_multi_trainer_class() -> type:
@@ -42,9 +45,10 @@ def tracked_multi_trainer_class() -> type:
     class TrackedMultiSAETrainer(adapted_multi_trainer_class()):
         def __init__(self, configs: Mapping[str, Any], saes: Mapping[str, Any], data_provider: CountingBatches, *,
                      trackers: Mapping[str, Tracker], log_every: int, desc: str, workdir: Path | None,
-                     checkpoint_every: int, identity: Mapping[str, Any]):
+                     checkpoint_every: int, identity: Mapping[str, Any], hooks: Mapping[str, str] | None = None):
             first = next(iter(configs.values()))
-            super().__init__(first, dict(saes), {name: _HOOK for name in saes}, data_provider)
+            super().__init__(first, dict(saes), dict(hooks) if hooks else {name: _HOOK for name in saes},
+                             data_provider)
             # MultiSAETrainer made a plain SAETrainer per SAE, all with the first config; ours take each its own.
             self.trainers = {name: tracked(configs[name], sae, iter(()), tracker=trackers[name], log_every=log_every,
                                            name=name) for name, sae in saes.items()}
@@ -62,7 +66,7 @@ def tracked_multi_trainer_class() -> type:
             if all(t.last_logged_step == step for t in trainers):
                 bar.set_postfix(l0="/".join(f"{t.last_metrics['metrics/l0']:.1f}" for t in trainers), refresh=False)
             if (self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps
-                    and ranks.writes_checkpoints()):
+                    and spread.writes_checkpoints()):
                 weights = {f"{name}/{key}": value for name, trainer in self.trainers.items()
                            for key, value in trainer.sae.state_dict().items()}
                 state = {"saes": {name: trainer.own_state() for name, trainer in self.trainers.items()},
@@ -95,8 +99,13 @@ def tracked_multi_trainer_class() -> type:
 def train_many(saes: Mapping[str, Any], batches_from: Callable[[int], Iterator[Any]], configs: Mapping[str, Any], *,
                trackers: Mapping[str, Tracker], log_every: int = 50, desc: str = "training SAEs",
                workdir: Path | None = None, checkpoint_every: int = 0,
-               identity: Mapping[str, Any] | None = None) -> Any:
+               identity: Mapping[str, Any] | None = None, hooks: Mapping[str, str] | None = None,
+               ranks: Ranks = SINGLE) -> Any:
     """Train every SAE of ``saes`` in place, in one pass over ``batches_from(0)``; returns the trainer.
+
+    With ``hooks`` ({name: key}), each batch is a mapping and SAE ``name`` trains on its
+    ``key`` entry (the transcoders of several layers, interp_pipeline.transcoders);
+    without, every SAE gets the whole batch.
 
     ``configs[name]`` is that SAE's SAETrainerConfig (the same batch size and token budget
     for all); ``trackers[name]`` gets its step metrics. Resumes and checkpoints as
@@ -104,14 +113,14 @@ def train_many(saes: Mapping[str, Any], batches_from: Callable[[int], Iterator[A
     """
     trainer = tracked_multi_trainer_class()(
         configs, saes, CountingBatches(_as_multi_hook(batches_from(0))), trackers=trackers, log_every=log_every,
-        desc=desc, workdir=workdir, checkpoint_every=checkpoint_every, identity=identity or {})
-    found = ranks.latest_checkpoint(workdir)
+        desc=desc, workdir=workdir, checkpoint_every=checkpoint_every, identity=identity or {}, hooks=hooks)
+    found = spread.latest_checkpoint(workdir, ranks)
     if found is not None:
         checkpoints.check_identity(found, trainer.identity)
         trainer.restore(found, batches_from)
         for tracker in trackers.values():
             tracker.log_metrics({"resumed_from_step": float(found.step)})
     with (flushed_denormals(next(iter(configs.values())).device),
-          ranks.spread_over_ranks(trainer.trainers, resumed=found is not None)):
+          spread.spread_over_ranks(trainer.trainers, ranks, resumed=found is not None)):
         trainer.fit()
     return trainer

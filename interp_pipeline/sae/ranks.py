@@ -168,12 +168,10 @@ class DataParallel:
         trainer.activation_scaler.scaling_factor = root / (sum(norms) / len(norms))
 
 
-def latest_checkpoint(workdir: Any) -> Any:
+def latest_checkpoint(workdir: Any, ranks: Ranks) -> Any:
     """The checkpoint to resume from: rank 0's pick, the same on every rank (rank 0 alone writes them)."""
-    from interp_pipeline.common.distributed import current
     from interp_pipeline.sae import checkpoints
 
-    ranks = current()
     found = checkpoints.latest(workdir) if workdir is not None and ranks.is_main else None
     return ranks.broadcast(found)
 
@@ -185,11 +183,11 @@ def writes_checkpoints() -> bool:
 
 
 @contextlib.contextmanager
-def spread_over_ranks(trainers: Mapping[str, Any], *, resumed: bool) -> Iterator[None]:
-    """Each SAE trainer of ``trainers`` trains on this rank's share, its SAE wrapped in DDP, for the block."""
-    from interp_pipeline.common.distributed import current
+def spread_over_ranks(trainers: Mapping[str, Any], ranks: Ranks, *, resumed: bool) -> Iterator[None]:
+    """Each SAE trainer of ``trainers`` trains on this rank's share, its SAE wrapped in DDP, for the block.
 
-    ranks = current()
+    ``ranks`` is what the caller was given (SINGLE unless every rank trains together on its
+    :func:`rank_share`): a stage that runs on rank 0 alone must not wait for the others."""
     if not ranks.spread:
         yield
         return

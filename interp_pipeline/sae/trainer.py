@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.common.progress import progress
-from interp_pipeline.sae import checkpoints, ranks
+from interp_pipeline.common.distributed import SINGLE, Ranks
+from interp_pipeline.sae import checkpoints
+from interp_pipeline.sae import ranks as spread
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 
 if TYPE_CHECKING:
@@ -93,7 +95,7 @@ class TrackedSteps:
             bar.set_postfix(l0=f"{self.last_metrics['metrics/l0']:.1f}", loss=f"{loss:.4g}", refresh=False)
         step = self.n_training_steps
         if (self.checkpoint_every and step % self.checkpoint_every == 0 and step < self.cfg.total_training_steps
-                and ranks.writes_checkpoints()):
+                and spread.writes_checkpoints()):
             # The last step needs none: its result goes to the stage cache. Rank 0 alone writes them.
             checkpoints.save(self.workdir, step, loss, self.sae.state_dict(), self.state_for_checkpoint(),
                              self.identity)
@@ -230,22 +232,25 @@ class CountingBatches:
 
 def train(sae: Any, batches_from: Callable[[int], Iterator[Any]], trainer_cfg: Any, *,
           tracker: Tracker = NULL_TRACKER, log_every: int = 50, desc: str = "training SAE",
-          workdir: Path | None = None, checkpoint_every: int = 0, identity: Mapping[str, Any] | None = None) -> Any:
+          workdir: Path | None = None, checkpoint_every: int = 0, identity: Mapping[str, Any] | None = None,
+          ranks: Ranks = SINGLE) -> Any:
     """Train ``sae`` in place with SAELens's SAETrainer; returns the trainer (for its state).
 
     ``batches_from(n)`` is the data from its ``n``-th batch on. With ``workdir``, resumes from
     its newest checkpoint (ConfigError when that one was written with another ``identity``)
-    and checkpoints every ``checkpoint_every`` steps.
+    and checkpoints every ``checkpoint_every`` steps. With ``ranks`` (torchrun, every rank
+    calling it with its share of the batches), trains data-parallel (interp_pipeline.sae.ranks).
     """
     trainer = tracked_trainer_class()(trainer_cfg, sae, CountingBatches(batches_from(0)), tracker=tracker,
                                       log_every=log_every, desc=desc, workdir=workdir,
                                       checkpoint_every=checkpoint_every, identity=identity)
-    found = ranks.latest_checkpoint(workdir)
+    found = spread.latest_checkpoint(workdir, ranks)
     if found is not None:
         checkpoints.check_identity(found, trainer.identity)
         trainer.restore(found, batches_from)
         tracker.log_metrics({"resumed_from_step": float(found.step)})
-    with flushed_denormals(trainer_cfg.device), ranks.spread_over_ranks({"": trainer}, resumed=found is not None):
+    with flushed_denormals(trainer_cfg.device), spread.spread_over_ranks({"": trainer}, ranks,
+                                                                          resumed=found is not None):
         trainer.fit()
     return trainer
 

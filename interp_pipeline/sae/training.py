@@ -128,7 +128,7 @@ def train_saes(settings: SAEConfig, *, store: Any = None, activations: Tensor | 
     started = time.perf_counter()
     fitted = trainer.train(sae, source.batches_from, cfg, tracker=tracker, log_every=params["log_every"],
                            desc=f"training {params['architecture']} SAE", workdir=workdir,
-                           checkpoint_every=params["checkpoint_every"], identity=identity)
+                           checkpoint_every=params["checkpoint_every"], identity=identity, ranks=ranks)
     if not ranks.is_main:  # rank 0 evaluates, logs and stores the SAE; this rank's copy is the same
         return sae
     return _finish(sae, fitted, source, time.perf_counter() - started, device, tracker)[0]
@@ -170,7 +170,8 @@ def _train_in_one_pass(source: TrainingData, params: Mapping[str, Any], device: 
         fitted = train_many({name: sae for name, (sae, _) in built.items()}, source.batches_from,
                             {name: cfg for name, (_, cfg) in built.items()}, trackers=trackers,
                             log_every=int(params["log_every"]), desc=f"training {len(named)} SAEs in one pass",
-                            workdir=workdir, checkpoint_every=int(params["checkpoint_every"]), identity=identity)
+                            workdir=workdir, checkpoint_every=int(params["checkpoint_every"]), identity=identity,
+                            ranks=current())
         elapsed = time.perf_counter() - started
         if not current().is_main:  # rank 0 evaluates, logs and stores the SAEs
             return {name: sae for name, (sae, _) in built.items()}

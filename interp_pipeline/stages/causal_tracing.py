@@ -36,7 +36,9 @@ def causal_tracing(model: Any, facts: dict[str, Tensor], settings: CausalTracing
     """Causal tracing of the object's probability over a facts dict (stages/fact_prompts.py).
 
     Noise: Gaussian on the subject tokens' embeddings, std ``noise`` x the subject embeddings'
-    empirical std (or ``noise_std`` itself), ``samples`` draws per prompt seeded by ``seed``.
+    empirical std (ROME's ``collect_embedding_std``, on the checkpoint's unprocessed embeddings;
+    or ``noise_std`` itself), ``samples`` draws per prompt seeded by ``seed``. ``average``: pooled
+    (ROME's average_causal_effects notebook) or per_prompt (interp_pipeline.tracing.average).
     ``window``: layers restored together for mlp/attn (null: the paper's 10 of 48, scaled).
     ``only_known``: average only prompts whose clean top-1 prediction is the object (the paper
     traces known facts). ``max_prompts``: a sample of that many prompts (seeded by ``seed``).

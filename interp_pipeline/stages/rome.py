@@ -35,12 +35,13 @@ def _check_shapes(settings: RomeConfig, inputs: Mapping[str, Any]) -> None:
 @stage("rome_edit", outputs=("model", "edit"), config=RomeConfig, preflight=_check_edits, check_shapes=_check_shapes,
        metrics=METRICS, summary=("efficacy", "generalization", "specificity"))
 def rome_edit(model: Any, tokens: Tensor, settings: RomeConfig, tracing: Mapping[str, Any] | None = None,
-              tracker: Tracker = NULL_TRACKER) -> dict[str, Any]:
+              covariance: Mapping[str, Tensor] | None = None, tracker: Tracker = NULL_TRACKER) -> dict[str, Any]:
     """ROME (Meng et al. 2022) edits of (subject, relation, new object) facts at one MLP layer.
 
     ``layer``: the MLP to edit; None takes the layer a causal_tracing input points at. The key
     covariance is estimated over ``tokens`` (padding left out), plus ``covariance_ridge`` x its mean
-    eigenvalue on the diagonal (a toy's keys may not span every direction). Edits: ``requests``
+    eigenvalue on the diagonal (a toy's keys may not span every direction); a ``covariance`` input (the
+    key_covariance stage's, shared with memit_edit) is read instead of estimating it here. Edits: ``requests``
     ({subject, relation, new_object}) and ``n_random_requests`` drawn with ``seed``; each is made alone
     on the original model. Metrics (means over edits; per edit as ``editN/...``): efficacy,
     generalization, specificity, essence (interp_pipeline.editing.evaluate). Outputs the first edit's
@@ -48,4 +49,4 @@ def rome_edit(model: Any, tokens: Tensor, settings: RomeConfig, tracing: Mapping
     """
     from interp_pipeline.editing.run import edit_facts
 
-    return edit_facts(model, tokens, tracing, settings, tracker)
+    return edit_facts(model, tokens, tracing, settings, tracker, covariance)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from interp_pipeline.config.fields import at_least, positive
+from interp_pipeline.config.fields import at_least, choice, positive
+from interp_pipeline.tracing.average import AVERAGES
 from interp_pipeline.tracing.engine import KINDS
 
 
@@ -19,12 +20,17 @@ class CausalTracingConfig:
     default is the paper's 10 of GPT-2 XL's 48 layers, scaled to the model.
     """
 
-    noise: float = positive(3.0)  # the noise std, in multiples of the subject embeddings' empirical std
+    # The noise std, in multiples of the subject embeddings' empirical std (ROME's collect_embedding_std:
+    # the checkpoint's unprocessed embeddings, each prompt's subject tokenized alone, over the whole prompt set)
+    noise: float = positive(3.0)
     noise_std: Optional[float] = positive(None)  # an absolute std instead (None: noise x the empirical std)
     samples: int = positive(10)  # noise draws per prompt
     window: Optional[int] = positive(None)  # layers restored together (mlp/attn); None: 10 of 48, scaled
     # Any of hidden, mlp, attn (interp_pipeline.tracing.run.check_kinds: a list, so no `choice`).
     kinds: List[str] = field(default_factory=lambda: list(KINDS))
+    # pooled: ROME's average_causal_effects notebook (tokens pooled across prompts, the mean corrupted
+    # score subtracted); per_prompt: each prompt's own effect averaged within it first (tracing/average.py)
+    average: str = choice("pooled", AVERAGES)
     only_known: bool = True  # average only the prompts whose clean top-1 is the object (the paper's known facts)
     max_prompts: Optional[int] = positive(None)  # a sample of this many prompts, drawn with `seed`; None: all
     seed: int = at_least(0, 0)

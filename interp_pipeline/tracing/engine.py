@@ -64,19 +64,46 @@ def noise_for(prompt: int, seed: int, samples: int, n_subject: int, d_model: int
     return torch.randn(samples, n_subject, d_model, generator=generator)
 
 
+def subject_token_ids(model: Any, facts: Mapping[str, Tensor]) -> list[list[int]]:
+    """Each prompt's subject as ROME's ``collect_embedding_std`` tokenizes it: the subject string
+    alone (``tokenizer.encode(subject)``), so GPT-2's first subject token is "Space", not the
+    prompt's " Space". The string is the prompt's subject tokens decoded, stripped of the space
+    before it (tokenize_facts refuses subjects that share a token with the text around them). No
+    special tokens are added: ROME's models (GPT-2, GPT-J, NeoX) add none. Without a tokenizer, the
+    prompt's own subject tokens."""
+    tokenizer = getattr(model, "tokenizer", None)
+    seen: dict[tuple[int, ...], list[int]] = {}
+    out = []
+    for i in range(len(facts["tokens"])):
+        ids = tuple(facts["tokens"][i, int(facts["subject_first"][i]):int(facts["subject_last"][i]) + 1].tolist())
+        if ids not in seen:
+            alone = list(ids)
+            if tokenizer is not None:
+                alone = list(tokenizer(tokenizer.decode(list(ids)).strip(), add_special_tokens=False)["input_ids"])
+            seen[ids] = alone or list(ids)
+        out.append(seen[ids])
+    return out
+
+
 def embedding_std(model: Any, facts: Mapping[str, Tensor]) -> float:
-    """The empirical std of the subject tokens' embeddings over the prompt set (every element of
-    every subject token's embedding row, counted once per occurrence), as the paper's
-    ``collect_embedding_std``; from token counts, so memory does not grow with the prompts."""
+    """The noise unit of Meng et al. (2022): the std of the subjects' token embeddings, as ROME's
+    ``collect_embedding_std`` (experiments/causal_trace.py) computes it: every element of every
+    subject token's embedding row, one subject per prompt, tokenized alone (:func:`subject_token_ids`),
+    the unbiased ``Tensor.std``. The embeddings are the checkpoint's, before TransformerLens centres
+    them (interp_pipeline.models.embeddings), so the std is the same on a HookedTransformer and a
+    TransformerBridge whatever their loading options. From token counts, so memory does not grow
+    with the prompts."""
     import torch
 
-    counts = torch.zeros(model.cfg.d_vocab, dtype=torch.float64)
-    positions = torch.arange(facts["tokens"].shape[1])
-    inside = (positions >= facts["subject_first"][:, None]) & (positions <= facts["subject_last"][:, None])
-    counts.index_add_(0, facts["tokens"][inside], torch.ones(int(inside.sum()), dtype=torch.float64))
+    from interp_pipeline.models.embeddings import unprocessed_token_embeddings
+
+    embeddings = unprocessed_token_embeddings(model)
+    counts = torch.zeros(embeddings.shape[0], dtype=torch.float64)
+    subjects = [torch.tensor(ids, dtype=torch.int64) for ids in subject_token_ids(model, facts)]
+    every = torch.cat(subjects)
+    counts.index_add_(0, every, torch.ones(len(every), dtype=torch.float64))
     used = counts.nonzero().squeeze(1)
-    with torch.inference_mode():
-        rows = model.W_E[used.to(model.W_E.device)].detach().double().cpu()
+    rows = embeddings[used].double()
     weights = counts[used][:, None].expand_as(rows)
     n = weights.sum()
     mean = (rows * weights).sum() / n

@@ -76,7 +76,8 @@ def trace_figure(scores: Mapping[str, np.ndarray], tokens: Sequence[str], subjec
 
 
 def average_figure(aie: Mapping[str, np.ndarray], counts: Sequence[float], window: int, title: str) -> Any:
-    """``aie[kind]`` [class, n_layers] -> heatmaps with the paper's position labels (and prompt counts)."""
+    """``aie[kind]`` [class, n_layers] -> heatmaps with the paper's position labels (and the score rows each
+    class averaged: tokens when pooled, prompts per prompt)."""
     labels = [f"{label} (n={int(n)})" for label, n in zip(POSITION_LABELS, counts)]
     return _panels(dict(aie), labels, title, "average indirect effect", window)
 

@@ -46,7 +46,8 @@ def check_fits_model(settings: CausalTracingConfig, n_layers: int, attn_only: bo
 def metric_names(settings: CausalTracingConfig) -> tuple[str, ...]:
     check_kinds(settings.kinds)
     per_kind = tuple(f"{kind}/{name}" for kind in settings.kinds for name in PER_KIND)
-    return ("prompts_traced", "prompts_unknown", "clean_p", "corrupted_p", "noise_std", "window", *per_kind)
+    return ("prompts_traced", "prompts_unknown", "clean_p", "corrupted_p", "noise_std", "embedding_std", "window",
+            *per_kind)
 
 
 def trace_facts(model: Any, facts: Mapping[str, Tensor], settings: CausalTracingConfig,
@@ -68,16 +69,18 @@ def trace_facts(model: Any, facts: Mapping[str, Tensor], settings: CausalTracing
     check_kinds(kinds)
     check_fits_model(settings, n_layers, model.cfg.attn_only)
     window = settings.window or default_window(n_layers)
+    # Over the whole prompt set, as ROME's std is over its whole dataset's subjects (before any sample).
+    unit = embedding_std(model, facts)
     if settings.max_prompts is not None and settings.max_prompts < len(facts["tokens"]):
         generator = torch.Generator().manual_seed(settings.seed)
         origin = torch.randperm(len(facts["tokens"]), generator=generator)[:settings.max_prompts].sort().values
         facts = select(facts, origin)
     else:
         origin = torch.arange(len(facts["tokens"]))
-    std = float(settings.noise_std) if settings.noise_std is not None else settings.noise * embedding_std(model, facts)
+    std = float(settings.noise_std) if settings.noise_std is not None else settings.noise * unit
     tracer = CausalTracer(model, facts, noise_std=std, samples=settings.samples, window=window, kinds=kinds,
                           seed=settings.seed, batch_size_prompts=settings.batch_size_prompts)
-    average = AverageEffects(kinds, n_layers)
+    average = AverageEffects(kinds, n_layers, settings.average)
     examples: list[tuple[int, dict[str, Tensor], float, float]] = []
     unknown = 0
     groups = list(tracer.groups())
@@ -96,7 +99,7 @@ def trace_facts(model: Any, facts: Mapping[str, Tensor], settings: CausalTracing
     aie = average.averages()
     tracker.log_metrics({
         "prompts_traced": average.prompts, "prompts_unknown": unknown, "clean_p": average.clean / average.prompts,
-        "corrupted_p": average.corrupted / average.prompts, "noise_std": std, "window": window,
+        "corrupted_p": average.corrupted / average.prompts, "noise_std": std, "embedding_std": unit, "window": window,
         **peak_metrics(aie, kinds, n_layers),
     })
     log_figures(tracker, model, facts, aie, examples, window)

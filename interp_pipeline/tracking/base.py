@@ -4,8 +4,9 @@ A stage that takes a ``tracker`` argument gets a :class:`Tracker`: metrics (with
 step for anything iterative), figures (matplotlib to PNG, plotly to HTML) and
 small JSON or text files. Called from a notebook it gets ``NULL_TRACKER``,
 which drops everything. The runner hands it a :class:`RecordingTracker`, which
-keeps the last value of each metric and a copy of each file in the stage's cache
-entry (so a cached stage can show them again) and forwards all to the run.
+keeps every metric batch it logged (value, step, order), the last value of each metric and a
+copy of each file in the stage's cache entry (so a cached stage shows the same series and files
+again) and forwards all to the run.
 
 A stage that produces several things of the same kind (SAEs trained in one pass)
 gives each its own run nested under the stage's: ``with tracker.child(name) as t:``.
@@ -75,6 +76,7 @@ class RunLogger(Protocol):
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+    def log_metric_history(self, batches: Sequence[Mapping[str, Any]]) -> None: ...
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def start_child(self, name: str, tags: Mapping[str, Any]) -> RunLogger: ...
@@ -93,6 +95,9 @@ class NullRun:
         pass
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_metric_history(self, batches: Sequence[Mapping[str, Any]]) -> None:
         pass
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -141,6 +146,7 @@ class RecordingTracker(Tracker):
         self.run = run
         self.artifacts_dir = artifacts_dir
         self.last: dict[str, float] = {}
+        self.history: list[dict[str, Any]] = []  # every batch sent to the run, in order (a cached rerun replays it)
         self.tags: dict[str, str] = {}
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -154,6 +160,7 @@ class RecordingTracker(Tracker):
             if math.isfinite(value):
                 clean[name] = value
         if clean:
+            self.history.append({"step": step, "metrics": clean})
             self.run.log_metrics(clean, step=step)
 
     def _path(self, name: str) -> Path:

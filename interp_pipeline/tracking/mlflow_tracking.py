@@ -12,12 +12,14 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from interp_pipeline.config.secrets import active as active_redactor
 from interp_pipeline.storage.locks import lock_beside, pid_alive
+from interp_pipeline.tracking.heartbeat import HEARTBEAT_TAG, Heartbeat, is_stale
 
 # MLflow refuses longer values; a 50-element list in a param is rarely read anyway.
 MAX_PARAM_LENGTH = 6000
@@ -88,9 +90,46 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+def _boot_id() -> str:
+    """This boot of this machine (Linux): a run started before a reboot is dead whatever its pid is now."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+_BOOT_ID = _boot_id()
+
+
 def _chunks(items: list[Any], size: int = BATCH) -> Iterable[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+# Text artifacts (reports, tables, tracebacks) are scrubbed of secrets before they are logged.
+_TEXT_SUFFIXES = {".txt", ".yaml", ".yml", ".json", ".html", ".csv", ".md", ".log"}
+_MAX_SCRUBBED_BYTES = 50_000_000
+
+
+@contextlib.contextmanager
+def _scrubbed(path: Path) -> Iterator[Path]:
+    """``path``, or a copy of it with the active redactor's secrets replaced when it holds any."""
+    import tempfile
+
+    redactor = active_redactor()
+    if (not redactor.secrets or not path.is_file() or path.suffix not in _TEXT_SUFFIXES
+            or path.stat().st_size > _MAX_SCRUBBED_BYTES):
+        yield path
+        return
+    text = path.read_text(errors="replace")
+    clean = redactor.text(text)
+    if clean == text:
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / path.name
+        copy.write_text(clean)
+        yield copy
 
 
 class MlflowRun:
@@ -103,10 +142,12 @@ class MlflowRun:
         self.experiment_id = experiment_id
         self._ended = False
         self._monitor: Any = None
+        self._heartbeat: Any = None
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
+        params = active_redactor().mapping(params)  # secrets never reach the store (config/secrets.py)
         items = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
         for chunk in _chunks(items):
             self.client.log_batch(self.run_id, params=chunk)
@@ -119,15 +160,29 @@ class MlflowRun:
         for chunk in _chunks(items, 1000):
             self.client.log_batch(self.run_id, metrics=chunk)
 
+    def log_metric_history(self, batches: Sequence[Mapping[str, Any]]) -> None:
+        """Batches ``{"step", "metrics"}`` as :meth:`log_metrics` logged them (a cached stage's
+        series, replayed), in fewer requests: a millisecond apart each, so their order survives
+        where steps tie."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(str(k), float(v), now + i, batch["step"] or 0)
+                 for i, batch in enumerate(batches) for k, v in batch["metrics"].items()]
+        for chunk in _chunks(items, 1000):
+            self.client.log_batch(self.run_id, metrics=chunk)
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
+        tags = active_redactor().mapping(tags)
         items = [RunTag(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in tags.items()]
         for chunk in _chunks(items):
             self.client.log_batch(self.run_id, tags=chunk)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        with _scrubbed(Path(path)) as logged:
+            self.client.log_artifact(self.run_id, str(logged), artifact_path)
 
     def start_child(self, name: str, tags: Mapping[str, Any]) -> MlflowRun:
         """A run nested under this one (``mlflow.parentRunId``), in the same experiment."""
@@ -171,7 +226,7 @@ class MlflowRun:
         return tags
 
     def rename(self, name: str) -> None:
-        self.client.update_run(self.run_id, name=name)
+        self.client.update_run(self.run_id, name=active_redactor().text(name))
 
     def start_system_metrics(self, interval: float) -> None:
         """MLflow's system metrics (``system/cpu_utilization_percentage`` ...), sampled every
@@ -182,6 +237,9 @@ class MlflowRun:
         self._monitor.start()
 
     def end(self, status: str) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
         if self._monitor is not None:
             self._monitor.finish()  # its last samples are written before the run ends
             self._monitor = None
@@ -231,13 +289,19 @@ class MlflowTracking:
         tags: Mapping[str, Any],
         parent: MlflowRun | None = None,
     ) -> MlflowRun:
-        all_tags = {str(k): str(v) for k, v in tags.items()}
+        all_tags = {str(k): str(v) for k, v in active_redactor().mapping(tags).items()}
+        run_name = active_redactor().text(run_name)
         all_tags["host"] = socket.gethostname()
         all_tags["pid"] = str(os.getpid())
+        if _BOOT_ID:
+            all_tags["boot_id"] = _BOOT_ID
+        all_tags[HEARTBEAT_TAG] = str(int(time.time()))  # then every HEARTBEAT_S, until the run ends
         if parent is not None:
             all_tags["mlflow.parentRunId"] = parent.run_id
         run = self.client.create_run(experiment_id, tags=all_tags, run_name=run_name)
-        return MlflowRun(self.client, run.info.run_id, self, experiment_id)
+        logger = MlflowRun(self.client, run.info.run_id, self, experiment_id)
+        logger._heartbeat = Heartbeat(self.client, run.info.run_id)
+        return logger
 
     def mark_expect_failed(self, run_id: str, keys: Iterable[str]) -> None:
         """Tag a stage's run with the ``expect:`` keys its metrics missed, and suffix its name."""
@@ -248,19 +312,25 @@ class MlflowTracking:
         self.client.update_run(run_id, name=with_expect_failed(run.info.run_name))
 
     def end_orphaned_runs(self) -> int:
-        """Mark KILLED the runs, of any experiment, left RUNNING by a process on this host that no longer exists.
+        """Mark KILLED the runs, of any experiment, left RUNNING by a process that no longer works on them.
 
-        A kill -9 gives the process no chance to end its runs; the next invocation on the
-        store does it. Runs of other hosts are left alone: their processes cannot be seen from here.
+        A kill -9 gives the process no chance to end its runs; the next invocation on the store does it.
+        On this host, a run whose process no longer exists (or that started before this boot); on any
+        host, a run whose heartbeat stopped more than STALE_S ago (tracking/heartbeat.py: its machine
+        died, or its job was killed; other hosts' processes cannot be seen from here).
         """
         host = socket.gethostname()
+        running = self._running_runs()
+        by_id = {run.info.run_id: run for run in running}
         ended = 0
-        for run in self._running_runs():
+        for run in running:
             tags = run.data.tags
-            if tags.get("host") != host or not tags.get("pid", "").isdigit():
-                continue
-            pid = int(tags["pid"])
-            if pid == os.getpid() or pid_alive(pid):
+            if tags.get("host") == host and tags.get("pid", "").isdigit():
+                pid = int(tags["pid"])
+                rebooted = bool(_BOOT_ID) and tags.get("boot_id", _BOOT_ID) != _BOOT_ID  # its pid may be reused since
+                if not rebooted and (pid == os.getpid() or pid_alive(pid)):
+                    continue
+            elif not is_stale(run, by_id):
                 continue
             self.client.set_terminated(run.info.run_id, "KILLED")
             ended += 1

@@ -159,3 +159,20 @@ def t_hold(numbers: list[int], settings: HoldConfig) -> int:
     while not Path(settings.release_file).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     return sum(numbers)
+
+
+@dataclass
+class AuthorisedConfig:
+    api_token: str = MISSING
+    n: int = 2
+
+
+@stage("t_authorised", outputs=("numbers",), config=AuthorisedConfig, metrics=("n",))
+def t_authorised(settings: AuthorisedConfig, tracker: Tracker = NULL_TRACKER) -> list[int]:
+    """Like a stage that reads a private dataset with a token: the token is needed, never returned or logged
+    by the stage itself; a failing token check says so (as a client library would: naming the value)."""
+    _count("t_authorised")
+    if not settings.api_token:
+        raise RuntimeError(f"token {settings.api_token!r} refused")
+    tracker.log_metrics({"n": settings.n})
+    return list(range(settings.n))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 D_MODEL, N_LAYERS, VOCAB, N_CTX = 32, 2, 128, 64
 FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -41,3 +42,21 @@ def save_tiny_gpt2(directory: Path) -> Path:
     GPT2LMHeadModel(config).save_pretrained(directory)
     _tokenizer().save_pretrained(directory)
     return directory
+
+
+def load_tiny_gpt2(directory: Path, kind: str, processed: bool, monkeypatch: Any) -> Any:
+    """The checkpoint through interp_pipeline's own loaders: ``kind`` "bridge" (load_hugging_face,
+    compatibility mode = ``processed``) or "hooked" (load_transformer_lens: HookedTransformer.from_pretrained's
+    own path, folding and centring = ``processed``; TransformerLens's name check is bypassed for the directory)."""
+    from interp_pipeline.models import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if kind == "bridge":
+        return hub.load_hugging_face(str(directory), revision=None, device="cpu", dtype="float32",
+                                     compatibility_mode=processed)
+    import transformer_lens.loading_from_pretrained as loading
+
+    monkeypatch.setattr(loading, "get_official_model_name", lambda name: name)
+    return hub.load_transformer_lens(str(directory), revision=None, device="cpu", dtype="float32",
+                                     fold_ln=processed, center_writing_weights=processed,
+                                     center_unembed=processed, fold_value_biases=processed)

@@ -82,7 +82,10 @@ def test_window_is_the_papers_scaled_and_centred():
 
 
 def test_embedding_std_is_the_std_of_the_subject_tokens_embeddings():
+    """With no tokenizer, the prompts' own subject tokens, once per prompt (with one: ROME's, in
+    tests/tracing/test_rome_reference.py)."""
     model = tiny_model(n_layers=1, d_vocab=50)
+    model.tokenizer = None
     facts = random_facts(50)
     rows = [model.W_E[facts["tokens"][i, int(facts["subject_first"][i]):int(facts["subject_last"][i]) + 1]]
             for i in range(5)]
@@ -90,17 +93,20 @@ def test_embedding_std_is_the_std_of_the_subject_tokens_embeddings():
     assert embedding_std(model, facts) == pytest.approx(expected, rel=1e-9)
 
 
-def test_average_aligns_prompts_on_the_papers_position_classes():
+def test_per_prompt_average_aligns_prompts_on_the_papers_position_classes():
+    """The per_prompt option (ROME's pooled default: tests/tracing/test_rome_reference.py)."""
     assert class_columns(1, 3, 8) == {"first_subject": [1], "middle_subject": [2], "last_subject": [3],
                                       "first_subsequent": [4], "further": [5, 6, 7], "last": [8]}
     # a one-token subject right before the last token: no middle, no subsequent or further tokens
-    assert class_columns(2, 2, 3) == {"first_subject": [2], "middle_subject": [], "last_subject": [2],
-                                      "first_subsequent": [], "further": [], "last": [3]}
+    assert class_columns(2, 2, 3, "per_prompt") == {"first_subject": [2], "middle_subject": [], "last_subject": [2],
+                                                    "first_subsequent": [], "further": [], "last": [3]}
+    # ROME's notebook counts the first token after the subject even when it is the last one
+    assert class_columns(2, 2, 3)["first_subsequent"] == [3]
     facts = {"subject_first": torch.tensor([1, 2]), "subject_last": torch.tensor([3, 2]), "last": torch.tensor([5, 3])}
     scores = torch.arange(2 * 2 * 6, dtype=torch.float32).view(2, 2, 6)  # [prompt, layer, position]
     trace = PromptTrace(torch.tensor([0, 1]), {"hidden": scores}, torch.tensor([0.9, 0.8]), torch.tensor([1.0, 2.0]),
                         torch.tensor([True, True]))
-    average = AverageEffects(("hidden",), 2)
+    average = AverageEffects(("hidden",), 2, "per_prompt")
     average.add(trace, facts)
     aie = average.averages()
     assert aie["counts"].tolist() == [2, 1, 2, 1, 0, 2]

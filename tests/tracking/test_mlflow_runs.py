@@ -211,3 +211,31 @@ def test_a_run_killed_with_sigkill_is_ended_by_the_next_invocation_of_another_ex
     assert run(outputs, write_pipeline(tmp_path)) == EXIT_OK  # experiment tracking_test
     assert client.get_run(orphan).info.status == "KILLED"
     assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # its host's processes are not ours to see
+
+
+def test_a_cached_stage_logs_every_metric_series_its_computing_run_logged(outputs, client):
+    """Issue 27: the logit lens logs its metrics per layer (the layer as step); served from the cache,
+    its stage run must show the same series, not the last value at step 0."""
+    from interp_pipeline.runner.stage_cache import METRIC_HISTORY
+
+    overrides = ["+experiment=logit_lens", "model=tiny", "lens_setup=toy_induction", "~expect",
+                 "data.params.n_sequences=2", "data.params.half_len=6", "tracking.experiment_name=history"]
+    for _ in range(2):
+        assert launch(compose(overrides), Invocation("history", outputs / "run", overrides=overrides)).status == EXIT_OK
+    experiment = client.get_experiment_by_name("history")
+    runs = client.search_runs([experiment.experiment_id], "tags.stage = 'logit_lens'",
+                              order_by=["attributes.start_time ASC"])
+    computed, cached = runs
+    assert computed.data.tags["cached"] == "false" and cached.data.tags["cached"] == "true"
+
+    def series(run_id, name):
+        history = client.get_metric_history(run_id, name)
+        return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.timestamp, m.step))]
+
+    assert set(cached.data.metrics) == set(computed.data.metrics)
+    per_layer = [name for name in computed.data.metrics if len(series(computed.info.run_id, name)) > 1]
+    assert "answer_prob" in per_layer  # one value per layer (steps 0..), besides the per-layer names
+    for name in computed.data.metrics:
+        assert series(cached.info.run_id, name) == series(computed.info.run_id, name), name
+    entry = Path(cached.data.tags["cache_entry"])
+    assert (entry / METRIC_HISTORY).is_file()

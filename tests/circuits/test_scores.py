@@ -1,0 +1,179 @@
+"""Edge scores against plain implementations: EAP against autograd's product, EAP-IG against a loop over
+steps, exact edge patching against a TransformerLens hook patching one edge; faithfulness at the ends;
+the same numbers through a TransformerBridge."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from interp_pipeline.circuits.ablation import AblatedRuns, exact_scores  # noqa: E402
+from interp_pipeline.circuits.faithfulness import Baselines, faithfulness_curve  # noqa: E402
+from interp_pipeline.circuits.circuit import edge_order  # noqa: E402
+from interp_pipeline.circuits.graph import Graph  # noqa: E402
+from interp_pipeline.circuits.scoring import gradient_scores  # noqa: E402
+from interp_pipeline.patching.metrics import Metric  # noqa: E402
+from tests.support.models import random_pairs, tiny_model  # noqa: E402
+
+
+def test_the_graph_counts_gpt2_smalls_edges_and_the_toy_models():
+    assert Graph(12, 12).n_edges == 32491  # MIB's and hannamw/EAP-IG's count for GPT-2 small
+    assert Graph(2, 4, has_mlp=False).n_edges == 4 * 3 * 1 + 4 * 3 * 5 + 9
+    graph = Graph(2, 2)
+    assert graph.sender_names == ["input", "a0.h0", "a0.h1", "m0", "a1.h0", "a1.h1", "m1"]
+    assert graph.valid[graph.head_sender(0, 1), graph.mlp_receiver(0)]  # an MLP reads its own layer's heads
+    assert not graph.valid[graph.head_sender(1, 0), graph.qkv_receiver(1, "k", 1)]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = tiny_model(n_layers=2, n_heads=2, seed=1)
+    pairs = random_pairs(4, 7, d_vocab=50)
+    return model, Graph.of(model.cfg), pairs, Metric("logit_diff", pairs)
+
+
+def _plain_outputs(model, tokens):
+    """Each sender's output by TransformerLens's own hooks (hook_result: per-head outputs)."""
+    model.set_use_attn_result(True)
+    try:
+        _, cache = model.run_with_cache(tokens)
+    finally:
+        model.set_use_attn_result(False)
+    outs = [cache["blocks.0.hook_resid_pre"].unsqueeze(2)]
+    for layer in range(model.cfg.n_layers):
+        outs += [cache[f"blocks.{layer}.attn.hook_result"], cache[f"blocks.{layer}.hook_mlp_out"].unsqueeze(2)]
+    return torch.cat(outs, 2)
+
+
+def _plain_gradients(model, graph, pairs, metric, input_value=None):
+    """d(mean metric)/d(each receiver's input) on the clean run, by autograd on the hooked tensors."""
+    names = []
+    for layer in range(graph.n_layers):
+        names += [f"blocks.{layer}.hook_{x}_input" for x in "qkv"] + [f"blocks.{layer}.hook_mlp_in"]
+    names.append(f"blocks.{graph.n_layers - 1}.hook_resid_post")
+    kept = {}
+
+    def keep(activation, hook):
+        kept[hook.name] = activation
+        return activation
+
+    def start(activation, hook):
+        return (activation if input_value is None else input_value).detach().requires_grad_(True)
+
+    model.set_use_split_qkv_input(True)
+    model.set_use_hook_mlp_in(True)
+    try:
+        logits = model.run_with_hooks(pairs["clean"], fwd_hooks=[("blocks.0.hook_resid_pre", start),
+                                                                  *((n, keep) for n in names)])
+    finally:
+        model.set_use_split_qkv_input(False)
+        model.set_use_hook_mlp_in(False)
+    value = metric.full_logits_metric(logits)
+    grads = dict(zip(names, torch.autograd.grad(value, [kept[n] for n in names])))
+    columns = []
+    for layer in range(graph.n_layers):
+        columns += [grads[f"blocks.{layer}.hook_{x}_input"] for x in "qkv"]
+        columns.append(grads[f"blocks.{layer}.hook_mlp_in"].unsqueeze(2))
+    columns.append(grads[names[-1]].unsqueeze(2))
+    return torch.cat(columns, 2)  # [batch, pos, n_receivers, d_model]
+
+
+def _product(difference, gradient, graph):
+    return torch.einsum("bpsd,bprd->sr", difference, gradient) * graph.valid
+
+
+def test_eap_is_the_product_of_the_difference_and_autograds_gradient(setup):
+    model, graph, pairs, metric = setup
+    with torch.no_grad():
+        difference = _plain_outputs(model, pairs["corrupted"]) - _plain_outputs(model, pairs["clean"])
+    expected = _product(difference, _plain_gradients(model, graph, pairs, metric), graph)
+    got = gradient_scores(model, graph, pairs, metric, "eap", ig_steps=1, batch_size_prompts=3)  # two batches
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert got.abs().max() > 1e-3
+
+
+def test_eap_ig_and_clean_corrupted_equal_a_plain_loop_over_their_points(setup):
+    model, graph, pairs, metric = setup
+    with torch.no_grad():
+        clean, corrupted = _plain_outputs(model, pairs["clean"]), _plain_outputs(model, pairs["corrupted"])
+    steps = 3
+    grads = [_plain_gradients(model, graph, pairs, metric, corrupted[:, :, 0] + k / steps * (clean - corrupted)[:, :, 0])
+             for k in range(steps)]
+    expected = _product(corrupted - clean, sum(grads) / steps, graph)
+    got = gradient_scores(model, graph, pairs, metric, "eap_ig_inputs", ig_steps=steps, batch_size_prompts=8)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+    swapped = {**pairs, "clean": pairs["corrupted"]}
+    both = (_plain_gradients(model, graph, pairs, metric) + _plain_gradients(model, graph, swapped, metric)) / 2
+    got = gradient_scores(model, graph, pairs, metric, "clean_corrupted", ig_steps=1, batch_size_prompts=8)
+    torch.testing.assert_close(got, _product(corrupted - clean, both, graph), atol=1e-5, rtol=0)
+
+    # On activations: the input group's edges integrate along the input path, like eap_ig_inputs from k = 1.
+    grads = [_plain_gradients(model, graph, pairs, metric, corrupted[:, :, 0] + k / steps * (clean - corrupted)[:, :, 0])
+             for k in range(1, steps + 1)]
+    got = gradient_scores(model, graph, pairs, metric, "eap_ig_activations", ig_steps=steps, batch_size_prompts=8)
+    torch.testing.assert_close(got[0], _product(corrupted - clean, sum(grads) / steps, graph)[0], atol=1e-5, rtol=0)
+
+
+def _plain_edge_patch(model, graph, pairs, metric, sender, receiver):
+    """Clean run; the receiver's input gets the sender's corrupted output in place of its clean one."""
+    with torch.no_grad():
+        delta = (_plain_outputs(model, pairs["corrupted"]) - _plain_outputs(model, pairs["clean"]))[:, :, sender]
+    layer, offset = divmod(receiver, graph.per_layer_receivers)
+    if receiver == graph.logits_receiver:
+        name, head = f"blocks.{graph.n_layers - 1}.hook_resid_post", None
+    elif offset == 3 * graph.n_heads:
+        name, head = f"blocks.{layer}.hook_mlp_in", None
+    else:
+        name, head = f"blocks.{layer}.hook_{'qkv'[offset // graph.n_heads]}_input", offset % graph.n_heads
+
+    def patch(activation, hook):
+        if head is None:
+            return activation + delta
+        activation = activation.clone()
+        activation[:, :, head] += delta
+        return activation
+
+    model.set_use_split_qkv_input(True)
+    model.set_use_hook_mlp_in(True)
+    try:
+        with torch.no_grad():
+            patched = metric.full_logits_metric(model.run_with_hooks(pairs["clean"], fwd_hooks=[(name, patch)]))
+            clean = metric.full_logits_metric(model(pairs["clean"]))
+    finally:
+        model.set_use_split_qkv_input(False)
+        model.set_use_hook_mlp_in(False)
+    return float(patched - clean)
+
+
+def test_exact_edge_patching_equals_patching_one_edge_with_a_plain_hook(setup):
+    model, graph, pairs, metric = setup
+    runs = AblatedRuns(model, graph, pairs, metric, "corrupted", batch_size_prompts=8)
+    scores = exact_scores(runs)
+    edges = [(0, graph.qkv_receiver(0, "q", 1)), (graph.head_sender(0, 1), graph.qkv_receiver(1, "v", 0)),
+             (graph.head_sender(0, 0), graph.mlp_receiver(0)), (graph.mlp_sender(0), graph.qkv_receiver(1, "k", 1)),
+             (graph.mlp_sender(1), graph.logits_receiver), (graph.head_sender(1, 1), graph.logits_receiver)]
+    for sender, receiver in edges:
+        expected = _plain_edge_patch(model, graph, pairs, metric, sender, receiver)
+        assert float(scores[sender, receiver]) == pytest.approx(expected, abs=1e-5), (sender, receiver)
+    assert (scores[~graph.valid] == 0).all() and scores.abs().max() > 1e-3
+
+
+def test_faithfulness_is_one_for_the_whole_graph_and_the_ablated_models_for_the_empty_one(setup):
+    model, graph, pairs, metric = setup
+    with torch.no_grad():
+        corrupted = float(metric.full_logits_metric(model(pairs["corrupted"])))
+        clean = float(metric.full_logits_metric(model(pairs["clean"])))
+    runs = AblatedRuns(model, graph, pairs, metric, "corrupted", batch_size_prompts=8)
+    baselines = Baselines.of(runs)
+    assert baselines.model == pytest.approx(clean, abs=1e-5) and baselines.empty == pytest.approx(corrupted, abs=1e-5)
+    order = edge_order(torch.randn(graph.n_senders, graph.n_receivers), graph, "top_n", absolute=True)
+    curve = faithfulness_curve(runs, order, [0.0, 0.5, 1.0], baselines, prune=False)
+    assert curve.faithfulness[0] == pytest.approx(0.0, abs=1e-6) and curve.faithfulness[-1] == pytest.approx(1.0, abs=1e-4)
+    assert curve.n_edges == [0, round(graph.n_edges / 2), graph.n_edges]
+
+    zero = Baselines.of(AblatedRuns(model, graph, pairs, metric, "zero", batch_size_prompts=8))
+    mean = Baselines.of(AblatedRuns(model, graph, pairs, metric, "mean", batch_size_prompts=8))
+    assert zero.model == pytest.approx(clean, abs=1e-5) and mean.model == pytest.approx(clean, abs=1e-5)
+    assert len({round(zero.empty, 4), round(mean.empty, 4), round(corrupted, 4)}) == 3
