@@ -50,7 +50,7 @@ def test_a_job_writing_one_shard_may_not_read_the_whole_store(outputs, caplog):
                     "(e.g. +experiment=cache_activations), then run this one without num_shards")
 
 
-def test_a_store_url_fsspec_cannot_open_is_refused_before_work():
+def test_a_store_url_fsspec_cannot_open_is_refused_before_work(monkeypatch, tmp_path):
     from interp_pipeline.activations.caching import check_cache_settings
     from interp_pipeline.activations.config import CacheConfig
     from interp_pipeline.config.settings import settings_object
@@ -61,4 +61,12 @@ def test_a_store_url_fsspec_cannot_open_is_refused_before_work():
     with pytest.raises(ConfigError, match=r"^store: expected a path or a URL fsspec can open, found 'nosuch://b/s.zarr' "
                                           r"\(Protocol not known: nosuch\)$"):
         check({**CACHE_PARAMS, "store": "nosuch://b/s.zarr"})
-    check({**CACHE_PARAMS, "store": "s3://bucket/s.zarr"})  # s3fs is installed with the dev extra
+    # s3fs is installed with the dev extra, so the protocol is known; the object-store pre-flight then
+    # asks for credentials (none here: no variables, no credentials file, no instance metadata).
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ConfigError, match=r"^store: the object store s3://bucket/s\.zarr cannot be used: found no credentials"):
+        check({**CACHE_PARAMS, "store": "s3://bucket/s.zarr"})
