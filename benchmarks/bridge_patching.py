@@ -49,21 +49,16 @@ def save_gpt2_shaped(directory: Path) -> Path:
 
 
 def hooked_transformer(directory: Path):
-    """The same weights as a HookedTransformer, by TransformerLens's own loading path (from_pretrained's
-    processing: LayerNorm folded, writing weights and unembedding centred, value biases folded)."""
-    import torch
+    """The same weights as a HookedTransformer, by the project's loader (HookedTransformer.from_pretrained:
+    LayerNorm folded, writing weights and unembedding centred, value biases folded, as compatibility mode
+    does); TransformerLens's check of official model names is bypassed for the directory."""
     import transformer_lens.loading_from_pretrained as loading
-    from transformer_lens import HookedTransformer
-    from transformers import AutoModelForCausalLM
 
-    cfg = loading.get_pretrained_model_config(str(directory), fold_ln=True, device="cpu", dtype=torch.float32)
-    model = HookedTransformer(cfg, move_to_device=False)
-    hf_model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager").eval()
-    model.load_and_process_state_dict(
-        loading.get_pretrained_state_dict(str(directory), cfg, hf_model),
-        fold_ln=True, center_writing_weights=True, center_unembed=True, fold_value_biases=True,
-    )
-    return model.eval()
+    from interp_pipeline.models.hub import load_transformer_lens
+
+    loading.get_official_model_name = lambda name: name
+    return load_transformer_lens(str(directory), revision=None, device="cpu", dtype="float32", fold_ln=True,
+                                 center_writing_weights=True, center_unembed=True, fold_value_biases=True)
 
 
 def main() -> None:
