@@ -80,8 +80,8 @@ def patch_pairs(model: Any, pairs: Mapping[str, Tensor], settings: PatchingConfi
                           corrupted_hook_names=frozen,
                           fast=None if settings.engine == "auto" else settings.engine == "fast")
     # Which engine ran, in the log: a Bridge takes the fast path only for architectures models/bridge_blocks.py knows.
-    logging.getLogger(__name__).info("patching %s with the %s path", type(model).__name__,
-                                     "fast (from the patched layer)" if setup.forward.fast else "generic (full runs)")
+    logging.getLogger(__name__).info("patching %s: %s", type(model).__name__, "fast path (from the patched layer)"
+                                     if setup.forward.fast else "generic path (full runs)")
     labels = GridLabels(model, setup.pairs, settings.normalize, metric)
     tracker.log_metrics({f"clean_{metric}": setup.metric.clean_value,
                          f"corrupted_{metric}": setup.metric.corrupted_value})

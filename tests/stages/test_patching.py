@@ -35,7 +35,7 @@ def test_results_are_labelled_logged_and_stored(tmp_path, caplog):
     # END is the same position in half the prompts only (random_pairs varies it): no role label.
     assert not any(label.endswith("END") for label in results["resid_pre"].coords["pos"])
     assert head_out.attrs["metric"] == "logit_diff" and head_out.attrs["normalized"] is True
-    assert "patching HookedTransformer with the fast path" in caplog.text  # which engine ran is in the log
+    assert "patching HookedTransformer: fast path" in caplog.text  # which engine ran is in the log
 
     # Every head's value is a metric (expect: can name it), and the top-k too.
     assert tracker.last["head_out/L1H2"] == pytest.approx(float(head_out.values[1, 2]))
