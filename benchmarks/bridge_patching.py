@@ -11,7 +11,7 @@ once by ``prepare``, are timed apart) on HookedTransformer, on the Bridge's fast
 (models/bridge_blocks.py) and on its generic path (a full run_with_hooks per pass), the
 ratios, and the largest difference of the Bridge's two results from HookedTransformer's.
 
-    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/bridge_patching.py [--grids head_out resid_pre]
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/bridge_patching.py [--grids head_out resid_pre] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -73,10 +73,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--positions", type=int, default=16)
     parser.add_argument("--grids", nargs="+", default=["head_out", "resid_pre"])
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved sweeps per path; the fastest is kept "
+                                                               "(on a shared machine, load shifts between paths)")
     args = parser.parse_args()
 
     print(f"torch threads: {torch.get_num_threads()}, load average at start: {os.getloadavg()[0]:.2f}, "
-          f"batch_size_prompts {args.batch_size_prompts}", flush=True)
+          f"batch_size_prompts {args.batch_size_prompts}, repeats {args.repeats}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         directory = save_gpt2_shaped(Path(tmp) / "gpt2_shaped")
         models = {
@@ -96,11 +98,12 @@ def main() -> None:
     print(f"{'grid':<10} {'HT s':>7} {'fast s':>7} {'generic s':>9} {'fast/HT':>8} {'generic/fast':>12} "
           f"{'|fast-HT|':>9} {'|gen-HT|':>9} {'max|HT|':>8}  load", flush=True)
     for name in args.grids:
-        seconds, results = {}, {}
-        for label, setup in setups.items():
-            start = time.perf_counter()
-            results[label] = run_grid(name, setup)
-            seconds[label] = time.perf_counter() - start
+        seconds, results = {label: float("inf") for label in setups}, {}
+        for _ in range(args.repeats):
+            for label, setup in setups.items():
+                start = time.perf_counter()
+                results[label] = run_grid(name, setup)
+                seconds[label] = min(seconds[label], time.perf_counter() - start)
         fast_diff = (results["bridge fast"] - results["hooked"]).abs().max().item()
         generic_diff = (results["bridge generic"] - results["hooked"]).abs().max().item()
         print(f"{name:<10} {seconds['hooked']:7.2f} {seconds['bridge fast']:7.2f} {seconds['bridge generic']:9.2f} "
