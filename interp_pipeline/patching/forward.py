@@ -6,9 +6,12 @@ Two paths give the same numbers:
   the run starts at block L from the corrupted run's cached ``resid_pre`` (what
   ``HookedTransformer.forward(start_at_layer=L)`` does), and the final LayerNorm
   and unembedding run only at the positions the metric reads.
-- generic (any model with TransformerLens hooks, e.g. TransformerBridge, or a
-  shortformer model whose blocks need the token positions): a full
-  ``run_with_hooks`` on the corrupted tokens, logits gathered afterwards.
+- fast (TransformerBridge of a known architecture, GPT-2 today): the same, with
+  the Bridge's own block wrappers called from block L (models/bridge_blocks.py:
+  the HF model's loop refuses ``start_at_layer``, so we run its blocks ourselves).
+- generic (any model with TransformerLens hooks, e.g. a Bridge of another
+  architecture, or a shortformer model whose blocks need the token positions): a
+  full ``run_with_hooks`` on the corrupted tokens, logits gathered afterwards.
 
 Both run ``copies`` patched versions of a group of prompts in one batch,
 patch-major (row ``j * len(rows) + i`` is prompt ``rows[i]`` under patch ``j``).
@@ -24,9 +27,19 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
+def _is_bridge(model: Any) -> bool:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return isinstance(model, TransformerBridge)
+
+
 def supports_fast_path(model: Any) -> bool:
     from transformer_lens import HookedTransformer
 
+    if _is_bridge(model):
+        from interp_pipeline.models.bridge_blocks import can_start_at_block
+
+        return can_start_at_block(model)  # logs once when an architecture falls back
     return isinstance(model, HookedTransformer) and model.cfg.positional_embedding_type != "shortformer"
 
 
@@ -67,6 +80,13 @@ class PatchedForward:
         from transformer_lens.utilities.activation_functions import apply_softcap
 
         model = self.model
+        if _is_bridge(model):
+            from interp_pipeline.models import bridge_blocks
+
+            with model.hooks(fwd_hooks=fwd_hooks):
+                resid = bridge_blocks.run_blocks(model, layer, resid)
+                resid = resid.gather(1, positions.unsqueeze(-1).expand(-1, -1, resid.shape[-1]))
+                return bridge_blocks.unembed(model, resid)
         with model.hooks(fwd_hooks=fwd_hooks):
             for block in model.blocks[layer:]:
                 resid = block(resid)

@@ -7,6 +7,7 @@ per attribution estimate (``head_out.attribution``) and per path (``path_to_fina
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -78,6 +79,9 @@ def patch_pairs(model: Any, pairs: Mapping[str, Tensor], settings: PatchingConfi
                           batch_size_prompts=settings.batch_size_prompts, hook_names=names | frozen,
                           corrupted_hook_names=frozen,
                           fast=None if settings.engine == "auto" else settings.engine == "fast")
+    # Which engine ran, in the log: a Bridge takes the fast path only for architectures models/bridge_blocks.py knows.
+    logging.getLogger(__name__).info("patching %s: %s", type(model).__name__, "fast path (from the patched layer)"
+                                     if setup.forward.fast else "generic path (full runs)")
     labels = GridLabels(model, setup.pairs, settings.normalize, metric)
     tracker.log_metrics({f"clean_{metric}": setup.metric.clean_value,
                          f"corrupted_{metric}": setup.metric.corrupted_value})

@@ -1,4 +1,5 @@
-"""Patching a TransformerBridge (the hf model source): the generic path, same numbers as the fast one."""
+"""Patching a TransformerBridge (the hf model source): a GPT-2 Bridge takes the fast path (its blocks run
+from the patched layer, models/bridge_blocks.py), with the generic path's numbers and a HookedTransformer's."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from interp_pipeline.patching.engine import hook_names_for, prepare, run_grid  # noqa: E402
+from interp_pipeline.patching.grids import ALL_NAMES  # noqa: E402
 from interp_pipeline.patching.forward import supports_fast_path  # noqa: E402
 from tests.support.models import random_pairs  # noqa: E402
 from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2  # noqa: E402
@@ -29,14 +31,61 @@ def _hooked_transformer_of(directory):
     return model
 
 
-def test_a_bridge_takes_the_generic_path_and_agrees_with_the_fast_one(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_directory(tmp_path_factory):
+    return save_tiny_gpt2(tmp_path_factory.mktemp("bridge") / "tiny_gpt2")
+
+
+def _bridge(directory, monkeypatch, **kwargs):
     from interp_pipeline.models import hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    directory = save_tiny_gpt2(tmp_path / "tiny_gpt2")
-    bridge = hub.load_hugging_face(str(directory), revision=None, device="cpu", dtype="float32")
+    return hub.load_hugging_face(str(directory), revision=None, device="cpu", dtype="float32", **kwargs)
+
+
+@pytest.mark.parametrize("processed", [True, False])  # compatibility mode (folded, centred weights) or the HF weights
+def test_the_bridge_fast_path_equals_its_generic_path_on_every_grid(tiny_directory, monkeypatch, processed):
+    from interp_pipeline.patching import path as path_patching
+
+    bridge = _bridge(tiny_directory, monkeypatch, compatibility_mode=processed)
+    assert supports_fast_path(bridge)
+    pairs = random_pairs(3, 8, d_vocab=VOCAB)
+    hooks = hook_names_for(ALL_NAMES, 2) | path_patching.hook_names(2)
+    setups = {fast: prepare(bridge, pairs, "logit_diff", normalize=False, batch_size_prompts=7, hook_names=hooks,
+                            corrupted_hook_names=path_patching.hook_names(2), fast=fast) for fast in (True, False)}
+    assert setups[True].forward.fast and not setups[False].forward.fast
+    for name in ALL_NAMES:
+        fast = run_grid(name, setups[True])
+        assert fast.abs().max() > 1e-3, name  # the patches change the metric
+        torch.testing.assert_close(fast, run_grid(name, setups[False]), atol=1e-5, rtol=0, msg=name)
+    # Path patching runs through the same forward (senders frozen from their layer on, receivers from theirs).
+    for receivers in (path_patching.Receivers(None), path_patching.Receivers(((1, 0), (1, 3)), "k")):
+        torch.testing.assert_close(path_patching.path_patch(receivers, setups[True]),
+                                   path_patching.path_patch(receivers, setups[False]), atol=1e-5, rtol=0,
+                                   msg=receivers.label)
+
+
+def test_another_architecture_falls_back_and_says_so_once(tiny_directory, monkeypatch, caplog):
+    from interp_pipeline.models import bridge_blocks
+
+    bridge = _bridge(tiny_directory, monkeypatch)
+    monkeypatch.setattr(bridge.cfg, "architecture", "NotGPT2ForCausalLM")  # what the fast path keys on
+    monkeypatch.setattr(bridge_blocks, "_WARNED", set())
+    with caplog.at_level("WARNING", logger=bridge_blocks.__name__):
+        assert not supports_fast_path(bridge) and not supports_fast_path(bridge)
+        pairs = random_pairs(2, 6, d_vocab=VOCAB)
+        setup = prepare(bridge, pairs, "logit_diff", normalize=True, batch_size_prompts=8,
+                        hook_names=hook_names_for(["resid_pre"], 2))
+    assert not setup.forward.fast
+    warnings = [r.getMessage() for r in caplog.records if "NotGPT2ForCausalLM" in r.getMessage()]
+    assert len(warnings) == 1 and "no fast path" in warnings[0]
+
+
+def test_a_bridge_agrees_with_a_hooked_transformer(tiny_directory, monkeypatch):
+    directory = tiny_directory
+    bridge = _bridge(directory, monkeypatch)
     reference = _hooked_transformer_of(directory)
-    assert not supports_fast_path(bridge) and supports_fast_path(reference)
+    assert supports_fast_path(bridge) and supports_fast_path(reference)
 
     pairs = random_pairs(3, 8, d_vocab=VOCAB)
     names = ["resid_pre", "head_out", "head_v_by_pos", "mlp_out"]

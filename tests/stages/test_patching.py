@@ -15,7 +15,8 @@ from interp_pipeline.tracking.base import NullRun, RecordingTracker  # noqa: E40
 from tests.support.models import random_pairs, tiny_model  # noqa: E402
 
 
-def test_results_are_labelled_logged_and_stored(tmp_path):
+def test_results_are_labelled_logged_and_stored(tmp_path, caplog):
+    caplog.set_level("INFO", logger="interp_pipeline.patching.run")
     model = tiny_model(n_layers=2, n_heads=3)
     pairs = random_pairs(4, 6)
     tracker = RecordingTracker(NullRun(), tmp_path / "artifacts")
@@ -34,6 +35,7 @@ def test_results_are_labelled_logged_and_stored(tmp_path):
     # END is the same position in half the prompts only (random_pairs varies it): no role label.
     assert not any(label.endswith("END") for label in results["resid_pre"].coords["pos"])
     assert head_out.attrs["metric"] == "logit_diff" and head_out.attrs["normalized"] is True
+    assert "patching HookedTransformer: fast path" in caplog.text  # which engine ran is in the log
 
     # Every head's value is a metric (expect: can name it), and the top-k too.
     assert tracker.last["head_out/L1H2"] == pytest.approx(float(head_out.values[1, 2]))

@@ -1,6 +1,6 @@
 """Causal tracing (interp_pipeline/tracing/engine.py) against a plain TransformerLens hook loop
-(tests/support/tracing.py), on random tiny models: a HookedTransformer (the fast path, started at
-the restored layer) and a TransformerBridge (the generic path), to 1e-5."""
+(tests/support/tracing.py), on random tiny models: a HookedTransformer and a GPT-2 TransformerBridge
+(the fast path, started at the restored layer; the Bridge's generic path too), to 1e-5."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def test_hooked_transformer_fast_path_matches_the_hook_loop(hooked, batch_size_p
     assert assert_matches(model, facts, expected, batch_size_prompts=batch_size_prompts, window=2).fast
 
 
-def test_bridge_generic_path_matches_the_hook_loop(tmp_path, monkeypatch):
+def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch):
     from interp_pipeline.models import hub
     from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2
 
@@ -71,8 +71,10 @@ def test_bridge_generic_path_matches_the_hook_loop(tmp_path, monkeypatch):
     bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
                                    dtype="float32")
     facts = random_facts(VOCAB)
-    tracer = assert_matches(bridge, facts, references(bridge, facts, window=1), batch_size_prompts=40, window=1)
-    assert not tracer.fast
+    expected = references(bridge, facts, window=1)
+    assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1).fast
+    monkeypatch.setattr("interp_pipeline.patching.forward.supports_fast_path", lambda model: False)
+    assert not assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1).fast
 
 
 def test_window_is_the_papers_scaled_and_centred():

@@ -1,0 +1,81 @@
+"""Running a TransformerBridge from block L on a residual stream: HookedTransformer's ``start_at_layer``.
+
+A Bridge hands the whole forward to the HF model (``TransformerBridge.forward`` refuses
+``start_at_layer``), so a patch in layer L would pay for every block before L. The blocks
+themselves are ``model.blocks[i]`` (BlockBridge wrappers around the HF blocks, with the
+TransformerLens hook names), so we call them in order as the HF model's own loop does, with
+the arguments that loop would pass, then the final norm and the unembedding. Hooks fire as in
+a full run, because they are the same modules.
+
+What each HF block needs besides the residual stream is architecture-specific (a causal mask,
+position ids, rotary cos/sin...); only architectures listed in ``_BLOCK_ARGUMENTS`` are run
+this way, and ``can_start_at_block`` says no (logging once per architecture) for the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+logger = logging.getLogger(__name__)
+_WARNED: set[str] = set()
+
+
+def _gpt2_arguments(model: Any, resid: Tensor) -> dict[str, Any]:
+    """What transformers' GPT2Model.forward hands each GPT2Block without a KV cache or padding
+    (read in transformers 5's modeling_gpt2.py): a 4D additive causal mask (0 where a query may
+    attend, the dtype's minimum elsewhere, as masking_utils builds it for eager attention, which
+    the Bridge always loads) and the position ids. GPT-2's positions enter once, at ``wpe``
+    before block 0, so the blocks take position_ids only to pass them on."""
+    import torch
+
+    n_pos = resid.shape[1]
+    allowed = torch.ones(n_pos, n_pos, dtype=torch.bool, device=resid.device).tril()
+    mask = torch.zeros(n_pos, n_pos, dtype=resid.dtype, device=resid.device)
+    mask = mask.masked_fill(~allowed, torch.finfo(resid.dtype).min)[None, None]  # [1, 1, query, key]
+    return {"attention_mask": mask, "position_ids": torch.arange(n_pos, device=resid.device)[None]}
+
+
+# HF architecture (config.architectures[0], the Bridge's cfg.architecture) -> its blocks' arguments.
+_BLOCK_ARGUMENTS: dict[str, Callable[[Any, Tensor], dict[str, Any]]] = {
+    "GPT2LMHeadModel": _gpt2_arguments,
+}
+
+
+def architecture(model: Any) -> str:
+    """The HF architecture under a Bridge ('GPT2LMHeadModel')."""
+    original = getattr(model, "original_model", None)
+    return str(getattr(model.cfg, "architecture", None) or type(original).__name__)
+
+
+def can_start_at_block(model: Any) -> bool:
+    """Whether ``run_from_block`` knows this Bridge's architecture; if not, one warning per architecture."""
+    name = architecture(model)
+    if name in _BLOCK_ARGUMENTS and type(getattr(model, "original_model", None)).__name__ == name:
+        return True
+    if name not in _WARNED:
+        _WARNED.add(name)
+        logger.warning("TransformerBridge of architecture %s: no fast path (the patched layer cannot be started at, "
+                       "only %s are known); every patch runs the whole model", name, ", ".join(_BLOCK_ARGUMENTS))
+    return False
+
+
+def run_blocks(model: Any, layer: int, resid: Tensor) -> Tensor:
+    """Blocks ``layer``.. of a Bridge on ``resid`` ([batch, pos, d_model], the stream at
+    ``blocks.{layer}.hook_resid_pre``); the residual stream after the last block."""
+    if layer >= len(model.blocks):
+        return resid
+    arguments = _BLOCK_ARGUMENTS[architecture(model)](model, resid)
+    for block in model.blocks[layer:]:
+        out = block(resid, **arguments)
+        resid = out[0] if isinstance(out, tuple) else out  # transformers 4 blocks return tuples
+    return resid
+
+
+def unembed(model: Any, resid: Tensor) -> Tensor:
+    """The final norm and the unembedding of a Bridge, on any subset of positions ([batch, r, d_model])."""
+    return model.unembed(model.ln_final(resid))
