@@ -106,3 +106,31 @@ def test_edges_are_direct_effects_on_gemma3(gemma):
             assert measured == pytest.approx(float(graph.adjacency[target, source]), abs=1e-5)
             checked += abs(measured) > 1e-3
     assert checked > 5
+
+
+def test_token_edges_use_the_scaled_embeddings(gemma):
+    """Gemma scales its embeddings by sqrt(d_model) before hook_embed: an edge from a token into a feature
+    is the feature's pre-activation change when that token's embedding is removed (direct paths only)."""
+    from interp_pipeline.transcoders.attribution import attribute
+
+    _, bridge = gemma
+    transcoders = random_transcoders(bridge, 32, seed=5, scale=0.05, bias=-0.05, hook_in=HOOK_IN, hook_out=HOOK_OUT)
+    tokens = torch.tensor([2, 5, 9, 3, 12, 7])
+    graph = attribute(bridge, transcoders, tokens, batch_size=8)
+    layer0 = (graph.active_features[:, 0] == 0).nonzero()[:, 0]
+    assert len(layer0) > 0
+    _, cache = bridge.run_with_cache(tokens[None], names_filter=lambda name: name == "hook_embed")
+    assert not torch.allclose(cache["hook_embed"][0], bridge.W_E[tokens])  # the scale is there
+    # Into layer 0 only attention (patterns and scales frozen: linear) lies between embeddings and features,
+    # so each feature's pre-activation is the sum of its edges from the tokens plus the part from biases.
+    _, cache = bridge.run_with_cache(tokens[None])
+    hooks = [(name, lambda a, hook: cache[hook.name]) for name in bridge.hook_dict
+             if name.endswith(("hook_scale", "attn.hook_pattern"))]
+    with bridge.hooks(fwd_hooks=hooks + [("hook_embed", lambda a, hook: a * 0)]):
+        _, without = bridge.run_with_cache(tokens[None], names_filter=lambda name: name == HOOK_IN.format(layer=0))
+    tokens_slice = graph.slices()["tokens"]
+    for row in layer0.tolist():
+        _, pos, feature = graph.active_features[row].tolist()
+        w = transcoders[0].W_enc[:, feature]
+        moved = float((cache[HOOK_IN.format(layer=0)][0, pos] - without[HOOK_IN.format(layer=0)][0, pos]) @ w)
+        assert moved == pytest.approx(float(graph.adjacency[row, tokens_slice].sum()), rel=1e-3, abs=1e-4)
