@@ -225,8 +225,10 @@ def shape_of_model(settings: ModelConfig) -> ModelShape | None:
         return shape_of_saved(Path(settings.path).expanduser())
     if settings.source == "tl":
         return shape_of_pretrained(settings.name, hf=False, revision=settings.revision)
-    if settings.source == "hf":
+    if settings.source == "hf" and settings.compatibility_mode:
         return shape_of_pretrained(settings.name_or_path, hf=True, revision=settings.revision)
+    # A Bridge without compatibility mode names its hooks after its own modules (blocks.L.ln2.hook_out),
+    # not HookedTransformer's, which is all shape_of_pretrained knows: the stages check them.
     return None
 
 

@@ -6,7 +6,9 @@ the rehearsal's local text. The model (``model=gpt2_small``), prompts, hooks, SA
 A new GPT-2-default experiment joins by adding an entry here (the test in
 tests/rehearsal/test_gpt2_rehearsal.py runs every entry and also fails when a conf/experiment/*.yaml
 defaulting to gpt2_small has none). A bigger GPT-2's config may join too, rehearsed at GPT-2 small's
-shapes (``model=gpt2_small`` among its overrides). ``{text}`` in an override is the rehearsal's jsonl file.
+shapes (``model=gpt2_small`` among its overrides); and a config on Gemma 3 270M (``model=gemma3_270m``,
+at the shapes interp_pipeline/rehearsal/gemma3.py writes). ``{text}`` in an override is the rehearsal's
+jsonl file, ``{transcoders}`` its transcoder folder.
 """
 
 from __future__ import annotations
@@ -53,10 +55,27 @@ REHEARSALS: dict[str, list[str]] = {
                           "transcoder.eval_tokens=512", "transcoder.log_every=2", "transcoder_eval.max_sequences=4",
                           "attribution.max_prompts=2", "attribution.max_feature_nodes=256",
                           "attribution.contexts_per_feature=2"],
+    # Its Gemma config (conf/attribution_setup/gemma3_270m.yaml) on the rehearsal's Gemma-3-shaped model; the
+    # transcoders from disk, SAELens's registry loader needing the network (interp_pipeline/rehearsal/gemma3.py).
+    # 4 rows of 64 tokens (the store's contexts; 2 for the evaluation), one prompt, 32 feature nodes: ~30 s.
+    "attribution_graph_gemma3_270m": ["model=gemma3_270m", *_LOCAL_TEXT, "data.params.max_sequences=4",
+                                      "data.params.seq_len=64", "cache.batch_size_prompts=4", "transcoder_source.release=null",
+                                      "transcoder_source.sae_id=null", "transcoder_source.path='{transcoders}/layer_{{layer}}'",
+                                      "transcoder_eval.max_sequences=2", "attribution.max_prompts=1",
+                                      "attribution.max_feature_nodes=32", "attribution.contexts_per_feature=2"],
 }
+
+# Entries named otherwise than the experiment they run (a second model's config of one experiment).
+EXPERIMENT_OF = {"attribution_graph_gemma3_270m": "attribution_graph"}
 
 
 def overrides_for(experiment: str, text_file: str) -> list[str]:
-    """The command-line overrides of one rehearsal: the experiment, the rehearsal mode, and its own."""
-    return [f"+experiment={experiment}", "runner.rehearsal=true",
-            *(o.format(text=text_file) for o in REHEARSALS[experiment])]
+    """The command-line overrides of one rehearsal: the experiment, the rehearsal mode, and its own.
+    ``{transcoders}``: the cache's transcoder folder (hf_cache.transcoders_dir, beside the text's folder)."""
+    from pathlib import Path
+
+    from interp_pipeline.rehearsal.hf_cache import transcoders_dir
+
+    places = {"text": text_file, "transcoders": str(transcoders_dir(Path(text_file).parent.parent))}
+    return [f"+experiment={EXPERIMENT_OF.get(experiment, experiment)}", "runner.rehearsal=true",
+            *(o.format(**places) for o in REHEARSALS[experiment])]

@@ -9,6 +9,10 @@ Both are laid out as huggingface_hub lays out its cache (blobs, snapshots/<commi
 them, refs/main), so with ``HF_HOME`` pointing here and ``HF_HUB_OFFLINE=1`` the project's own
 pre-flight and TransformerLens's and SAELens's own ``from_pretrained`` find them unchanged.
 
+Also Gemma 3 270M's shape and Gemma Scope 2's transcoders (``hub/models--google--gemma-3-270m`` and
+``transcoders/layer_L``: interp_pipeline.rehearsal.gemma3 says what is shrunk and why the transcoders
+are read from disk, not through SAELens's registry).
+
 Beside it, ``text/rehearsal.jsonl``: documents for the experiments whose data comes from the hub
 (pile-10k, OpenWebText), handed to the same ``hf_dataset_tokens`` stage as a local json dataset.
 """
@@ -23,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from interp_pipeline.rehearsal import gemma3
 from interp_pipeline.rehearsal.gpt2_tokenizer import END_OF_TEXT, N_POSITIONS, gpt2_tokenizer
 
 MODEL_REPO = "gpt2"
@@ -32,7 +37,7 @@ N_LAYERS, N_HEADS = 12, 12  # GPT-2 small's: every layer and head an expect key 
 D_MODEL = 96                # 768 in GPT-2 small; narrow so a CPU rehearsal takes seconds
 SAE_EXPANSION = 8           # gpt2-small-res-jb is 32x; the rehearsal needs the format, not the width
 FIRING = 0.05               # each random latent fires on ~5% of tokens (L0 ~ 38 of 768)
-VERSION = 2                 # bumped when what build() writes changes: older caches are rebuilt
+VERSION = 3                 # bumped when what build() writes changes: older caches are rebuilt
 DONE_FILE = "rehearsal.json"  # written last: a directory without it is incomplete and rebuilt
 
 
@@ -79,13 +84,21 @@ def _gpt2_files(directory: Path, d_model: int, seed: int, texts: list[str]) -> t
     model = GPT2LMHeadModel(config).eval()
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    stream = [token for text in texts for token in tokenizer(text, verbose=False).input_ids][:8 * 127]
-    ids = torch.cat([torch.full((8, 1), eot), torch.tensor(stream).reshape(8, 127)], dim=1)
+    ids = _rows(tokenizer, texts, 8)
     with torch.no_grad():  # hidden_states[8] is the input to block 8: blocks.8.hook_resid_pre
         hidden = model(ids, output_hidden_states=True).hidden_states[int(SAE_HOOK.split(".")[1])]
     resid = hidden[:, 1:].reshape(-1, d_model)  # BOS left out, as SAELens's evals leave it out
     resid = resid - resid.mean(dim=-1, keepdim=True)  # TransformerLens centres the writing weights
     return {"d_model": d_model, "n_layers": N_LAYERS, "n_heads": N_HEADS, "d_vocab": len(tokenizer)}, resid
+
+
+def _rows(tokenizer: Any, texts: list[str], n_rows: int) -> Any:
+    """``n_rows`` rows of 128 tokens of ``texts``, each after an end-of-text (BOS) token."""
+    import torch
+
+    eot = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    stream = [token for text in texts for token in tokenizer(text, verbose=False).input_ids][:n_rows * 127]
+    return torch.cat([torch.full((n_rows, 1), eot), torch.tensor(stream).reshape(n_rows, 127)], dim=1)
 
 
 def _sae_files(directory: Path, resid: Any, seed: int) -> dict[str, Any]:
@@ -149,13 +162,24 @@ def build(hf_home: Path, *, d_model: int = D_MODEL, seed: int = 0) -> dict[str, 
         sae = _sae_files(sae_files, resid, seed + 1)
         model_snapshot = _as_hub_cache(model_files, hub, MODEL_REPO)
         sae_snapshot = _as_hub_cache(sae_files, hub, SAE_REPO)
+        gemma_folder = Path(work) / "gemma"
+        gemma, mlp_in = gemma3.gemma_files(gemma_folder, gpt2_tokenizer(), seed + 2,
+                                           _rows(gpt2_tokenizer(), [d["text"] for d in documents], 4))
+        transcoders = gemma3.transcoder_files(transcoders_dir(hf_home), mlp_in, seed + 3)
+        gemma_snapshot = _as_hub_cache(gemma_folder, hub, gemma3.MODEL_REPO)
     text = text_file(hf_home)
     text.parent.mkdir()
     text.write_text("".join(json.dumps(doc) + "\n" for doc in documents))
     info = {"version": VERSION, "d_model": d_model, "seed": seed, "model": model, "sae": sae, "text": str(text),
-            "model_snapshot": str(model_snapshot), "sae_snapshot": str(sae_snapshot)}
+            "model_snapshot": str(model_snapshot), "sae_snapshot": str(sae_snapshot),
+            "gemma": gemma, "gemma_transcoders": transcoders, "gemma_snapshot": str(gemma_snapshot)}
     done.write_text(json.dumps(info, indent=2))
     return info
+
+
+def transcoders_dir(hf_home: Path) -> Path:
+    """Gemma Scope 2's rehearsal transcoders, a folder per layer (layer_L)."""
+    return Path(hf_home) / "transcoders"
 
 
 def text_file(hf_home: Path) -> Path:

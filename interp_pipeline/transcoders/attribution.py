@@ -117,7 +117,9 @@ class _Backward:
         def embed(act: torch.Tensor, hook: Any) -> torch.Tensor:
             act = act.detach().requires_grad_(True)
             start = error_start + self.n_layers * self.n_pos
-            act.register_hook(self._read(slice(start, start + self.n_pos), self.model.W_E[run.tokens], None))
+            # The embedding nodes' vectors are hook_embed's own values: W_E[tokens] on GPT-2, but Gemma
+            # multiplies them by sqrt(d_model) before the hook (tests/transcoders/test_gemma3_hooks.py).
+            act.register_hook(self._read(slice(start, start + self.n_pos), act[0].detach().clone(), None))
             return act
 
         def mlp_in(act: torch.Tensor, hook: Any, layer: int) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """One rehearsal Hugging Face cache (GPT-2 of random weights, GPT-2's real tokenizer, a random SAE)
-for the whole session: building it converts the tokenizer and writes ~30 MB."""
+for the whole session: building it converts the tokenizer and writes ~330 MB (~300 of them the
+Gemma-3-shaped model of interp_pipeline/rehearsal/gemma3.py)."""
 
 from __future__ import annotations
 

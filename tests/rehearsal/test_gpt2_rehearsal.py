@@ -42,7 +42,7 @@ def test_every_gpt2_default_experiment_has_a_rehearsal():
     small = _gpt2_default_experiments()
     assert set(small) <= set(REHEARSALS)
     for other in set(REHEARSALS) - set(small):
-        assert "model=gpt2_small" in REHEARSALS[other], other
+        assert {"model=gpt2_small", "model=gemma3_270m"} & set(REHEARSALS[other]), other
 
 
 def test_rehearsal_mode_needs_each_key_produced_and_judges_no_value():
@@ -98,4 +98,6 @@ def test_the_model_is_transformer_lens_gpt2_small_from_the_rehearsal_cache(rehea
     # sae_train's stage keys, so the stage cache serves all of it and no model is loaded.
     computing = len(re.findall(r"stages, [1-9]\d* to compute", log))
     assert computing >= len(REHEARSALS) - 1
-    assert log.count("Loaded pretrained model gpt2-small into HookedTransformer") == computing
+    # ... but the Gemma entries' (model=gemma3_270m: a TransformerBridge, loaded from the cache too)
+    bridges = sum("model=gemma3_270m" in overrides for overrides in REHEARSALS.values())
+    assert log.count("Loaded pretrained model gpt2-small into HookedTransformer") == computing - bridges

@@ -32,3 +32,20 @@ def random_transcoders(model: Any, d_transcoder: int, *, skip: bool = False, see
             transcoder.b_enc.add_(bias)
         by_layer[layer] = transcoder.eval()
     return TranscoderSet(by_layer)
+
+
+def direct_effects_of(model: Any, transcoders: Any, run: Any, graph: Any, source: int, base: Any) -> tuple[Any, Any]:
+    """Move feature ``source`` by its activation on the frozen replacement model (direct paths only):
+    (the logits [pos, d_vocab], each active feature's pre-activation change [n_features]), which an
+    exact graph's edges out of ``source`` equal. ``base``: the MLP inputs of the unmoved run."""
+    import torch
+
+    from interp_pipeline.transcoders.replacement import replacement_logits
+
+    layer, pos, feature = graph.active_features[source].tolist()
+    delta = {(layer, pos, feature): float(graph.activation_values[source])}
+    logits, inputs = replacement_logits(model, transcoders, run, delta, direct_only=True)
+    layers, positions, features = graph.active_features.T
+    encoders = torch.stack([transcoders[t_layer].W_enc[:, t_feature]
+                            for t_layer, t_feature in zip(layers.tolist(), features.tolist())])
+    return logits, ((inputs[layers, positions] - base[layers, positions]) * encoders).sum(-1).detach()

@@ -17,7 +17,7 @@ from interp_pipeline.transcoders.graph import prune
 from interp_pipeline.transcoders.page import graph_page
 from tests.conftest import run_cli
 from tests.support.models import tiny_model
-from tests.support.transcoders import random_transcoders
+from tests.support.transcoders import direct_effects_of, random_transcoders
 
 # circuit-tracer 0.5.0's Node fields (frontend/graph_models.py), which its viewer reads.
 NODE_FIELDS = {"node_id", "feature", "layer", "ctx_idx", "feature_type", "token_prob", "is_target_logit", "run_idx",
@@ -127,14 +127,8 @@ def test_on_a_transformer_bridge_the_replacement_is_exact_and_edges_are_direct_e
     base_logits, base = replacement_logits(bridge, transcoders, run, direct_only=True)
     where = graph.slices()
     for source in range(0, graph.n_features, max(1, graph.n_features // 6)):
-        layer, pos, feature = graph.active_features[source].tolist()
-        delta = {(layer, pos, feature): float(graph.activation_values[source])}
-        moved_logits, inputs = replacement_logits(bridge, transcoders, run, delta, direct_only=True)
-        for target in range(graph.n_features):
-            t_layer, t_pos, t_feature = graph.active_features[target].tolist()
-            measured = float(((inputs[t_layer, t_pos] - base[t_layer, t_pos])
-                              @ transcoders[t_layer].W_enc[:, t_feature]).detach())
-            assert measured == pytest.approx(float(graph.adjacency[target, source]), abs=1e-6)
+        moved_logits, measured = direct_effects_of(bridge, transcoders, run, graph, source, base)
+        assert torch.allclose(measured, graph.adjacency[:graph.n_features, source], atol=1e-6, rtol=0)
         change = moved_logits[-1] - base_logits[-1]
         for row, token in enumerate(graph.logit_tokens.tolist()):
             assert float(change[token] - change.mean()) == pytest.approx(
