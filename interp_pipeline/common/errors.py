@@ -17,7 +17,10 @@ def shorten(text: str, limit: int = MAX_SHOWN) -> str:
 
 def cut_values(text: str) -> str:
     """Quoted values in an error line cut to a readable length (a 10 MB string is not echoed back whole)."""
-    text = re.sub(r"'([^']{%d,})'" % MAX_SHOWN, lambda m: f"'{shorten(m.group(1))}'", text)
+    # Quotes are paired from the left, every quoted value matched: a pattern for long values alone would
+    # take the text between one short value's closing quote and the next one's opening quote as a value.
+    text = re.sub(r"'([^']*)'", lambda m: f"'{shorten(m.group(1))}'" if len(m.group(1)) >= MAX_SHOWN else m.group(0),
+                  text)
     return shorten(text, MAX_LINE)
 
 

@@ -94,3 +94,15 @@ def test_an_outputs_directory_that_cannot_be_written_names_where_the_traceback_w
     assert done.returncode == 1, done.stdout + done.stderr
     assert "(traceback in None)" not in done.stderr
     assert "interp_pipeline-errors.log)" in done.stderr, done.stderr
+
+
+def test_error_lines_cut_long_quoted_values_and_leave_the_text_between_quotes_alone():
+    from interp_pipeline.common.errors import ConfigError
+
+    long = "x" * 10_000
+    said = str(ConfigError("k", f"found '{long}' (expected 'short')"))
+    assert "(10,000 characters)" in said and said.endswith("(expected 'short')") and len(said) < 300
+    # A long unquoted list between two short quoted values is not taken for a value and cut.
+    listing = ", ".join(f"stage_{i}" for i in range(100))
+    said = str(ConfigError("k", f"found 't_numbr' (registered: {listing}; did you mean 't_numbers'?)"))
+    assert said.endswith("did you mean 't_numbers'?)") and "stage_99" in said
