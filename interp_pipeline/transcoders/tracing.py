@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.tracking.base import NULL_TRACKER, Tracker
 from interp_pipeline.transcoders.config import AttributionConfig
+
+if TYPE_CHECKING:  # torch at call time only: the stage module imports this one's pre-flight on --help
+    import torch
 
 EARLY_LAYERS = 1  # "early": layers 0 and 1 (of the toy's 4), where causal tracing puts the MLP site
 
@@ -86,6 +87,8 @@ def _reaches(edges: torch.Tensor, start: list[int], goal: int) -> bool:
 
 
 def _subject_metrics(graph: Any, pruned: Any, prompt: Mapping[str, Any]) -> dict[str, float]:
+    import torch
+
     from interp_pipeline.transcoders.graph import influence, normalize_rows
 
     if "subject_last" not in prompt:
