@@ -3,8 +3,10 @@ naming the store and what failed; botocore's chatter goes to the run's log file,
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -16,10 +18,15 @@ from tests.support.s3 import BUCKET, moto_s3
 pytest.importorskip("s3fs")
 
 
-def closed_port() -> int:
+@contextlib.contextmanager
+def refused_endpoint() -> Iterator[str]:
+    """An endpoint on 127.0.0.1 that refuses connections for as long as the block runs: its port stays
+    bound (not listening), so no server started meanwhile (CI runs another pytest process beside this
+    one, with MLflow servers of its own) can take it. A port that was merely free a moment ago could
+    be, and then answered 404 ('found no bucket') instead of refusing."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +51,20 @@ def test_what_failed_is_said_for_the_bucket_the_credentials_and_the_endpoint(s3,
         check_object_store(f"s3://{BUCKET}/x.zarr")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    endpoint = f"http://127.0.0.1:{closed_port()}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    started = time.monotonic()
-    with pytest.raises(ConfigError, match=rf"cannot be used: could not reach the endpoint {endpoint} "):
-        check_object_store(f"s3://{BUCKET}/x.zarr", timeout_s=20)
-    assert time.monotonic() - started < 20
+    with refused_endpoint() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match=rf"cannot be used: could not reach the endpoint {endpoint} "):
+            check_object_store(f"s3://{BUCKET}/x.zarr", timeout_s=20)
+        assert time.monotonic() - started < 20
 
 
 def test_an_unreachable_store_stops_the_run_before_the_model_in_one_line(outputs):
-    endpoint = f"http://127.0.0.1:{closed_port()}"
-    done = run_cli(["+experiment=cache_activations", "model=tiny", "data=random_tokens",
-                    "cache.hooks=[blocks.0.hook_resid_post]", f"cache.store=s3://{BUCKET}/down.zarr"], outputs,
-                   AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                   AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+    with refused_endpoint() as endpoint:
+        done = run_cli(["+experiment=cache_activations", "model=tiny", "data=random_tokens",
+                        "cache.hooks=[blocks.0.hook_resid_post]", f"cache.store=s3://{BUCKET}/down.zarr"], outputs,
+                       AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                       AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
     assert done.returncode == 2, done.stdout + done.stderr
     said = (done.stdout + done.stderr).strip()
     assert said == (f"error: cache.store: the object store s3://{BUCKET}/down.zarr cannot be used: could not reach "
