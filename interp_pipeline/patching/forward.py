@@ -75,8 +75,10 @@ class PatchedForward:
             return logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
         return self.run_from(layer, self.starts[layer][rows].repeat(copies, 1, 1), fwd_hooks, positions)
 
-    def run_from(self, layer: int, resid: Tensor, fwd_hooks: list[tuple[str, Any]], positions: Tensor) -> Tensor:
-        """Blocks ``layer``.. on a residual stream, then logits at ``positions`` only."""
+    def run_from(self, layer: int, resid: Tensor, fwd_hooks: list[tuple[str, Any]], positions: Tensor,
+                 past: Any = None) -> Tensor:
+        """Blocks ``layer``.. on a residual stream, then logits at ``positions`` only. ``past``: the keys
+        and values of earlier positions that ``resid`` follows (tracing/prefix_cache.py), or None."""
         from transformer_lens.utilities.activation_functions import apply_softcap
 
         model = self.model
@@ -84,12 +86,13 @@ class PatchedForward:
             from interp_pipeline.models import bridge_blocks
 
             with model.hooks(fwd_hooks=fwd_hooks):
-                resid = bridge_blocks.run_blocks(model, layer, resid)
+                resid = bridge_blocks.run_blocks(model, layer, resid, past)
                 resid = resid.gather(1, positions.unsqueeze(-1).expand(-1, -1, resid.shape[-1]))
                 return bridge_blocks.unembed(model, resid)
         with model.hooks(fwd_hooks=fwd_hooks):
-            for block in model.blocks[layer:]:
-                resid = block(resid)
+            for index in range(layer, len(model.blocks)):
+                entry = None if past is None else past.entries[index]
+                resid = model.blocks[index](resid, past_kv_cache_entry=entry)
             resid = resid.gather(1, positions.unsqueeze(-1).expand(-1, -1, resid.shape[-1]))
             if model.cfg.normalization_type is not None:
                 resid = model.ln_final(resid)

@@ -23,10 +23,14 @@ check against). This engine gives the same numbers with the patching engine's sa
 2. every position of a layer, every noise sample and several prompts share one batch;
 3. only the last position is unembedded;
 4. positions before the subject are not run: the noise cannot reach them, so restoring them
-   leaves the corrupted run's score.
+   leaves the corrupted run's score;
+5. a restoration at position p does not change positions before p, so each restored run computes
+   positions p.. only and attends to the corrupted run's keys and values for the rest
+   (tracing/prefix_cache.py). Positions then go one per forward (each has its own prefix); samples
+   and prompts still share it.
 
-A TransformerBridge (or a shortformer model) takes the generic path: full
-``run_with_hooks`` forwards, still batched.
+A TransformerBridge of an architecture the fast path does not know (models/bridge_blocks.py), or a
+shortformer model, takes the generic path: full ``run_with_hooks`` forwards, still batched.
 """
 
 from __future__ import annotations
@@ -127,10 +131,13 @@ class PromptTrace:
 
 class CausalTracer:
     """Traces prompts of one facts dict on one model; see the module docstring. ``batch_size_prompts``:
-    sequences in one forward pass (noised copies of prompts: prompts x samples x restored positions)."""
+    sequences in one forward pass (noised copies of prompts: prompts x samples x restored positions),
+    which sizes the groups of prompts; reusing the prefix (``reuse_prefix``), a forward restores one
+    position, so it holds a group's prompts x samples."""
 
     def __init__(self, model: Any, facts: Mapping[str, Tensor], *, noise_std: float, samples: int, window: int,
-                 batch_size_prompts: int, kinds: tuple[str, ...] = KINDS, seed: int = 0, fast: bool | None = None):
+                 batch_size_prompts: int, kinds: tuple[str, ...] = KINDS, seed: int = 0, fast: bool | None = None,
+                 reuse_prefix: bool = True):
         from interp_pipeline.patching.forward import supports_fast_path
 
         self.model = model
@@ -142,6 +149,7 @@ class CausalTracer:
         self.seed = seed
         self.batch_size_prompts = batch_size_prompts
         self.fast = supports_fast_path(model) if fast is None else fast
+        self.reuse_prefix = reuse_prefix  # saving 5 (fast path only); off: every run computes every position
         self.n_layers = model.cfg.n_layers
 
     # ---------------------------------------------------------------- prompt groups
@@ -183,8 +191,16 @@ class CausalTracer:
             starts.add(f"blocks.{self.n_layers - 1}.hook_resid_post")
             if not self.fast:  # the generic path runs every restoration from the tokens
                 starts = set()
+            recorder, run_kwargs = None, {}
+            if self.fast and self.reuse_prefix:
+                from interp_pipeline.tracing.prefix_cache import CorruptedKeysValues
+
+                recorder = CorruptedKeysValues(model, len(corrupted_tokens), width)
+                run_kwargs = recorder.run_kwargs(corrupted_tokens)
             with model.hooks(fwd_hooks=[add_noise]):
-                logits, cache = model.run_with_cache(corrupted_tokens, names_filter=lambda name: name in starts)
+                logits, cache = model.run_with_cache(corrupted_tokens, names_filter=lambda name: name in starts,
+                                                     **run_kwargs)
+            keys_values = recorder if recorder is not None and recorder.finish() else None
             resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(self.n_layers)] if self.fast else []
             if self.fast:
                 resid.append(cache[f"blocks.{self.n_layers - 1}.hook_resid_post"])
@@ -198,8 +214,9 @@ class CausalTracer:
             for kind in self.kinds:
                 scores[kind][:, :, :start] = corrupted_p.cpu()[:, None, None]
                 for layer in range(self.n_layers):
-                    for positions in self._position_chunks(start, width, n):
-                        p = self._restored(kind, layer, positions, tokens, resid, clean, noise, last, target)
+                    for positions in self._position_chunks(start, width, n, keys_values is not None):
+                        p = self._restored(kind, layer, positions, tokens, resid, clean, noise, last, target,
+                                           keys_values)
                         scores[kind][:, layer, positions[0]:positions[-1] + 1] = p.cpu()
             beyond = torch.arange(width)[None, :] > self.facts["last"][rows][:, None]  # never read by the last token
             for kind in self.kinds:
@@ -224,8 +241,12 @@ class CausalTracer:
 
         return add
 
-    def _position_chunks(self, start: int, width: int, n: int) -> list[list[int]]:
-        per_forward = max(1, self.batch_size_prompts // (n * self.samples))
+    def _position_chunks(self, start: int, width: int, n: int, prefix_reuse: bool) -> list[list[int]]:
+        """The restored positions, in the groups that share a forward. With the corrupted run's keys
+        and values at hand a forward computes positions from its first restored one on, so each
+        position gets its own: the fewest positions computed (a group of them would recompute
+        the positions between its first and each later one)."""
+        per_forward = 1 if prefix_reuse else max(1, self.batch_size_prompts // (n * self.samples))
         positions = list(range(start, width))
         return [positions[i:i + per_forward] for i in range(0, len(positions), per_forward)]
 
@@ -237,23 +258,29 @@ class CausalTracer:
         return p.view(copies, n, self.samples).mean(-1)
 
     def _restored(self, kind: str, layer: int, positions: list[int], tokens: Tensor, resid: list[Tensor],
-                  clean: dict[str, Tensor], noise: Tensor, last: Tensor, target: Tensor) -> Tensor:
+                  clean: dict[str, Tensor], noise: Tensor, last: Tensor, target: Tensor,
+                  keys_values: Any = None) -> Tensor:
         """[G, len(positions)]: the object's probability with ``kind`` restored at ``layer`` (its
-        window for mlp/attn) and each of ``positions``, one batch of copies (copy-major)."""
+        window for mlp/attn) and each of ``positions``, one batch of copies (copy-major). With
+        ``keys_values`` (tracing/prefix_cache.py) the run computes positions ``positions[0]``.. only."""
         import torch
 
         n, samples, copies = len(tokens), self.samples, len(positions)
         device = tokens.device
         base = n * samples
+        offset = positions[0] if keys_values is not None else 0  # the first position the run computes
+        past = keys_values.prefix(offset, copies) if keys_values is not None else None
         row_position = torch.tensor(positions, device=device).repeat_interleave(base)  # copy c restores positions[c]
+        local = row_position - offset  # its index in the positions the run computes
         row_prompt = torch.arange(n, device=device).repeat_interleave(samples).repeat(copies)
-        readout = last.repeat_interleave(samples).repeat(copies)[:, None]
+        # A prompt that ends before ``offset`` reads any position: its scores there are NaN'd (trace).
+        readout = (last.repeat_interleave(samples).repeat(copies)[:, None] - offset).clamp(min=0)
         layers = [layer] if kind == "hidden" else list(window_layers(layer, self.window, self.n_layers))
 
         def restorer(name: str) -> Any:
             # By the name we hooked, not hook.name: a bridge's hook reports its own name, not the alias.
             def restore(activation: Tensor, hook: Any) -> Tensor:
-                activation[torch.arange(len(activation), device=device), row_position] = \
+                activation[torch.arange(len(activation), device=device), local] = \
                     clean[name][row_prompt, row_position].to(activation.dtype)
                 return activation
 
@@ -266,13 +293,14 @@ class CausalTracer:
             forward = PatchedForward(self.model, tokens, None, fast=False)  # run_from only: no starts needed
             if kind == "hidden":
                 # Edit the cached stream after block L and run from block L + 1: no hook.
-                start = resid[layer + 1].repeat(copies, 1, 1)
-                start[torch.arange(len(start), device=device), row_position] = \
+                start = resid[layer + 1][:, offset:].repeat(copies, 1, 1)
+                start[torch.arange(len(start), device=device), local] = \
                     clean[hook_names[0]][row_prompt, row_position].to(start.dtype)
-                logits = forward.run_from(layer + 1, start, [], readout)
+                logits = forward.run_from(layer + 1, start, [], readout, past)
             else:
-                start = resid[layers[0]].repeat(copies, 1, 1)
-                logits = forward.run_from(layers[0], start, [(name, restorer(name)) for name in hook_names], readout)
+                start = resid[layers[0]][:, offset:].repeat(copies, 1, 1)
+                logits = forward.run_from(layers[0], start, [(name, restorer(name)) for name in hook_names], readout,
+                                          past)
         else:
             hooks = [(NOISE_HOOK, self._noise_hook(noise, copies)), *((name, restorer(name)) for name in hook_names)]
             full = self.model.run_with_hooks(tokens.repeat_interleave(samples, 0).repeat(copies, 1), fwd_hooks=hooks)
