@@ -36,6 +36,7 @@ shortformer model, takes the generic path: full ``run_with_hooks`` forwards, sti
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -208,18 +209,20 @@ class CausalTracer:
             corrupted_p = self._probability(logits[torch.arange(n * samples, device=device),
                                                    last.repeat_interleave(samples)][:, None], target, n, 1)[0]
             scores = {kind: torch.full((n, self.n_layers, width), float("nan")) for kind in self.kinds}
-            # Before the first noised token the clean and corrupted runs are the same computation
-            # (causal attention): restoring there changes nothing, so the score is the corrupted one.
-            start = int(self.facts["subject_first"][rows].min())
+            first = self.facts["subject_first"][rows]
+            start = int(first.min())
             for kind in self.kinds:
-                scores[kind][:, :, :start] = corrupted_p.cpu()[:, None, None]
                 for layer in range(self.n_layers):
-                    for positions in self._position_chunks(start, width, n, keys_values is not None):
+                    for positions in self._position_chunks(start, width, n):
                         p = self._restored(kind, layer, positions, tokens, resid, clean, noise, last, target,
-                                           keys_values)
+                                           first.to(device), keys_values)
                         scores[kind][:, layer, positions[0]:positions[-1] + 1] = p.cpu()
+            # Before a prompt's first noised token its clean and corrupted runs are the same computation
+            # (causal attention): restoring there changes nothing, so the score is the corrupted one.
+            before = torch.arange(width)[None, :] < first[:, None]
             beyond = torch.arange(width)[None, :] > self.facts["last"][rows][:, None]  # never read by the last token
             for kind in self.kinds:
+                scores[kind] = scores[kind].where(~before[:, None, :], corrupted_p.cpu()[:, None, None])
                 scores[kind].masked_fill_(beyond[:, None, :], float("nan"))
         return PromptTrace(rows, scores, clean_p.cpu(), corrupted_p.cpu(), clean_top1.cpu())
 
@@ -241,12 +244,8 @@ class CausalTracer:
 
         return add
 
-    def _position_chunks(self, start: int, width: int, n: int, prefix_reuse: bool) -> list[list[int]]:
-        """The restored positions, in the groups that share a forward. With the corrupted run's keys
-        and values at hand a forward computes positions from its first restored one on, so each
-        position gets its own: the fewest positions computed (a group of them would recompute
-        the positions between its first and each later one)."""
-        per_forward = 1 if prefix_reuse else max(1, self.batch_size_prompts // (n * self.samples))
+    def _position_chunks(self, start: int, width: int, n: int) -> list[list[int]]:
+        per_forward = max(1, self.batch_size_prompts // (n * self.samples))
         positions = list(range(start, width))
         return [positions[i:i + per_forward] for i in range(0, len(positions), per_forward)]
 
@@ -258,51 +257,101 @@ class CausalTracer:
         return p.view(copies, n, self.samples).mean(-1)
 
     def _restored(self, kind: str, layer: int, positions: list[int], tokens: Tensor, resid: list[Tensor],
-                  clean: dict[str, Tensor], noise: Tensor, last: Tensor, target: Tensor,
+                  clean: dict[str, Tensor], noise: Tensor, last: Tensor, target: Tensor, first: Tensor,
                   keys_values: Any = None) -> Tensor:
         """[G, len(positions)]: the object's probability with ``kind`` restored at ``layer`` (its
         window for mlp/attn) and each of ``positions``, one batch of copies (copy-major). With
-        ``keys_values`` (tracing/prefix_cache.py) the run computes positions ``positions[0]``.. only."""
+        ``keys_values`` (tracing/prefix_cache.py), one forward per position instead (see
+        ``_restored_after_prefix``), and NaN where a prompt's subject (``first``) starts later."""
         import torch
 
         n, samples, copies = len(tokens), self.samples, len(positions)
         device = tokens.device
         base = n * samples
-        offset = positions[0] if keys_values is not None else 0  # the first position the run computes
-        past = keys_values.prefix(offset, copies) if keys_values is not None else None
         row_position = torch.tensor(positions, device=device).repeat_interleave(base)  # copy c restores positions[c]
-        local = row_position - offset  # its index in the positions the run computes
         row_prompt = torch.arange(n, device=device).repeat_interleave(samples).repeat(copies)
-        # A prompt that ends before ``offset`` reads any position: its scores there are NaN'd (trace).
-        readout = (last.repeat_interleave(samples).repeat(copies)[:, None] - offset).clamp(min=0)
+        readout = last.repeat_interleave(samples).repeat(copies)[:, None]
         layers = [layer] if kind == "hidden" else list(window_layers(layer, self.window, self.n_layers))
+        hook_names = [f"blocks.{l}.{RESTORED_HOOK[kind]}" for l in layers]
+        if self.fast and keys_values is not None:
+            return self._restored_after_prefix(kind, layers, hook_names, positions, resid, clean, last, target,
+                                               first, keys_values)
 
         def restorer(name: str) -> Any:
             # By the name we hooked, not hook.name: a bridge's hook reports its own name, not the alias.
             def restore(activation: Tensor, hook: Any) -> Tensor:
-                activation[torch.arange(len(activation), device=device), local] = \
+                activation[torch.arange(len(activation), device=device), row_position] = \
                     clean[name][row_prompt, row_position].to(activation.dtype)
                 return activation
 
             return restore
 
-        hook_names = [f"blocks.{l}.{RESTORED_HOOK[kind]}" for l in layers]
         if self.fast:
             from interp_pipeline.patching.forward import PatchedForward
 
             forward = PatchedForward(self.model, tokens, None, fast=False)  # run_from only: no starts needed
             if kind == "hidden":
                 # Edit the cached stream after block L and run from block L + 1: no hook.
-                start = resid[layer + 1][:, offset:].repeat(copies, 1, 1)
-                start[torch.arange(len(start), device=device), local] = \
+                start = resid[layer + 1].repeat(copies, 1, 1)
+                start[torch.arange(len(start), device=device), row_position] = \
                     clean[hook_names[0]][row_prompt, row_position].to(start.dtype)
-                logits = forward.run_from(layer + 1, start, [], readout, past)
+                logits = forward.run_from(layer + 1, start, [], readout)
             else:
-                start = resid[layers[0]][:, offset:].repeat(copies, 1, 1)
-                logits = forward.run_from(layers[0], start, [(name, restorer(name)) for name in hook_names], readout,
-                                          past)
+                start = resid[layers[0]].repeat(copies, 1, 1)
+                logits = forward.run_from(layers[0], start, [(name, restorer(name)) for name in hook_names], readout)
         else:
             hooks = [(NOISE_HOOK, self._noise_hook(noise, copies)), *((name, restorer(name)) for name in hook_names)]
             full = self.model.run_with_hooks(tokens.repeat_interleave(samples, 0).repeat(copies, 1), fwd_hooks=hooks)
             logits = full.gather(1, readout[:, :, None].expand(-1, -1, full.shape[-1]))
         return self._probability(logits, target, n, copies).T
+
+    def _restored_after_prefix(self, kind: str, layers: list[int], hook_names: list[str], positions: list[int],
+                               resid: list[Tensor], clean: dict[str, Tensor], last: Tensor, target: Tensor,
+                               first: Tensor, keys_values: Any) -> Tensor:
+        """``_restored`` computing, for each position p, positions p.. only: the run attends to the
+        corrupted run's keys and values for 0..p-1, and the restored position is its first (index 0).
+        A forward per position (each has its own prefix; a shared one would recompute the positions
+        between), all under one set of hooks, and one unembedding for all of them. A forward holds
+        only the prompts that p can change: from their subject's first token to their last token
+        (NaN for the others)."""
+        import torch
+
+        from interp_pipeline.patching.forward import PatchedForward
+
+        samples = self.samples
+        row_prompt = torch.arange(len(last), device=last.device).repeat_interleave(samples)
+        row_first, row_last = first.repeat_interleave(samples), last.repeat_interleave(samples)
+        forward = PatchedForward(self.model, resid[0], None, fast=False)  # blocks_from and logits only
+        start_layer = layers[0] + (kind == "hidden")  # a hidden state is restored after its block
+        current: dict[str, Any] = {}  # the position the running forward restores and its rows, read by the hooks
+
+        def restorer(name: str) -> Any:
+            def restore(activation: Tensor, hook: Any) -> Tensor:
+                activation[:, 0] = clean[name][current["prompts"], current["position"]].to(activation.dtype)
+                return activation
+
+            return restore
+
+        hooks = [] if kind == "hidden" else [(name, restorer(name)) for name in hook_names]
+        finals, ran = [], []
+        with self.model.hooks(fwd_hooks=hooks) if hooks else nullcontext():
+            for column, position in enumerate(positions):
+                run = ((row_first <= position) & (row_last >= position)).nonzero().squeeze(1)  # whole prompts
+                if len(run) == 0:
+                    continue
+                current.update(position=position, prompts=row_prompt[run])
+                start = resid[start_layer][run, position:]  # a copy (indexed by a tensor): edited below
+                if kind == "hidden":  # the stream after block L, edited: no hook
+                    start[:, 0] = clean[hook_names[0]][row_prompt[run], position].to(start.dtype)
+                out = forward.blocks_from(start_layer, start, keys_values.prefix(position, run))
+                finals.append(out[torch.arange(len(run), device=out.device), row_last[run] - position])
+                ran.append((column, run))
+        result = torch.full((len(last), len(positions)), float("nan"), device=last.device)
+        if not finals:
+            return result
+        p = forward.logits(torch.cat(finals)[:, None])[:, 0].float().softmax(-1)
+        rows = torch.cat([run for _, run in ran])
+        p = p.gather(1, target[row_prompt[rows]][:, None]).view(-1, samples).mean(-1)  # a prompt's samples are adjacent
+        columns = torch.cat([torch.full((len(run) // samples,), column, device=last.device) for column, run in ran])
+        result[row_prompt[rows[::samples]], columns] = p
+        return result

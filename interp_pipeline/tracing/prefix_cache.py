@@ -76,13 +76,13 @@ class CorruptedKeysValues:
         self.values = [v.movedim(position_dim, 1) for _, v in pairs]
         return True
 
-    def prefix(self, length: int, copies: int) -> Any:
-        """A fresh cache of positions ``0..length-1`` for ``copies`` copies of the recorded rows (copy-major),
-        in the form ``PatchedForward.run_from`` hands the blocks; None when ``length`` is 0."""
+    def prefix(self, length: int, rows: Tensor) -> Any:
+        """A fresh cache of positions ``0..length-1`` of the recorded ``rows``, in the form
+        ``PatchedForward.blocks_from`` hands the blocks; None when ``length`` is 0."""
         if length == 0:
             return None
-        keys = [k[:, :length].repeat(copies, *(1,) * (k.dim() - 1)) for k in self.keys]
-        values = [v[:, :length].repeat(copies, *(1,) * (v.dim() - 1)) for v in self.values]
+        keys = [k[rows, :length] for k in self.keys]
+        values = [v[rows, :length] for v in self.values]
         if self.bridge:
             from transformers import DynamicCache
 
