@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 _WARNED: set[str] = set()
 
 
-def _gpt2_arguments(model: Any, resid: Tensor, offset: int) -> dict[str, Any]:
+def _gpt2_arguments(model: Any, resid: Tensor, offset: int = 0) -> dict[str, Any]:
     """What transformers' GPT2Model.forward hands each GPT2Block without padding (read in
     transformers 5's modeling_gpt2.py): a 4D additive causal mask (0 where a query may attend, the
     dtype's minimum elsewhere, as masking_utils builds it for eager attention, which the Bridge
@@ -44,9 +44,12 @@ def _gpt2_arguments(model: Any, resid: Tensor, offset: int) -> dict[str, Any]:
 
 
 # HF architecture (config.architectures[0], the Bridge's cfg.architecture) -> its blocks' arguments.
-_BLOCK_ARGUMENTS: dict[str, Callable[[Any, Tensor, int], dict[str, Any]]] = {
+_BLOCK_ARGUMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "GPT2LMHeadModel": _gpt2_arguments,
 }
+# Those whose arguments function also takes ``offset`` (the first position ``resid`` holds, the
+# earlier ones' keys and values coming from a cache): a rotary model's position ids must start there.
+_OFFSET_ARGUMENTS = {"GPT2LMHeadModel"}
 
 
 def architecture(model: Any) -> str:
@@ -67,6 +70,11 @@ def can_start_at_block(model: Any) -> bool:
     return False
 
 
+def can_follow_a_prefix(model: Any) -> bool:
+    """Whether ``run_blocks`` can take ``past`` on this Bridge (see ``_OFFSET_ARGUMENTS``)."""
+    return can_start_at_block(model) and architecture(model) in _OFFSET_ARGUMENTS
+
+
 def run_blocks(model: Any, layer: int, resid: Tensor, past: Any = None) -> Tensor:
     """Blocks ``layer``.. of a Bridge on ``resid`` ([batch, pos, d_model], the stream at
     ``blocks.{layer}.hook_resid_pre``); the residual stream after the last block. ``past``: an HF
@@ -80,10 +88,13 @@ def run_blocks(model: Any, layer: int, resid: Tensor, past: Any = None) -> Tenso
     stops reaching the attention falls back rather than attending to a missing prefix."""
     if layer >= len(model.blocks):
         return resid
-    offset = 0 if past is None else past.get_seq_length(layer)
-    arguments = _BLOCK_ARGUMENTS[architecture(model)](model, resid, offset)
-    if past is not None:
-        arguments["layer_past"] = past
+    arguments_of = _BLOCK_ARGUMENTS[architecture(model)]
+    if past is None:
+        arguments = arguments_of(model, resid)
+    else:
+        if architecture(model) not in _OFFSET_ARGUMENTS:
+            raise ValueError(f"{architecture(model)} blocks cannot follow cached keys and values (no offset)")
+        arguments = {**arguments_of(model, resid, offset=past.get_seq_length(layer)), "layer_past": past}
     for block in model.blocks[layer:]:
         out = block(resid, **arguments)
         resid = out[0] if isinstance(out, tuple) else out  # transformers 4 blocks return tuples

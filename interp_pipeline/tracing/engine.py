@@ -168,6 +168,8 @@ class CausalTracer:
     def trace(self, rows: Tensor) -> PromptTrace:
         import torch
 
+        from interp_pipeline.tracing import prefix_cache
+
         model, device, samples = self.model, self.model.cfg.device, self.samples
         tokens = self.facts["tokens"][rows]
         width = int(self.facts["length"][rows].max())
@@ -193,10 +195,8 @@ class CausalTracer:
             if not self.fast:  # the generic path runs every restoration from the tokens
                 starts = set()
             recorder, run_kwargs = None, {}
-            if self.fast and self.reuse_prefix:
-                from interp_pipeline.tracing.prefix_cache import CorruptedKeysValues
-
-                recorder = CorruptedKeysValues(model, len(corrupted_tokens), width)
+            if self.fast and self.reuse_prefix and prefix_cache.supported(model):
+                recorder = prefix_cache.CorruptedKeysValues(model, len(corrupted_tokens), width)
                 run_kwargs = recorder.run_kwargs(corrupted_tokens)
             with model.hooks(fwd_hooks=[add_noise]):
                 logits, cache = model.run_with_cache(corrupted_tokens, names_filter=lambda name: name in starts,

@@ -29,6 +29,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def supported(model: Any) -> bool:
+    """Whether restored runs of ``model``'s fast path can follow a cached prefix: a HookedTransformer's
+    blocks always can; a Bridge's when models/bridge_blocks.py gives its blocks the positions' offset."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if isinstance(model, TransformerBridge):
+        from interp_pipeline.models.bridge_blocks import can_follow_a_prefix
+
+        return can_follow_a_prefix(model)
+    return True
+
+
 class CorruptedKeysValues:
     """Records the keys and values of one corrupted run (``rows`` sequences of ``width`` tokens)."""
 

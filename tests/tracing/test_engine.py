@@ -43,14 +43,15 @@ def run_lengths(model, tracer, rows):
     return trace, set(lengths)
 
 
-def assert_matches(model, facts, expected, *, batch_size_prompts, window):
+def assert_matches(model, facts, expected, *, batch_size_prompts, window, prefix=None):
     tracer = CausalTracer(model, facts, window=window, kinds=KINDS, batch_size_prompts=batch_size_prompts, **SETTINGS)
     seen = []
     for rows in tracer.groups():
         trace, lengths = run_lengths(model, tracer, rows)
         width = int(facts["length"][rows].max())
-        # The fast path restores the last position computing that position alone; the generic path, all.
-        assert min(lengths) == (1 if tracer.fast else width) and max(lengths) == width
+        # Following the cached prefix (the fast path's default), restoring the last position computes
+        # that position alone; otherwise every run computes every position.
+        assert min(lengths) == (1 if (tracer.fast if prefix is None else prefix) else width) and max(lengths) == width
         for g, prompt in enumerate(rows.tolist()):
             reference, clean, corrupted = expected[prompt]
             length = int(facts["length"][prompt])
@@ -100,6 +101,9 @@ def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch
     facts = random_facts(VOCAB)
     expected = references(bridge, facts, window=1)
     assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1).fast
+    # an architecture whose blocks are not given the positions' offset starts at the layer, every position run
+    monkeypatch.setattr("interp_pipeline.models.bridge_blocks._OFFSET_ARGUMENTS", set())
+    assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1, prefix=False).fast
     monkeypatch.setattr("interp_pipeline.patching.forward.supports_fast_path", lambda model: False)
     assert not assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1).fast
 
