@@ -1,6 +1,7 @@
 """Causal tracing (interp_pipeline/tracing/engine.py) against a plain TransformerLens hook loop
-(tests/support/tracing.py), on random tiny models: a HookedTransformer and a GPT-2 TransformerBridge
-(the fast path, started at the restored layer; the Bridge's generic path too), to 1e-5."""
+(tests/support/tracing.py), on random tiny models: a HookedTransformer and a TransformerBridge of each
+architecture the Bridge fast path knows (GPT-2, GPT-NeoX, Llama, Gemma 3: started at the restored layer;
+the Bridge's generic path too), to 1e-5."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from interp_pipeline.tracing.average import AverageEffects, class_columns
 from interp_pipeline.tracing.engine import CausalTracer, PromptTrace, default_window, embedding_std, window_layers
 from tests.support.models import tiny_model
+from tests.support.tiny_bridges import ARCHITECTURES
 from tests.support.tracing import reference_trace
 
 
@@ -63,13 +65,15 @@ def test_hooked_transformer_fast_path_matches_the_hook_loop(hooked, batch_size_p
     assert assert_matches(model, facts, expected, batch_size_prompts=batch_size_prompts, window=2).fast
 
 
-def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch):
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch, architecture):
     from interp_pipeline.models import hub
-    from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2
+    from tests.support.tiny_bridges import save_tiny
+    from tests.support.tiny_gpt2 import VOCAB
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
-                                   dtype="float32")
+    bridge = hub.load_hugging_face(str(save_tiny(architecture, tmp_path / architecture)), revision=None,
+                                   device="cpu", dtype="float32")
     facts = random_facts(VOCAB)
     expected = references(bridge, facts, window=1)
     assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1).fast
