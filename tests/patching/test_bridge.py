@@ -77,6 +77,41 @@ def test_the_bridge_fast_path_equals_its_generic_path_on_every_grid(checkpoint, 
                                    msg=receivers.label)
 
 
+@pytest.mark.filterwarnings(r"ignore:hooks\(\). filter matched gated-off hook name")  # the use_* flags are off
+def test_a_run_from_block_0_fires_every_hook_a_full_run_fires_after_the_embedding(checkpoint, monkeypatch):
+    """The blocks, the final norm, the unembedding and the rotary embedding's own hooks (hook_cos, hook_sin)
+    fire as often and with the same values as in a full run: models/bridge_blocks.py calls the same modules."""
+    from collections import defaultdict
+
+    from interp_pipeline.models import bridge_blocks
+
+    bridge = _bridge(checkpoint[1], monkeypatch)
+    tokens = random_pairs(2, 8, d_vocab=VOCAB)["clean"]
+
+    def fired(run):
+        seen = defaultdict(list)
+
+        def record(activation, hook):
+            seen[hook.name].append(activation.clone())
+            return activation
+
+        with torch.inference_mode(), bridge.hooks(fwd_hooks=[(lambda name: True, record)]):
+            run()
+        return seen
+
+    full = fired(lambda: bridge(tokens))
+    start = full["blocks.0.hook_in"][0]
+    fast = fired(lambda: bridge_blocks.unembed(bridge, bridge_blocks.run_blocks(bridge, 0, start)))
+    assert {name.split(".")[0] for name in set(full) - set(fast)} <= {"embed", "hook_embed", "pos_embed", "hook_pos_embed"}
+    assert {"ln_final.hook_out", "hook_unembed", "blocks.1.hook_out"} <= set(fast)  # a hook's own name
+    if checkpoint[0] != "gpt2":
+        assert {"rotary_emb.hook_cos", "rotary_emb.hook_sin"} <= set(fast)
+    for name, values in fast.items():
+        assert len(values) == len(full[name]), name
+        for value, expected in zip(values, full[name]):
+            torch.testing.assert_close(value, expected, atol=1e-6, rtol=0, msg=name)
+
+
 def test_another_architecture_falls_back_and_says_so_once(tiny_directory, monkeypatch, caplog):
     from interp_pipeline.models import bridge_blocks
 
