@@ -49,7 +49,9 @@ def _rotary_arguments(model: Any, resid: Tensor) -> list[dict[str, Any]]:
     or padding (transformers 5's modeling_llama.py, modeling_gpt_neox.py): the causal mask from
     masking_utils' ``create_causal_mask`` (the same call, on the model's own config), the position
     ids, and ``position_embeddings``, the (cos, sin) of the base model's own ``rotary_emb`` (the
-    Bridge's RotaryEmbeddingBridge, so its hook_cos / hook_sin fire as in a full run)."""
+    Bridge's RotaryEmbeddingBridge, so its hook_cos / hook_sin fire as in a full run; it reads its
+    input only for dtype and device, so ``rotary_emb.hook_in`` sees the stream at the start block,
+    where a full run shows it the embedding)."""
     import torch
     from transformers.masking_utils import create_causal_mask
 
