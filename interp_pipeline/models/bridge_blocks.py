@@ -56,6 +56,7 @@ def _rotary_arguments(model: Any, resid: Tensor) -> list[dict[str, Any]]:
     from transformers.masking_utils import create_causal_mask
 
     base = model.original_model.base_model  # LlamaModel, GPTNeoXModel
+    # The mask functions' fourth argument, positional here, is past_key_values in transformers 5.9 and cache later.
     position_ids = torch.arange(resid.shape[1], device=resid.device)[None]
     arguments = {"attention_mask": create_causal_mask(base.config, resid, None, None, position_ids=position_ids),
                  "position_ids": position_ids,
