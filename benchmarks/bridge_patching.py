@@ -11,7 +11,11 @@ once by ``prepare``, are timed apart) on HookedTransformer, on the Bridge's fast
 (models/bridge_blocks.py) and on its generic path (a full run_with_hooks per pass), the
 ratios, and the largest difference of the Bridge's two results from HookedTransformer's.
 
-    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/bridge_patching.py [--grids head_out resid_pre] [--repeats 2]
+``--arch llama``: a Llama-shaped LlamaForCausalLM instead (rotary, RMSNorm, gated MLP; GPT-2 small's
+width: d_model 768, 12 query and 4 key/value heads, d_mlp 2048, d_vocab 50257; 6 layers), the same
+three paths.
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/bridge_patching.py [--arch gpt2|llama] [--grids head_out resid_pre] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -30,20 +34,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patching import prompt_pairs  # noqa: E402  (benchmarks/patching.py: the same prompts)
 
 
-def save_gpt2_shaped(directory: Path) -> Path:
-    """Random GPT-2-small-shaped weights and GPT-2's tokenizer, written with save_pretrained."""
+def save_shaped(architecture: str, directory: Path) -> Path:
+    """Random GPT-2-small-shaped weights (``architecture`` gpt2) or a 6-layer Llama of the same width
+    (llama), and GPT-2's tokenizer, written with save_pretrained."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     from interp_pipeline.rehearsal.gpt2_tokenizer import END_OF_TEXT, N_POSITIONS, gpt2_tokenizer
 
     tokenizer = gpt2_tokenizer()
     eot = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
     torch.manual_seed(0)
-    # n_ctx: TransformerLens's GPT-2 config conversion reads it (transformers 5 dropped it).
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_ctx=N_POSITIONS, n_embd=768,
-                        n_layer=12, n_head=12, bos_token_id=eot, eos_token_id=eot)
-    GPT2LMHeadModel(config).save_pretrained(directory)
+    if architecture == "gpt2":
+        # n_ctx: TransformerLens's GPT-2 config conversion reads it (transformers 5 dropped it).
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=N_POSITIONS, n_ctx=N_POSITIONS,
+                                           n_embd=768, n_layer=12, n_head=12, bos_token_id=eot, eos_token_id=eot))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=768, intermediate_size=2048,
+                                             num_hidden_layers=6, num_attention_heads=12, num_key_value_heads=4,
+                                             max_position_embeddings=N_POSITIONS, bos_token_id=eot, eos_token_id=eot))
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
@@ -72,21 +82,24 @@ def main() -> None:
     parser.add_argument("--batch-size-prompts", type=int, default=PatchingConfig().batch_size_prompts)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--positions", type=int, default=16)
+    parser.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
     parser.add_argument("--grids", nargs="+", default=["head_out", "resid_pre"])
     parser.add_argument("--repeats", type=int, default=1, help="interleaved sweeps per path; the fastest is kept "
                                                                "(on a shared machine, load shifts between paths)")
     args = parser.parse_args()
 
-    print(f"torch threads: {torch.get_num_threads()}, load average at start: {os.getloadavg()[0]:.2f}, "
+    print(f"{args.arch}: torch threads: {torch.get_num_threads()}, load average at start: {os.getloadavg()[0]:.2f}, "
           f"batch_size_prompts {args.batch_size_prompts}, repeats {args.repeats}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        directory = save_gpt2_shaped(Path(tmp) / "gpt2_shaped")
+        # Not "llama_shaped": TransformerLens's config conversion takes any name containing "llama" for an
+        # official Llama and reads no config.json.
+        directory = save_shaped(args.arch, Path(tmp) / f"{args.arch.replace('llama', 'rms_rotary')}_shaped")
         models = {
             "hooked": hooked_transformer(directory),
             "bridge": load_hugging_face(str(directory), revision=None, device="cpu", dtype="float32"),
         }
     pairs = prompt_pairs(args.prompts, args.positions)
-    hooks = hook_names_for(args.grids, 12)
+    hooks = hook_names_for(args.grids, models["bridge"].cfg.n_layers)
     setups, prepare_seconds = {}, {}
     for label, model, fast in (("hooked", models["hooked"], True), ("bridge fast", models["bridge"], True),
                                ("bridge generic", models["bridge"], False)):

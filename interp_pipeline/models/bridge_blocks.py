@@ -5,11 +5,13 @@ A Bridge hands the whole forward to the HF model (``TransformerBridge.forward`` 
 themselves are ``model.blocks[i]`` (BlockBridge wrappers around the HF blocks, with the
 TransformerLens hook names), so we call them in order as the HF model's own loop does, with
 the arguments that loop would pass, then the final norm and the unembedding. Hooks fire as in
-a full run, because they are the same modules.
+a full run, because they are the same modules (the Bridge puts its wrappers into the HF module
+tree: the base model's ``rotary_emb`` and ``norm`` are the Bridge's ``rotary_emb`` and ``ln_final``).
 
 What each HF block needs besides the residual stream is architecture-specific (a causal mask,
-position ids, rotary cos/sin...); only architectures listed in ``_BLOCK_ARGUMENTS`` are run
-this way, and ``can_start_at_block`` says no (logging once per architecture) for the rest.
+position ids, rotary cos/sin, one of each per attention type...); only architectures listed in
+``_BLOCK_ARGUMENTS`` are run this way, and ``can_start_at_block`` says no (logging once per
+architecture) for the rest.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _WARNED: set[str] = set()
+_SAID_FAST: set[str] = set()
 
 
-def _gpt2_arguments(model: Any, resid: Tensor, offset: int = 0) -> dict[str, Any]:
+def _gpt2_arguments(model: Any, resid: Tensor, offset: int = 0) -> list[dict[str, Any]]:
     """What transformers' GPT2Model.forward hands each GPT2Block without padding (read in
     transformers 5's modeling_gpt2.py): a 4D additive causal mask (0 where a query may attend, the
     dtype's minimum elsewhere, as masking_utils builds it for eager attention, which the Bridge
@@ -40,12 +43,56 @@ def _gpt2_arguments(model: Any, resid: Tensor, offset: int = 0) -> dict[str, Any
     allowed = torch.arange(offset + n_pos, device=resid.device)[None, :] <= queries[:, None]
     mask = torch.zeros(n_pos, offset + n_pos, dtype=resid.dtype, device=resid.device)
     mask = mask.masked_fill(~allowed, torch.finfo(resid.dtype).min)[None, None]  # [1, 1, query, key]
-    return {"attention_mask": mask, "position_ids": queries[None]}
+    arguments = {"attention_mask": mask, "position_ids": queries[None]}
+    return [arguments] * len(model.blocks)
 
 
-# HF architecture (config.architectures[0], the Bridge's cfg.architecture) -> its blocks' arguments.
-_BLOCK_ARGUMENTS: dict[str, Callable[..., dict[str, Any]]] = {
+def _rotary_arguments(model: Any, resid: Tensor) -> list[dict[str, Any]]:
+    """What LlamaModel.forward and GPTNeoXModel.forward hand each decoder layer without a KV cache
+    or padding (transformers 5's modeling_llama.py, modeling_gpt_neox.py): the causal mask from
+    masking_utils' ``create_causal_mask`` (the same call, on the model's own config), the position
+    ids, and ``position_embeddings``, the (cos, sin) of the base model's own ``rotary_emb`` (the
+    Bridge's RotaryEmbeddingBridge, so its hook_cos / hook_sin fire as in a full run; it reads its
+    input only for dtype and device, so ``rotary_emb.hook_in`` sees the stream at the start block,
+    where a full run shows it the embedding)."""
+    import torch
+    from transformers.masking_utils import create_causal_mask
+
+    base = model.original_model.base_model  # LlamaModel, GPTNeoXModel
+    # The mask functions' fourth argument, positional here, is past_key_values in transformers 5.9 and cache later.
+    position_ids = torch.arange(resid.shape[1], device=resid.device)[None]
+    arguments = {"attention_mask": create_causal_mask(base.config, resid, None, None, position_ids=position_ids),
+                 "position_ids": position_ids,
+                 "position_embeddings": base.rotary_emb(resid, position_ids=position_ids)}
+    return [arguments] * len(model.blocks)
+
+
+def _gemma3_arguments(model: Any, resid: Tensor) -> list[dict[str, Any]]:
+    """What Gemma3TextModel.forward hands each decoder layer (transformers 5's modeling_gemma3.py):
+    per attention type (``config.layer_types[i]``: sliding or full), its mask (masking_utils'
+    ``create_sliding_window_causal_mask`` or ``create_causal_mask``) and its own rotary (cos, sin)
+    (``rotary_emb(x, position_ids, layer_type)``: local and global layers use different bases)."""
+    import torch
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    base = model.original_model.base_model  # Gemma3TextModel
+    config = base.config
+    position_ids = torch.arange(resid.shape[1], device=resid.device)[None]
+    masks = {"full_attention": create_causal_mask(config, resid, None, None, position_ids=position_ids),
+             "sliding_attention": create_sliding_window_causal_mask(config, resid, None, None,
+                                                                    position_ids=position_ids)}
+    by_type = {kind: {"attention_mask": masks[kind], "position_ids": position_ids,
+                      "position_embeddings": base.rotary_emb(resid, position_ids, kind)}
+               for kind in set(config.layer_types)}
+    return [by_type[config.layer_types[i]] for i in range(len(model.blocks))]
+
+
+# HF architecture (config.architectures[0], the Bridge's cfg.architecture) -> each block's arguments.
+_BLOCK_ARGUMENTS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "GPT2LMHeadModel": _gpt2_arguments,
+    "GPTNeoXForCausalLM": _rotary_arguments,
+    "LlamaForCausalLM": _rotary_arguments,
+    "Gemma3ForCausalLM": _gemma3_arguments,
 }
 # Those whose arguments function also takes ``offset`` (the first position ``resid`` holds, the
 # earlier ones' keys and values coming from a cache): a rotary model's position ids must start there.
@@ -58,10 +105,20 @@ def architecture(model: Any) -> str:
     return str(getattr(model.cfg, "architecture", None) or type(original).__name__)
 
 
+def _known(model: Any, name: str) -> bool:
+    if name not in _BLOCK_ARGUMENTS or type(getattr(model, "original_model", None)).__name__ != name:
+        return False
+    # An encoder-style Gemma 3 (bidirectional attention) builds other masks than ours.
+    return not getattr(model.original_model.config, "use_bidirectional_attention", False)
+
+
 def can_start_at_block(model: Any) -> bool:
-    """Whether ``run_from_block`` knows this Bridge's architecture; if not, one warning per architecture."""
+    """Whether ``run_blocks`` knows this Bridge's architecture; once per architecture, the log says which way."""
     name = architecture(model)
-    if name in _BLOCK_ARGUMENTS and type(getattr(model, "original_model", None)).__name__ == name:
+    if _known(model, name):
+        if name not in _SAID_FAST:
+            _SAID_FAST.add(name)
+            logger.info("TransformerBridge of architecture %s: fast path (its blocks run from the patched layer)", name)
         return True
     if name not in _WARNED:
         _WARNED.add(name)
@@ -94,13 +151,22 @@ def run_blocks(model: Any, layer: int, resid: Tensor, past: Any = None) -> Tenso
     else:
         if architecture(model) not in _OFFSET_ARGUMENTS:
             raise ValueError(f"{architecture(model)} blocks cannot follow cached keys and values (no offset)")
-        arguments = {**arguments_of(model, resid, offset=past.get_seq_length(layer)), "layer_past": past}
-    for block in model.blocks[layer:]:
-        out = block(resid, **arguments)
+        arguments = [{**kwargs, "layer_past": past}
+                     for kwargs in arguments_of(model, resid, offset=past.get_seq_length(layer))]
+    for block, kwargs in zip(model.blocks[layer:], arguments[layer:]):
+        out = block(resid, **kwargs)
         resid = out[0] if isinstance(out, tuple) else out  # transformers 4 blocks return tuples
     return resid
 
 
 def unembed(model: Any, resid: Tensor) -> Tensor:
-    """The final norm and the unembedding of a Bridge, on any subset of positions ([batch, r, d_model])."""
-    return model.unembed(model.ln_final(resid))
+    """The final norm and the unembedding of a Bridge, on any subset of positions ([batch, r, d_model]),
+    and what the HF causal-LM head does after ``lm_head``: Gemma's final logit softcapping, when its
+    config sets one (Gemma3ForCausalLM.forward)."""
+    import torch
+
+    logits = model.unembed(model.ln_final(resid))
+    cap = getattr(model.original_model.config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits

@@ -6,8 +6,9 @@ the rehearsal's local text. The model (``model=gpt2_small``), prompts, hooks, SA
 A new GPT-2-default experiment joins by adding an entry here (the test in
 tests/rehearsal/test_gpt2_rehearsal.py runs every entry and also fails when a conf/experiment/*.yaml
 defaulting to gpt2_small has none). A bigger GPT-2's config may join too, rehearsed at GPT-2 small's
-shapes (``model=gpt2_small`` among its overrides); and a config on Gemma 3 270M (``model=gemma3_270m``,
-at the shapes interp_pipeline/rehearsal/gemma3.py writes). ``{text}`` in an override is the rehearsal's
+shapes (``model=gpt2_small`` among its overrides); a config on Gemma 3 270M (``model=gemma3_270m``,
+at the shapes interp_pipeline/rehearsal/gemma3.py writes); and one on the cached GPT-2 loaded as a
+TransformerBridge (``model=hf``). ``{text}`` in an override is the rehearsal's
 jsonl file, ``{transcoders}`` its transcoder folder.
 """
 
@@ -27,6 +28,11 @@ REHEARSALS: dict[str, list[str]] = {
     # expect: keys and the demo read (block_every and head_all_pos_every are 4/5 of the passes:
     # all of them take 264 forward passes, ~130 s on a busy 2-core machine).
     "ioi_patching": ["patching.grids=[head_out,resid_pre]"],
+    # The same on a TransformerBridge of the cached GPT-2 (model=hf, the hub id; the demo's prompts and
+    # expect: keys kept by naming their config, which model=hf would swap for Wang et al.'s templates):
+    # the Bridge's fast path (models/bridge_blocks.py), which the test finds in the log.
+    "ioi_patching_bridge": ["model=hf", "model.name_or_path=gpt2", "ioi=gpt2_small",
+                            "patching.grids=[head_out,resid_pre]"],
     "cache_activations": [*_LOCAL_TEXT, "data.params.max_sequences=16", "cache.batch_size_prompts=8"],
     "sae_train": _SAE_TRAIN,
     "sae_eval_pretrained": [*_LOCAL_TEXT, "data.params.max_sequences=8", "sae_eval.batch_size_prompts=4"],
@@ -66,7 +72,7 @@ REHEARSALS: dict[str, list[str]] = {
 }
 
 # Entries named otherwise than the experiment they run (a second model's config of one experiment).
-EXPERIMENT_OF = {"attribution_graph_gemma3_270m": "attribution_graph"}
+EXPERIMENT_OF = {"attribution_graph_gemma3_270m": "attribution_graph", "ioi_patching_bridge": "ioi_patching"}
 
 
 def overrides_for(experiment: str, text_file: str) -> list[str]:

@@ -41,3 +41,24 @@ def test_a_bridge_scores_edges_as_the_hooked_transformer_does(tmp_path, monkeypa
     for name, value in results["hooked"].items():
         assert value.abs().max() > 1e-4, name
         torch.testing.assert_close(results["bridge"][name], value, atol=1e-4, rtol=1e-4, msg=name)
+
+
+# Llama's and Gemma 3's tiny checkpoints share key/value heads between query heads (grouped-query
+# attention), which the edge graph does not model yet (circuits/hooks.py: one q/k/v input per head).
+@pytest.mark.parametrize("architecture", ["gpt2", "neox"])
+def test_a_bridges_ablated_runs_from_the_first_ablated_block_equal_full_runs(tmp_path, monkeypatch, architecture):
+    """The fast path (models/bridge_blocks.py: blocks from the earliest ablated receiver's) against full runs."""
+    from interp_pipeline.models import hub
+    from interp_pipeline.patching.forward import supports_fast_path
+    from tests.support.tiny_bridges import save_tiny
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bridge = hub.load_hugging_face(str(save_tiny(architecture, tmp_path / architecture)), revision=None,
+                                   device="cpu", dtype="float32")
+    assert supports_fast_path(bridge)
+    pairs = random_pairs(3, 8, d_vocab=VOCAB)
+    graph = Graph.of(bridge.cfg)
+    scores = {fast: exact_scores(AblatedRuns(bridge, graph, pairs, Metric("logit_diff", pairs), "corrupted",
+                                             batch_size_prompts=8, fast=fast)) for fast in (True, False)}
+    assert scores[False].abs().max() > 1e-3
+    torch.testing.assert_close(scores[True], scores[False], atol=1e-5, rtol=0)

@@ -1,5 +1,6 @@
-"""Patching a TransformerBridge (the hf model source): a GPT-2 Bridge takes the fast path (its blocks run
-from the patched layer, models/bridge_blocks.py), with the generic path's numbers and a HookedTransformer's."""
+"""Patching a TransformerBridge (the hf model source): a Bridge of each architecture the fast path knows
+(GPT-2, GPT-NeoX, Llama, Gemma 3: its blocks run from the patched layer, models/bridge_blocks.py) gives
+the generic path's numbers, a GPT-2 Bridge a HookedTransformer's, and any other architecture falls back."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from interp_pipeline.patching.engine import hook_names_for, prepare, run_grid  #
 from interp_pipeline.patching.grids import ALL_NAMES  # noqa: E402
 from interp_pipeline.patching.forward import supports_fast_path  # noqa: E402
 from tests.support.models import random_pairs  # noqa: E402
+from tests.support.tiny_bridges import ARCHITECTURES, save_tiny  # noqa: E402
 from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2  # noqa: E402
 
 
@@ -36,6 +38,12 @@ def tiny_directory(tmp_path_factory):
     return save_tiny_gpt2(tmp_path_factory.mktemp("bridge") / "tiny_gpt2")
 
 
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def checkpoint(request, tmp_path_factory):
+    """(architecture, directory) of each tiny checkpoint the fast path knows."""
+    return request.param, save_tiny(request.param, tmp_path_factory.mktemp("bridge") / request.param)
+
+
 def _bridge(directory, monkeypatch, **kwargs):
     from interp_pipeline.models import hub
 
@@ -44,41 +52,85 @@ def _bridge(directory, monkeypatch, **kwargs):
 
 
 @pytest.mark.parametrize("processed", [True, False])  # compatibility mode (folded, centred weights) or the HF weights
-def test_the_bridge_fast_path_equals_its_generic_path_on_every_grid(tiny_directory, monkeypatch, processed):
+def test_the_bridge_fast_path_equals_its_generic_path_on_every_grid(checkpoint, monkeypatch, processed):
     from interp_pipeline.patching import path as path_patching
 
-    bridge = _bridge(tiny_directory, monkeypatch, compatibility_mode=processed)
+    bridge = _bridge(checkpoint[1], monkeypatch, compatibility_mode=processed)
     assert supports_fast_path(bridge)
     pairs = random_pairs(3, 8, d_vocab=VOCAB)
-    hooks = hook_names_for(ALL_NAMES, 2) | path_patching.hook_names(2)
+    # A parallel block (GPT-NeoX) has no stream between its attention and its MLP.
+    names = [name for name in ALL_NAMES if not (name == "resid_mid" and bridge.cfg.parallel_attn_mlp)]
+    hooks = hook_names_for(names, 2) | path_patching.hook_names(2)
     setups = {fast: prepare(bridge, pairs, "logit_diff", normalize=False, batch_size_prompts=7, hook_names=hooks,
                             corrupted_hook_names=path_patching.hook_names(2), fast=fast) for fast in (True, False)}
     assert setups[True].forward.fast and not setups[False].forward.fast
-    for name in ALL_NAMES:
+    for name in names:
         fast = run_grid(name, setups[True])
         assert fast.abs().max() > 1e-3, name  # the patches change the metric
         torch.testing.assert_close(fast, run_grid(name, setups[False]), atol=1e-5, rtol=0, msg=name)
-    # Path patching runs through the same forward (senders frozen from their layer on, receivers from theirs).
-    for receivers in (path_patching.Receivers(None), path_patching.Receivers(((1, 0), (1, 3)), "k")):
+    # Path patching runs through the same forward (senders frozen from their layer on, receivers from theirs);
+    # key receivers by key head (Llama and Gemma 3 share key heads between query heads).
+    for receivers in (path_patching.Receivers(None), path_patching.Receivers(((1, 0), (1, 3)), "q"),
+                      path_patching.Receivers(((1, 0),), "k")):
         torch.testing.assert_close(path_patching.path_patch(receivers, setups[True]),
                                    path_patching.path_patch(receivers, setups[False]), atol=1e-5, rtol=0,
                                    msg=receivers.label)
+
+
+@pytest.mark.filterwarnings(r"ignore:hooks\(\). filter matched gated-off hook name")  # the use_* flags are off
+def test_a_run_from_block_0_fires_every_hook_a_full_run_fires_after_the_embedding(checkpoint, monkeypatch):
+    """The blocks, the final norm, the unembedding and the rotary embedding's own hooks (hook_cos, hook_sin)
+    fire as often and with the same values as in a full run: models/bridge_blocks.py calls the same modules."""
+    from collections import defaultdict
+
+    from interp_pipeline.models import bridge_blocks
+
+    bridge = _bridge(checkpoint[1], monkeypatch)
+    tokens = random_pairs(2, 8, d_vocab=VOCAB)["clean"]
+
+    def fired(run):
+        seen = defaultdict(list)
+
+        def record(activation, hook):
+            seen[hook.name].append(activation.clone())
+            return activation
+
+        with torch.inference_mode(), bridge.hooks(fwd_hooks=[(lambda name: True, record)]):
+            run()
+        return seen
+
+    full = fired(lambda: bridge(tokens))
+    start = full["blocks.0.hook_in"][0]
+    fast = fired(lambda: bridge_blocks.unembed(bridge, bridge_blocks.run_blocks(bridge, 0, start)))
+    assert {name.split(".")[0] for name in set(full) - set(fast)} <= {"embed", "hook_embed", "pos_embed", "hook_pos_embed"}
+    assert {"ln_final.hook_out", "hook_unembed", "blocks.1.hook_out"} <= set(fast)  # a hook's own name
+    if checkpoint[0] != "gpt2":
+        assert {"rotary_emb.hook_cos", "rotary_emb.hook_sin"} <= set(fast)
+    for name, values in fast.items():
+        assert len(values) == len(full[name]), name
+        for value, expected in zip(values, full[name]):
+            torch.testing.assert_close(value, expected, atol=1e-6, rtol=0, msg=name)
 
 
 def test_another_architecture_falls_back_and_says_so_once(tiny_directory, monkeypatch, caplog):
     from interp_pipeline.models import bridge_blocks
 
     bridge = _bridge(tiny_directory, monkeypatch)
-    monkeypatch.setattr(bridge.cfg, "architecture", "NotGPT2ForCausalLM")  # what the fast path keys on
     monkeypatch.setattr(bridge_blocks, "_WARNED", set())
-    with caplog.at_level("WARNING", logger=bridge_blocks.__name__):
+    monkeypatch.setattr(bridge_blocks, "_SAID_FAST", set())
+    with caplog.at_level("INFO", logger=bridge_blocks.__name__):
+        assert supports_fast_path(bridge) and supports_fast_path(bridge)
+        monkeypatch.setattr(bridge.cfg, "architecture", "NotGPT2ForCausalLM")  # what the fast path keys on
         assert not supports_fast_path(bridge) and not supports_fast_path(bridge)
         pairs = random_pairs(2, 6, d_vocab=VOCAB)
         setup = prepare(bridge, pairs, "logit_diff", normalize=True, batch_size_prompts=8,
                         hook_names=hook_names_for(["resid_pre"], 2))
     assert not setup.forward.fast
-    warnings = [r.getMessage() for r in caplog.records if "NotGPT2ForCausalLM" in r.getMessage()]
-    assert len(warnings) == 1 and "no fast path" in warnings[0]
+    warnings = [r for r in caplog.records if "NotGPT2ForCausalLM" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelname == "WARNING" and "no fast path" in warnings[0].getMessage()
+    # The architecture it knows says so once too (the GPT-2 rehearsal's log is checked for this line).
+    assert [r.getMessage() for r in caplog.records if "GPT2LMHeadModel:" in r.getMessage()] == [
+        "TransformerBridge of architecture GPT2LMHeadModel: fast path (its blocks run from the patched layer)"]
 
 
 def test_a_bridge_agrees_with_a_hooked_transformer(tiny_directory, monkeypatch):

@@ -38,11 +38,11 @@ def _gpt2_default_experiments() -> list[str]:
 
 def test_every_gpt2_default_experiment_has_a_rehearsal():
     """A new experiment defaulting to model=gpt2_small joins REHEARSALS (interp_pipeline/rehearsal/experiments.py);
-    any other entry rehearses a bigger GPT-2's config at GPT-2 small's shapes."""
+    any other entry rehearses a bigger GPT-2's config at GPT-2 small's shapes, Gemma 3's, or a Bridge of GPT-2."""
     small = _gpt2_default_experiments()
     assert set(small) <= set(REHEARSALS)
     for other in set(REHEARSALS) - set(small):
-        assert {"model=gpt2_small", "model=gemma3_270m"} & set(REHEARSALS[other]), other
+        assert {"model=gpt2_small", "model=gemma3_270m", "model=hf"} & set(REHEARSALS[other]), other
 
 
 def test_rehearsal_mode_needs_each_key_produced_and_judges_no_value():
@@ -98,6 +98,18 @@ def test_the_model_is_transformer_lens_gpt2_small_from_the_rehearsal_cache(rehea
     # sae_train's stage keys, so the stage cache serves all of it and no model is loaded.
     computing = len(re.findall(r"stages, [1-9]\d* to compute", log))
     assert computing >= len(REHEARSALS) - 1
-    # ... but the Gemma entries' (model=gemma3_270m: a TransformerBridge, loaded from the cache too)
-    bridges = sum("model=gemma3_270m" in overrides for overrides in REHEARSALS.values())
+    # ... but the TransformerBridges' (model=gemma3_270m, and GPT-2 by its hub id with model=hf; from the cache too)
+    bridges = sum(bool({"model=gemma3_270m", "model=hf"} & set(overrides)) for overrides in REHEARSALS.values())
     assert log.count("Loaded pretrained model gpt2-small into HookedTransformer") == computing - bridges
+
+
+def test_ioi_patching_on_a_bridge_of_gpt2_takes_the_fast_path(rehearsal):
+    """ioi_patching with model=hf on the cached GPT-2: a TransformerBridge whose patches start at the patched
+    block (models/bridge_blocks.py), as its log says, not the generic path's full runs."""
+    _, log = rehearsal
+    run = re.search(r"^ioi_patching_bridge: pipeline .*?^rehearsal ioi_patching_bridge: exit", log, re.M | re.S)
+    assert run, log[-4000:]
+    assert "patching TransformerBridge: fast path (from the patched layer)" in run.group(0)
+    assert "no fast path" not in log and "generic path" not in run.group(0)
+    # Once a process, for the first GPT-2 Bridge: this one (every other GPT-2 entry is a HookedTransformer).
+    assert log.count("TransformerBridge of architecture GPT2LMHeadModel: fast path") == 1

@@ -1,7 +1,8 @@
 """Causal tracing (interp_pipeline/tracing/engine.py) against a plain TransformerLens hook loop
-(tests/support/tracing.py), on random tiny models: a HookedTransformer and a GPT-2 TransformerBridge
-(the fast path, started at the restored layer with the corrupted run's keys and values for the
-positions before the restored one; the Bridge's generic path too), to 1e-5."""
+(tests/support/tracing.py), on random tiny models: a HookedTransformer and a TransformerBridge of each
+architecture the Bridge fast path knows (GPT-2, GPT-NeoX, Llama, Gemma 3: started at the restored layer,
+GPT-2's also with the corrupted run's keys and values for the positions before the restored one; the
+Bridge's generic path too), to 1e-5."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import torch
 from interp_pipeline.tracing.average import AverageEffects, class_columns
 from interp_pipeline.tracing.engine import CausalTracer, PromptTrace, default_window, embedding_std, window_layers
 from tests.support.models import tiny_model
+from tests.support.tiny_bridges import ARCHITECTURES
 from tests.support.tracing import reference_trace
+
+PREFIX_ARCHITECTURES = {"gpt2"}  # Bridges whose blocks follow a cached prefix (models/bridge_blocks._OFFSET_ARGUMENTS)
 
 
 def random_facts(d_vocab: int, n_ctx: int = 9) -> dict[str, torch.Tensor]:
@@ -91,16 +95,20 @@ def test_prefix_reuse_matches_the_engine_without_it_on_a_rotary_grouped_query_mo
     assert ours.scores["hidden"][:, :, 1:].isfinite().any()  # restored positions were compared, not only NaNs
 
 
-def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch):
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch, architecture):
     from interp_pipeline.models import hub
-    from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2
+    from tests.support.tiny_bridges import save_tiny
+    from tests.support.tiny_gpt2 import VOCAB
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    bridge = hub.load_hugging_face(str(save_tiny_gpt2(tmp_path / "tiny_gpt2")), revision=None, device="cpu",
-                                   dtype="float32")
+    bridge = hub.load_hugging_face(str(save_tiny(architecture, tmp_path / architecture)), revision=None,
+                                   device="cpu", dtype="float32")
     facts = random_facts(VOCAB)
     expected = references(bridge, facts, window=1)
-    assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1).fast
+    # Only GPT-2's block arguments take the positions' offset (PREFIX_ARCHITECTURES); the others run every position.
+    prefix = architecture in PREFIX_ARCHITECTURES
+    assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1, prefix=prefix).fast
     # an architecture whose blocks are not given the positions' offset starts at the layer, every position run
     monkeypatch.setattr("interp_pipeline.models.bridge_blocks._OFFSET_ARGUMENTS", set())
     assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1, prefix=False).fast
