@@ -58,6 +58,7 @@ def hooked():
 
 
 @pytest.mark.parametrize("batch_size_prompts", [512, 10])  # every prompt in one group; one prompt, positions split
+@pytest.mark.hooked_transformer
 def test_hooked_transformer_fast_path_matches_the_hook_loop(hooked, batch_size_prompts):
     model, facts, expected = hooked
     assert assert_matches(model, facts, expected, batch_size_prompts=batch_size_prompts, window=2).fast
