@@ -82,3 +82,20 @@ def test_a_transformer_lens_name_is_refused_on_4_with_the_way_that_works(outputs
         run_preflight(prepare(compose(["+experiment=smoke", "model=gpt2_small"])).spec.stages)
     assert caught.value.key == "model.name" and "which TransformerLens 4 removed" in str(caught.value)
     assert "model=hf model.name_or_path=" in str(caught.value)
+
+
+@pytest.mark.skipif(has_hooked_transformer(), reason="TransformerLens 3 builds HookedTransformers from a config")
+def test_circuit_discovery_on_a_native_bridge_says_what_it_lacks():
+    """TransformerLens 4's native attention has no split q/k/v inputs (README "TransformerLens 4"):
+    one error naming the input, not TransformerLens's NotImplementedError from inside the stage."""
+    from interp_pipeline.circuits.graph import Graph
+    from interp_pipeline.circuits.scoring import gradient_scores
+    from interp_pipeline.patching.metrics import Metric
+    from tests.support.models import random_pairs
+
+    model = load_model(source="config", cfg=TINY, seed=0)
+    pairs = random_pairs(2, 5, d_vocab=30)
+    with pytest.raises(ConfigError) as caught:
+        gradient_scores(model, Graph.of(model.cfg), pairs, Metric("logit_diff", pairs), "eap", ig_steps=1,
+                        batch_size_prompts=2)
+    assert caught.value.key == "inputs.model" and "TransformerLensNative" in str(caught.value)
