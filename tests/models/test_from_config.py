@@ -99,3 +99,20 @@ def test_circuit_discovery_on_a_native_bridge_says_what_it_lacks():
         gradient_scores(model, Graph.of(model.cfg), pairs, Metric("logit_diff", pairs), "eap", ig_steps=1,
                         batch_size_prompts=2)
     assert caught.value.key == "inputs.model" and "TransformerLensNative" in str(caught.value)
+
+
+@pytest.mark.skipif(has_hooked_transformer(), reason="on TransformerLens 3 the whole suite imports every module")
+def test_every_module_imports_on_4():
+    """No module imports a name TransformerLens 4 removed when it is imported (they ask common/tl_version)."""
+    import importlib
+    import pkgutil
+
+    import interp_pipeline
+
+    failed = {}
+    for module in pkgutil.walk_packages(interp_pipeline.__path__, "interp_pipeline."):
+        try:
+            importlib.import_module(module.name)
+        except ImportError as error:
+            failed[module.name] = str(error)
+    assert not failed
