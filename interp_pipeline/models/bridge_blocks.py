@@ -25,25 +25,31 @@ logger = logging.getLogger(__name__)
 _WARNED: set[str] = set()
 
 
-def _gpt2_arguments(model: Any, resid: Tensor) -> dict[str, Any]:
-    """What transformers' GPT2Model.forward hands each GPT2Block without a KV cache or padding
-    (read in transformers 5's modeling_gpt2.py): a 4D additive causal mask (0 where a query may
-    attend, the dtype's minimum elsewhere, as masking_utils builds it for eager attention, which
-    the Bridge always loads) and the position ids. GPT-2's positions enter once, at ``wpe``
-    before block 0, so the blocks take position_ids only to pass them on."""
+def _gpt2_arguments(model: Any, resid: Tensor, offset: int = 0) -> dict[str, Any]:
+    """What transformers' GPT2Model.forward hands each GPT2Block without padding (read in
+    transformers 5's modeling_gpt2.py): a 4D additive causal mask (0 where a query may attend, the
+    dtype's minimum elsewhere, as masking_utils builds it for eager attention, which the Bridge
+    always loads) and the position ids. ``resid`` holds positions ``offset``.. (the earlier ones'
+    keys and values come from a cache): the mask's rows are those queries, its columns every key
+    from 0. GPT-2's positions enter once, at ``wpe`` before block 0, so the blocks take
+    position_ids only to pass them on."""
     import torch
 
     n_pos = resid.shape[1]
-    allowed = torch.ones(n_pos, n_pos, dtype=torch.bool, device=resid.device).tril()
-    mask = torch.zeros(n_pos, n_pos, dtype=resid.dtype, device=resid.device)
+    queries = torch.arange(offset, offset + n_pos, device=resid.device)
+    allowed = torch.arange(offset + n_pos, device=resid.device)[None, :] <= queries[:, None]
+    mask = torch.zeros(n_pos, offset + n_pos, dtype=resid.dtype, device=resid.device)
     mask = mask.masked_fill(~allowed, torch.finfo(resid.dtype).min)[None, None]  # [1, 1, query, key]
-    return {"attention_mask": mask, "position_ids": torch.arange(n_pos, device=resid.device)[None]}
+    return {"attention_mask": mask, "position_ids": queries[None]}
 
 
 # HF architecture (config.architectures[0], the Bridge's cfg.architecture) -> its blocks' arguments.
-_BLOCK_ARGUMENTS: dict[str, Callable[[Any, Tensor], dict[str, Any]]] = {
+_BLOCK_ARGUMENTS: dict[str, Callable[..., dict[str, Any]]] = {
     "GPT2LMHeadModel": _gpt2_arguments,
 }
+# Those whose arguments function also takes ``offset`` (the first position ``resid`` holds, the
+# earlier ones' keys and values coming from a cache): a rotary model's position ids must start there.
+_OFFSET_ARGUMENTS = {"GPT2LMHeadModel"}
 
 
 def architecture(model: Any) -> str:
@@ -64,12 +70,31 @@ def can_start_at_block(model: Any) -> bool:
     return False
 
 
-def run_blocks(model: Any, layer: int, resid: Tensor) -> Tensor:
+def can_follow_a_prefix(model: Any) -> bool:
+    """Whether ``run_blocks`` can take ``past`` on this Bridge (see ``_OFFSET_ARGUMENTS``)."""
+    return can_start_at_block(model) and architecture(model) in _OFFSET_ARGUMENTS
+
+
+def run_blocks(model: Any, layer: int, resid: Tensor, past: Any = None) -> Tensor:
     """Blocks ``layer``.. of a Bridge on ``resid`` ([batch, pos, d_model], the stream at
-    ``blocks.{layer}.hook_resid_pre``); the residual stream after the last block."""
+    ``blocks.{layer}.hook_resid_pre``); the residual stream after the last block. ``past``: an HF
+    cache holding the keys and values of the positions before ``resid``'s (every layer), or None.
+
+    The cache goes in as ``layer_past``: the Bridge's attention (TransformerLens 3.9) reads
+    ``past_key_values`` or ``layer_past``, while transformers 5's GPT2Block renames
+    ``past_key_values`` to ``cache`` before its attention sees it; ``layer_past`` passes through
+    the block's ``**kwargs`` untouched. The corrupted run fills its cache by the same route, and
+    tracing/prefix_cache.py refuses a recording that came back empty, so a version in which the name
+    stops reaching the attention falls back rather than attending to a missing prefix."""
     if layer >= len(model.blocks):
         return resid
-    arguments = _BLOCK_ARGUMENTS[architecture(model)](model, resid)
+    arguments_of = _BLOCK_ARGUMENTS[architecture(model)]
+    if past is None:
+        arguments = arguments_of(model, resid)
+    else:
+        if architecture(model) not in _OFFSET_ARGUMENTS:
+            raise ValueError(f"{architecture(model)} blocks cannot follow cached keys and values (no offset)")
+        arguments = {**arguments_of(model, resid, offset=past.get_seq_length(layer)), "layer_past": past}
     for block in model.blocks[layer:]:
         out = block(resid, **arguments)
         resid = out[0] if isinstance(out, tuple) else out  # transformers 4 blocks return tuples

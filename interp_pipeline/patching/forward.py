@@ -21,6 +21,7 @@ the fast path drives the blocks itself, as ``forward`` does.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -75,22 +76,36 @@ class PatchedForward:
             return logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
         return self.run_from(layer, self.starts[layer][rows].repeat(copies, 1, 1), fwd_hooks, positions)
 
-    def run_from(self, layer: int, resid: Tensor, fwd_hooks: list[tuple[str, Any]], positions: Tensor) -> Tensor:
-        """Blocks ``layer``.. on a residual stream, then logits at ``positions`` only."""
+    def run_from(self, layer: int, resid: Tensor, fwd_hooks: list[tuple[str, Any]], positions: Tensor,
+                 past: Any = None) -> Tensor:
+        """Blocks ``layer``.. on a residual stream, then logits at ``positions`` only. ``past``: the keys
+        and values of earlier positions that ``resid`` follows (tracing/prefix_cache.py), or None."""
+        with self.model.hooks(fwd_hooks=fwd_hooks) if fwd_hooks else nullcontext():
+            resid = self.blocks_from(layer, resid, past)
+            return self.logits(resid.gather(1, positions.unsqueeze(-1).expand(-1, -1, resid.shape[-1])))
+
+    def blocks_from(self, layer: int, resid: Tensor, past: Any = None) -> Tensor:
+        """Blocks ``layer``.. on a residual stream (with the hooks the caller has put on): the stream
+        after the last block. ``past`` as in ``run_from``."""
+        model = self.model
+        if _is_bridge(model):
+            from interp_pipeline.models import bridge_blocks
+
+            return bridge_blocks.run_blocks(model, layer, resid, past)
+        for index in range(layer, len(model.blocks)):
+            entry = None if past is None else past.entries[index]
+            resid = model.blocks[index](resid, past_kv_cache_entry=entry)
+        return resid
+
+    def logits(self, resid: Tensor) -> Tensor:
+        """The final norm and the unembedding of a stream after the last block, at the positions it holds."""
         from transformer_lens.utilities.activation_functions import apply_softcap
 
         model = self.model
         if _is_bridge(model):
             from interp_pipeline.models import bridge_blocks
 
-            with model.hooks(fwd_hooks=fwd_hooks):
-                resid = bridge_blocks.run_blocks(model, layer, resid)
-                resid = resid.gather(1, positions.unsqueeze(-1).expand(-1, -1, resid.shape[-1]))
-                return bridge_blocks.unembed(model, resid)
-        with model.hooks(fwd_hooks=fwd_hooks):
-            for block in model.blocks[layer:]:
-                resid = block(resid)
-            resid = resid.gather(1, positions.unsqueeze(-1).expand(-1, -1, resid.shape[-1]))
-            if model.cfg.normalization_type is not None:
-                resid = model.ln_final(resid)
-            return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
+            return bridge_blocks.unembed(model, resid)
+        if model.cfg.normalization_type is not None:
+            resid = model.ln_final(resid)
+        return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)

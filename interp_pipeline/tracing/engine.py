@@ -23,15 +23,20 @@ check against). This engine gives the same numbers with the patching engine's sa
 2. every position of a layer, every noise sample and several prompts share one batch;
 3. only the last position is unembedded;
 4. positions before the subject are not run: the noise cannot reach them, so restoring them
-   leaves the corrupted run's score.
+   leaves the corrupted run's score;
+5. a restoration at position p does not change positions before p, so each restored run computes
+   positions p.. only and attends to the corrupted run's keys and values for the rest
+   (tracing/prefix_cache.py). Positions then go one per forward (each has its own prefix); samples
+   and prompts still share it.
 
-A TransformerBridge (or a shortformer model) takes the generic path: full
-``run_with_hooks`` forwards, still batched.
+A TransformerBridge of an architecture the fast path does not know (models/bridge_blocks.py), or a
+shortformer model, takes the generic path: full ``run_with_hooks`` forwards, still batched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -127,10 +132,13 @@ class PromptTrace:
 
 class CausalTracer:
     """Traces prompts of one facts dict on one model; see the module docstring. ``batch_size_prompts``:
-    sequences in one forward pass (noised copies of prompts: prompts x samples x restored positions)."""
+    sequences in one forward pass (noised copies of prompts: prompts x samples x restored positions),
+    which sizes the groups of prompts; reusing the prefix (``reuse_prefix``), a forward restores one
+    position, so it holds a group's prompts x samples."""
 
     def __init__(self, model: Any, facts: Mapping[str, Tensor], *, noise_std: float, samples: int, window: int,
-                 batch_size_prompts: int, kinds: tuple[str, ...] = KINDS, seed: int = 0, fast: bool | None = None):
+                 batch_size_prompts: int, kinds: tuple[str, ...] = KINDS, seed: int = 0, fast: bool | None = None,
+                 reuse_prefix: bool = True):
         from interp_pipeline.patching.forward import supports_fast_path
 
         self.model = model
@@ -142,6 +150,7 @@ class CausalTracer:
         self.seed = seed
         self.batch_size_prompts = batch_size_prompts
         self.fast = supports_fast_path(model) if fast is None else fast
+        self.reuse_prefix = reuse_prefix  # saving 5 (fast path only); off: every run computes every position
         self.n_layers = model.cfg.n_layers
 
     # ---------------------------------------------------------------- prompt groups
@@ -158,6 +167,8 @@ class CausalTracer:
 
     def trace(self, rows: Tensor) -> PromptTrace:
         import torch
+
+        from interp_pipeline.tracing import prefix_cache
 
         model, device, samples = self.model, self.model.cfg.device, self.samples
         tokens = self.facts["tokens"][rows]
@@ -183,8 +194,14 @@ class CausalTracer:
             starts.add(f"blocks.{self.n_layers - 1}.hook_resid_post")
             if not self.fast:  # the generic path runs every restoration from the tokens
                 starts = set()
+            recorder, run_kwargs = None, {}
+            if self.fast and self.reuse_prefix and prefix_cache.supported(model):
+                recorder = prefix_cache.CorruptedKeysValues(model, len(corrupted_tokens), width)
+                run_kwargs = recorder.run_kwargs(corrupted_tokens)
             with model.hooks(fwd_hooks=[add_noise]):
-                logits, cache = model.run_with_cache(corrupted_tokens, names_filter=lambda name: name in starts)
+                logits, cache = model.run_with_cache(corrupted_tokens, names_filter=lambda name: name in starts,
+                                                     **run_kwargs)
+            keys_values = recorder if recorder is not None and recorder.finish() else None
             resid = [cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(self.n_layers)] if self.fast else []
             if self.fast:
                 resid.append(cache[f"blocks.{self.n_layers - 1}.hook_resid_post"])
@@ -192,17 +209,20 @@ class CausalTracer:
             corrupted_p = self._probability(logits[torch.arange(n * samples, device=device),
                                                    last.repeat_interleave(samples)][:, None], target, n, 1)[0]
             scores = {kind: torch.full((n, self.n_layers, width), float("nan")) for kind in self.kinds}
-            # Before the first noised token the clean and corrupted runs are the same computation
-            # (causal attention): restoring there changes nothing, so the score is the corrupted one.
-            start = int(self.facts["subject_first"][rows].min())
+            first = self.facts["subject_first"][rows]
+            start = int(first.min())
             for kind in self.kinds:
-                scores[kind][:, :, :start] = corrupted_p.cpu()[:, None, None]
                 for layer in range(self.n_layers):
                     for positions in self._position_chunks(start, width, n):
-                        p = self._restored(kind, layer, positions, tokens, resid, clean, noise, last, target)
+                        p = self._restored(kind, layer, positions, tokens, resid, clean, noise, last, target,
+                                           first.to(device), keys_values)
                         scores[kind][:, layer, positions[0]:positions[-1] + 1] = p.cpu()
+            # Before a prompt's first noised token its clean and corrupted runs are the same computation
+            # (causal attention): restoring there changes nothing, so the score is the corrupted one.
+            before = torch.arange(width)[None, :] < first[:, None]
             beyond = torch.arange(width)[None, :] > self.facts["last"][rows][:, None]  # never read by the last token
             for kind in self.kinds:
+                scores[kind] = scores[kind].where(~before[:, None, :], corrupted_p.cpu()[:, None, None])
                 scores[kind].masked_fill_(beyond[:, None, :], float("nan"))
         return PromptTrace(rows, scores, clean_p.cpu(), corrupted_p.cpu(), clean_top1.cpu())
 
@@ -237,9 +257,12 @@ class CausalTracer:
         return p.view(copies, n, self.samples).mean(-1)
 
     def _restored(self, kind: str, layer: int, positions: list[int], tokens: Tensor, resid: list[Tensor],
-                  clean: dict[str, Tensor], noise: Tensor, last: Tensor, target: Tensor) -> Tensor:
+                  clean: dict[str, Tensor], noise: Tensor, last: Tensor, target: Tensor, first: Tensor,
+                  keys_values: Any = None) -> Tensor:
         """[G, len(positions)]: the object's probability with ``kind`` restored at ``layer`` (its
-        window for mlp/attn) and each of ``positions``, one batch of copies (copy-major)."""
+        window for mlp/attn) and each of ``positions``, one batch of copies (copy-major). With
+        ``keys_values`` (tracing/prefix_cache.py), one forward per position instead (see
+        ``_restored_after_prefix``), and NaN where a prompt's subject (``first``) starts later."""
         import torch
 
         n, samples, copies = len(tokens), self.samples, len(positions)
@@ -249,6 +272,10 @@ class CausalTracer:
         row_prompt = torch.arange(n, device=device).repeat_interleave(samples).repeat(copies)
         readout = last.repeat_interleave(samples).repeat(copies)[:, None]
         layers = [layer] if kind == "hidden" else list(window_layers(layer, self.window, self.n_layers))
+        hook_names = [f"blocks.{l}.{RESTORED_HOOK[kind]}" for l in layers]
+        if self.fast and keys_values is not None:
+            return self._restored_after_prefix(kind, layers, hook_names, positions, resid, clean, last, target,
+                                               first, keys_values)
 
         def restorer(name: str) -> Any:
             # By the name we hooked, not hook.name: a bridge's hook reports its own name, not the alias.
@@ -259,7 +286,6 @@ class CausalTracer:
 
             return restore
 
-        hook_names = [f"blocks.{l}.{RESTORED_HOOK[kind]}" for l in layers]
         if self.fast:
             from interp_pipeline.patching.forward import PatchedForward
 
@@ -278,3 +304,54 @@ class CausalTracer:
             full = self.model.run_with_hooks(tokens.repeat_interleave(samples, 0).repeat(copies, 1), fwd_hooks=hooks)
             logits = full.gather(1, readout[:, :, None].expand(-1, -1, full.shape[-1]))
         return self._probability(logits, target, n, copies).T
+
+    def _restored_after_prefix(self, kind: str, layers: list[int], hook_names: list[str], positions: list[int],
+                               resid: list[Tensor], clean: dict[str, Tensor], last: Tensor, target: Tensor,
+                               first: Tensor, keys_values: Any) -> Tensor:
+        """``_restored`` computing, for each position p, positions p.. only: the run attends to the
+        corrupted run's keys and values for 0..p-1, and the restored position is its first (index 0).
+        A forward per position (each has its own prefix; a shared one would recompute the positions
+        between), all under one set of hooks, and one unembedding for all of them. A forward holds
+        only the prompts that p can change: from their subject's first token to their last token
+        (NaN for the others)."""
+        import torch
+
+        from interp_pipeline.patching.forward import PatchedForward
+
+        samples = self.samples
+        row_prompt = torch.arange(len(last), device=last.device).repeat_interleave(samples)
+        row_first, row_last = first.repeat_interleave(samples), last.repeat_interleave(samples)
+        forward = PatchedForward(self.model, resid[0], None, fast=False)  # blocks_from and logits only
+        start_layer = layers[0] + (kind == "hidden")  # a hidden state is restored after its block
+        current: dict[str, Any] = {}  # the position the running forward restores and its rows, read by the hooks
+
+        def restorer(name: str) -> Any:
+            def restore(activation: Tensor, hook: Any) -> Tensor:
+                activation[:, 0] = clean[name][current["prompts"], current["position"]].to(activation.dtype)
+                return activation
+
+            return restore
+
+        hooks = [] if kind == "hidden" else [(name, restorer(name)) for name in hook_names]
+        finals, ran = [], []
+        with self.model.hooks(fwd_hooks=hooks) if hooks else nullcontext():
+            for column, position in enumerate(positions):
+                run = ((row_first <= position) & (row_last >= position)).nonzero().squeeze(1)  # whole prompts
+                if len(run) == 0:
+                    continue
+                current.update(position=position, prompts=row_prompt[run])
+                start = resid[start_layer][run, position:]  # a copy (indexed by a tensor): edited below
+                if kind == "hidden":  # the stream after block L, edited: no hook
+                    start[:, 0] = clean[hook_names[0]][row_prompt[run], position].to(start.dtype)
+                out = forward.blocks_from(start_layer, start, keys_values.prefix(position, run))
+                finals.append(out[torch.arange(len(run), device=out.device), row_last[run] - position])
+                ran.append((column, run))
+        result = torch.full((len(last), len(positions)), float("nan"), device=last.device)
+        if not finals:
+            return result
+        p = forward.logits(torch.cat(finals)[:, None])[:, 0].float().softmax(-1)
+        rows = torch.cat([run for _, run in ran])
+        p = p.gather(1, target[row_prompt[rows]][:, None]).view(-1, samples).mean(-1)  # a prompt's samples are adjacent
+        columns = torch.cat([torch.full((len(run) // samples,), column, device=last.device) for column, run in ran])
+        result[row_prompt[rows[::samples]], columns] = p
+        return result

@@ -1,6 +1,7 @@
 """Causal tracing (interp_pipeline/tracing/engine.py) against a plain TransformerLens hook loop
 (tests/support/tracing.py), on random tiny models: a HookedTransformer and a GPT-2 TransformerBridge
-(the fast path, started at the restored layer; the Bridge's generic path too), to 1e-5."""
+(the fast path, started at the restored layer with the corrupted run's keys and values for the
+positions before the restored one; the Bridge's generic path too), to 1e-5."""
 
 from __future__ import annotations
 
@@ -33,11 +34,24 @@ def references(model, facts, window):
             for prompt in range(len(facts["tokens"]))]
 
 
-def assert_matches(model, facts, expected, *, batch_size_prompts, window):
+def run_lengths(model, tracer, rows):
+    """``tracer.trace(rows)`` and the numbers of positions its runs computed in the last block."""
+    lengths = []
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    with model.hooks(fwd_hooks=[(last, lambda activation, hook: lengths.append(activation.shape[1]))]):
+        trace = tracer.trace(rows)
+    return trace, set(lengths)
+
+
+def assert_matches(model, facts, expected, *, batch_size_prompts, window, prefix=None):
     tracer = CausalTracer(model, facts, window=window, kinds=KINDS, batch_size_prompts=batch_size_prompts, **SETTINGS)
     seen = []
     for rows in tracer.groups():
-        trace = tracer.trace(rows)
+        trace, lengths = run_lengths(model, tracer, rows)
+        width = int(facts["length"][rows].max())
+        # Following the cached prefix (the fast path's default), restoring the last position computes
+        # that position alone; otherwise every run computes every position.
+        assert min(lengths) == (1 if (tracer.fast if prefix is None else prefix) else width) and max(lengths) == width
         for g, prompt in enumerate(rows.tolist()):
             reference, clean, corrupted = expected[prompt]
             length = int(facts["length"][prompt])
@@ -64,6 +78,20 @@ def test_hooked_transformer_fast_path_matches_the_hook_loop(hooked, batch_size_p
     assert assert_matches(model, facts, expected, batch_size_prompts=batch_size_prompts, window=2).fast
 
 
+def test_prefix_reuse_matches_the_engine_without_it_on_a_rotary_grouped_query_model():
+    """Keys cached before rotary (TransformerLens's layout), offset queries, two query heads per key head."""
+    model = tiny_model(n_layers=3, d_vocab=50, positional_embedding_type="rotary", rotary_dim=8, n_key_value_heads=2)
+    facts = random_facts(50)
+    settings = dict(window=2, kinds=KINDS, batch_size_prompts=512, **SETTINGS)
+    reused, plain = (CausalTracer(model, facts, reuse_prefix=flag, **settings) for flag in (True, False))
+    rows = next(reused.groups())
+    (ours, lengths), theirs = run_lengths(model, reused, rows), plain.trace(rows)
+    assert reused.fast and min(lengths) == 1
+    for kind in KINDS:
+        torch.testing.assert_close(ours.scores[kind], theirs.scores[kind], atol=1e-5, rtol=0, equal_nan=True)
+    assert ours.scores["hidden"][:, :, 1:].isfinite().any()  # restored positions were compared, not only NaNs
+
+
 def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch):
     from interp_pipeline.models import hub
     from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2
@@ -74,6 +102,9 @@ def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch
     facts = random_facts(VOCAB)
     expected = references(bridge, facts, window=1)
     assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1).fast
+    # an architecture whose blocks are not given the positions' offset starts at the layer, every position run
+    monkeypatch.setattr("interp_pipeline.models.bridge_blocks._OFFSET_ARGUMENTS", set())
+    assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1, prefix=False).fast
     monkeypatch.setattr("interp_pipeline.patching.forward.supports_fast_path", lambda model: False)
     assert not assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1).fast
 
