@@ -38,10 +38,10 @@ def hook_row_shapes(model: Any, tokens: Tensor, hooks: list[str]) -> dict[str, l
 
 def stop_at_layer_for(model: Any, hooks: list[str]) -> int | None:
     """Run only the blocks the hooks need (HookedTransformer's stop_at_layer)."""
-    from transformer_lens import HookedTransformer
+    from interp_pipeline.common.tl_version import is_hooked_transformer
 
     layers = [_BLOCK_HOOK.match(h) for h in hooks]
-    if not isinstance(model, HookedTransformer) or not all(layers):
+    if not is_hooked_transformer(model) or not all(layers):
         return None
     deepest = max(int(m.group(1)) for m in layers)
     return deepest + 1 if deepest + 1 < model.cfg.n_layers else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.circuits.graph import QKV, Graph, head_outputs
+from interp_pipeline.common.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -79,7 +80,12 @@ def graph_hooks_on(model: Any) -> Iterator[None]:
     """Split q/k/v inputs and hook_mlp_in on while the block runs; the model's own flags after."""
     cfg = model.cfg
     before = (bool(getattr(cfg, "use_split_qkv_input", False)), bool(getattr(cfg, "use_hook_mlp_in", False)))
-    model.set_use_split_qkv_input(True)
+    try:
+        model.set_use_split_qkv_input(True)
+    except NotImplementedError:  # TransformerLens 4's native model (a config-built model there): README
+        raise ConfigError("inputs.model", "expected a model with split q/k/v inputs per head (an edge changes one "
+                                          f"head's query, key or value), found {type(model).__name__} of "
+                                          f"architecture {getattr(cfg, 'architecture', None)!r} without them") from None
     if not getattr(cfg, "attn_only", False):
         model.set_use_hook_mlp_in(True)
     try:

@@ -28,9 +28,9 @@ def _bridge_out_module(model: Any, layer: int) -> torch.nn.Module:
 
 
 def _is_hooked(model: Any) -> bool:
-    from transformer_lens import HookedTransformer
+    from interp_pipeline.common.tl_version import is_hooked_transformer
 
-    return isinstance(model, HookedTransformer)
+    return is_hooked_transformer(model)
 
 
 def mlp_out_weight(model: Any, layer: int) -> torch.Tensor:
@@ -55,8 +55,12 @@ def model_copy(model: Any) -> Any:
     QKV attention keeps non-leaf tensors that ``copy.deepcopy`` refuses), so it is loaded again from its
     own checkpoint (``original_model.config._name_or_path``: a directory, or a hub id served from the
     local cache) and given the original's current parameters."""
+    from interp_pipeline.models.from_config import copy_of, is_native_bridge
+
     if _is_hooked(model):
         return copy.deepcopy(model)
+    if is_native_bridge(model):  # TransformerLens 4's config-built model: no checkpoint to load again
+        return copy_of(model)
     from interp_pipeline.models import hub
 
     source = model.original_model.config._name_or_path

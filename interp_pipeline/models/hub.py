@@ -282,9 +282,19 @@ def _check_hugging_face(name: str, revision: str | None) -> None:
     _require_hub_model(key, name, name, revision)
 
 
+def _check_hooked_transformer_here() -> None:
+    from interp_pipeline.common.tl_version import has_hooked_transformer, major
+
+    if not has_hooked_transformer():
+        raise ConfigError("name", f"expected a model this TransformerLens ({major()}) can load, found a "
+                                  "TransformerLens name: those load as HookedTransformers, which TransformerLens 4 removed",
+                          suggestion="load the model's hub id or directory with model=hf model.name_or_path=...")
+
+
 def check_available(source: str, name: str, revision: str | None = None) -> None:
     """Raise ConfigError (key ``name`` for "tl", ``name_or_path`` for "hf") when the model cannot be loaded here."""
     if source == "tl":
+        _check_hooked_transformer_here()
         _check_transformer_lens(name, revision)
     elif source == "hf":
         _check_hugging_face(name, revision)
@@ -311,14 +321,16 @@ def _count_parameters(model: Any) -> int:
     unties the unembedding. So for a bridge, count the wrapped HF class built from its
     config on the meta device: the architecture's count, tied weights once, no memory used.
     """
-    if _is_bridge(model):
+    if _is_bridge(model) and hasattr(model.original_model, "config"):
         import torch
 
         original = model.original_model
         with torch.device("meta"):
             skeleton = type(original)(original.config)
         return int(skeleton.num_parameters())
-    return sum(p.numel() for p in model.parameters())  # parameters() lists a shared tensor once
+    # parameters() lists a shared tensor once; a boot_native bridge (TransformerLens 4's config-built
+    # model, no Hugging Face class to count) lists its native model's own parameters, unsplit.
+    return sum(p.numel() for p in model.parameters())
 
 
 def _tensor_bytes(tensor: Any) -> bytes:

@@ -1,8 +1,8 @@
 """A model from its settings (interp_pipeline.models.config.ModelConfig): the load_model stage's work.
 
 ``check_model_settings`` is its pre-flight: what no field of the schema can say alone (a key
-that another source reads, a hub model that cannot be had here, a HookedTransformerConfig
-field a task fixes otherwise). ``load`` builds, trains or loads the model and logs its
+that another source reads, a hub model that cannot be had here, a model config field a task
+fixes otherwise). ``load`` builds, trains or loads the model and logs its
 identity. Only trained models are stored in the stage cache (interp_pipeline.models.storage);
 the others are cheaper to load again from their source than to copy.
 """
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 _SOURCE_SPECIFIC = sorted({key for keys in SOURCE_KEYS.values() for key in keys})
-# What a HookedTransformerConfig field set in model.cfg would fight with.
+# What a config field set in model.cfg would fight with.
 _SET_OUTSIDE_CFG = ("seed", "device", "dtype")
 
 
@@ -50,7 +50,7 @@ def check_model_settings(settings: ModelConfig) -> None:
     else:
         from interp_pipeline.models.shape import check_config_types
 
-        _check_hooked_transformer_fields(settings.cfg)
+        _check_config_fields(settings.cfg)
         check_config_types(settings.cfg)
         if source == "trained":
             _check_training(settings)
@@ -70,25 +70,24 @@ def _check_devices(n_devices: int | None) -> None:
                           suggestion="run on a machine with that many GPUs (CUDA_VISIBLE_DEVICES), or unset it")
 
 
-def _check_hooked_transformer_fields(cfg: dict[str, Any]) -> None:
-    from transformer_lens import HookedTransformerConfig
+def _check_config_fields(cfg: dict[str, Any]) -> None:
+    from interp_pipeline.models.from_config import config_class, field_names
 
-    allowed = {f.name for f in dataclasses.fields(HookedTransformerConfig) if f.init}
+    allowed, cls = field_names(), config_class().__name__
     for key in cfg:
         if key in _SET_OUTSIDE_CFG:
             raise ConfigError(f"cfg.{key}", f"is set by model.{key}, not inside model.cfg")
         if key not in allowed:
-            raise ConfigError(f"cfg.{key}", f"expected a HookedTransformerConfig field, found '{key}'",
+            raise ConfigError(f"cfg.{key}", f"expected a {cls} field, found '{key}'",
                               suggestion=did_you_mean(key, allowed))
 
 
 def _check_required(cfg: dict[str, Any], fixed: dict[str, Any] | None = None) -> None:
-    from transformer_lens import HookedTransformerConfig
+    from interp_pipeline.models.from_config import config_class, required_fields
 
-    for f in dataclasses.fields(HookedTransformerConfig):
-        required = f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and f.name not in cfg and f.name not in (fixed or {}):
-            raise ConfigError(f"cfg.{f.name}", "expected a value (HookedTransformerConfig requires it), found none")
+    for name in required_fields():
+        if name not in cfg and name not in (fixed or {}):
+            raise ConfigError(f"cfg.{name}", f"expected a value ({config_class().__name__} requires it), found none")
 
 
 def _check_training(settings: ModelConfig) -> None:
@@ -145,14 +144,14 @@ def load(settings: ModelConfig, tracker: Tracker = NULL_TRACKER, workdir: Path |
 
 
 def _build(cfg: dict[str, Any], settings: ModelConfig, tokenizer: Any = None) -> HookedTransformer:
+    """A HookedTransformer on TransformerLens 3, a boot_native TransformerBridge on 4 (models.from_config)."""
     import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    config = HookedTransformerConfig(**cfg, seed=settings.seed, device=resolve_device(settings.device),
-                                     dtype=getattr(torch, settings.dtype))
-    model = HookedTransformer(config, tokenizer=tokenizer)
-    model.eval()
-    return model
+    from interp_pipeline.models.from_config import build, make_config
+
+    config = make_config(cfg, seed=settings.seed, device=resolve_device(settings.device),
+                         dtype=getattr(torch, settings.dtype))
+    return build(config, tokenizer=tokenizer)
 
 
 def _trained(settings: ModelConfig, tracker: Tracker, workdir: Path | None) -> HookedTransformer:

@@ -5,7 +5,8 @@ first stage runs (exit status 2 means "found before any work"). Those checks nee
 model's shape, and a model may be trained by the pipeline or live on the hub, so the
 shape comes from the config alone: the HookedTransformerConfig a source implies, a
 HookedTransformer built on torch's meta device (no memory, no weights), and one meta
-forward pass that records every hook's shape. Nothing here downloads anything.
+forward pass that records every hook's shape (on TransformerLens 4, a config-built model is a
+boot_native TransformerBridge: models.from_config). Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -107,10 +108,10 @@ def _annotation_accepts(annotation: Any, value: Any) -> bool:
 
 
 def check_config_types(cfg: Mapping[str, Any], key: str = "cfg") -> None:
-    """Each ``cfg`` value against its HookedTransformerConfig field's type (``n_layers: two`` is refused)."""
-    from transformer_lens import HookedTransformerConfig
+    """Each ``cfg`` value against its config field's type (``n_layers: two`` is refused)."""
+    from interp_pipeline.models.from_config import field_types
 
-    hints = typing.get_type_hints(HookedTransformerConfig)
+    hints = field_types()
     for name, value in cfg.items():
         if name in hints and not _annotation_accepts(hints[name], value):
             expected = str(hints[name]).replace("typing.", "").replace("<class '", "").replace("'>", "")
@@ -118,38 +119,46 @@ def check_config_types(cfg: Mapping[str, Any], key: str = "cfg") -> None:
 
 
 def hooked_transformer_config(fields: Mapping[str, Any], key: str = "cfg") -> Any:
-    """A HookedTransformerConfig on the meta device; its own validation errors become ConfigErrors."""
+    """The model config (HookedTransformerConfig; TransformerBridgeConfig on TransformerLens 4) on
+    the meta device; its own validation errors become ConfigErrors."""
     import torch
-    from transformer_lens import HookedTransformerConfig
+
+    from interp_pipeline.models.from_config import config_class, make_config
 
     check_config_types(fields, key)
     values = {k: v for k, v in fields.items() if k not in ("device", "dtype")}
     try:
-        return HookedTransformerConfig(**values, device="meta", dtype=torch.float32)
+        return make_config(values, device="meta", dtype=torch.float32)
     except (TypeError, ValueError, AssertionError) as error:
-        raise ConfigError(key, f"not a valid HookedTransformerConfig: {error}") from None
+        raise ConfigError(key, f"not a valid {config_class().__name__}: {error}") from None
 
 
 def shape_of_config(config: Any, tokenizer: Any = None) -> ModelShape:
     """Build the model on the meta device and run one meta forward to record every hook's shape."""
-    import torch
-    from transformer_lens import HookedTransformer
+    import warnings
 
-    with torch.device("meta"):
-        model = HookedTransformer(config, move_to_device=False)
+    import torch
+
+    from interp_pipeline.models.from_config import build
+
+    model = build(config, meta=True)
     positions = min(PROBE_POSITIONS, config.n_ctx)
-    recorded: dict[str, tuple[int | str, ...]] = {}
+    recorded: dict[int, tuple[int | str, ...]] = {}
 
     def record(activation: Any, hook: Any) -> None:
-        recorded[hook.name] = tuple("pos" if d == positions else int(d) for d in activation.shape[1:])
+        # By the hook point, not its name: a TransformerBridge lists one hook point under two
+        # names (HookedTransformer's alias 'hook_embed' and its own 'embed.hook_out').
+        recorded[id(hook)] = tuple("pos" if d == positions else int(d) for d in activation.shape[1:])
 
     tokens = torch.zeros((1, positions), dtype=torch.long, device="meta")
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # A Bridge warns of the hooks its forward never calls (hook_result ...): they are recorded as None.
+        warnings.filterwarnings("ignore", message=r"run_with_hooks: skipped")
         model.run_with_hooks(tokens, fwd_hooks=[(lambda name: True, record)])
     return ModelShape(
         n_layers=config.n_layers, n_heads=config.n_heads, d_model=config.d_model, d_head=config.d_head,
         d_mlp=None if config.attn_only else config.d_mlp, n_ctx=config.n_ctx, d_vocab=config.d_vocab,
-        attn_only=config.attn_only, hooks={name: recorded.get(name) for name in model.hook_dict},
+        attn_only=config.attn_only, hooks={name: recorded.get(id(point)) for name, point in model.hook_dict.items()},
         tokenizer=tokenizer,
     )
 
@@ -175,6 +184,10 @@ def shape_of_pretrained(name: str, *, hf: bool, revision: str | None = None) -> 
     config cannot be had without a download or TransformerLens cannot convert it: pre-flight
     then leaves the checks to the stages.
     """
+    from interp_pipeline.common.tl_version import has_hooked_transformer
+
+    if not has_hooked_transformer():
+        return None  # TransformerLens 4 has no HookedTransformer equivalent to convert to: the stages check
     from transformer_lens import loading_from_pretrained as loading
 
     try:

@@ -1,16 +1,15 @@
-"""Save and load HookedTransformers as safetensors plus a JSON config: nothing is unpickled.
+"""Save and load config-built models as safetensors plus a JSON config: nothing is unpickled.
 
-The directory holds ``model.safetensors``, ``config.json`` (HookedTransformerConfig's
-constructor fields) and, when the model has one, its tokenizer (``tokenizer.json``
+Config-built models are HookedTransformers, or on TransformerLens 4 boot_native TransformerBridges
+(interp_pipeline.models.from_config). The directory holds ``model.safetensors``, ``config.json``
+(the config's constructor fields) and, when the model has one, its tokenizer (``tokenizer.json``
 and friends, via ``save_pretrained``). Registered as a stage-cache codec, so a
 trained model is a cached stage output like any other.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,22 @@ from interp_pipeline.storage.cache_codecs import Codec, register_codec
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
 
 
-def _jsonable_config(cfg: Any) -> dict[str, Any]:
+def _jsonable_config(model: Any) -> dict[str, Any]:
     import torch
 
+    from interp_pipeline.models.from_config import config_values
+
     fields = {}
-    for field in dataclasses.fields(cfg):
-        if not field.init or field.name == "device":
+    for name, value in config_values(model).items():
+        if name == "device":
             continue
-        value = getattr(cfg, field.name)
         if isinstance(value, torch.dtype):
             value = str(value).removeprefix("torch.")
         try:
             json.dumps(value)
         except TypeError:
             continue  # derived or runtime-only fields (they are recomputed on load)
-        fields[field.name] = value
+        fields[name] = value
     return fields
 
 
@@ -42,7 +42,7 @@ def save_model(model: Any, directory: Path) -> None:
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(json.dumps(_jsonable_config(model.cfg), indent=2, sort_keys=True))
+    (directory / CONFIG_FILE).write_text(json.dumps(_jsonable_config(model), indent=2, sort_keys=True))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
     if getattr(model, "tokenizer", None) is not None:
@@ -52,7 +52,8 @@ def save_model(model: Any, directory: Path) -> None:
 def load_model_dir(directory: Path, device: str = "auto") -> Any:
     import torch
     from safetensors.torch import load_file
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from interp_pipeline.models.from_config import build, make_config
 
     device = resolve_device(device)  # a cached model comes back where a fresh one would be built
     fields = json.loads((directory / CONFIG_FILE).read_text())
@@ -62,15 +63,17 @@ def load_model_dir(directory: Path, device: str = "auto") -> Any:
         from transformers import PreTrainedTokenizerFast
 
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(directory / TOKENIZER_DIR))
-    model = HookedTransformer(HookedTransformerConfig(**fields, device=device), tokenizer=tokenizer)
+    model = build(make_config(fields, device=device), tokenizer=tokenizer)
     model.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=device))
     model.eval()
     return model
 
 
-def _is_hooked_transformer(value: Any) -> bool:
-    module = sys.modules.get("transformer_lens")
-    return module is not None and isinstance(value, module.HookedTransformer)
+def _is_config_built(value: Any) -> bool:
+    from interp_pipeline.models.from_config import is_config_built
+
+    return is_config_built(value)
 
 
-register_codec(Codec("hooked_transformer", "", _is_hooked_transformer, lambda m, p: save_model(m, p), load_model_dir))
+# The codec's name stays "hooked_transformer": cache entries written before TransformerLens 4 name it.
+register_codec(Codec("hooked_transformer", "", _is_config_built, lambda m, p: save_model(m, p), load_model_dir))

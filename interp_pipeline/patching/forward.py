@@ -35,13 +35,13 @@ def _is_bridge(model: Any) -> bool:
 
 
 def supports_fast_path(model: Any) -> bool:
-    from transformer_lens import HookedTransformer
+    from interp_pipeline.common.tl_version import is_hooked_transformer
 
     if _is_bridge(model):
         from interp_pipeline.models.bridge_blocks import can_start_at_block
 
         return can_start_at_block(model)  # logs once when an architecture falls back
-    return isinstance(model, HookedTransformer) and model.cfg.positional_embedding_type != "shortformer"
+    return is_hooked_transformer(model) and model.cfg.positional_embedding_type != "shortformer"
 
 
 def run_grouped_with_cache(model: Any, tokens: Tensor, names: set[str],

@@ -39,7 +39,8 @@ class Grid:
         return getattr(patching, self.setter)
 
     def hook_name(self, layer: int) -> str:
-        from transformer_lens.utils import get_act_name
+        # transformer_lens.utilities (not .utils, which TransformerLens 4 removed): the same function on 3 and 4.
+        from transformer_lens.utilities.components_utils import get_act_name
 
         return get_act_name(self.act, layer)
 

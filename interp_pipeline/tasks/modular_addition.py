@@ -85,12 +85,15 @@ class ModularAdditionTask(Task):
         faster (0.16 s -> 0.12 s full-batch on 2 CPU cores). Same numbers as the full
         forward (tested); other architectures take the full forward.
         """
+        from interp_pipeline.common.tl_version import is_hooked_transformer
+
         cfg = model.cfg
         simple = (
             cfg.n_layers == 1 and cfg.normalization_type is None and not cfg.attn_only
             and not getattr(cfg, "parallel_attn_mlp", False) and cfg.positional_embedding_type == "standard"
         )
-        if not simple or not hasattr(model, "blocks"):
+        # HookedTransformer's modules only: a Bridge's pos_embed takes positions, not tokens.
+        if not simple or not is_hooked_transformer(model):
             return super().logits(model, tokens)
         block = model.blocks[0]
         residual = model.embed(tokens) + model.pos_embed(tokens)

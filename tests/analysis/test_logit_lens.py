@@ -71,6 +71,7 @@ def test_lens_and_patterns_equal_transformer_lens_on_a_random_hooked_transformer
     _check_patterns_match(model, tokens, layers=[0, 2], heads=[1, 3])
 
 
+@pytest.mark.hooked_transformer
 def test_lens_and_patterns_equal_transformer_lens_on_a_bridge_and_on_the_same_weights_hooked(tmp_path, monkeypatch):
     from interp_pipeline.models import hub
     from tests.patching.test_bridge import _hooked_transformer_of

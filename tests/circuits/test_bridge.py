@@ -17,6 +17,7 @@ from tests.support.models import random_pairs  # noqa: E402
 from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2  # noqa: E402
 
 
+@pytest.mark.hooked_transformer
 def test_a_bridge_scores_edges_as_the_hooked_transformer_does(tmp_path, monkeypatch):
     from interp_pipeline.models import hub
 

@@ -4,11 +4,14 @@ the same numbers through a TransformerBridge."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from interp_pipeline.circuits.ablation import AblatedRuns, exact_scores  # noqa: E402
+from interp_pipeline.common.tl_version import has_hooked_transformer  # noqa: E402
 from interp_pipeline.circuits.faithfulness import Baselines, faithfulness_curve  # noqa: E402
 from interp_pipeline.circuits.circuit import edge_order  # noqa: E402
 from interp_pipeline.circuits.graph import Graph  # noqa: E402
@@ -27,8 +30,17 @@ def test_the_graph_counts_gpt2_smalls_edges_and_the_toy_models():
 
 
 @pytest.fixture(scope="module")
-def setup():
-    model = tiny_model(n_layers=2, n_heads=2, seed=1)
+def setup(tmp_path_factory):
+    if has_hooked_transformer():
+        model = tiny_model(n_layers=2, n_heads=2, seed=1)
+    else:
+        # TransformerLens 4's config-built model (boot_native) has neither split q/k/v inputs nor per-head
+        # results (README "TransformerLens 4"): the same checks on a GPT-2 Bridge (the hf source) there.
+        from interp_pipeline.models import hub
+        from tests.support.tiny_gpt2 import save_tiny_gpt2
+
+        directory = save_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"))
+        model = hub.load_hugging_face(str(directory), revision=None, device="cpu", dtype="float32")
     pairs = random_pairs(4, 7, d_vocab=50)
     return model, Graph.of(model.cfg), pairs, Metric("logit_diff", pairs)
 
@@ -54,8 +66,10 @@ def _plain_gradients(model, graph, pairs, metric, input_value=None):
     names.append(f"blocks.{graph.n_layers - 1}.hook_resid_post")
     kept = {}
 
-    def keep(activation, hook):
-        kept[hook.name] = activation
+    def keep(activation, hook, name):
+        # A copy, whose gradient is the receiver's alone (a Bridge's hook_mlp_in is the residual stream
+        # itself, skip connection included), kept by the name hooked (a Bridge's hook.name is its own).
+        kept[name] = activation = activation.clone()
         return activation
 
     def start(activation, hook):
@@ -65,7 +79,7 @@ def _plain_gradients(model, graph, pairs, metric, input_value=None):
     model.set_use_hook_mlp_in(True)
     try:
         logits = model.run_with_hooks(pairs["clean"], fwd_hooks=[("blocks.0.hook_resid_pre", start),
-                                                                  *((n, keep) for n in names)])
+                                                                  *((n, functools.partial(keep, name=n)) for n in names)])
     finally:
         model.set_use_split_qkv_input(False)
         model.set_use_hook_mlp_in(False)

@@ -82,6 +82,7 @@ def test_without_compatibility_mode_logits_are_the_hf_models(tiny_dir, offline):
         torch.testing.assert_close(model(tokens), _hf_model(tiny_dir)(tokens).logits, atol=1e-4, rtol=0)
 
 
+@pytest.mark.hooked_transformer
 def test_compatibility_mode_matches_a_hookedtransformer_of_the_same_weights(tiny_dir, offline):
     """The bridge in compatibility mode against HookedTransformer's own loading path, activations too."""
     import torch
@@ -108,7 +109,8 @@ def test_compatibility_mode_matches_a_hookedtransformer_of_the_same_weights(tiny
 # --- pre-flight -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source,key", [("hf", "name_or_path"), ("tl", "name")])
+@pytest.mark.parametrize("source,key", [("hf", "name_or_path"),
+                                        pytest.param("tl", "name", marks=pytest.mark.hooked_transformer)])
 def test_a_missing_directory_is_named(tmp_path, offline, source, key):
     missing = str(tmp_path / "no_such_model")
     error = _error(source, missing)
@@ -117,6 +119,7 @@ def test_a_missing_directory_is_named(tmp_path, offline, source, key):
     assert "expected an existing directory" in error.message
 
 
+@pytest.mark.hooked_transformer
 def test_an_unknown_transformer_lens_name_gets_a_suggestion(offline):
     error = _error("tl", "gpt3-nano")
     assert error.key == "name"
@@ -125,6 +128,7 @@ def test_an_unknown_transformer_lens_name_gets_a_suggestion(offline):
     assert _error("tl", "pythia-70n").suggestion == "did you mean 'pythia-70m'?"
 
 
+@pytest.mark.hooked_transformer
 @pytest.mark.parametrize("name", ["gpt2-small", "pythia-70m"])
 def test_a_real_transformer_lens_model_not_cached_offline_is_refused_with_the_options(offline, name):
     error = _error("tl", name)
@@ -135,6 +139,7 @@ def test_a_real_transformer_lens_model_not_cached_offline_is_refused_with_the_op
     assert hub.OFFLINE_OPTIONS in error.message and "offline" in error.message
 
 
+@pytest.mark.hooked_transformer
 def test_a_transformer_lens_name_is_a_name_even_where_a_directory_has_it(offline, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "gpt2").mkdir()
@@ -157,6 +162,10 @@ def test_a_saved_directory_passes_and_a_broken_one_is_named(tiny_dir, tmp_path, 
     assert "expected a tokenizer saved beside the model" in _error("hf", str(no_tokenizer)).message
     assert "found no config.json in" in _error("hf", str(tmp_path)).message
     assert "found a file at" in _error("hf", str(tiny_dir / "config.json")).message
+
+
+@pytest.mark.hooked_transformer
+def test_a_saved_directory_is_no_transformer_lens_name(tiny_dir, offline):
     tl_error = _error("tl", str(tiny_dir))
     assert "expected a TransformerLens model name" in tl_error.message
     assert tl_error.suggestion == f"load it with model=hf model.name_or_path={tiny_dir}"
@@ -215,6 +224,7 @@ def cached_gpt2(tiny_dir, offline) -> Path:
     return snapshot
 
 
+@pytest.mark.hooked_transformer
 def test_cached_hub_models_pass_preflight_and_both_loaders_agree(cached_gpt2):
     import torch
 
@@ -234,6 +244,7 @@ def test_cached_hub_models_pass_preflight_and_both_loaders_agree(cached_gpt2):
     assert hub.model_identity(bridge, source="hf", name="gpt2", revision="main")["revision"] == "main"
 
 
+@pytest.mark.hooked_transformer
 def test_transformer_lens_loader_passes_its_options(monkeypatch):
     import torch
     from transformer_lens import HookedTransformer

@@ -133,6 +133,7 @@ def test_another_architecture_falls_back_and_says_so_once(tiny_directory, monkey
         "TransformerBridge of architecture GPT2LMHeadModel: fast path (its blocks run from the patched layer)"]
 
 
+@pytest.mark.hooked_transformer
 def test_a_bridge_agrees_with_a_hooked_transformer(tiny_directory, monkeypatch):
     directory = tiny_directory
     bridge = _bridge(directory, monkeypatch)

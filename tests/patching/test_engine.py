@@ -35,11 +35,17 @@ def transformer_lens_grid(name, model, pairs, metric):
         return function(model, pairs["corrupted"], clean_cache, metric.full_logits_metric)
 
 
+# The fast path on a config-built model is HookedTransformer's; TransformerLens 4's (a boot_native Bridge)
+# is no architecture models/bridge_blocks.py runs block by block, so its sweeps take the generic path.
+FAST = pytest.mark.hooked_transformer(reason="the fast path on a config-built model needs HookedTransformer: "
+                                             "TransformerLens 4's native Bridge takes the generic path")
+
+
 @pytest.mark.parametrize(("metric", "normalize", "n_prompts", "batch_size_prompts", "fast"), [
-    ("logit_diff", True, 3, 5, True),  # one patched copy per pass (5 // 3)
-    ("logit_diff", False, 2, 64, True),  # many patches per pass
-    ("kl", False, 4, 3, True),  # the prompts themselves split over passes
-    ("loss", True, 3, 12, True),
+    pytest.param("logit_diff", True, 3, 5, True, marks=FAST),  # one patched copy per pass (5 // 3)
+    pytest.param("logit_diff", False, 2, 64, True, marks=FAST),  # many patches per pass
+    pytest.param("kl", False, 4, 3, True, marks=FAST),  # the prompts themselves split over passes
+    pytest.param("loss", True, 3, 12, True, marks=FAST),
     ("answer_prob", False, 3, 9, False),  # the generic path (full forwards)
 ])
 def test_every_grid_equals_transformer_lens(metric, normalize, n_prompts, batch_size_prompts, fast):
@@ -59,7 +65,9 @@ def test_every_grid_equals_transformer_lens(metric, normalize, n_prompts, batch_
 @pytest.mark.parametrize("shape", [
     {"n_layers": 1, "n_heads": 2, "attn_only": True, "normalization_type": None},
     {"n_layers": 3, "n_heads": 3, "positional_embedding_type": "rotary", "rotary_dim": 8},
-    {"n_layers": 2, "n_heads": 4, "positional_embedding_type": "shortformer", "attn_only": True},  # generic path
+    pytest.param({"n_layers": 2, "n_heads": 4, "positional_embedding_type": "shortformer", "attn_only": True},
+                 marks=pytest.mark.hooked_transformer(reason="TransformerLens 4's native model has no shortformer "
+                                                             "positional embeddings")),  # generic path
 ])
 def test_other_shapes_equal_transformer_lens(shape):
     model = tiny_model(**shape)
@@ -83,15 +91,16 @@ def test_patching_every_head_recovers_clean_and_nothing_gives_corrupted():
     rows = torch.arange(4)
     positions = setup.metric.readout_positions(rows)
 
-    def every_head(z, hook):
-        return setup.clean_cache[hook.name]
+    def every_head(z, hook, name):
+        return setup.clean_cache[name]  # by the name hooked: a Bridge's hook.name is its own, not the alias
 
     def run(hooks):
         with torch.inference_mode():
             logits = setup.forward.run(0, rows, 1, hooks, positions)
         return float(setup.metric.finish(setup.metric.per_prompt(logits, rows).mean()))
 
-    assert run([(f"blocks.{layer}.attn.hook_z", every_head) for layer in range(2)]) == pytest.approx(1.0, abs=1e-5)
+    assert run([(f"blocks.{layer}.attn.hook_z", partial(every_head, name=f"blocks.{layer}.attn.hook_z"))
+                for layer in range(2)]) == pytest.approx(1.0, abs=1e-5)
     assert run([]) == pytest.approx(0.0, abs=1e-5)
     # A position before the first difference changes nothing; the grid's values are finite.
     resid = run_grid("resid_pre", setup)

@@ -71,6 +71,8 @@ def torch_equal(a, b) -> bool:
     return torch.equal(a, b)
 
 
+@pytest.mark.hooked_transformer(reason="its accuracy floors are those of HookedTransformer's random draw "
+                                       "(0.86 held out on TransformerLens 4's native init, floor 0.9)")
 def test_linear_probe_stage_sklearn_and_streamed_torch_agree(induction_store, tmp_path):
     from interp_pipeline.stages.probes import linear_probe
     from interp_pipeline.tracking.base import NullRun, RecordingTracker

@@ -16,14 +16,15 @@ from typing import Any
 
 
 def tiny_hooked_transformer(*, tokenizer: Any = None, **cfg: Any) -> Any:
-    """``HookedTransformer(HookedTransformerConfig(**cfg), tokenizer=tokenizer)``, in eval mode.
+    """``HookedTransformer(HookedTransformerConfig(**cfg), tokenizer=tokenizer)``, in eval mode; on
+    TransformerLens 4 the pipeline's own config-built model there (models.from_config: a boot_native
+    TransformerBridge), so the same tests run on both.
 
     No defaults: ``cfg`` is every config field the test sets (a config with a seed seeds
     torch, ``random`` and numpy when it is built, as HookedTransformerConfig does)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from interp_pipeline.models.from_config import build, make_config
 
-    model = HookedTransformer(HookedTransformerConfig(**cfg), tokenizer=tokenizer)
-    return model.eval()
+    return build(make_config(cfg), tokenizer=tokenizer)
 
 
 def task_model(task: Any, *, with_tokenizer: bool = True, **cfg: Any) -> Any:

@@ -76,11 +76,14 @@ def hooked():
 
 
 @pytest.mark.parametrize("batch_size_prompts", [512, 10])  # every prompt in one group; one prompt, positions split
+@pytest.mark.hooked_transformer
 def test_hooked_transformer_fast_path_matches_the_hook_loop(hooked, batch_size_prompts):
     model, facts, expected = hooked
     assert assert_matches(model, facts, expected, batch_size_prompts=batch_size_prompts, window=2).fast
 
 
+@pytest.mark.hooked_transformer(reason="prefix reuse on a config-built model is HookedTransformer's fast path: "
+                                       "TransformerLens 4's native Bridge takes the generic path")
 def test_prefix_reuse_matches_the_engine_without_it_on_a_rotary_grouped_query_model():
     """Keys cached before rotary (TransformerLens's layout), offset queries, two query heads per key head."""
     model = tiny_model(n_layers=3, d_vocab=50, positional_embedding_type="rotary", rotary_dim=8, n_key_value_heads=2)

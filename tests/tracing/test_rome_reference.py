@@ -44,7 +44,7 @@ def checkpoint(tmp_path_factory):
     return directory, hf_model, facts, std
 
 
-@pytest.mark.parametrize("kind", ["hooked", "bridge"])
+@pytest.mark.parametrize("kind", [pytest.param("hooked", marks=pytest.mark.hooked_transformer), "bridge"])
 @pytest.mark.parametrize("processed", [True, False])
 def test_noise_unit_is_romes_collect_embedding_std(checkpoint, kind, processed, monkeypatch):
     directory, _, facts, std = checkpoint
@@ -68,7 +68,7 @@ def reference_traces(hf_model, facts, noise_std):
     return out
 
 
-@pytest.mark.parametrize("kind", ["hooked", "bridge"])
+@pytest.mark.parametrize("kind", [pytest.param("hooked", marks=pytest.mark.hooked_transformer), "bridge"])
 def test_traces_and_pooled_average_are_romes(checkpoint, kind, monkeypatch):
     directory, hf_model, facts, std = checkpoint
     model = load(directory, kind, True, monkeypatch)
