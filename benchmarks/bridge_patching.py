@@ -15,7 +15,10 @@ ratios, and the largest difference of the Bridge's two results from HookedTransf
 width: d_model 768, 12 query and 4 key/value heads, d_mlp 2048, d_vocab 50257; 6 layers), the same
 three paths.
 
-    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/bridge_patching.py [--arch gpt2|llama] [--grids head_out resid_pre] [--repeats 2]
+On a machine with a CUDA device the same sweeps also run there, after the CPU's, the card named
+(``--devices`` chooses).
+
+    HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/bridge_patching.py [--arch gpt2|llama] [--grids head_out resid_pre] [--repeats 2] [--devices cpu cuda]
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from devices import benchmark_devices, device_name, synchronize  # noqa: E402
 from patching import prompt_pairs  # noqa: E402  (benchmarks/patching.py: the same prompts)
 
 
@@ -58,7 +62,7 @@ def save_shaped(architecture: str, directory: Path) -> Path:
     return directory
 
 
-def hooked_transformer(directory: Path):
+def hooked_transformer(directory: Path, device: str):
     """The same weights as a HookedTransformer, by the project's loader (HookedTransformer.from_pretrained:
     LayerNorm folded, writing weights and unembedding centred, value biases folded, as compatibility mode
     does); TransformerLens's check of official model names is bypassed for the directory."""
@@ -67,37 +71,20 @@ def hooked_transformer(directory: Path):
     from interp_pipeline.models.hub import load_transformer_lens
 
     loading.get_official_model_name = lambda name: name
-    return load_transformer_lens(str(directory), revision=None, device="cpu", dtype="float32", fold_ln=True,
+    return load_transformer_lens(str(directory), revision=None, device=device, dtype="float32", fold_ln=True,
                                  center_writing_weights=True, center_unembed=True, fold_value_biases=True)
 
 
-def main() -> None:
-    import torch
-
+def sweeps_on(device: str, directory: Path, args: argparse.Namespace) -> None:
+    """The table for one device: each grid on HookedTransformer, the Bridge's fast path and its generic path."""
     from interp_pipeline.models.hub import load_hugging_face
-    from interp_pipeline.patching.config import PatchingConfig
     from interp_pipeline.patching.engine import hook_names_for, prepare, run_grid
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch-size-prompts", type=int, default=PatchingConfig().batch_size_prompts)
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--positions", type=int, default=16)
-    parser.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
-    parser.add_argument("--grids", nargs="+", default=["head_out", "resid_pre"])
-    parser.add_argument("--repeats", type=int, default=1, help="interleaved sweeps per path; the fastest is kept "
-                                                               "(on a shared machine, load shifts between paths)")
-    args = parser.parse_args()
-
-    print(f"{args.arch}: torch threads: {torch.get_num_threads()}, load average at start: {os.getloadavg()[0]:.2f}, "
-          f"batch_size_prompts {args.batch_size_prompts}, repeats {args.repeats}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        # Not "llama_shaped": TransformerLens's config conversion takes any name containing "llama" for an
-        # official Llama and reads no config.json.
-        directory = save_shaped(args.arch, Path(tmp) / f"{args.arch.replace('llama', 'rms_rotary')}_shaped")
-        models = {
-            "hooked": hooked_transformer(directory),
-            "bridge": load_hugging_face(str(directory), revision=None, device="cpu", dtype="float32"),
-        }
+    print(f"device: {device_name(device)}", flush=True)
+    models = {
+        "hooked": hooked_transformer(directory, device),
+        "bridge": load_hugging_face(str(directory), revision=None, device=device, dtype="float32"),
+    }
     pairs = prompt_pairs(args.prompts, args.positions)
     hooks = hook_names_for(args.grids, models["bridge"].cfg.n_layers)
     setups, prepare_seconds = {}, {}
@@ -106,6 +93,7 @@ def main() -> None:
         start = time.perf_counter()
         setups[label] = prepare(model, pairs, "logit_diff", normalize=True, batch_size_prompts=args.batch_size_prompts,
                                 hook_names=hooks, fast=fast)
+        synchronize(device)
         prepare_seconds[label] = time.perf_counter() - start
     print("prepare (clean + corrupted runs) s: " + ", ".join(f"{k} {v:.2f}" for k, v in prepare_seconds.items()))
     print(f"{'grid':<10} {'HT s':>7} {'fast s':>7} {'generic s':>9} {'fast/HT':>8} {'generic/fast':>12} "
@@ -116,6 +104,7 @@ def main() -> None:
             for label, setup in setups.items():
                 start = time.perf_counter()
                 results[label] = run_grid(name, setup)
+                synchronize(device)
                 seconds[label] = min(seconds[label], time.perf_counter() - start)
         fast_diff = (results["bridge fast"] - results["hooked"]).abs().max().item()
         generic_diff = (results["bridge generic"] - results["hooked"]).abs().max().item()
@@ -124,6 +113,33 @@ def main() -> None:
               f"{seconds['bridge generic'] / seconds['bridge fast']:11.2f}x {fast_diff:9.1e} {generic_diff:9.1e} "
               f"{results['hooked'].abs().max().item():8.2f}  "
               f"{os.getloadavg()[0]:.2f}", flush=True)
+
+
+def main() -> None:
+    import torch
+
+    from interp_pipeline.patching.config import PatchingConfig
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch-size-prompts", type=int, default=PatchingConfig().batch_size_prompts)
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--positions", type=int, default=16)
+    parser.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2")
+    parser.add_argument("--grids", nargs="+", default=["head_out", "resid_pre"])
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved sweeps per path; the fastest is kept "
+                                                               "(on a shared machine, load shifts between paths)")
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="default: cpu, and cuda when this machine has one (both in this run)")
+    args = parser.parse_args()
+
+    print(f"{args.arch}: torch threads: {torch.get_num_threads()}, load average at start: {os.getloadavg()[0]:.2f}, "
+          f"batch_size_prompts {args.batch_size_prompts}, repeats {args.repeats}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Not "llama_shaped": TransformerLens's config conversion takes any name containing "llama" for an
+        # official Llama and reads no config.json.
+        directory = save_shaped(args.arch, Path(tmp) / f"{args.arch.replace('llama', 'rms_rotary')}_shaped")
+        for device in benchmark_devices(args.devices):
+            sweeps_on(device, directory, args)
 
 
 if __name__ == "__main__":

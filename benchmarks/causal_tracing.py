@@ -7,14 +7,15 @@
    the paper's ``trace_with_patch``. The engine runs twice: as it stands (restored runs compute
    positions from the restored one on, attending to the corrupted run's keys and values) and with
    ``reuse_prefix=False`` (every restored run computes every position), to show that saving alone.
-   Each runs --repeats times, interleaved; the lowest CPU time is kept. Reports the times, the ratios,
+   Each runs --repeats times, interleaved; the lowest CPU time is kept. On a machine with a CUDA
+   device the speed part also runs there, after the CPU's, the card named (on it, read wall time). Reports the times, the ratios,
    the largest differences, the ratios arithmetic alone predicts, and the load average around the runs.
 2. Memory: the causal_tracing stage (no figures) on 16, 64 and 256 prompts of a smaller random
    model (2 layers, d_model 64), each in a fresh subprocess; reports each one's peak resident
    memory (ru_maxrss).
    Streaming means the peak does not grow with the number of prompts.
 
-    python benchmarks/causal_tracing.py [--prompts 4] [--layers 8] [--d-model 256] [--repeats 2] [--skip-memory]
+    python benchmarks/causal_tracing.py [--prompts 4] [--layers 8] [--d-model 256] [--repeats 2] [--skip-memory] [--devices cpu cuda]
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from devices import benchmark_devices, device_name, synchronize  # noqa: E402
 
 
 def random_model(layers: int, d_model: int, d_vocab: int):
@@ -77,7 +81,7 @@ def arithmetic(facts, layers: int, window: int, d_model: int, d_vocab: int) -> d
     return work
 
 
-def speed(args) -> None:
+def speed(args, device: str) -> None:
     import torch
 
     sys.path.insert(0, str(ROOT))
@@ -85,7 +89,8 @@ def speed(args) -> None:
     from tests.support.tracing import reference_trace
 
     torch.set_num_threads(1)
-    model = random_model(args.layers, args.d_model, args.vocab)
+    print(f"device: {device_name(device)}")
+    model = random_model(args.layers, args.d_model, args.vocab).to(device)
     facts = random_facts(args.prompts, 10, args.vocab)
     window = default_window(args.layers)
     settings = dict(noise_std=0.3, samples=10, window=window, seed=0)
@@ -96,6 +101,7 @@ def speed(args) -> None:
     def timed(run):
         start, cpu = time.perf_counter(), time.process_time()
         out = run()
+        synchronize(device)
         return out, time.perf_counter() - start, time.process_time() - cpu
 
     def engine(reuse_prefix: bool) -> dict:
@@ -184,13 +190,16 @@ def main() -> None:
     parser.add_argument("--mem-d-model", type=int, default=64)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="speed on these; default: cpu, and cuda when this machine has one (both in this run)")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child is not None:
         memory_child(args.memory_child, args.layers, args.d_model, args.vocab)
         return
     if not args.skip_speed:
-        speed(args)
+        for device in benchmark_devices(args.devices):
+            speed(args, device)
     if not args.skip_memory:
         memory(args)
 

@@ -64,11 +64,14 @@ def prepare(
     """Run the clean and corrupted prompts once: the clean activations ``hook_names``
     (what patches copy in), the corrupted residual stream at each layer (where the
     fast path starts) and ``corrupted_hook_names``, and the metric's clean and
-    corrupted values."""
+    corrupted values. ``fast``: None starts patched runs at the patched layer where the model allows
+    it; True insists (an error where it cannot), False never does."""
     import torch
 
     device = model.cfg.device
     pairs = {k: v.to(device) for k, v in pairs.items()}
+    if fast and not supports_fast_path(model):  # asked for by a caller (tests, benchmarks), not by a config
+        raise ValueError(f"fast=True, but this {type(model).__name__} has no fast path (patching/forward.py)")
     fast = supports_fast_path(model) if fast is None else fast
     metric = Metric(metric_name, pairs, normalize=normalize)
     n_layers = model.cfg.n_layers

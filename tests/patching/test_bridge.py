@@ -125,6 +125,9 @@ def test_another_architecture_falls_back_and_says_so_once(tiny_directory, monkey
         pairs = random_pairs(2, 6, d_vocab=VOCAB)
         setup = prepare(bridge, pairs, "logit_diff", normalize=True, batch_size_prompts=8,
                         hook_names=hook_names_for(["resid_pre"], 2))
+        with pytest.raises(ValueError, match="fast=True, but this TransformerBridge has no fast path"):
+            prepare(bridge, pairs, "logit_diff", normalize=True, batch_size_prompts=8,
+                    hook_names=hook_names_for(["resid_pre"], 2), fast=True)
     assert not setup.forward.fast
     warnings = [r for r in caplog.records if "NotGPT2ForCausalLM" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelname == "WARNING" and "no fast path" in warnings[0].getMessage()

@@ -27,7 +27,7 @@ def reference_trace(model: Any, facts: dict, prompt: int, *, noise_std: float, s
 
         def add_noise(embed, hook):
             embed = embed.clone()
-            embed[:, first:last_subject + 1] += noise.to(embed.dtype)
+            embed[:, first:last_subject + 1] += noise.to(embed)  # the model's dtype and device
             return embed
 
         def p_object(hooks):
