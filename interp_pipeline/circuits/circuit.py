@@ -36,14 +36,12 @@ def edge_order(scores: Tensor, graph: Graph, selection: str, *, absolute: bool) 
         return torch.argsort(key.flatten(), descending=True, stable=True)[:graph.n_edges]
     # Greedy: a candidate edge's receiver belongs to a node already in the circuit (or the logits).
     n_receivers = graph.n_receivers
-    node_of = graph.receiver_node
-    in_circuit = torch.zeros(graph.n_senders + 1, dtype=torch.bool)  # the last slot: the logits, always in
-    in_circuit[-1] = True
-    node_slot = torch.where(node_of < 0, graph.n_senders, node_of)
+    feeds = graph.receiver_nodes  # a shared key/value input opens with the first head of its group
+    open_receivers = torch.zeros(n_receivers, dtype=torch.bool)
+    open_receivers[graph.logits_receiver] = True
     available = key.clone()
     order = torch.empty(graph.n_edges, dtype=torch.long)
     for step in range(graph.n_edges):
-        open_receivers = in_circuit[node_slot]  # [n_receivers]
         candidates = available.masked_fill(~open_receivers[None, :], float("-inf"))
         flat = int(torch.argmax(candidates))
         if candidates.flatten()[flat] == float("-inf"):  # the rest cannot reach the logits
@@ -52,7 +50,7 @@ def edge_order(scores: Tensor, graph: Graph, selection: str, *, absolute: bool) 
             break
         order[step] = flat
         available.view(-1)[flat] = float("-inf")
-        in_circuit[flat // n_receivers] = True
+        open_receivers |= feeds[flat // n_receivers]
     return order
 
 
@@ -75,11 +73,13 @@ def prune_circuit(mask: Tensor, graph: Graph) -> Tensor:
     """Drop edges into nodes without a path to the logits, until none is left."""
     import torch
 
-    node_of = graph.receiver_node
+    feeds = graph.receiver_nodes
+    is_logits = torch.arange(graph.n_receivers) == graph.logits_receiver
     mask = mask.clone()
     while True:
         reaches = mask.any(1)  # [n_senders]: a sender with an edge left (its receiver still reaches)
-        alive = torch.where(node_of < 0, torch.ones_like(node_of, dtype=torch.bool), reaches[node_of.clamp(min=0)])
+        # A receiver lives while one node it feeds reaches on (a key/value input: any head of its group).
+        alive = is_logits | (feeds & reaches[:, None]).any(0)
         pruned = mask & alive[None, :]
         if torch.equal(pruned, mask):
             return mask

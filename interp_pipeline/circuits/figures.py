@@ -49,6 +49,14 @@ def _positions(graph: Graph) -> dict[str, tuple[float, float]]:
     return pos
 
 
+def _receiver_point(graph: Graph, receiver: int, pos: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """Where an edge into ``receiver`` ends: its node, or the middle of the heads a shared key/value input feeds."""
+    if receiver == graph.logits_receiver:
+        return pos["logits"]
+    points = [pos[graph.sender_names[n]] for n in graph.receiver_nodes[:, receiver].nonzero().flatten().tolist()]
+    return sum(x for x, _ in points) / len(points), points[0][1]
+
+
 def circuit_figure(graph: Graph, result: MethodResult) -> Any:
     """The circuit of ``result`` as a graph; the drawn edge joins the sender to the receiving node."""
     import matplotlib
@@ -63,8 +71,7 @@ def circuit_figure(graph: Graph, result: MethodResult) -> Any:
     biggest = float(values.abs().max()) if len(values) else 1.0
     figure, axes = plt.subplots(figsize=(max(5.0, 0.6 * graph.n_heads + 2), 1.1 * graph.n_layers + 3))
     for s, r, v in zip(senders.tolist(), receivers.tolist(), values.tolist()):
-        target = graph.receiver_names[r].split("<")[0]
-        (x0, y0), (x1, y1) = pos[graph.sender_names[s]], pos[target]
+        (x0, y0), (x1, y1) = pos[graph.sender_names[s]], _receiver_point(graph, r, pos)
         axes.plot([x0, x1], [y0, y1], color="#2166ac" if v >= 0 else "#b2182b",
                   lw=0.3 + 3.0 * abs(v) / (biggest or 1.0), alpha=0.7, zorder=1)
     used = {graph.sender_names[i] for i in mask.any(1).nonzero().flatten().tolist()} | {"logits"}
@@ -90,6 +97,7 @@ def page_parts(report: CircuitReport) -> list[Any]:
 
     graph, settings = report.graph, report.settings
     header = html_table([{"graph": f"{graph.n_layers} layers x {graph.n_heads} heads"
+                                   f"{f' ({graph.n_kv_heads} key/value heads)' if graph.grouped else ''}"
                                    f"{', MLPs' if graph.has_mlp else ''}: {graph.n_edges} edges",
                           "metric": report.metric.name, "model": f"{report.baselines.model:.4g}",
                           "empty circuit": f"{report.baselines.empty:.4g}", "ablation": settings.ablation,

@@ -4,15 +4,31 @@ The graph is the one of ACDC (Conmy et al. 2023) and Edge Attribution Patching (
 2023), as hannamw/EAP-IG (Hanna et al. 2024) and MIB (Mueller et al. 2025) lay it out:
 
 - senders (nodes with an output): the input embeddings, every attention head, every MLP;
-- receivers (node inputs): each head's query, key and value input, each MLP's input, the logits;
+- receivers (node inputs): each head's query input, each key/value head's key and value input, each
+  MLP's input, the logits;
 - an edge: a sender's output as it reaches one receiver through the residual stream. A receiver
   reads every sender of an earlier layer; an MLP also reads the heads of its own layer (attention
   runs first in a block, unless the model runs them in parallel).
 
 Everything is a tensor indexed [sender, receiver] (``valid`` marks the edges that exist), so
 GPT-2 small's 32,491 edges are one 157 x 445 matrix and nothing per edge is a Python object.
-Senders are numbered input, then per layer its heads and its MLP; receivers per layer its heads'
-q, k, v inputs (q of every head, then k, then v) and its MLP input, then the logits.
+Senders are numbered input, then per layer its heads and its MLP; receivers per layer its q, k, v
+inputs (q of every head, then k of every key/value head, then v) and its MLP input, then the logits.
+
+Grouped-query attention (Llama, Gemma 3, ...: ``n_key_value_heads`` < ``n_heads``): a layer computes
+one key and one value per key/value head, shared by its group of ``n_heads / n_key_value_heads``
+query heads, so a k or v receiver is a key/value head's input and reads the residual stream once
+for its whole group; q receivers stay one per query head. That is the model's own computation and
+what TransformerLens 3.9 hooks on both model kinds: with ``use_split_qkv_input``, hook_k_input and
+hook_v_input are [batch, pos, n_key_value_heads, d_model] on a HookedTransformer
+(components/transformer_block.py) and on a TransformerBridge (position_embeddings_attention.py).
+hannamw/EAP-IG (README, "What about models with Grouped Query Attention?"; attribute.py asserts it)
+and MIB's circuit track (run_attribution.py) instead set ``ungroup_grouped_query_attention``, which
+gives every query head its own copy of the key and value inputs: more edges (a k edge into one
+query head of a group alone), a graph the Bridge cannot run (it has no such flag) and one the model
+does not compute. We follow the model; a HookedTransformer whose ``cfg.ungroup_grouped_query_attention``
+is set gets their ungrouped graph (its hooks then have a head per query head), so edge counts can be
+compared with MIB's. With as many key/value heads as heads, both are the graph above.
 """
 
 from __future__ import annotations
@@ -29,18 +45,39 @@ QKV = ("q", "k", "v")
 
 @dataclass(frozen=True)
 class Graph:
-    """The graph of a model of ``n_layers`` layers of ``n_heads`` heads (and MLPs unless ``attn_only``)."""
+    """The graph of a model of ``n_layers`` layers of ``n_heads`` heads (and MLPs unless ``attn_only``)
+    sharing ``n_kv_heads`` key/value heads (0: one per head, no grouping)."""
 
     n_layers: int
     n_heads: int
     has_mlp: bool = True
     parallel_attn_mlp: bool = False
+    n_kv_heads: int = 0
+
+    def __post_init__(self) -> None:
+        kv = self.n_kv_heads or self.n_heads
+        if self.n_heads % kv:
+            raise ValueError(f"n_heads ({self.n_heads}) is not a multiple of n_kv_heads ({kv})")
+        object.__setattr__(self, "n_kv_heads", kv)  # so Graph(2, 4) == Graph(2, 4, n_kv_heads=4)
 
     @classmethod
     def of(cls, cfg: Any) -> Graph:
         """From a HookedTransformerConfig, a Bridge's cfg, or the model's shape before it is built."""
-        return cls(int(cfg.n_layers), int(cfg.n_heads), not bool(getattr(cfg, "attn_only", False)),
-                   bool(getattr(cfg, "parallel_attn_mlp", False)))
+        n_heads = int(cfg.n_heads)
+        kv = getattr(cfg, "n_key_value_heads", None) or n_heads
+        # Only a HookedTransformer ungroups (a Bridge's cfg has the flag too, and ignores it).
+        if getattr(cfg, "ungroup_grouped_query_attention", False) and type(cfg).__name__ == "HookedTransformerConfig":
+            kv = n_heads
+        return cls(int(cfg.n_layers), n_heads, not bool(getattr(cfg, "attn_only", False)),
+                   bool(getattr(cfg, "parallel_attn_mlp", False)), int(kv))
+
+    @property
+    def grouped(self) -> bool:
+        return self.n_kv_heads < self.n_heads
+
+    def kv_head_of(self, head: int) -> int:
+        """The key/value head a query head reads (repeat_interleave's order, as TransformerLens and HF's repeat_kv)."""
+        return head // (self.n_heads // self.n_kv_heads)
 
     # --- senders ---------------------------------------------------------------------------
     @property
@@ -66,19 +103,29 @@ class Graph:
         return names
 
     # --- receivers -------------------------------------------------------------------------
+    def qkv_count(self, which: str) -> int:
+        """Receivers of a layer's q (one per head), k or v (one per key/value head) inputs."""
+        return self.n_heads if which == "q" else self.n_kv_heads
+
+    @property
+    def per_layer_qkv(self) -> int:
+        return self.n_heads + 2 * self.n_kv_heads
+
     @property
     def per_layer_receivers(self) -> int:
-        return 3 * self.n_heads + int(self.has_mlp)
+        return self.per_layer_qkv + int(self.has_mlp)
 
     @property
     def n_receivers(self) -> int:
         return self.n_layers * self.per_layer_receivers + 1
 
     def qkv_receiver(self, layer: int, which: str, head: int = 0) -> int:
-        return layer * self.per_layer_receivers + QKV.index(which) * self.n_heads + head
+        """``head``: a query head for q, a key/value head for k and v."""
+        before = sum(self.qkv_count(w) for w in QKV[:QKV.index(which)])
+        return layer * self.per_layer_receivers + before + head
 
     def mlp_receiver(self, layer: int) -> int:
-        return layer * self.per_layer_receivers + 3 * self.n_heads
+        return layer * self.per_layer_receivers + self.per_layer_qkv
 
     @property
     def logits_receiver(self) -> int:
@@ -88,7 +135,10 @@ class Graph:
     def receiver_names(self) -> list[str]:
         names = []
         for layer in range(self.n_layers):
-            names += [f"a{layer}.h{head}<{which}>" for which in QKV for head in range(self.n_heads)]
+            for which in QKV:
+                # hannamw/EAP-IG's and MIB's names; a shared key/value head is a{layer}.kv{index}<k>.
+                node = "kv" if which != "q" and self.grouped else "h"
+                names += [f"a{layer}.{node}{head}<{which}>" for head in range(self.qkv_count(which))]
             names += [f"m{layer}"] if self.has_mlp else []
         return names + ["logits"]
 
@@ -97,22 +147,26 @@ class Graph:
         if receiver == self.logits_receiver:
             return self.n_senders
         layer, offset = divmod(receiver, self.per_layer_receivers)
-        if offset < 3 * self.n_heads or self.parallel_attn_mlp:
+        if offset < self.per_layer_qkv or self.parallel_attn_mlp:
             return self.head_sender(layer)
         return self.mlp_sender(layer)
 
     @cached_property
-    def receiver_node(self) -> Tensor:
-        """For each receiver, the sender that is the same node (its head or MLP); -1 for the logits."""
+    def receiver_nodes(self) -> Tensor:
+        """[n_senders, n_receivers] bool: the nodes each receiver is an input of: a query input its head's,
+        a key or value input every head of its key/value group, an MLP input its MLP; none for the logits
+        (which pruning and greedy growth keep always)."""
         import torch
 
-        nodes = torch.full((self.n_receivers,), -1, dtype=torch.long)
+        nodes = torch.zeros(self.n_senders, self.n_receivers, dtype=torch.bool)
         for layer in range(self.n_layers):
-            for which in QKV:
-                for head in range(self.n_heads):
-                    nodes[self.qkv_receiver(layer, which, head)] = self.head_sender(layer, head)
+            for head in range(self.n_heads):
+                sender = self.head_sender(layer, head)
+                nodes[sender, self.qkv_receiver(layer, "q", head)] = True
+                for which in ("k", "v"):
+                    nodes[sender, self.qkv_receiver(layer, which, self.kv_head_of(head))] = True
             if self.has_mlp:
-                nodes[self.mlp_receiver(layer)] = self.mlp_sender(layer)
+                nodes[self.mlp_sender(layer), self.mlp_receiver(layer)] = True
         return nodes
 
     @cached_property

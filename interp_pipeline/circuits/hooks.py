@@ -37,7 +37,8 @@ class SenderGroup:
 
 @dataclass(frozen=True)
 class ReceiverGroup:
-    """Receivers read at one hook: a layer's q (or k, v) inputs ([b, p, head, d]), an MLP input, the logits."""
+    """Receivers read at one hook: a layer's q (or k, v) inputs ([b, p, head, d]; k and v: a key/value
+    head each), an MLP input, the logits."""
 
     hook: str
     first: int
@@ -65,7 +66,8 @@ def receiver_groups(graph: Graph) -> list[ReceiverGroup]:
     for layer in range(graph.n_layers):
         for which in QKV:
             first = graph.qkv_receiver(layer, which)
-            groups.append(ReceiverGroup(f"blocks.{layer}.hook_{which}_input", first, graph.n_heads, layer,
+            # k and v: [b, p, n_key_value_heads, d] under grouped-query attention (graph.py).
+            groups.append(ReceiverGroup(f"blocks.{layer}.hook_{which}_input", first, graph.qkv_count(which), layer,
                                         graph.receiver_prefix(first), True))
         if graph.has_mlp:
             first = graph.mlp_receiver(layer)

@@ -74,7 +74,8 @@ class CircuitReport:
         nodes = circuit_nodes(mask, self.graph)
         return {
             "method": result.method, "metric": self.metric.name, "ablation": self.settings.ablation,
-            "graph": {"n_layers": self.graph.n_layers, "n_heads": self.graph.n_heads, "mlp": self.graph.has_mlp,
+            "graph": {"n_layers": self.graph.n_layers, "n_heads": self.graph.n_heads,
+                      "n_key_value_heads": self.graph.n_kv_heads, "mlp": self.graph.has_mlp,
                       "n_edges": self.graph.n_edges},
             "nodes": [self.graph.sender_names[i] for i in nodes.nonzero().flatten().tolist()] + ["logits"],
             "edges": [{"from": self.graph.sender_names[s], "to": self.graph.receiver_names[r],

@@ -52,8 +52,9 @@ def _check_size(settings: CircuitsConfig, cfg: Any) -> Any:
 
     graph = Graph.of(cfg)
     if settings.n_edges > graph.n_edges:
+        kv = f", {graph.n_kv_heads} key/value heads" if graph.grouped else ""
         raise ConfigError("n_edges", f"expected at most the graph's {graph.n_edges} edges ({cfg.n_layers} layers of "
-                                     f"{cfg.n_heads} heads), found {settings.n_edges}")
+                                     f"{cfg.n_heads} heads{kv}), found {settings.n_edges}")
     return graph
 
 

@@ -20,13 +20,17 @@ GRAPH = Graph(3, 2)
 
 
 def _reaches_logits(mask, graph):
-    """Every edge's receiving node has a path onward to the logits, by a plain walk from the logits."""
+    """Every edge's receiving node (for a shared key/value input: a head of its group) has a path onward to
+    the logits, by a plain walk from the logits."""
+    def nodes(r):
+        return {-1} if r == graph.logits_receiver else set(graph.receiver_nodes[:, r].nonzero().flatten().tolist())
+
     alive = {-1}
     for _ in range(graph.n_senders):
         for s, r in mask.nonzero().tolist():
-            if int(graph.receiver_node[r]) in alive:
+            if nodes(r) & alive:
                 alive.add(s)
-    return all(int(graph.receiver_node[r]) in alive for _, r in mask.nonzero().tolist())
+    return all(nodes(r) & alive for _, r in mask.nonzero().tolist())
 
 
 def test_top_n_takes_the_largest_magnitudes_and_pruning_drops_dangling_edges():
@@ -46,16 +50,31 @@ def test_top_n_takes_the_largest_magnitudes_and_pruning_drops_dangling_edges():
     assert int(threshold_circuit(scores, GRAPH, 3.5, absolute=True, prune=False).sum()) == 2
 
 
-def test_greedy_grows_from_the_logits_so_every_prefix_is_connected():
-    scores = torch.randn(GRAPH.n_senders, GRAPH.n_receivers, generator=torch.Generator().manual_seed(0))
-    order = edge_order(scores, GRAPH, "greedy", absolute=True)
-    assert sorted(order.tolist()) == sorted(GRAPH.valid.flatten().nonzero().flatten().tolist())
-    for n in (1, 5, 17, GRAPH.n_edges):
-        mask = circuit_of(order, n, GRAPH, prune=False)
-        assert int(mask.sum()) == n and _reaches_logits(mask, GRAPH)
-        assert torch.equal(prune_circuit(mask, GRAPH), mask)
-    top = circuit_of(edge_order(scores, GRAPH, "top_n", absolute=True), 17, GRAPH, prune=True)
-    assert _reaches_logits(top, GRAPH)
+def test_a_shared_key_or_value_input_lives_while_one_head_of_its_group_reaches_the_logits():
+    graph = Graph(2, 4, n_kv_heads=2)  # heads 0, 1 read key/value head 0; heads 2, 3 read 1
+    mask = torch.zeros(graph.n_senders, graph.n_receivers, dtype=torch.bool)
+    mask[graph.head_sender(0, 1), graph.logits_receiver] = True
+    mask[0, graph.qkv_receiver(0, "k", 0)] = True  # into a0.h0 and a0.h1's keys: a0.h1 reaches the logits
+    mask[0, graph.qkv_receiver(0, "v", 1)] = True  # into a0.h2 and a0.h3's values: neither does
+    mask[0, graph.qkv_receiver(0, "q", 0)] = True  # into a0.h0's query: a0.h0 does not
+    pruned = prune_circuit(mask, graph)
+    assert pruned[0, graph.qkv_receiver(0, "k", 0)] and pruned[graph.head_sender(0, 1), graph.logits_receiver]
+    assert int(pruned.sum()) == 2
+    assert graph.receiver_names[graph.qkv_receiver(0, "v", 1)] == "a0.kv1<v>"
+    assert heads_in(pruned, graph) == {(0, 1)}
+
+
+@pytest.mark.parametrize("graph", [GRAPH, Graph(2, 4, n_kv_heads=2)], ids=["heads", "grouped_kv"])
+def test_greedy_grows_from_the_logits_so_every_prefix_is_connected(graph):
+    scores = torch.randn(graph.n_senders, graph.n_receivers, generator=torch.Generator().manual_seed(0))
+    order = edge_order(scores, graph, "greedy", absolute=True)
+    assert sorted(order.tolist()) == sorted(graph.valid.flatten().nonzero().flatten().tolist())
+    for n in (1, 5, 17, graph.n_edges):
+        mask = circuit_of(order, n, graph, prune=False)
+        assert int(mask.sum()) == n and _reaches_logits(mask, graph)
+        assert torch.equal(prune_circuit(mask, graph), mask)
+    top = circuit_of(edge_order(scores, graph, "top_n", absolute=True), 17, graph, prune=True)
+    assert _reaches_logits(top, graph)
 
 
 TOY = ["+experiment=circuit_discovery", "model=toy_ioi"]

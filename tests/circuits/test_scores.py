@@ -29,6 +29,22 @@ def test_the_graph_counts_gpt2_smalls_edges_and_the_toy_models():
     assert not graph.valid[graph.head_sender(1, 0), graph.qkv_receiver(1, "k", 1)]
 
 
+def test_the_graph_of_grouped_query_attention_has_a_key_and_a_value_input_per_key_value_head():
+    graph = Graph(2, 4, n_kv_heads=2)
+    # By hand: a layer's receivers are 4 queries, 2 keys, 2 values and the MLP. Layer 0's 8 attention
+    # inputs read the input; its MLP the input and 4 heads; layer 1's 8 read those and m0 (6 senders);
+    # its MLP 10; the logits all 11 senders.
+    assert (graph.n_senders, graph.n_receivers) == (11, 2 * 9 + 1)
+    assert graph.n_edges == 8 * 1 + 5 + 8 * 6 + 10 + 11 == 82
+    assert Graph(2, 4).n_edges == 12 * 1 + 5 + 12 * 6 + 10 + 11  # the same model without grouping
+    assert graph.receiver_names[:9] == ["a0.h0<q>", "a0.h1<q>", "a0.h2<q>", "a0.h3<q>", "a0.kv0<k>", "a0.kv1<k>",
+                                        "a0.kv0<v>", "a0.kv1<v>", "m0"]
+    assert graph.qkv_receiver(1, "v", 1) == 9 + 7 and graph.mlp_receiver(1) == 9 + 8
+    # key/value head 1 is read by query heads 2 and 3 (repeat_interleave's order)
+    assert graph.receiver_nodes[:, graph.qkv_receiver(0, "k", 1)].nonzero().flatten().tolist() == [3, 4]
+    assert Graph(2, 4, n_kv_heads=4) == Graph(2, 4)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     if has_hooked_transformer():
@@ -43,6 +59,40 @@ def setup(tmp_path_factory):
         model = hub.load_hugging_face(str(directory), revision=None, device="cpu", dtype="float32")
     pairs = random_pairs(4, 7, d_vocab=50)
     return model, Graph.of(model.cfg), pairs, Metric("logit_diff", pairs)
+
+
+@pytest.fixture(scope="module")
+def grouped(tmp_path_factory):
+    """Grouped-query attention: 4 heads sharing 2 key/value heads (rotary, as the models that group are)."""
+    if has_hooked_transformer():
+        model = tiny_model(n_layers=2, n_heads=4, seed=1, n_key_value_heads=2, positional_embedding_type="rotary",
+                           rotary_dim=8)
+    else:  # TransformerLens 4: a Llama Bridge (the hf source), 4 heads sharing 2
+        from interp_pipeline.models import hub
+        from tests.support.tiny_bridges import save_tiny
+
+        directory = save_tiny("llama", tmp_path_factory.mktemp("tiny_llama"))
+        model = hub.load_hugging_face(str(directory), revision=None, device="cpu", dtype="float32")
+    pairs = random_pairs(4, 7, d_vocab=50)
+    graph = Graph.of(model.cfg)
+    assert graph == Graph(2, 4, n_kv_heads=2)
+    return model, graph, pairs, Metric("logit_diff", pairs)
+
+
+@pytest.fixture(scope="module")
+def ungrouped():
+    """The same shape with TransformerLens's ungroup_grouped_query_attention (hannamw/EAP-IG's and MIB's graph):
+    a key and a value input per query head."""
+    if not has_hooked_transformer():
+        pytest.skip("ungroup_grouped_query_attention is HookedTransformer's")
+    model = tiny_model(n_layers=2, n_heads=4, seed=1, n_key_value_heads=2, ungroup_grouped_query_attention=True)
+    pairs = random_pairs(4, 7, d_vocab=50)
+    graph = Graph.of(model.cfg)
+    assert graph == Graph(2, 4)
+    return model, graph, pairs, Metric("logit_diff", pairs)
+
+
+MODELS = ["setup", "grouped", "ungrouped"]
 
 
 def _plain_outputs(model, tokens):
@@ -97,8 +147,9 @@ def _product(difference, gradient, graph):
     return torch.einsum("bpsd,bprd->sr", difference, gradient) * graph.valid
 
 
-def test_eap_is_the_product_of_the_difference_and_autograds_gradient(setup):
-    model, graph, pairs, metric = setup
+@pytest.mark.parametrize("model_setup", MODELS)
+def test_eap_is_the_product_of_the_difference_and_autograds_gradient(model_setup, request):
+    model, graph, pairs, metric = request.getfixturevalue(model_setup)
     with torch.no_grad():
         difference = _plain_outputs(model, pairs["corrupted"]) - _plain_outputs(model, pairs["clean"])
     expected = _product(difference, _plain_gradients(model, graph, pairs, metric), graph)
@@ -135,12 +186,15 @@ def _plain_edge_patch(model, graph, pairs, metric, sender, receiver):
     with torch.no_grad():
         delta = (_plain_outputs(model, pairs["corrupted"]) - _plain_outputs(model, pairs["clean"]))[:, :, sender]
     layer, offset = divmod(receiver, graph.per_layer_receivers)
+    q, kv = graph.n_heads, graph.n_kv_heads  # a layer's receivers: q per head, k and v per key/value head, MLP
     if receiver == graph.logits_receiver:
         name, head = f"blocks.{graph.n_layers - 1}.hook_resid_post", None
-    elif offset == 3 * graph.n_heads:
+    elif offset == q + 2 * kv:
         name, head = f"blocks.{layer}.hook_mlp_in", None
+    elif offset < q:
+        name, head = f"blocks.{layer}.hook_q_input", offset
     else:
-        name, head = f"blocks.{layer}.hook_{'qkv'[offset // graph.n_heads]}_input", offset % graph.n_heads
+        name, head = f"blocks.{layer}.hook_{'kv'[(offset - q) // kv]}_input", (offset - q) % kv
 
     def patch(activation, hook):
         if head is None:
@@ -161,13 +215,16 @@ def _plain_edge_patch(model, graph, pairs, metric, sender, receiver):
     return float(patched - clean)
 
 
-def test_exact_edge_patching_equals_patching_one_edge_with_a_plain_hook(setup):
-    model, graph, pairs, metric = setup
+@pytest.mark.parametrize("model_setup", MODELS)
+def test_exact_edge_patching_equals_patching_one_edge_with_a_plain_hook(model_setup, request):
+    model, graph, pairs, metric = request.getfixturevalue(model_setup)
     runs = AblatedRuns(model, graph, pairs, metric, "corrupted", batch_size_prompts=8)
     scores = exact_scores(runs)
+    last = graph.n_kv_heads - 1  # with grouping: the second key/value head, read by heads 2 and 3
     edges = [(0, graph.qkv_receiver(0, "q", 1)), (graph.head_sender(0, 1), graph.qkv_receiver(1, "v", 0)),
              (graph.head_sender(0, 0), graph.mlp_receiver(0)), (graph.mlp_sender(0), graph.qkv_receiver(1, "k", 1)),
-             (graph.mlp_sender(1), graph.logits_receiver), (graph.head_sender(1, 1), graph.logits_receiver)]
+             (graph.mlp_sender(1), graph.logits_receiver), (graph.head_sender(1, 1), graph.logits_receiver),
+             (graph.head_sender(0, 0), graph.qkv_receiver(1, "k", last)), (0, graph.qkv_receiver(0, "v", last))]
     for sender, receiver in edges:
         expected = _plain_edge_patch(model, graph, pairs, metric, sender, receiver)
         assert float(scores[sender, receiver]) == pytest.approx(expected, abs=1e-5), (sender, receiver)
