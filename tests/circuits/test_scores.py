@@ -16,6 +16,7 @@ from interp_pipeline.circuits.faithfulness import Baselines, faithfulness_curve 
 from interp_pipeline.circuits.circuit import edge_order  # noqa: E402
 from interp_pipeline.circuits.graph import Graph  # noqa: E402
 from interp_pipeline.circuits.scoring import gradient_scores  # noqa: E402
+from interp_pipeline.models.shape import hooked_transformer_config, shape_of_config  # noqa: E402
 from interp_pipeline.patching.metrics import Metric  # noqa: E402
 from tests.support.models import random_pairs, tiny_model  # noqa: E402
 
@@ -43,6 +44,10 @@ def test_the_graph_of_grouped_query_attention_has_a_key_and_a_value_input_per_ke
     # key/value head 1 is read by query heads 2 and 3 (repeat_interleave's order)
     assert graph.receiver_nodes[:, graph.qkv_receiver(0, "k", 1)].nonzero().flatten().tolist() == [3, 4]
     assert Graph(2, 4, n_kv_heads=4) == Graph(2, 4)
+    # Pre-flight's shape (no weights) gives the same graph, so n_edges is checked against 82, not 110.
+    shape = shape_of_config(hooked_transformer_config(dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64,
+                                                           d_vocab=50, n_ctx=24, act_fn="gelu", n_key_value_heads=2)))
+    assert Graph.of(shape) == graph
 
 
 @pytest.fixture(scope="module")
