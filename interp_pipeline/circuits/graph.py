@@ -65,6 +65,12 @@ class Graph:
         """From a HookedTransformerConfig, a Bridge's cfg, or the model's shape before it is built."""
         n_heads = int(cfg.n_heads)
         kv = getattr(cfg, "n_key_value_heads", None) or n_heads
+        per_layer = getattr(cfg, "per_layer_num_key_value_heads", None)  # a Bridge of Gemma 4, say
+        if per_layer and len(set(per_layer)) > 1:
+            from interp_pipeline.common.errors import ConfigError
+
+            raise ConfigError("inputs.model", f"expected the same number of key/value heads in every layer (the edge "
+                                              f"graph has one shape per layer), found {list(per_layer)}")
         # Only a HookedTransformer ungroups (a Bridge's cfg has the flag too, and ignores it).
         if getattr(cfg, "ungroup_grouped_query_attention", False) and type(cfg).__name__ == "HookedTransformerConfig":
             kv = n_heads

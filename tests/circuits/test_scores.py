@@ -5,12 +5,14 @@ the same numbers through a TransformerBridge."""
 from __future__ import annotations
 
 import functools
+import types
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from interp_pipeline.circuits.ablation import AblatedRuns, exact_scores  # noqa: E402
+from interp_pipeline.common.errors import ConfigError  # noqa: E402
 from interp_pipeline.common.tl_version import has_hooked_transformer  # noqa: E402
 from interp_pipeline.circuits.faithfulness import Baselines, faithfulness_curve  # noqa: E402
 from interp_pipeline.circuits.circuit import edge_order  # noqa: E402
@@ -48,6 +50,8 @@ def test_the_graph_of_grouped_query_attention_has_a_key_and_a_value_input_per_ke
     shape = shape_of_config(hooked_transformer_config(dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64,
                                                            d_vocab=50, n_ctx=24, act_fn="gelu", n_key_value_heads=2)))
     assert Graph.of(shape) == graph
+    with pytest.raises(ConfigError, match=r"inputs\.model.*\[2, 1\]"):  # layers of their own shapes: not one graph
+        Graph.of(types.SimpleNamespace(n_layers=2, n_heads=4, n_key_value_heads=2, per_layer_num_key_value_heads=[2, 1]))
 
 
 @pytest.fixture(scope="module")
