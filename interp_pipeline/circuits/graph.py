@@ -19,16 +19,18 @@ Grouped-query attention (Llama, Gemma 3, ...: ``n_key_value_heads`` < ``n_heads`
 one key and one value per key/value head, shared by its group of ``n_heads / n_key_value_heads``
 query heads, so a k or v receiver is a key/value head's input and reads the residual stream once
 for its whole group; q receivers stay one per query head. That is the model's own computation and
-what TransformerLens 3.9 hooks on both model kinds: with ``use_split_qkv_input``, hook_k_input and
-hook_v_input are [batch, pos, n_key_value_heads, d_model] on a HookedTransformer
-(components/transformer_block.py) and on a TransformerBridge (position_embeddings_attention.py).
-hannamw/EAP-IG (README, "What about models with Grouped Query Attention?"; attribute.py asserts it)
-and MIB's circuit track (run_attribution.py) instead set ``ungroup_grouped_query_attention``, which
-gives every query head its own copy of the key and value inputs: more edges (a k edge into one
-query head of a group alone), a graph the Bridge cannot run (it has no such flag) and one the model
-does not compute. We follow the model; a HookedTransformer whose ``cfg.ungroup_grouped_query_attention``
-is set gets their ungrouped graph (its hooks then have a head per query head), so edge counts can be
-compared with MIB's. With as many key/value heads as heads, both are the graph above.
+what TransformerLens hooks on both model kinds: with ``use_split_qkv_input``, hook_k_input and
+hook_v_input are [batch, pos, n_key_value_heads, d_model] on a HookedTransformer (3.9's
+components/transformer_block.py) and on a TransformerBridge (model_bridge/generalized_components/
+position_embeddings_attention.py, 3.9 and 4.3 alike). hannamw/EAP-IG (README.md, "What about models
+with Grouped Query Attention?"; src/eap/attribute.py and evaluate.py assert it) and MIB's circuit
+track (hannamw/MIB-circuit-track, run_attribution.py and run_evaluation.py) instead set
+``ungroup_grouped_query_attention``, which gives every query head its own copy of the key and value
+inputs: more edges (a key edge into one query head of a group alone, an input the grouped model does
+not have) and a graph a Bridge cannot run (it has no such flag). We follow the model; a
+HookedTransformer whose ``cfg.ungroup_grouped_query_attention`` is set gets their ungrouped graph
+(its hooks then have a head per query head), so edge counts can be compared with MIB's. With as
+many key/value heads as heads, both are the graph above.
 """
 
 from __future__ import annotations
