@@ -45,11 +45,23 @@ class Grid:
         return get_act_name(self.act, layer)
 
     def axis_sizes(self, cfg: Any, n_pos: int) -> tuple[int, ...]:
-        heads = cfg.n_heads
-        if self.act in ("k", "v") and getattr(cfg, "n_key_value_heads", None):
-            heads = cfg.n_key_value_heads  # grouped-query attention: fewer key/value heads
+        heads = key_value_heads(cfg) if self.act in ("k", "v") else cfg.n_heads
         sizes = {"layer": cfg.n_layers, "pos": n_pos, "dest_pos": n_pos, "head": heads, "head_index": heads}
         return tuple(sizes[axis] for axis in self.axes)
+
+
+def key_value_heads(cfg: Any) -> int:
+    """The heads of ``hook_k`` and ``hook_v``: what a k/v grid's head axis and a k/v path receiver index.
+
+    On grouped-query attention (Llama, Gemma 3: ``n_key_value_heads`` < ``n_heads``) TransformerLens's
+    hooks hold the shared key/value heads, on a HookedTransformer and on a TransformerBridge alike;
+    a HookedTransformer's ``ungroup_grouped_query_attention`` repeats them before the hooks, one copy per
+    query head (a Bridge's cfg leaves it False and its hooks ignore it; TransformerLens 4 has no such
+    field). ``cfg``: a model's cfg or a models.shape.ModelShape."""
+    grouped = getattr(cfg, "n_key_value_heads", None)
+    if not grouped or getattr(cfg, "ungroup_grouped_query_attention", False):
+        return cfg.n_heads
+    return grouped
 
 
 _LAYER_POS = ("layer", "pos")
