@@ -45,9 +45,10 @@ class ModelShape:
     hooks: Mapping[str, tuple[int | str, ...] | None] = field(default_factory=dict)
     tokenizer: Any = None  # a transformers tokenizer when the source has one within reach
     # The config's fields of the same names, which the patching checks read (patching/grids.py): grouped-query
-    # attention (hook_k / hook_v hold n_key_value_heads heads unless ungrouped).
+    # attention (hook_k / hook_v hold n_key_value_heads heads unless ungrouped) and parallel blocks (no resid_mid).
     n_key_value_heads: int | None = None
     ungroup_grouped_query_attention: bool = False
+    parallel_attn_mlp: bool = False
 
     def check_hook(self, key: str, hook: str) -> None:
         """``hook`` is a hook point of this model that its forward calls."""
@@ -165,6 +166,7 @@ def shape_of_config(config: Any, tokenizer: Any = None) -> ModelShape:
         attn_only=config.attn_only, hooks={name: recorded.get(id(point)) for name, point in model.hook_dict.items()},
         tokenizer=tokenizer, n_key_value_heads=getattr(config, "n_key_value_heads", None),
         ungroup_grouped_query_attention=bool(getattr(config, "ungroup_grouped_query_attention", False)),
+        parallel_attn_mlp=bool(getattr(config, "parallel_attn_mlp", False)),
     )
 
 

@@ -143,11 +143,16 @@ def run_parts(name: str, compute: Callable[[Grid], Tensor]) -> Tensor:
 
 
 def check_model_supports(names: Sequence[str], cfg: Any, key: str = "patching.grids") -> None:
-    """Grids of activations the model does not have (MLP grids on attention-only models)."""
-    if not getattr(cfg, "attn_only", False):
-        return
+    """Grids of activations the model does not have: MLP grids on attention-only models, resid_mid on
+    parallel blocks (GPT-NeoX/Pythia, GPT-J: attention and MLP both read resid_pre and add to resid_post,
+    so no stream lies between them and neither a HookedTransformer nor a Bridge has a hook_resid_mid).
+    ``cfg``: a model's cfg or a models.shape.ModelShape."""
+    attn_only, parallel = getattr(cfg, "attn_only", False), getattr(cfg, "parallel_attn_mlp", False)
     for index, name in enumerate(names):
-        missing = [p.name for p in parts(name) if p.name in _NEEDS_MLP]
+        missing = [p.name for p in parts(name) if p.name in _NEEDS_MLP] if attn_only else []
         if missing:
             raise ConfigError(f"{key}[{index}]", f"'{name}' patches {', '.join(missing)}, and this model is "
                                                  "attention-only (it has no MLP layers)")
+        if parallel and any(p.name == "resid_mid" for p in parts(name)):
+            raise ConfigError(f"{key}[{index}]", f"'{name}' patches resid_mid, and this model's blocks are parallel "
+                                                 "(attention and MLP both read resid_pre): it has no resid_mid")

@@ -104,6 +104,23 @@ def test_key_value_receivers_on_a_bridge_equal_a_hook_loop(checkpoint, monkeypat
             path_patching.parse_receivers({**entry, "receivers": [[1, n_kv]]}, bridge.cfg, "path[0]")
 
 
+def test_resid_mid_on_parallel_blocks_is_refused(checkpoint, monkeypatch):
+    """GPT-NeoX's blocks are parallel (attention and MLP both read resid_pre): no hook_resid_mid on the Bridge,
+    so the grids that patch it are refused with the key named; every other architecture has one."""
+    from interp_pipeline.common.errors import ConfigError
+    from interp_pipeline.patching.grids import check_model_supports
+
+    bridge = _bridge(checkpoint[1], monkeypatch)
+    assert ("blocks.0.hook_resid_mid" in bridge.hook_dict) != (checkpoint[0] == "neox")
+    check_model_supports(["resid_pre", "block_every", "mlp_out"], bridge.cfg, key="grids")
+    if checkpoint[0] == "neox":
+        with pytest.raises(ConfigError, match=r"^grids\[1\]: 'resid_mid' patches resid_mid, and this model's blocks "
+                                              r"are parallel"):
+            check_model_supports(["resid_pre", "resid_mid"], bridge.cfg, key="grids")
+    else:
+        check_model_supports(["resid_mid"], bridge.cfg, key="grids")
+
+
 @pytest.mark.filterwarnings(r"ignore:hooks\(\). filter matched gated-off hook name")  # the use_* flags are off
 def test_a_run_from_block_0_fires_every_hook_a_full_run_fires_after_the_embedding(checkpoint, monkeypatch):
     """The blocks, the final norm, the unembedding and the rotary embedding's own hooks (hook_cos, hook_sin)

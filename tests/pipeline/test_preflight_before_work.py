@@ -148,10 +148,13 @@ def test_hook_of_a_hugging_face_checkpoint_is_checked_from_its_config_json(outpu
 
 
 @pytest.mark.parametrize("architecture, override, error", [
+    ("neox", "patching.grids=[resid_mid]",
+     "patching.grids[0]: 'resid_mid' patches resid_mid, and this model's blocks are parallel (attention and MLP "
+     "both read resid_pre): it has no resid_mid"),
     ("llama", "patching.path=[{receivers: [[1, 3]], input: k}]",
      "patching.path[0].receivers[0]: expected [layer, head] with layer < 2 and head < 2 (a key/value head: this "
      "model has n_key_value_heads=2), found [1, 3]"),
-], ids=["grouped_query"])
+], ids=["parallel_blocks", "grouped_query"])
 def test_patching_a_hugging_face_checkpoint_is_checked_against_its_blocks(architecture, override, error, outputs,
                                                                         caplog, tmp_path, monkeypatch):
     from tests.support.tiny_bridges import save_tiny
