@@ -44,8 +44,12 @@ class ModelShape:
     # default forward does not call (hook_result unless use_attn_result, ...).
     hooks: Mapping[str, tuple[int | str, ...] | None] = field(default_factory=dict)
     tokenizer: Any = None  # a transformers tokenizer when the source has one within reach
-    # Grouped-query attention's key/value heads (None: one per head): circuits' graph counts its edges by them.
+    # The config's fields of the same names, which the patching checks (patching/grids.py) and circuits' edge
+    # count read: grouped-query attention (hook_k / hook_v hold n_key_value_heads heads unless ungrouped) and
+    # parallel blocks (no resid_mid).
     n_key_value_heads: int | None = None
+    ungroup_grouped_query_attention: bool = False
+    parallel_attn_mlp: bool = False
 
     def check_hook(self, key: str, hook: str) -> None:
         """``hook`` is a hook point of this model that its forward calls."""
@@ -162,6 +166,8 @@ def shape_of_config(config: Any, tokenizer: Any = None) -> ModelShape:
         d_mlp=None if config.attn_only else config.d_mlp, n_ctx=config.n_ctx, d_vocab=config.d_vocab,
         attn_only=config.attn_only, hooks={name: recorded.get(id(point)) for name, point in model.hook_dict.items()},
         tokenizer=tokenizer, n_key_value_heads=getattr(config, "n_key_value_heads", None),
+        ungroup_grouped_query_attention=bool(getattr(config, "ungroup_grouped_query_attention", False)),
+        parallel_attn_mlp=bool(getattr(config, "parallel_attn_mlp", False)),
     )
 
 

@@ -45,11 +45,23 @@ class Grid:
         return get_act_name(self.act, layer)
 
     def axis_sizes(self, cfg: Any, n_pos: int) -> tuple[int, ...]:
-        heads = cfg.n_heads
-        if self.act in ("k", "v") and getattr(cfg, "n_key_value_heads", None):
-            heads = cfg.n_key_value_heads  # grouped-query attention: fewer key/value heads
+        heads = key_value_heads(cfg) if self.act in ("k", "v") else cfg.n_heads
         sizes = {"layer": cfg.n_layers, "pos": n_pos, "dest_pos": n_pos, "head": heads, "head_index": heads}
         return tuple(sizes[axis] for axis in self.axes)
+
+
+def key_value_heads(cfg: Any) -> int:
+    """The heads of ``hook_k`` and ``hook_v``: what a k/v grid's head axis and a k/v path receiver index.
+
+    On grouped-query attention (Llama, Gemma 3: ``n_key_value_heads`` < ``n_heads``) TransformerLens's
+    hooks hold the shared key/value heads, on a HookedTransformer and on a TransformerBridge alike;
+    a HookedTransformer's ``ungroup_grouped_query_attention`` repeats them before the hooks, one copy per
+    query head (a Bridge's cfg leaves it False and its hooks ignore it; TransformerLens 4 has no such
+    field). ``cfg``: a model's cfg or a models.shape.ModelShape."""
+    grouped = getattr(cfg, "n_key_value_heads", None)
+    if not grouped or getattr(cfg, "ungroup_grouped_query_attention", False):
+        return cfg.n_heads
+    return grouped
 
 
 _LAYER_POS = ("layer", "pos")
@@ -131,11 +143,16 @@ def run_parts(name: str, compute: Callable[[Grid], Tensor]) -> Tensor:
 
 
 def check_model_supports(names: Sequence[str], cfg: Any, key: str = "patching.grids") -> None:
-    """Grids of activations the model does not have (MLP grids on attention-only models)."""
-    if not getattr(cfg, "attn_only", False):
-        return
+    """Grids of activations the model does not have: MLP grids on attention-only models, resid_mid on
+    parallel blocks (GPT-NeoX/Pythia, GPT-J: attention and MLP both read resid_pre and add to resid_post,
+    so no stream lies between them and neither a HookedTransformer nor a Bridge has a hook_resid_mid).
+    ``cfg``: a model's cfg or a models.shape.ModelShape."""
+    attn_only, parallel = getattr(cfg, "attn_only", False), getattr(cfg, "parallel_attn_mlp", False)
     for index, name in enumerate(names):
-        missing = [p.name for p in parts(name) if p.name in _NEEDS_MLP]
+        missing = [p.name for p in parts(name) if p.name in _NEEDS_MLP] if attn_only else []
         if missing:
             raise ConfigError(f"{key}[{index}]", f"'{name}' patches {', '.join(missing)}, and this model is "
                                                  "attention-only (it has no MLP layers)")
+        if parallel and any(p.name == "resid_mid" for p in parts(name)):
+            raise ConfigError(f"{key}[{index}]", f"'{name}' patches resid_mid, and this model's blocks are parallel "
+                                                 "(attention and MLP both read resid_pre): it has no resid_mid")

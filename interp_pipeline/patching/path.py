@@ -12,6 +12,10 @@ run, clean activations patched in):
    receivers heads: take their ``input`` (``hook_q``, ``hook_k`` or ``hook_v``)
    from that run, patch it into a plain corrupted run, and read the metric.
 
+A receiver ``[layer, head]`` indexes its input hook's head axis: a query head for ``q``; for ``k`` and
+``v`` on a grouped-query model (Llama, Gemma 3) a key/value head (below ``n_key_value_heads``), whose
+patch reaches every query head of its group (see :func:`parse_receivers`).
+
 A sender in a layer at or after every receiver has no path to them; its value is
 the corrupted run's, and is filled in without a forward pass. Senders of one
 layer run ``batch_size_prompts // n_prompts`` to a forward pass, starting at their layer
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.common.errors import ConfigError, one_of
+from interp_pipeline.patching.grids import key_value_heads
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -68,13 +73,22 @@ def parse_receivers(entry: Any, cfg: Any | None, key: str) -> Receivers:
         raise ConfigError(f"{key}.input", f"expected one of {one_of(INPUTS)}, found {entry.get('input')!r}")
     if not isinstance(receivers, (list, tuple)) or not receivers:
         raise ConfigError(f"{key}.receivers", f"expected 'final' or a list of [layer, head], found {receivers!r}")
-    heads = []
+    heads, n_heads, note = [], getattr(cfg, "n_heads", None), ""
+    if cfg is not None and entry.get("input", "q") != "q":
+        # A k/v receiver is a head of hook_k/hook_v, as the head_k/head_v grids' head axis is: on
+        # grouped-query attention a key/value head, whose patch reaches every query head of its group.
+        # Naming a query head instead would promise a precision the patch cannot have (the query heads
+        # of a group share one key/value head and would be the same receiver) and would not line up
+        # with the grids, which TransformerLens indexes by key/value head.
+        n_heads = key_value_heads(cfg)
+        if n_heads != cfg.n_heads:
+            note = f" (a key/value head: this model has n_key_value_heads={n_heads})"
     for index, head in enumerate(receivers):
         ok = isinstance(head, (list, tuple)) and len(head) == 2 and all(isinstance(v, int) for v in head)
         if ok and cfg is not None:
-            ok = 0 <= head[0] < cfg.n_layers and 0 <= head[1] < cfg.n_heads
+            ok = 0 <= head[0] < cfg.n_layers and 0 <= head[1] < n_heads
         if not ok:
-            bounds = f" with layer < {cfg.n_layers} and head < {cfg.n_heads}" if cfg is not None else ""
+            bounds = f" with layer < {cfg.n_layers} and head < {n_heads}{note}" if cfg is not None else ""
             raise ConfigError(f"{key}.receivers[{index}]", f"expected [layer, head]{bounds}, found {head!r}")
         heads.append((int(head[0]), int(head[1])))
     return Receivers(tuple(heads), entry.get("input", "q"), name)

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from interp_pipeline.patching.engine import hook_names_for, prepare, run_grid  # noqa: E402
-from interp_pipeline.patching.grids import ALL_NAMES  # noqa: E402
+from interp_pipeline.patching.grids import ALL_NAMES, key_value_heads  # noqa: E402
 from interp_pipeline.patching.forward import supports_fast_path  # noqa: E402
 from tests.support.models import random_pairs  # noqa: E402
 from tests.support.tiny_bridges import ARCHITECTURES, save_tiny  # noqa: E402
@@ -69,12 +69,56 @@ def test_the_bridge_fast_path_equals_its_generic_path_on_every_grid(checkpoint, 
         assert fast.abs().max() > 1e-3, name  # the patches change the metric
         torch.testing.assert_close(fast, run_grid(name, setups[False]), atol=1e-5, rtol=0, msg=name)
     # Path patching runs through the same forward (senders frozen from their layer on, receivers from theirs);
-    # key receivers by key head (Llama and Gemma 3 share key heads between query heads).
+    # key and value receivers by key/value head (Llama's 4 query heads share 2, Gemma 3's share 1): the last one.
+    last = key_value_heads(bridge.cfg) - 1
     for receivers in (path_patching.Receivers(None), path_patching.Receivers(((1, 0), (1, 3)), "q"),
-                      path_patching.Receivers(((1, 0),), "k")):
+                      path_patching.Receivers(((1, 0),), "k"), path_patching.Receivers(((1, last),), "v")):
         torch.testing.assert_close(path_patching.path_patch(receivers, setups[True]),
                                    path_patching.path_patch(receivers, setups[False]), atol=1e-5, rtol=0,
                                    msg=receivers.label)
+
+
+def test_key_value_receivers_on_a_bridge_equal_a_hook_loop(checkpoint, monkeypatch):
+    """A k/v receiver names a head of hook_k/hook_v: on Llama and Gemma 3 a key/value head shared by a group
+    of query heads (n_key_value_heads of them, as on a HookedTransformer); receivers beyond are refused."""
+    from interp_pipeline.common.errors import ConfigError
+    from interp_pipeline.patching import path as path_patching
+    from tests.support.path_reference import path_patch_by_hand
+
+    bridge = _bridge(checkpoint[1], monkeypatch)
+    n_kv = key_value_heads(bridge.cfg)
+    assert n_kv == {"llama": 2, "gemma3": 1}.get(checkpoint[0], 4)
+    pairs = random_pairs(3, 8, d_vocab=VOCAB)
+    frozen = path_patching.hook_names(2)
+    setup = prepare(bridge, pairs, "logit_diff", normalize=False, batch_size_prompts=8, hook_names=frozen,
+                    corrupted_hook_names=frozen)
+    assert setup.forward.fast
+    for receiver_input in ("k", "v"):
+        entry = {"receivers": [[1, n_kv - 1]], "input": receiver_input}
+        receivers = path_patching.parse_receivers(entry, bridge.cfg, "path[0]")
+        torch.testing.assert_close(path_patching.path_patch(receivers, setup),
+                                   path_patch_by_hand(bridge, pairs, [(1, n_kv - 1)], receiver_input),
+                                   atol=1e-5, rtol=0, msg=receiver_input)
+        with pytest.raises(ConfigError, match=rf"^path\[0\]\.receivers\[0\]: expected \[layer, head\] with layer < 2 "
+                                              rf"and head < {n_kv}"):
+            path_patching.parse_receivers({**entry, "receivers": [[1, n_kv]]}, bridge.cfg, "path[0]")
+
+
+def test_resid_mid_on_parallel_blocks_is_refused(checkpoint, monkeypatch):
+    """GPT-NeoX's blocks are parallel (attention and MLP both read resid_pre): no hook_resid_mid on the Bridge,
+    so the grids that patch it are refused with the key named; every other architecture has one."""
+    from interp_pipeline.common.errors import ConfigError
+    from interp_pipeline.patching.grids import check_model_supports
+
+    bridge = _bridge(checkpoint[1], monkeypatch)
+    assert ("blocks.0.hook_resid_mid" in bridge.hook_dict) != (checkpoint[0] == "neox")
+    check_model_supports(["resid_pre", "block_every", "mlp_out"], bridge.cfg, key="grids")
+    if checkpoint[0] == "neox":
+        with pytest.raises(ConfigError, match=r"^grids\[1\]: 'resid_mid' patches resid_mid, and this model's blocks "
+                                              r"are parallel"):
+            check_model_supports(["resid_pre", "resid_mid"], bridge.cfg, key="grids")
+    else:
+        check_model_supports(["resid_mid"], bridge.cfg, key="grids")
 
 
 @pytest.mark.filterwarnings(r"ignore:hooks\(\). filter matched gated-off hook name")  # the use_* flags are off
@@ -172,3 +216,22 @@ def test_a_bridge_agrees_with_a_hooked_transformer(tiny_directory, monkeypatch):
     for receivers in (path_patching.Receivers(None), path_patching.Receivers(((1, 0), (1, 3)), "k")):
         torch.testing.assert_close(path_patching.path_patch(receivers, generic), path_patching.path_patch(receivers, fast),
                                    atol=1e-4, rtol=0, msg=receivers.label)
+
+
+@pytest.mark.hooked_transformer
+def test_key_value_receivers_mean_the_same_head_on_a_bridge_and_a_hooked_transformer(tmp_path_factory, monkeypatch):
+    """A Llama Bridge and the HookedTransformer TransformerLens loads from the same weights both hold
+    n_key_value_heads heads in hook_k / hook_v, so a k receiver is the same key/value head on both."""
+    from interp_pipeline.patching import path as path_patching
+
+    # Not "llama" in the path: TransformerLens 3.9 takes such a name for Meta's and never reads its config.json.
+    directory = save_tiny("llama", tmp_path_factory.mktemp("bridge") / "grouped_query")
+    bridge, reference = _bridge(directory, monkeypatch), _hooked_transformer_of(directory)
+    assert key_value_heads(bridge.cfg) == key_value_heads(reference.cfg) == 2
+    pairs = random_pairs(3, 8, d_vocab=VOCAB)
+    frozen = path_patching.hook_names(2)
+    results = [path_patching.path_patch(path_patching.Receivers(((1, 1),), "k"), prepare(
+        model, pairs, "logit_diff", normalize=False, batch_size_prompts=8, hook_names=frozen,
+        corrupted_hook_names=frozen)) for model in (bridge, reference)]
+    assert (results[0][0] - results[0][1, 0]).abs().max() > 1e-3  # senders of layer 0 move it
+    torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=0)

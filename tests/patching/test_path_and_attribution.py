@@ -11,6 +11,7 @@ from interp_pipeline.patching import path as path_patching  # noqa: E402
 from interp_pipeline.patching.attribution import attribution_grid, prepare_attribution  # noqa: E402
 from interp_pipeline.patching.engine import hook_names_for, prepare, run_grid  # noqa: E402
 from tests.support.models import random_pairs, tiny_model  # noqa: E402
+from tests.support.path_reference import path_patch_by_hand  # noqa: E402
 
 
 def _path_setup(model, pairs, batch_size_prompts=64):
@@ -73,6 +74,54 @@ def test_path_to_value_input_goes_through_the_receiver_only():
         assert result[0, head].item() == pytest.approx(expected, abs=1e-4)
     # Senders in the receiver's layer or later have no path to it: the corrupted value.
     torch.testing.assert_close(result[1], torch.full((3,), corrupted_value), atol=1e-6, rtol=0)
+
+
+def _path_setups(model, pairs):
+    """The setup of the engine the model takes (fast from the patched layer where it has a fast path) and
+    the generic engine's (full runs)."""
+    names = path_patching.hook_names(model.cfg.n_layers)
+    return [prepare(model, pairs, "logit_diff", normalize=False, batch_size_prompts=64, hook_names=names,
+                    corrupted_hook_names=names, fast=fast) for fast in (None, False)]
+
+
+@pytest.mark.parametrize("receiver_input", ["k", "v"])
+def test_key_and_value_receivers_on_grouped_query_attention_are_key_value_heads(receiver_input):
+    # Four query heads share two key/value heads: hook_k and hook_v hold two heads, and a receiver
+    # names one of them (key/value head 1 is query heads 2 and 3's). A hook loop agrees, on both engines.
+    model = tiny_model(n_layers=2, n_heads=4, n_key_value_heads=2)
+    pairs = random_pairs(3, 7)
+    receivers = path_patching.parse_receivers({"receivers": [[1, 1]], "input": receiver_input}, model.cfg, "path[0]")
+    expected = path_patch_by_hand(model, pairs, [(1, 1)], receiver_input)
+    assert (expected[0] - expected[1, 0]).abs().max() > 1e-3  # senders of layer 0 move it
+    for setup in _path_setups(model, pairs):
+        torch.testing.assert_close(path_patching.path_patch(receivers, setup), expected, atol=1e-5, rtol=0)
+    # Query head 3 is no key/value head: one line naming the entry, before anything runs.
+    with pytest.raises(ConfigError, match=r"^path\[0\]\.receivers\[0\]: expected \[layer, head\] with layer < 2 and "
+                                          r"head < 2 \(a key/value head: this model has n_key_value_heads=2\), "
+                                          r"found \[1, 3\]$"):
+        path_patching.parse_receivers({"receivers": [[1, 3]], "input": receiver_input}, model.cfg, "path[0]")
+    assert path_patching.parse_receivers({"receivers": [[1, 3]], "input": "q"}, model.cfg, "path[0]").heads == ((1, 3),)
+
+
+@pytest.mark.hooked_transformer  # ungroup_grouped_query_attention is a HookedTransformer's (TransformerLens 4 has none)
+def test_ungrouped_key_value_hooks_are_indexed_by_query_head():
+    # With ungroup_grouped_query_attention each query head has its own copy of its group's keys, and
+    # the hooks hold n_heads heads: receivers, grids and attribution index those copies. Patching both
+    # copies of key/value head 1 is patching that head on the grouped model (same weights).
+    grouped = tiny_model(n_layers=2, n_heads=4, n_key_value_heads=2)
+    ungrouped = tiny_model(n_layers=2, n_heads=4, n_key_value_heads=2, ungroup_grouped_query_attention=True)
+    pairs = random_pairs(3, 7)
+    copies = path_patching.parse_receivers({"receivers": [[1, 2], [1, 3]], "input": "k"}, ungrouped.cfg, "path[0]")
+    setup = _path_setups(ungrouped, pairs)[0]
+    torch.testing.assert_close(path_patching.path_patch(copies, setup),
+                               path_patch_by_hand(grouped, pairs, [(1, 1)], "k"), atol=1e-5, rtol=0)
+    one_copy = path_patching.Receivers(((1, 3),), "k")
+    torch.testing.assert_close(path_patching.path_patch(one_copy, setup),
+                               path_patch_by_hand(ungrouped, pairs, [(1, 3)], "k"), atol=1e-5, rtol=0)
+    grid_setup = prepare(ungrouped, pairs, "logit_diff", normalize=False, batch_size_prompts=64,
+                         hook_names=hook_names_for(["head_k"], 2))
+    data = prepare_attribution(ungrouped, pairs, grid_setup.metric, ["head_k"], batch_size_prompts=64)
+    assert run_grid("head_k", grid_setup).shape == attribution_grid("head_k", data).shape == (2, 4)
 
 
 def test_path_entries_are_checked():

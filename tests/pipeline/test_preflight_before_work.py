@@ -145,3 +145,24 @@ def test_hook_of_a_hugging_face_checkpoint_is_checked_from_its_config_json(outpu
     line = run_and_capture(outputs, caplog, ["+experiment=smoke", "model=hf", f"model.name_or_path={directory}",
                                              "stats.hooks=[blocks.2.hook_resid_pre]"])
     assert line.startswith("error: stats.hooks[0]: expected a hook name of this model (2 layers)"), line
+
+
+@pytest.mark.parametrize("architecture, override, error", [
+    ("neox", "patching.grids=[resid_mid]",
+     "patching.grids[0]: 'resid_mid' patches resid_mid, and this model's blocks are parallel (attention and MLP "
+     "both read resid_pre): it has no resid_mid"),
+    ("llama", "patching.path=[{receivers: [[1, 3]], input: k}]",
+     "patching.path[0].receivers[0]: expected [layer, head] with layer < 2 and head < 2 (a key/value head: this "
+     "model has n_key_value_heads=2), found [1, 3]"),
+], ids=["parallel_blocks", "grouped_query"])
+def test_patching_a_hugging_face_checkpoint_is_checked_against_its_blocks(architecture, override, error, outputs,
+                                                                        caplog, tmp_path, monkeypatch):
+    from tests.support.tiny_bridges import save_tiny
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    directory = save_tiny(architecture, tmp_path / "tiny")  # no "llama" in the path: see tests/patching/test_bridge.py
+    line = run_and_capture(outputs, caplog, [
+        "+experiment=ioi_patching", "model=hf", f"model.name_or_path={directory}", "data=prompt_pairs",
+        "data.params.pairs=[{clean: 'the cat sat on the', corrupted: 'the dog sat on the', answer: ' mat', "
+        "wrong: ' park'}]", override])
+    assert line == f"error: {error}", line
