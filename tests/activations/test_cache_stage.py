@@ -15,7 +15,7 @@ import zarr
 
 from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.stages.cache_activations import cache_activations
-from tests.support.models import CACHE_PARAMS, HOOKS, tiny_model_and_tokens
+from tests.support.models import CACHE_PARAMS, HOOKS, tiny_hooked_transformer, tiny_model_and_tokens
 from tests.conftest import REPO
 
 ARRAYS = [f"activations/{h}" for h in HOOKS] + ["token_ids", "sequence", "position", "chunk_done"]
@@ -137,6 +137,48 @@ def test_a_store_from_another_configuration_is_refused_naming_what_differs(tmp_p
         other_model.embed.W_E.add_(1.0)
     with pytest.raises(ConfigError, match=r"^store: .*model: store has"):
         cache_activations(other_model, tokens, store=store, **CACHE_PARAMS)
+
+
+def test_the_model_fingerprint_is_the_one_earlier_stores_carry():
+    # Summed through a reused float64 buffer; a store written before must still match it on
+    # resume, so it equals the per-tensor tensor.double().sum() it was defined with. d_vocab
+    # 3000 makes the embeddings 48,000 values: more than one chunk of torch's sum kernel.
+    import hashlib
+
+    from interp_pipeline.activations.model_forward import weights_fingerprint
+
+    model = tiny_hooked_transformer(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, n_ctx=32, d_vocab=3000,
+                                    act_fn="relu", seed=0)
+    digest, n_values = hashlib.sha256(), 0
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.reshape(-1)
+        n_values += flat.numel()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{flat.double().sum().item():.17g}".encode())
+        digest.update(flat[:64].float().numpy().tobytes())
+    assert weights_fingerprint(model) == {"n_values": n_values, "weights_fingerprint": digest.hexdigest()[:16]}
+
+
+def test_the_forward_passes_stop_at_the_deepest_hooks_block(model_and_tokens):
+    # The shape probe's 3-token forward once ran the whole model and the unembedding (most of a
+    # cache run's set-up), and hooks of the last block were cached with the unembedding run too.
+    from interp_pipeline.activations.model_forward import hook_activations, hook_row_shapes, stop_at_layer_for
+
+    model, tokens = model_and_tokens
+    ran = []
+    handles = [module.register_forward_hook(lambda *_, name=name: ran.append(name))
+               for name, module in (("block 1", model.blocks[1]), ("unembed", model.unembed))]
+    try:
+        assert hook_row_shapes(model, tokens, ["blocks.0.hook_resid_post"]) == {"blocks.0.hook_resid_post": [16]}
+        assert ran == []
+        assert hook_row_shapes(model, tokens, ["blocks.1.attn.hook_z"]) == {"blocks.1.attn.hook_z": [2, 8]}
+        assert ran == ["block 1"]  # the last block's hook: the probe runs that block, still not the unembedding
+        ran.clear()
+        last = ["blocks.1.attn.hook_z"]
+        hook_activations(model, tokens[:2], last, stop_at_layer_for(model, last))
+        assert ran == ["block 1"]  # and so does the caching forward
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def test_unknown_hook_and_per_query_hooks_are_refused(tmp_path, model_and_tokens):
