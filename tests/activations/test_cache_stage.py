@@ -158,6 +158,8 @@ def test_the_model_fingerprint_is_the_one_earlier_stores_carry():
     assert weights_fingerprint(model) == {"n_values": n_values, "weights_fingerprint": digest.hexdigest()[:16]}
 
 
+@pytest.mark.hooked_transformer(reason="stopping at a block is HookedTransformer's stop_at_layer: a Bridge (TransformerLens "
+                                       "4's config-built model) runs every block (README 'TransformerLens 4')")
 def test_the_forward_passes_stop_at_the_deepest_hooks_block(model_and_tokens):
     # The shape probe's 3-token forward once ran the whole model and the unembedding (most of a
     # cache run's set-up), and hooks of the last block were cached with the unembedding run too.
