@@ -29,7 +29,9 @@ through the model about 7 times, a full 8 x 128 forward takes several seconds on
 more batches spread the stage's fixed set-up (model checksum, probe forward, store
 creation: about 2 s) over more tokens, and give the reader more than one 4,096-row chunk.
 
-Usage: python benchmarks/activation_cache.py [--batches N] [--repeats R] [--device DEVICE] [--tmp DIR] [--no-saelens]
+On a machine with a CUDA device everything runs there too, after the CPU, the card named.
+
+Usage: python benchmarks/activation_cache.py [--batches N] [--repeats R] [--devices cpu cuda] [--tmp DIR] [--no-saelens]
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from devices import benchmark_devices, device_name  # noqa: E402
 
 GOAL_OVERHEAD = 0.10
 HOOKS = ["blocks.6.hook_resid_pre", "blocks.8.hook_resid_pre"]
@@ -171,19 +176,25 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6, help="batches of 8 x 128 tokens (default 6)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="stage runs, each between two bare timings; the best of each counts (default 1)")
-    parser.add_argument("--device", default=None, help="model device (default: TransformerLens's choice)")
+    parser.add_argument("--devices", nargs="+", default=None,
+                        help="model devices, one after the other (default: cpu, and cuda when this machine has one)")
     parser.add_argument("--tmp", default=None, help="directory for the stores (default: the system temp dir)")
     parser.add_argument("--no-saelens", action="store_true", help="skip SAELens's CacheActivationsRunner")
     parser.add_argument("--compression", default="zstd", help="the stage's compression: zstd, blosc or none")
     parser.add_argument("--level", type=int, default=3, help="the stage's compression level")
     args = parser.parse_args()
+    for device in benchmark_devices(args.devices):
+        measure(args, device)
 
+
+def measure(args: argparse.Namespace, device_wanted: str) -> None:
+    """Every timing above on one device, and its table."""
     import torch
 
     from interp_pipeline.activations.reader import ActivationStore
     from interp_pipeline.stages.cache_activations import cache_activations
 
-    model = build_model(args.device)
+    model = build_model(device_wanted)
     device = model.cfg.device
     generator = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, model.cfg.d_vocab, (args.batches * BATCH, SEQ), generator=generator)
@@ -257,7 +268,7 @@ def main() -> None:
         if sae_s is not None:
             rows.append(("SAELens CacheActivationsRunner (x2 hooks)", sae_s, sae_bytes))
 
-    print(f"model: random GPT-2-small shape on {device}, torch threads {torch.get_num_threads()}; "
+    print(f"model: random GPT-2-small shape on {device_name(str(device))}; "
           f"{args.batches} batches x {BATCH} x {SEQ} = {n_tokens} tokens; hooks {', '.join(HOOKS)}")
     print(f"load average (1 min) at the start and after each repeat: {', '.join(loads)}")
     print("bare truncated forward, each timing: " + ", ".join(f"{b[0]:.2f} s" for b in bares) + " (baseline: best)")
@@ -289,4 +300,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
