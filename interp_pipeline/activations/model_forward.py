@@ -71,32 +71,31 @@ def hook_activations(model: Any, tokens: Tensor, hooks: list[str], stop_at_layer
 
 
 def weights_fingerprint(model: Any) -> dict[str, Any]:
-    """Which weights made a store, cheaply: per tensor its name, shape, dtype, sum and first values.
+    """Which weights made a store, cheaply: per tensor its name, shape, dtype, the sum of its
+    values' bit patterns and its first values.
 
     Hashing every byte of GPT-2 small takes seconds; a different model, checkpoint or
     fine-tune still changes the sums (the full checksum is on the model stage's run).
+    The sums are of the values' bits read as integers (float32 as int32, ...), summed in int64:
+    integer sums are exact, so they do not depend on how torch splits a reduction across threads
+    or vector lanes. A float64 sum did (the same GPT-2-shaped model fingerprinted differently
+    under 1 and 2 torch threads), so a store resumed under another thread count, or written in
+    shards on machines with different core counts, was refused as another model's.
     """
     import hashlib
 
     import torch
 
+    same_size_integer = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
     digest = hashlib.sha256()
     n_values = 0  # parameters and buffers
-    state = sorted(model.state_dict().items())
-    # The sums are taken in float64 in one buffer per device, as big as the largest tensor:
-    # the same sums as tensor.double().sum() (same kernel, same contiguous values), without
-    # allocating, and faulting in, a fresh float64 copy of every tensor (most of the time
-    # this took: about 1.3 GB of page faults for GPT-2 small, 0.2-0.4 s of a cache run's set-up).
-    largest: dict[torch.device, int] = {}
-    for _, tensor in state:
-        largest[tensor.device] = max(largest.get(tensor.device, 0), tensor.numel())
-    buffers = {device: torch.empty(n, dtype=torch.float64, device=device) for device, n in largest.items()}
     with torch.no_grad():
-        for name, tensor in state:
+        for name, tensor in sorted(model.state_dict().items()):
             flat = tensor.detach().reshape(-1)
             n_values += flat.numel()
             head = flat[:64].float().cpu().numpy().tobytes()
-            as_double = buffers[tensor.device][:flat.numel()].copy_(flat)
-            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{as_double.sum().item():.17g}".encode())
+            bits = flat.view(same_size_integer[flat.element_size()])
+            total = int(bits.sum(dtype=torch.int64).item())
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{total}".encode())
             digest.update(head)
     return {"n_values": n_values, "weights_fingerprint": digest.hexdigest()[:16]}

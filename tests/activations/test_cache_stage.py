@@ -139,23 +139,30 @@ def test_a_store_from_another_configuration_is_refused_naming_what_differs(tmp_p
         cache_activations(other_model, tokens, store=store, **CACHE_PARAMS)
 
 
-def test_the_model_fingerprint_is_the_one_earlier_stores_carry():
-    # Summed through a reused float64 buffer; a store written before must still match it on
-    # resume, so it equals the per-tensor tensor.double().sum() it was defined with. d_vocab
-    # 3000 makes the embeddings 48,000 values: more than one chunk of torch's sum kernel.
-    import hashlib
+def test_the_model_fingerprint_does_not_depend_on_torchs_threads_and_sees_one_changed_weight():
+    # A float64 sum of each tensor changed with the thread count (on this 16M-value draw, seed 2: in its
+    # last digit between 1 and 2 threads here), so a store resumed under another OMP_NUM_THREADS
+    # was refused as another model's; the integer sum of the values' bits is exact.
+    import torch
 
     from interp_pipeline.activations.model_forward import weights_fingerprint
 
-    model = tiny_hooked_transformer(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, n_ctx=32, d_vocab=3000,
-                                    act_fn="relu", seed=0)
-    digest, n_values = hashlib.sha256(), 0
-    for name, tensor in sorted(model.state_dict().items()):
-        flat = tensor.reshape(-1)
-        n_values += flat.numel()
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}{flat.double().sum().item():.17g}".encode())
-        digest.update(flat[:64].float().numpy().tobytes())
-    assert weights_fingerprint(model) == {"n_values": n_values, "weights_fingerprint": digest.hexdigest()[:16]}
+    model = torch.nn.Module()
+    model.weight = torch.nn.Parameter(torch.randn(16_000_000, generator=torch.Generator().manual_seed(2)))
+    model.register_buffer("mask", torch.ones(5, dtype=torch.bool))
+    threads = torch.get_num_threads()
+    try:
+        fingerprints = []
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            fingerprints.append(weights_fingerprint(model))
+    finally:
+        torch.set_num_threads(threads)
+    assert fingerprints[0] == fingerprints[1] == fingerprints[2]
+    assert fingerprints[0]["n_values"] == 16_000_005
+    with torch.no_grad():
+        model.weight[12_345_678] += 1e-3  # one value, past the first 64 the fingerprint also keeps
+    assert weights_fingerprint(model)["weights_fingerprint"] != fingerprints[0]["weights_fingerprint"]
 
 
 @pytest.mark.hooked_transformer(reason="stopping at a block is HookedTransformer's stop_at_layer: a Bridge (TransformerLens "
