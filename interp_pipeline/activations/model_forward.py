@@ -11,6 +11,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.common.errors import ConfigError, did_you_mean
+from interp_pipeline.common.tl_version import is_bridge, is_hooked_transformer
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -46,18 +47,23 @@ def hook_row_shapes(model: Any, tokens: Tensor, hooks: list[str]) -> dict[str, l
 
 
 def stop_at_layer_for(model: Any, hooks: list[str]) -> int | None:
-    """Run only the blocks the hooks need (HookedTransformer's stop_at_layer).
+    """Run only the blocks the hooks need (``stop_at_layer``, which HookedTransformer and, since
+    TransformerLens 3.9, TransformerBridge take).
 
-    Hooks in the last block stop at n_layers too: the forward then returns the residual
-    stream without the final norm and the unembedding, which for GPT-2 small (d_vocab
-    50,257) costs as much as about five blocks.
+    Hooks in the last block stop at n_layers too on a HookedTransformer: the forward then returns
+    the residual stream without the final norm and the unembedding, which for GPT-2 small (d_vocab
+    50,257) costs as much as about five blocks. A Bridge stopped at n_layers runs them anyway (its
+    stop is an exception raised by the block at that index), so there it is None.
     """
-    from interp_pipeline.common.tl_version import is_hooked_transformer
-
     layers = [_BLOCK_HOOK.match(h) for h in hooks]
-    if not is_hooked_transformer(model) or not all(layers):
+    if not all(layers):
         return None
-    return max(int(m.group(1)) for m in layers) + 1
+    stop = max(int(m.group(1)) for m in layers) + 1
+    if is_hooked_transformer(model):
+        return stop
+    if is_bridge(model):
+        return stop if stop < len(model.blocks) else None
+    return None
 
 
 def hook_activations(model: Any, tokens: Tensor, hooks: list[str], stop_at_layer: int | None) -> dict[str, Tensor]:

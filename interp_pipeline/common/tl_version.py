@@ -32,3 +32,13 @@ def is_hooked_transformer(model: Any) -> bool:
     if module is None or not has_hooked_transformer():
         return False
     return isinstance(model, module.HookedTransformer)
+
+
+def is_bridge(model: Any) -> bool:
+    """``model`` is a TransformerBridge (on 3.9 and 4); False, without importing anything, where
+    transformer_lens is not imported yet."""
+    if "transformer_lens" not in sys.modules:
+        return False
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return isinstance(model, TransformerBridge)

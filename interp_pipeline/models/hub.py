@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.common.errors import ConfigError, Unobtainable, did_you_mean
 from interp_pipeline.common.hf_hub_access import hub_unreachable_reason
+from interp_pipeline.common.tl_version import is_bridge
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -305,14 +306,6 @@ def check_available(source: str, name: str, revision: str | None = None) -> None
 # --- identity -----------------------------------------------------------------------------
 
 
-def _is_bridge(model: Any) -> bool:
-    try:
-        from transformer_lens.model_bridge import TransformerBridge
-    except ImportError:
-        return False
-    return isinstance(model, TransformerBridge)
-
-
 def _count_parameters(model: Any) -> int:
     """Parameters of the model as its checkpoint defines them.
 
@@ -321,7 +314,7 @@ def _count_parameters(model: Any) -> int:
     unties the unembedding. So for a bridge, count the wrapped HF class built from its
     config on the meta device: the architecture's count, tied weights once, no memory used.
     """
-    if _is_bridge(model) and hasattr(model.original_model, "config"):
+    if is_bridge(model) and hasattr(model.original_model, "config"):
         import torch
 
         original = model.original_model

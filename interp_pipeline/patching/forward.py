@@ -24,20 +24,15 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
+from interp_pipeline.common.tl_version import is_bridge, is_hooked_transformer
+
 if TYPE_CHECKING:
     from torch import Tensor
 
 
-def _is_bridge(model: Any) -> bool:
-    from transformer_lens.model_bridge import TransformerBridge
-
-    return isinstance(model, TransformerBridge)
-
-
 def supports_fast_path(model: Any) -> bool:
-    from interp_pipeline.common.tl_version import is_hooked_transformer
 
-    if _is_bridge(model):
+    if is_bridge(model):
         from interp_pipeline.models.bridge_blocks import can_start_at_block
 
         return can_start_at_block(model)  # logs once when an architecture falls back
@@ -88,7 +83,7 @@ class PatchedForward:
         """Blocks ``layer``.. on a residual stream (with the hooks the caller has put on): the stream
         after the last block. ``past`` as in ``run_from``."""
         model = self.model
-        if _is_bridge(model):
+        if is_bridge(model):
             from interp_pipeline.models import bridge_blocks
 
             return bridge_blocks.run_blocks(model, layer, resid, past)
@@ -102,7 +97,7 @@ class PatchedForward:
         from transformer_lens.utilities.activation_functions import apply_softcap
 
         model = self.model
-        if _is_bridge(model):
+        if is_bridge(model):
             from interp_pipeline.models import bridge_blocks
 
             return bridge_blocks.unembed(model, resid)

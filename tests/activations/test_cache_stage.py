@@ -165,26 +165,52 @@ def test_the_model_fingerprint_does_not_depend_on_torchs_threads_and_sees_one_ch
     assert weights_fingerprint(model)["weights_fingerprint"] != fingerprints[0]["weights_fingerprint"]
 
 
-@pytest.mark.hooked_transformer(reason="stopping at a block is HookedTransformer's stop_at_layer: a Bridge (TransformerLens "
-                                       "4's config-built model) runs every block (README 'TransformerLens 4')")
-def test_the_forward_passes_stop_at_the_deepest_hooks_block(model_and_tokens):
+@pytest.fixture(params=["config-built", "gpt2 Bridge"])
+def two_block_model(request, model_and_tokens, tmp_path, monkeypatch):
+    """The config-built toy (a HookedTransformer, or on TransformerLens 4 a native Bridge) and a
+    Bridge of a tiny GPT-2 checkpoint, both two blocks deep."""
+    model, tokens = model_and_tokens
+    if request.param == "gpt2 Bridge":
+        from interp_pipeline.models import hub
+        from tests.support.tiny_bridges import save_tiny
+
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        model = hub.load_hugging_face(str(save_tiny("gpt2", tmp_path / "gpt2")), revision=None, device="cpu",
+                                      dtype="float32")
+        tokens = tokens % model.cfg.d_vocab
+    assert len(model.blocks) == 2
+    return model, tokens
+
+
+def test_the_forward_passes_stop_at_the_deepest_hooks_block(two_block_model):
     # The shape probe's 3-token forward once ran the whole model and the unembedding (most of a
     # cache run's set-up), and hooks of the last block were cached with the unembedding run too.
     from interp_pipeline.activations.model_forward import hook_activations, hook_row_shapes, stop_at_layer_for
+    from interp_pipeline.common.tl_version import is_hooked_transformer
 
-    model, tokens = model_and_tokens
+    model, tokens = two_block_model
+    _, full = model.run_with_cache(tokens[:1, :3], names_filter=["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"])
     ran = []
     handles = [module.register_forward_hook(lambda *_, name=name: ran.append(name))
                for name, module in (("block 1", model.blocks[1]), ("unembed", model.unembed))]
     try:
-        assert hook_row_shapes(model, tokens, ["blocks.0.hook_resid_post"]) == {"blocks.0.hook_resid_post": [16]}
+        assert hook_row_shapes(model, tokens, ["blocks.0.hook_resid_post"]) == {
+            "blocks.0.hook_resid_post": list(full["blocks.0.hook_resid_post"].shape[2:])}
         assert ran == []
-        assert hook_row_shapes(model, tokens, ["blocks.1.attn.hook_z"]) == {"blocks.1.attn.hook_z": [2, 8]}
-        assert ran == ["block 1"]  # the last block's hook: the probe runs that block, still not the unembedding
+        assert hook_row_shapes(model, tokens, ["blocks.1.attn.hook_z"]) == {
+            "blocks.1.attn.hook_z": list(full["blocks.1.attn.hook_z"].shape[2:])}
+        # The last block's hook: a HookedTransformer stops before the unembedding; a Bridge cannot
+        # (stop_at_layer=n_layers is raised by no block), so there the whole model runs.
+        last_block_run = ["block 1"] if is_hooked_transformer(model) else ["block 1", "unembed"]
+        assert ran == last_block_run
         ran.clear()
-        last = ["blocks.1.attn.hook_z"]
+        first, last = ["blocks.0.hook_resid_post"], ["blocks.1.attn.hook_z"]
+        cached = hook_activations(model, tokens[:2], first, stop_at_layer_for(model, first))
+        assert ran == []  # the caching forward too
+        torch.testing.assert_close(cached[first[0]], model.run_with_cache(tokens[:2], names_filter=first)[1][first[0]])
+        ran.clear()
         hook_activations(model, tokens[:2], last, stop_at_layer_for(model, last))
-        assert ran == ["block 1"]  # and so does the caching forward
+        assert ran == last_block_run
     finally:
         for handle in handles:
             handle.remove()
