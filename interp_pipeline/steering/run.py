@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from interp_pipeline.common.errors import ConfigError
 from interp_pipeline.steering.apply import generate, steered_logits
 from interp_pipeline.steering.config import HOOK_KINDS
+from interp_pipeline.steering.vectors import check_hook_kind
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -68,7 +69,9 @@ def check_vector(model: Any, vector: Mapping[str, Tensor], settings: SteerConfig
     if settings.positions != "front" and rows != 1:
         raise ConfigError("positions", f"expected 'front' for a vector of {rows} rows (one per position), "
                                        f"found {settings.positions!r}")
-    return layer, HOOK_KINDS[int(vector["hook"][0])]
+    kind = HOOK_KINDS[int(vector["hook"][0])]
+    check_hook_kind("inputs.vector", kind, model.cfg)
+    return layer, kind
 
 
 def _answer(model: Any, word: str | None, fallback: Tensor, key: str) -> int | None:

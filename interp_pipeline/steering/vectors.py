@@ -63,6 +63,7 @@ def check_shapes(settings: SteeringVectorConfig, model: Any, sae: Any) -> None:
     """Against the model's shape (ModelShape) and an SAE input's (SAEShape), before the model loads."""
     if settings.layer is not None and settings.method != "sae":
         model.check_layer("layer", settings.layer)
+        check_hook_kind("hook", settings.hook, model)
     if settings.method == "sae":
         if sae is None:
             raise ConfigError("inputs.sae", "expected an SAE input (method: sae), found none")
@@ -73,6 +74,21 @@ def check_shapes(settings: SteeringVectorConfig, model: Any, sae: Any) -> None:
             raise ConfigError("feature", f"expected a latent in 0..{sae.d_sae - 1}, found {settings.feature}")
         if getattr(sae, "hook", None) is not None:
             _parse_hook(sae.hook, "inputs.sae")
+
+
+def check_hook_kind(key: str, kind: str, cfg: Any) -> None:
+    """``resid_mid`` exists only where attention and MLP run one after the other: an attention-only
+    model and parallel blocks (GPT-NeoX/Pythia, GPT-J) have no stream between them, so no hook to read
+    or steer at (a KeyError, or a hook that never fires, after the model loaded). ``cfg``: a model's cfg
+    or a models.shape.ModelShape."""
+    if kind != "resid_mid":
+        return
+    if getattr(cfg, "attn_only", False):
+        raise ConfigError(key, "expected resid_pre or resid_post on this attention-only model, found resid_mid "
+                               "(it has no MLP, so no stream between attention and MLP)")
+    if getattr(cfg, "parallel_attn_mlp", False):
+        raise ConfigError(key, "expected resid_pre or resid_post on this model of parallel blocks (attention and "
+                               "MLP both read resid_pre), found resid_mid, which it does not have")
 
 
 def _parse_hook(name: str, key: str) -> tuple[int, str]:

@@ -247,3 +247,36 @@ def test_the_figure_draws_each_scored_prompt():
     figure = logit_diff_figure(scores, {"logit_diff": torch.zeros(3)}, "'Paris'", "'Rome'", "title")
     lines = figure.axes[0].get_lines()
     assert [list(line.get_ydata()) for line in lines[:2]] == [[-3.0, -2.0, -1.0], [-0.5, 1.0, 2.0]]
+
+
+def test_resid_mid_is_refused_where_the_model_has_none(world):
+    """Attention-only models and parallel blocks have no stream between attention and MLP: refused in
+    pre-flight (the model's shape) and before steering (the vector's hook kind), naming the key."""
+    from dataclasses import replace
+
+    from interp_pipeline.config.settings import settings_object
+    from interp_pipeline.models.shape import ModelShape
+    from interp_pipeline.stages.steering import steer
+    from interp_pipeline.steering.config import HOOK_KINDS, SteeringVectorConfig
+    from interp_pipeline.steering.vectors import check_shapes
+
+    shape = ModelShape(n_layers=2, n_heads=2, d_model=16, d_head=8, d_mlp=64, n_ctx=32, d_vocab=50, attn_only=False)
+    at_mid = settings_object(SteeringVectorConfig, {"layer": 1, "hook": "resid_mid"})
+    check_shapes(at_mid, shape, None)  # sequential blocks have one
+    with pytest.raises(ConfigError, match=r"^hook: expected resid_pre or resid_post on this model of parallel blocks"):
+        check_shapes(at_mid, replace(shape, parallel_attn_mlp=True), None)
+    with pytest.raises(ConfigError, match=r"^hook: expected resid_pre or resid_post on this attention-only model"):
+        check_shapes(at_mid, replace(shape, attn_only=True, d_mlp=None), None)
+    check_shapes(settings_object(SteeringVectorConfig, {"layer": 1, "hook": "resid_post"}),
+                 replace(shape, parallel_attn_mlp=True), None)
+
+    model, _, facts, cities = world
+    vector = caa(model, facts, cities)
+    mid = {**vector, "hook": torch.full_like(vector["hook"], HOOK_KINDS.index("resid_mid"))}
+    steer(model, mid, facts=facts, control=False)  # this model has one
+    model.cfg.parallel_attn_mlp = True  # what the check reads; restored below
+    try:
+        with pytest.raises(ConfigError, match=r"^inputs.vector: expected resid_pre or resid_post"):
+            steer(model, mid, facts=facts)
+    finally:
+        model.cfg.parallel_attn_mlp = False
