@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from interp_pipeline.common.tl_version import is_bridge
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -32,9 +34,7 @@ logger = logging.getLogger(__name__)
 def supported(model: Any) -> bool:
     """Whether restored runs of ``model``'s fast path can follow a cached prefix: a HookedTransformer's
     blocks always can; a Bridge's when models/bridge_blocks.py gives its blocks the positions' offset."""
-    from transformer_lens.model_bridge import TransformerBridge
-
-    if isinstance(model, TransformerBridge):
+    if is_bridge(model):
         from interp_pipeline.models.bridge_blocks import can_follow_a_prefix
 
         return can_follow_a_prefix(model)
@@ -45,10 +45,8 @@ class CorruptedKeysValues:
     """Records the keys and values of one corrupted run (``rows`` sequences of ``width`` tokens)."""
 
     def __init__(self, model: Any, rows: int, width: int):
-        from transformer_lens.model_bridge import TransformerBridge
-
         self.model, self.width = model, width
-        self.bridge = isinstance(model, TransformerBridge)
+        self.bridge = is_bridge(model)
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
         if self.bridge:
