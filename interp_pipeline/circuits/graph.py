@@ -65,19 +65,18 @@ class Graph:
     @classmethod
     def of(cls, cfg: Any) -> Graph:
         """From a HookedTransformerConfig, a Bridge's cfg, or the model's shape before it is built."""
-        n_heads = int(cfg.n_heads)
-        kv = getattr(cfg, "n_key_value_heads", None) or n_heads
         per_layer = getattr(cfg, "per_layer_num_key_value_heads", None)  # a Bridge of Gemma 4, say
         if per_layer and len(set(per_layer)) > 1:
             from interp_pipeline.common.errors import ConfigError
 
             raise ConfigError("inputs.model", f"expected the same number of key/value heads in every layer (the edge "
                                               f"graph has one shape per layer), found {list(per_layer)}")
-        # Only a HookedTransformer ungroups (a Bridge's cfg has the flag too, and ignores it).
-        if getattr(cfg, "ungroup_grouped_query_attention", False) and type(cfg).__name__ == "HookedTransformerConfig":
-            kv = n_heads
-        return cls(int(cfg.n_layers), n_heads, not bool(getattr(cfg, "attn_only", False)),
-                   bool(getattr(cfg, "parallel_attn_mlp", False)), int(kv))
+        # The heads of hook_k / hook_v, as the patching grids count them (an ungrouped HookedTransformer's
+        # cfg, or the shape pre-flight reads from it, gives each query head its own copy).
+        from interp_pipeline.patching.grids import key_value_heads
+
+        return cls(int(cfg.n_layers), int(cfg.n_heads), not bool(getattr(cfg, "attn_only", False)),
+                   bool(getattr(cfg, "parallel_attn_mlp", False)), int(key_value_heads(cfg)))
 
     @property
     def grouped(self) -> bool:

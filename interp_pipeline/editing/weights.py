@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from interp_pipeline.common.errors import ConfigError
+from interp_pipeline.common.tl_version import is_hooked_transformer
 
 
 def _bridge_out_module(model: Any, layer: int) -> torch.nn.Module:
@@ -27,15 +28,9 @@ def _bridge_out_module(model: Any, layer: int) -> torch.nn.Module:
     return module
 
 
-def _is_hooked(model: Any) -> bool:
-    from interp_pipeline.common.tl_version import is_hooked_transformer
-
-    return is_hooked_transformer(model)
-
-
 def mlp_out_weight(model: Any, layer: int) -> torch.Tensor:
     """Block ``layer``'s W_out as [d_mlp, d_model] (a view where the layout allows, else a transposed one)."""
-    if _is_hooked(model):
+    if is_hooked_transformer(model):
         return model.blocks[layer].mlp.W_out
     module = _bridge_out_module(model, layer)
     return module.weight.T if isinstance(module, torch.nn.Linear) else module.weight
@@ -57,7 +52,7 @@ def model_copy(model: Any) -> Any:
     local cache) and given the original's current parameters."""
     from interp_pipeline.models.from_config import copy_of, is_native_bridge
 
-    if _is_hooked(model):
+    if is_hooked_transformer(model):
         return copy.deepcopy(model)
     if is_native_bridge(model):  # TransformerLens 4's config-built model: no checkpoint to load again
         return copy_of(model)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from interp_pipeline.common.errors import ConfigError, Unobtainable, did_you_mean
 from interp_pipeline.common.hf_hub_access import hub_unreachable_reason
-from interp_pipeline.common.tl_version import is_bridge
+from interp_pipeline.common.tl_version import has_hooked_transformer, is_bridge, major
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -284,8 +284,6 @@ def _check_hugging_face(name: str, revision: str | None) -> None:
 
 
 def _check_hooked_transformer_here() -> None:
-    from interp_pipeline.common.tl_version import has_hooked_transformer, major
-
     if not has_hooked_transformer():
         raise ConfigError("name", f"expected a model this TransformerLens ({major()}) can load, found a "
                                   "TransformerLens name: those load as HookedTransformers, which TransformerLens 4 removed",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from interp_pipeline.common.devices import resolve_device
+from interp_pipeline.models.from_config import is_config_built
 from interp_pipeline.storage.cache_codecs import Codec, register_codec
 
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_DIR = "config.json", "model.safetensors", "tokenizer"
@@ -69,11 +70,5 @@ def load_model_dir(directory: Path, device: str = "auto") -> Any:
     return model
 
 
-def _is_config_built(value: Any) -> bool:
-    from interp_pipeline.models.from_config import is_config_built
-
-    return is_config_built(value)
-
-
 # The codec's name stays "hooked_transformer": cache entries written before TransformerLens 4 name it.
-register_codec(Codec("hooked_transformer", "", _is_config_built, lambda m, p: save_model(m, p), load_model_dir))
+register_codec(Codec("hooked_transformer", "", is_config_built, lambda m, p: save_model(m, p), load_model_dir))

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 
 def supports_fast_path(model: Any) -> bool:
-
     if is_bridge(model):
         from interp_pipeline.models.bridge_blocks import can_start_at_block
 

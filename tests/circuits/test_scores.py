@@ -50,6 +50,11 @@ def test_the_graph_of_grouped_query_attention_has_a_key_and_a_value_input_per_ke
     shape = shape_of_config(hooked_transformer_config(dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64,
                                                            d_vocab=50, n_ctx=24, act_fn="gelu", n_key_value_heads=2)))
     assert Graph.of(shape) == graph
+    if has_hooked_transformer():  # and of an ungrouped config, MIB's graph (110 edges), as the model's cfg does
+        ungrouped_shape = shape_of_config(hooked_transformer_config(dict(
+            n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=24, act_fn="gelu",
+            n_key_value_heads=2, ungroup_grouped_query_attention=True)))
+        assert Graph.of(ungrouped_shape) == Graph(2, 4)
     with pytest.raises(ConfigError, match=r"inputs\.model.*\[2, 1\]"):  # layers of their own shapes: not one graph
         Graph.of(types.SimpleNamespace(n_layers=2, n_heads=4, n_key_value_heads=2, per_layer_num_key_value_heads=[2, 1]))
 
