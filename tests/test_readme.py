@@ -81,9 +81,15 @@ def test_every_command_not_run_says_why():
 def test_every_offline_readme_command_exits_0(readme):
     _, results = readme
     failed = [f"README.md:{c.line}: exit {results[c.text][0].returncode}: {c.text}\n"
-              + (results[c.text][0].stdout + results[c.text][0].stderr)[-1500:]
+              + _why(results[c.text][0].stdout + results[c.text][0].stderr)
               for c in RUN if results[c.text][0].returncode != 0]
     assert not failed, "\n\n".join(failed)
+
+
+def _why(output: str) -> str:
+    """The lines a failed command logged as errors (a sweep's jobs among them), then the tail of its output."""
+    errors = [line for line in output.splitlines() if "error" in line.lower()]
+    return "\n".join(errors[-20:])[-3000:] + "\n...\n" + output[-1500:]
 
 
 def _output(readme, command: str) -> str:

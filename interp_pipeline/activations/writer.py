@@ -333,7 +333,18 @@ def store_bytes(url: str) -> int:
         return int(fs.du(path)) if fs.exists(path) else 0
     if not root.exists():
         return 0
-    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    return sum(_file_sizes(root))
+
+
+def _file_sizes(root: Path) -> Iterator[int]:
+    # Other shards may be writing this store: zarr's ``*.partial`` files appear and are renamed
+    # away between listing a folder and asking a file's size, so a file gone meanwhile counts 0.
+    for folder, _, names in os.walk(root):
+        for name in names:
+            try:
+                yield os.stat(os.path.join(folder, name), follow_symlinks=False).st_size
+            except FileNotFoundError:
+                continue
 
 
 def ensure_writable(url: str) -> None:

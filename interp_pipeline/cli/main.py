@@ -97,7 +97,7 @@ def task(cfg: Any) -> Any:
     if not multirun:
         return result.status
     write_job_result(output_dir, JobRecord(hydra_cfg.job.num, invocation.overrides, result.status, result.metrics,
-                                           result.run_id))
+                                           result.run_id, result.error))
     objective = list(cfg.sweep.objective)
     return objective_values(objective, result.status, result.metrics) if objective else result.status
 

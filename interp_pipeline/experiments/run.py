@@ -67,6 +67,7 @@ class JobResult:
     status: int
     metrics: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None
+    error: str | None = None  # the one line logged when the job failed, for the sweep's summary
 
 
 @dataclass
@@ -195,8 +196,9 @@ def launch(cfg: DictConfig, invocation: Invocation) -> JobResult:
         raise
     except Exception as error:
         log.debug("unexpected error:\n%s", traceback.format_exc())
-        log.error("error: %s: %s (traceback in %s)", type(error).__name__, error, invocation.output_dir)
-        result = JobResult(EXIT_FAILED)
+        message = f"error: {type(error).__name__}: {error} (traceback in {invocation.output_dir})"
+        log.error("%s", message)
+        result = JobResult(EXIT_FAILED, error=message)
     write_status(invocation.output_dir, result.status)
     return result
 
@@ -222,8 +224,9 @@ def run_job(cfg: DictConfig, invocation: Invocation) -> JobResult:
             check_reachable(resolve_tracking_uri(cfg.tracking.uri, cfg.paths.outputs))
     except ConfigError as error:
         log.debug("configuration error", exc_info=True)
-        log.error("error: %s", with_offline_suggestion(error, cfg, invocation.experiment))
-        return JobResult(EXIT_CONFIG)
+        message = f"error: {with_offline_suggestion(error, cfg, invocation.experiment)}"
+        log.error("%s", message)
+        return JobResult(EXIT_CONFIG, error=message)
     _set_threads(cfg, invocation, prepared, shapes)
     if not ranks.is_main:  # its share of the ranked stages; rank 0 logs, stores and checks expect:
         invocation.output_dir = invocation.output_dir / f"rank{ranks.rank}"
@@ -298,7 +301,7 @@ def _run_tracked(
         _write_report(cfg, invocation, prepared, runner, parent, status, time.perf_counter() - started, [], message)
         parent.end("FAILED")
         log.error("%s", message)
-        return JobResult(status, run_id=parent.run_id)
+        return JobResult(status, run_id=parent.run_id, error=message)
 
     metrics = {f"{o.name}.{k}": v for o in outcomes for k, v in o.metrics.items()}
     if metrics:
@@ -307,7 +310,7 @@ def _run_tracked(
     log.info("done in %.2f s: %d computed, %d cached", time.perf_counter() - started, computed,
              sum(o.status == CACHED for o in outcomes))
 
-    status = EXIT_OK
+    status, error = EXIT_OK, None
     results: list[ExpectResult] = []
     if prepared.expect and cfg.runner.check_expect:
         results = check_expectations(prepared.expect, metrics, rehearsal=cfg.runner.rehearsal)
@@ -320,7 +323,8 @@ def _run_tracked(
         if not passed:
             failed = ", ".join(r.key for r in results if not r.passed)
             _mark_expect_failed(tracking, parent, invocation, outcomes, [r.key for r in results if not r.passed])
-            log.error("error: expect not met for %s", failed)
+            error = f"error: expect not met for {failed}"
+            log.error("%s", error)
             for result in results:
                 named = per_name_matches(result.key, metrics) if result.got is None else []
                 if named:
@@ -336,7 +340,7 @@ def _run_tracked(
     log.info("outputs: %s", invocation.output_dir)
     if tracking is not None:
         log.info("mlflow: %s", tracking.run_url(experiment_id, parent.run_id))
-    return JobResult(status, metrics, parent.run_id)
+    return JobResult(status, metrics, parent.run_id, error)
 
 
 def _write_report(cfg: DictConfig, invocation: Invocation, prepared: Prepared, runner: PipelineRunner,

@@ -16,6 +16,7 @@ class JobRecord:
     status: int
     metrics: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None
+    error: str | None = None  # the job's one-line error when it failed (a file from before it has none)
 
 
 def write_job_result(job_dir: Path, record: JobRecord) -> None:

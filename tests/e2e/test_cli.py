@@ -199,6 +199,19 @@ def test_sweep_status_is_its_worst_job(outputs, tmp_path):
                     "++expect={scaled.total: {max: 7}}", "seed=1,5"], outputs)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "sweep: 2 jobs, 1 not ok" in done.stdout
+    assert "job 1 (seed=5): error: expect not met for scaled.total" in done.stdout
+    assert "job 0 (seed=1)" not in done.stdout
+
+
+def test_sweep_summary_names_why_each_failed_job_stopped(outputs, tmp_path):
+    pipeline = write_test_pipeline(tmp_path, {"name": "fail", "fn": "t_fail", "inputs": {"numbers": "numbers"},
+                                              "params": {"message": "no luck with seed ${seed}"}})
+    done = run_cli(["-m", f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,5"], outputs)
+    assert done.returncode == 1, done.stdout + done.stderr
+    for job, seed in enumerate((1, 5)):
+        lines = [line for line in done.stdout.splitlines() if f"job {job} (seed={seed}): " in line]
+        assert len(lines) == 1, done.stdout
+        assert "error: stage 'fail' failed" in lines[0] and f"no luck with seed {seed}" in lines[0], lines[0]
 
 
 def test_sigterm_mid_stage_ends_runs_killed_and_keeps_no_partial_result(outputs, tmp_path):
