@@ -160,7 +160,9 @@ class PipelineCallbacks(Callback):
         for record in records:  # why each job that is not ok stopped, without opening its folder
             if record.status != EXIT_OK and record.error:
                 swept = " ".join(f"{k}={v}" for k, v in result.swept[record.job_num].items())
-                log.error("job %d%s: %s", record.job_num, f" ({swept})" if swept else "", record.error)
+                # In a search, a trial that misses expect: is a constraint the sweeper was told of, not a failure.
+                level = logging.INFO if sweep.objective and record.status == EXIT_EXPECT else logging.ERROR
+                log.log(level, "job %d%s: %s", record.job_num, f" ({swept})" if swept else "", record.error)
         if result.best and len(result.best) == 1:
             best = next(r for r in records if r.job_num == result.best[0])
             log.info("best job: %d (%s)", best.job_num, " ".join(f"{k}={v}" for k, v in result.swept[best.job_num].items()))

@@ -33,6 +33,7 @@ def test_optuna_search_goes_on_after_a_failed_trial_and_resumes(outputs):
     first = run_cli([*SEARCH, "hydra.sweeper.n_trials=2", "expect.stats.loss_mean.max=5.15"], outputs)
     assert first.returncode == 0, first.stdout + first.stderr  # a missed expect: is a failed trial, not a failed search
     assert "reported to the sweeper as failed" in first.stdout
+    assert "job 0 (seed=1): error: expect not met for stats.loss_mean" in first.stdout
     study = optuna.load_study(study_name="smoke_search-tiny", storage=f"sqlite:///{outputs / 'optuna.db'}")
     assert [(t.params["seed"], t.state.name) for t in study.trials] == [(1, "FAIL"), (0, "COMPLETE")]
     runs, _ = parents(sqlite_uri(outputs), "smoke_search")
