@@ -1,6 +1,6 @@
 """Patching a TransformerBridge (the hf model source): a Bridge of each architecture the fast path knows
-(GPT-2, GPT-NeoX, Llama, Gemma 3: its blocks run from the patched layer, models/bridge_blocks.py) gives
-the generic path's numbers, a GPT-2 Bridge a HookedTransformer's, and any other architecture falls back."""
+(GPT-2, GPT-NeoX, Llama, Gemma 3: its blocks run from the patched layer, models/bridge_blocks.py, also
+after a cache of the earlier positions) gives the generic path's numbers, a GPT-2 Bridge a HookedTransformer's, and any other architecture falls back."""
 
 from __future__ import annotations
 
@@ -154,6 +154,29 @@ def test_a_run_from_block_0_fires_every_hook_a_full_run_fires_after_the_embeddin
         assert len(values) == len(full[name]), name
         for value, expected in zip(values, full[name]):
             torch.testing.assert_close(value, expected, atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_blocks_after_a_cached_prefix_give_a_full_runs_logits(checkpoint, monkeypatch, layer):
+    """A full run of the first positions, given ``recording_kwargs``, fills an HF cache (every layer);
+    blocks ``layer``.. on the later positions' stream, after that cache, give the full run's logits at
+    those positions and append their own keys (rotary angles, masks and Gemma 3's 3-token window all
+    count from the cache's length: the prompt is three windows long)."""
+    from transformers import DynamicCache
+
+    from interp_pipeline.models import bridge_blocks
+
+    bridge = _bridge(checkpoint[1], monkeypatch)
+    assert bridge_blocks.can_follow_a_prefix(bridge)
+    tokens, split = random_pairs(2, 9, d_vocab=VOCAB)["clean"], 4
+    with torch.inference_mode():
+        logits, cache = bridge.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_pre")
+        past = DynamicCache()
+        bridge(tokens[:, :split], **bridge_blocks.recording_kwargs(bridge, past))
+        assert [entry.keys.shape[2] for entry in past.layers] == [split] * bridge.cfg.n_layers
+        resid = bridge_blocks.run_blocks(bridge, layer, cache[f"blocks.{layer}.hook_resid_pre"][:, split:], past)
+        torch.testing.assert_close(bridge_blocks.unembed(bridge, resid), logits[:, split:], atol=1e-5, rtol=0)
+    assert [entry.keys.shape[2] for entry in past.layers[layer:]] == [9] * (bridge.cfg.n_layers - layer)
 
 
 def test_another_architecture_falls_back_and_says_so_once(tiny_directory, monkeypatch, caplog):
