@@ -84,6 +84,29 @@ def _rotary_arguments(model: Any, resid: Tensor, past: Any = None) -> list[dict[
     return [arguments] * len(model.blocks)
 
 
+def _windowed_rotary_arguments(model: Any, resid: Tensor, past: Any = None) -> list[dict[str, Any]]:
+    """What Qwen2Model, Qwen3Model and MistralModel.forward hand each decoder layer (transformers 5's
+    modeling_qwen2.py, modeling_qwen3.py, modeling_mistral.py): ``_rotary_arguments``' position ids and
+    (cos, sin), but a mask per attention type. Qwen's ``config.layer_types`` says each layer's (sliding
+    from ``max_window_layers`` on when ``use_sliding_window``); Mistral's loop ignores layer_types and
+    gives every layer the sliding-window mask when ``config.sliding_window`` is set, the causal one
+    otherwise. ``past`` as in ``_rotary_arguments``."""
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    base = model.original_model.base_model  # Qwen2Model, Qwen3Model, MistralModel
+    config = base.config
+    if config.model_type == "mistral":
+        types = ["sliding_attention" if config.sliding_window is not None else "full_attention"] * len(model.blocks)
+    else:
+        types = list(config.layer_types)
+    position_ids = _position_ids(resid, past)
+    make = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
+    masks = {kind: make[kind](config, resid, None, past, position_ids=position_ids) for kind in set(types)}
+    position_embeddings = base.rotary_emb(resid, position_ids=position_ids)
+    return [{"attention_mask": masks[kind], "position_ids": position_ids, "position_embeddings": position_embeddings}
+            for kind in types[:len(model.blocks)]]
+
+
 def _gemma3_arguments(model: Any, resid: Tensor, past: Any = None) -> list[dict[str, Any]]:
     """What Gemma3TextModel.forward hands each decoder layer (transformers 5's modeling_gemma3.py):
     per attention type (``config.layer_types[i]``: sliding or full), its mask (masking_utils'
@@ -112,10 +135,13 @@ _BLOCK_ARGUMENTS: dict[str, Callable[..., list[dict[str, Any]]]] = {
     "GPTNeoXForCausalLM": _rotary_arguments,
     "LlamaForCausalLM": _rotary_arguments,
     "Gemma3ForCausalLM": _gemma3_arguments,
+    "Qwen2ForCausalLM": _windowed_rotary_arguments,
+    "Qwen3ForCausalLM": _windowed_rotary_arguments,
+    "MistralForCausalLM": _windowed_rotary_arguments,
 }
 # Those whose arguments function also takes ``past`` (the cache of the positions before ``resid``'s)
 # and whose Bridge attention reads it as ``layer_past``: the positions, rotary angles and mask start there.
-_OFFSET_ARGUMENTS = {"GPT2LMHeadModel", "GPTNeoXForCausalLM", "LlamaForCausalLM", "Gemma3ForCausalLM"}
+_OFFSET_ARGUMENTS = set(_BLOCK_ARGUMENTS)
 
 
 def architecture(model: Any) -> str:
@@ -157,9 +183,11 @@ def run_blocks(model: Any, layer: int, resid: Tensor, past: Any = None) -> Tenso
     cache holding the keys and values of the positions before ``resid``'s (every layer), or None.
 
     The cache goes in as ``layer_past``: the Bridge's attention (TransformerLens 3.9) reads
-    ``past_key_values`` or ``layer_past``, while transformers 5's GPT2Block renames
-    ``past_key_values`` to ``cache`` before its attention sees it; ``layer_past`` passes through
-    the block's ``**kwargs`` untouched. The corrupted run fills its cache by the same route, and
+    ``past_key_values`` or ``layer_past``, while transformers 5's GPT2Block, LlamaDecoderLayer and
+    Gemma3DecoderLayer rename ``past_key_values`` to ``cache`` before their attention sees it;
+    ``layer_past`` passes through those blocks' ``**kwargs`` untouched, and GPTNeoXLayer takes it by
+    that name and hands it on. The corrupted run fills its cache by the same route
+    (``recording_kwargs``), and
     tracing/prefix_cache.py refuses a recording that came back empty, so a version in which the name
     stops reaching the attention falls back rather than attending to a missing prefix."""
     if layer >= len(model.blocks):
