@@ -183,11 +183,11 @@ def run_blocks(model: Any, layer: int, resid: Tensor, past: Any = None) -> Tenso
     cache holding the keys and values of the positions before ``resid``'s (every layer), or None.
 
     The cache goes in as ``layer_past``: the Bridge's attention (TransformerLens 3.9) reads
-    ``past_key_values`` or ``layer_past``, while transformers 5's GPT2Block, LlamaDecoderLayer and
-    Gemma3DecoderLayer rename ``past_key_values`` to ``cache`` before their attention sees it;
-    ``layer_past`` passes through those blocks' ``**kwargs`` untouched, and GPTNeoXLayer takes it by
-    that name and hands it on. The corrupted run fills its cache by the same route
-    (``recording_kwargs``), and
+    ``past_key_values`` (when not None) or ``layer_past``, while transformers 5's GPT2Block,
+    LlamaDecoderLayer, Gemma3DecoderLayer... rename ``past_key_values`` to ``cache`` before their
+    attention sees it (transformers 5.9's hand it on, as None when not given); ``layer_past`` passes
+    through those blocks' ``**kwargs`` untouched, and GPTNeoXLayer takes it by that name and hands it
+    on. The corrupted run fills its cache by the same route (``recording_kwargs``), and
     tracing/prefix_cache.py refuses a recording that came back empty, so a version in which the name
     stops reaching the attention falls back rather than attending to a missing prefix."""
     if layer >= len(model.blocks):
@@ -209,17 +209,20 @@ def recording_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """What a full run of a Bridge takes for its attention to append every layer's keys and values
     to ``cache`` (an HF cache), by the route ``run_blocks`` hands them back.
 
-    ``layer_past`` passes through the HF model loop's ``**kwargs`` to the blocks and on to the
-    Bridge's attention. Where the HF block itself takes ``layer_past`` (GPT-NeoX: its model loop
-    hands it the loop's own cache under that name), a second one is a duplicate argument, so the
-    model gets the cache under its loop's name: ``cache`` from transformers 5.x (whichever minor
-    renamed it), ``past_key_values`` before; the loop passes it down as ``layer_past``."""
+    The model gets the cache under its loop's own name (``cache`` from the transformers 5.x that
+    renamed it, ``past_key_values`` before): with ``use_cache`` on, a loop given none makes its own and
+    hands it to the blocks, and where the blocks pass it on as ``past_key_values`` (transformers 5.9)
+    the Bridge's attention reads that one first. Where they pass it on as ``cache``, which the
+    attention does not read, ``layer_past`` (the same cache) reaches it through the blocks' ``**kwargs``;
+    except where the HF block itself takes ``layer_past`` (GPT-NeoX, whose loop hands it its cache by
+    that name): there a second one is a duplicate argument."""
     import inspect
 
-    if "layer_past" not in inspect.signature(model.blocks[0].original_component.forward).parameters:
-        return {"layer_past": cache}
     loop = inspect.signature(model.original_model.forward).parameters  # through deprecate_kwarg's wrapper
-    return {("cache" if "cache" in loop else "past_key_values"): cache}
+    kwargs = {("cache" if "cache" in loop else "past_key_values"): cache}
+    if "layer_past" not in inspect.signature(model.blocks[0].original_component.forward).parameters:
+        kwargs["layer_past"] = cache
+    return kwargs
 
 
 def unembed(model: Any, resid: Tensor) -> Tensor:
