@@ -10,12 +10,18 @@
    Each runs --repeats times, interleaved; the lowest CPU time is kept. On a machine with a CUDA
    device the speed part also runs there, after the CPU's, the card named (on it, read wall time). Reports the times, the ratios,
    the largest differences, the ratios arithmetic alone predicts, and the load average around the runs.
+   ``--bridge llama`` (or ``neox``): the same shape as a TransformerBridge instead (a random
+   LlamaForCausalLM, 4 query and 2 key/value heads, or a Pythia-style GPTNeoXForCausalLM, written
+   with save_pretrained and loaded by interp_pipeline.models.hub.load_hugging_face): the engine's
+   restored runs there follow the cached prefix through models/bridge_blocks.py, and the HF
+   checkpoint is also loaded as a HookedTransformer, whose engine (prefix reused) is timed beside.
 2. Memory: the causal_tracing stage (no figures) on 16, 64 and 256 prompts of a smaller random
    model (2 layers, d_model 64), each in a fresh subprocess; reports each one's peak resident
    memory (ru_maxrss).
    Streaming means the peak does not grow with the number of prompts.
 
     python benchmarks/causal_tracing.py [--prompts 4] [--layers 8] [--d-model 256] [--repeats 2] [--skip-memory] [--devices cpu cuda]
+    HF_HUB_OFFLINE=1 python benchmarks/causal_tracing.py --bridge llama --skip-memory
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +49,32 @@ def random_model(layers: int, d_model: int, d_vocab: int):
                                   d_mlp=4 * d_model, d_vocab=d_vocab, n_ctx=32, act_fn="gelu_new",
                                   normalization_type="LN", seed=0)
     return HookedTransformer(cfg).eval()
+
+
+def random_bridge(architecture: str, layers: int, d_model: int, d_vocab: int, directory: Path, device: str):
+    """A random HF checkpoint of ``random_model``'s shape, as a TransformerBridge and as a HookedTransformer
+    (TransformerLens's loader: folded and centred, as the Bridge's compatibility mode)."""
+    import torch
+    import transformer_lens.loading_from_pretrained as loading
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from interp_pipeline.models.hub import load_hugging_face, load_transformer_lens
+    from tests.support.tiny_gpt2 import _tokenizer
+
+    shape = dict(vocab_size=d_vocab, hidden_size=d_model, intermediate_size=4 * d_model, num_hidden_layers=layers,
+                 num_attention_heads=d_model // 64, max_position_embeddings=32, bos_token_id=1, eos_token_id=1)
+    torch.manual_seed(0)
+    if architecture == "llama":
+        hf_model = LlamaForCausalLM(LlamaConfig(**shape, num_key_value_heads=max(1, d_model // 128)))
+    else:  # Pythia's layout: a quarter of each head rotated, parallel attention and MLP
+        hf_model = GPTNeoXForCausalLM(GPTNeoXConfig(**shape, rotary_pct=0.25, use_parallel_residual=True))
+    hf_model.save_pretrained(directory)
+    _tokenizer().save_pretrained(directory)  # the word-level test tokenizer: the prompts are token ids
+    bridge = load_hugging_face(str(directory), revision=None, device=device, dtype="float32")
+    loading.get_official_model_name = lambda name: name  # a directory, not an official name
+    hooked = load_transformer_lens(str(directory), revision=None, device=device, dtype="float32", fold_ln=True,
+                                   center_writing_weights=True, center_unembed=True, fold_value_biases=True)
+    return bridge.eval(), hooked.eval()
 
 
 def random_facts(n_prompts: int, n_pos: int, d_vocab: int):
@@ -90,7 +123,13 @@ def speed(args, device: str) -> None:
 
     torch.set_num_threads(1)
     print(f"device: {device_name(device)}")
-    model = random_model(args.layers, args.d_model, args.vocab).to(device)
+    hooked = None
+    if args.bridge:
+        with tempfile.TemporaryDirectory() as directory:
+            model, hooked = random_bridge(args.bridge, args.layers, args.d_model, args.vocab, Path(directory), device)
+        print(f"TransformerBridge of a random {type(model.original_model).__name__} (HookedTransformer of it beside)")
+    else:
+        model = random_model(args.layers, args.d_model, args.vocab).to(device)
     facts = random_facts(args.prompts, 10, args.vocab)
     window = default_window(args.layers)
     settings = dict(noise_std=0.3, samples=10, window=window, seed=0)
@@ -104,7 +143,7 @@ def speed(args, device: str) -> None:
         synchronize(device)
         return out, time.perf_counter() - start, time.process_time() - cpu
 
-    def engine(reuse_prefix: bool) -> dict:
+    def engine(reuse_prefix: bool, model=model) -> dict:
         tracer = CausalTracer(model, facts, batch_size_prompts=args.batch_size_prompts, reuse_prefix=reuse_prefix,
                               **settings)
         scores = {}
@@ -120,8 +159,11 @@ def speed(args, device: str) -> None:
     # Each method --repeats times, interleaved, the lowest CPU time kept: the first run of a process
     # pays for imports and allocations, and the other jobs on a shared machine come and go.
     best: dict[str, tuple] = {}
+    runs = [("reused", lambda: engine(True)), ("whole", lambda: engine(False)), ("loop", loop)]
+    if hooked is not None:
+        runs.append(("hooked", lambda: engine(True, hooked)))
     for _ in range(args.repeats):
-        for name, run in (("reused", lambda: engine(True)), ("whole", lambda: engine(False)), ("loop", loop)):
+        for name, run in runs:
             result = timed(run)
             if name not in best or result[2] < best[name][2]:
                 best[name] = result
@@ -141,6 +183,11 @@ def speed(args, device: str) -> None:
     print(f"speed-up over the loop:        {loop_s / engine_s:8.1f}x wall, {loop_cpu / engine_cpu:.1f}x CPU "
           f"(every position: {loop_s / whole_s:.1f}x wall, {loop_cpu / whole_cpu:.1f}x CPU)")
     print(f"max |difference| to the loop:  {worst:.2e} (every position: {worst_whole:.2e})")
+    if hooked is not None:
+        hooked_scores, hooked_s, hooked_cpu = best["hooked"]
+        apart = max(float((hooked_scores[p][k] - ours[p][k]).abs().max()) for p in ours for k in ours[p])
+        print(f"HookedTransformer engine:      {hooked_s:8.2f} s wall, {hooked_cpu:8.2f} s CPU  (prefix keys reused; "
+              f"Bridge/HookedTransformer CPU {engine_cpu / hooked_cpu:.2f}x; max |difference| {apart:.2e})")
     work = arithmetic(facts, args.layers, window, args.d_model, args.vocab)
     print(f"arithmetic (block-tokens):     loop {work['loop']:.0f}, every position {work['every position']:.0f}, "
           f"prefix reused {work['prefix reused']:.0f}: {work['loop'] / work['prefix reused']:.1f}x "
@@ -185,6 +232,8 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--batch-size-prompts", type=int, default=512)
+    parser.add_argument("--bridge", choices=("llama", "neox"), default=None,
+                        help="speed on a TransformerBridge of a random HF model of this architecture")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--mem-layers", type=int, default=2)
     parser.add_argument("--mem-d-model", type=int, default=64)

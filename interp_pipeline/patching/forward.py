@@ -6,8 +6,8 @@ Two paths give the same numbers:
   the run starts at block L from the corrupted run's cached ``resid_pre`` (what
   ``HookedTransformer.forward(start_at_layer=L)`` does), and the final LayerNorm
   and unembedding run only at the positions the metric reads.
-- fast (TransformerBridge of a known architecture: GPT-2, GPT-NeoX, Llama, Gemma 3): the same, with
-  the Bridge's own block wrappers called from block L (models/bridge_blocks.py:
+- fast (TransformerBridge of a known architecture: GPT-2, GPT-NeoX, Llama, Gemma 3, Qwen2, Qwen3,
+  Mistral): the same, with the Bridge's own block wrappers called from block L (models/bridge_blocks.py:
   the HF model's loop refuses ``start_at_layer``, so we run its blocks ourselves).
 - generic (any model with TransformerLens hooks, e.g. a Bridge of another
   architecture, or a shortformer model whose blocks need the token positions): a

@@ -12,7 +12,7 @@ HF attention) and hand each restored run a copy cut at p:
   (what ``forward(start_at_layer=L, past_kv_cache=...)`` does; the blocks are driven by
   patching/forward.py to unembed only the readout position).
 - TransformerBridge: HF's ``DynamicCache``, handed to the Bridge's attention as ``layer_past``
-  (models/bridge_blocks.py says why that name).
+  (models/bridge_blocks.py says why that name, and by which name a full run gets it there).
 
 A recording that comes back incomplete (a model whose attention ignores the cache) is refused, and
 the engine runs every position as before.
@@ -63,7 +63,9 @@ class CorruptedKeysValues:
         import torch
 
         if self.bridge:
-            return {"layer_past": self._recording}
+            from interp_pipeline.models.bridge_blocks import recording_kwargs
+
+            return recording_kwargs(self.model, self._recording)
         # With a cache, HookedTransformer asks for a padding mask (it would build one from a tokenizer);
         # none of these tokens is padding (positions past a prompt's end are never read), so all ones.
         return {"past_kv_cache": self._recording, "attention_mask": torch.ones_like(tokens)}

@@ -1,6 +1,6 @@
 """Patching a TransformerBridge (the hf model source): a Bridge of each architecture the fast path knows
-(GPT-2, GPT-NeoX, Llama, Gemma 3: its blocks run from the patched layer, models/bridge_blocks.py) gives
-the generic path's numbers, a GPT-2 Bridge a HookedTransformer's, and any other architecture falls back."""
+(GPT-2, GPT-NeoX, Llama, Gemma 3, Qwen2, Qwen3, Mistral: its blocks run from the patched layer,
+models/bridge_blocks.py, also after a cache of the earlier positions) gives the generic path's numbers, a GPT-2 Bridge a HookedTransformer's, and any other architecture falls back."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from interp_pipeline.patching.engine import hook_names_for, prepare, run_grid  #
 from interp_pipeline.patching.grids import ALL_NAMES, key_value_heads  # noqa: E402
 from interp_pipeline.patching.forward import supports_fast_path  # noqa: E402
 from tests.support.models import random_pairs  # noqa: E402
-from tests.support.tiny_bridges import ARCHITECTURES, save_tiny  # noqa: E402
+from tests.support.tiny_bridges import ARCHITECTURES, WINDOWED_ROTARY, save_tiny  # noqa: E402
 from tests.support.tiny_gpt2 import VOCAB, save_tiny_gpt2  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def tiny_directory(tmp_path_factory):
     return save_tiny_gpt2(tmp_path_factory.mktemp("bridge") / "tiny_gpt2")
 
 
-@pytest.fixture(scope="module", params=ARCHITECTURES)
+@pytest.fixture(scope="module", params=ARCHITECTURES + WINDOWED_ROTARY)
 def checkpoint(request, tmp_path_factory):
     """(architecture, directory) of each tiny checkpoint the fast path knows."""
     return request.param, save_tiny(request.param, tmp_path_factory.mktemp("bridge") / request.param)
@@ -87,7 +87,7 @@ def test_key_value_receivers_on_a_bridge_equal_a_hook_loop(checkpoint, monkeypat
 
     bridge = _bridge(checkpoint[1], monkeypatch)
     n_kv = key_value_heads(bridge.cfg)
-    assert n_kv == {"llama": 2, "gemma3": 1}.get(checkpoint[0], 4)
+    assert n_kv == {"gpt2": 4, "neox": 4, "gemma3": 1}.get(checkpoint[0], 2)
     pairs = random_pairs(3, 8, d_vocab=VOCAB)
     frozen = path_patching.hook_names(2)
     setup = prepare(bridge, pairs, "logit_diff", normalize=False, batch_size_prompts=8, hook_names=frozen,
@@ -154,6 +154,29 @@ def test_a_run_from_block_0_fires_every_hook_a_full_run_fires_after_the_embeddin
         assert len(values) == len(full[name]), name
         for value, expected in zip(values, full[name]):
             torch.testing.assert_close(value, expected, atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_blocks_after_a_cached_prefix_give_a_full_runs_logits(checkpoint, monkeypatch, layer):
+    """A full run of the first positions, given ``recording_kwargs``, fills an HF cache (every layer);
+    blocks ``layer``.. on the later positions' stream, after that cache, give the full run's logits at
+    those positions and append their own keys (rotary angles, masks and the 3-token windows of Gemma 3,
+    Qwen and Mistral all count from the cache's length: the prompt is three windows long)."""
+    from transformers import DynamicCache
+
+    from interp_pipeline.models import bridge_blocks
+
+    bridge = _bridge(checkpoint[1], monkeypatch)
+    assert bridge_blocks.can_follow_a_prefix(bridge)
+    tokens, split = random_pairs(2, 9, d_vocab=VOCAB)["clean"], 4
+    with torch.inference_mode():
+        logits, cache = bridge.run_with_cache(tokens, names_filter=f"blocks.{layer}.hook_resid_pre")
+        past = DynamicCache()
+        bridge(tokens[:, :split], **bridge_blocks.recording_kwargs(bridge, past))
+        assert [entry.keys.shape[2] for entry in past.layers] == [split] * bridge.cfg.n_layers
+        resid = bridge_blocks.run_blocks(bridge, layer, cache[f"blocks.{layer}.hook_resid_pre"][:, split:], past)
+        torch.testing.assert_close(bridge_blocks.unembed(bridge, resid), logits[:, split:], atol=1e-5, rtol=0)
+    assert [entry.keys.shape[2] for entry in past.layers[layer:]] == [9] * (bridge.cfg.n_layers - layer)
 
 
 def test_another_architecture_falls_back_and_says_so_once(tiny_directory, monkeypatch, caplog):

@@ -1,7 +1,7 @@
 """Causal tracing (interp_pipeline/tracing/engine.py) against a plain TransformerLens hook loop
 (tests/support/tracing.py), on random tiny models: a HookedTransformer and a TransformerBridge of each
-architecture the Bridge fast path knows (GPT-2, GPT-NeoX, Llama, Gemma 3: started at the restored layer,
-GPT-2's also with the corrupted run's keys and values for the positions before the restored one; the
+architecture the Bridge fast path knows (GPT-2, GPT-NeoX, Llama, Gemma 3, Qwen2, Qwen3, Mistral: started at the restored layer,
+with the corrupted run's keys and values for the positions before the restored one or without them; the
 Bridge's generic path too), to 1e-5."""
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import torch
 from interp_pipeline.tracing.average import AverageEffects, class_columns
 from interp_pipeline.tracing.engine import CausalTracer, PromptTrace, default_window, embedding_std, window_layers
 from tests.support.models import tiny_model
-from tests.support.tiny_bridges import ARCHITECTURES
+from tests.support.tiny_bridges import ARCHITECTURES, WINDOWED_ROTARY
 from tests.support.tracing import reference_trace
-
-PREFIX_ARCHITECTURES = {"gpt2"}  # Bridges whose blocks follow a cached prefix (models/bridge_blocks._OFFSET_ARGUMENTS)
-
 
 def random_facts(d_vocab: int, n_ctx: int = 9) -> dict[str, torch.Tensor]:
     """Five prompts of different lengths and subject spans (one-token subjects included)."""
@@ -98,7 +95,7 @@ def test_prefix_reuse_matches_the_engine_without_it_on_a_rotary_grouped_query_mo
     assert ours.scores["hidden"][:, :, 1:].isfinite().any()  # restored positions were compared, not only NaNs
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+@pytest.mark.parametrize("architecture", ARCHITECTURES + WINDOWED_ROTARY)
 def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch, architecture):
     from interp_pipeline.models import hub
     from tests.support.tiny_bridges import save_tiny
@@ -109,9 +106,8 @@ def test_bridge_fast_and_generic_paths_match_the_hook_loop(tmp_path, monkeypatch
                                    device="cpu", dtype="float32")
     facts = random_facts(VOCAB)
     expected = references(bridge, facts, window=1)
-    # Only GPT-2's block arguments take the positions' offset (PREFIX_ARCHITECTURES); the others run every position.
-    prefix = architecture in PREFIX_ARCHITECTURES
-    assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1, prefix=prefix).fast
+    # Restored runs follow the corrupted run's cached prefix (the 3-token windows are shorter than the prompts).
+    assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1, prefix=True).fast
     # an architecture whose blocks are not given the positions' offset starts at the layer, every position run
     monkeypatch.setattr("interp_pipeline.models.bridge_blocks._OFFSET_ARGUMENTS", set())
     assert assert_matches(bridge, facts, expected, batch_size_prompts=40, window=1, prefix=False).fast
