@@ -63,6 +63,7 @@ def task(cfg: Any) -> Any:
     from interp_pipeline.cli.hydra_callbacks import experiment_choice, read_swept_keys
     from interp_pipeline.common.threads import parallel_jobs
     from interp_pipeline.config.secrets import Redactor, redact_override, scrub_files
+    from interp_pipeline.config.secrets import active as active_redactor
     from interp_pipeline.experiments.run import Invocation, launch
     from interp_pipeline.sweeps.job_results import JobRecord, write_job_result
     from interp_pipeline.sweeps.objective import objective_values
@@ -96,8 +97,10 @@ def task(cfg: Any) -> Any:
     _RUN_STATUSES.append(result.status)
     if not multirun:
         return result.status
+    # The error line as the log printed it: a credential the message quoted is masked in the file too.
+    error = active_redactor().text(result.error) if result.error else None
     write_job_result(output_dir, JobRecord(hydra_cfg.job.num, invocation.overrides, result.status, result.metrics,
-                                           result.run_id, result.error))
+                                           result.run_id, error))
     objective = list(cfg.sweep.objective)
     return objective_values(objective, result.status, result.metrics) if objective else result.status
 

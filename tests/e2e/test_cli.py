@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -204,14 +205,20 @@ def test_sweep_status_is_its_worst_job(outputs, tmp_path):
 
 
 def test_sweep_summary_names_why_each_failed_job_stopped(outputs, tmp_path):
+    # The message quotes a credential, as a client library's error may: masked in the line and in job_result.json.
+    secret = "tok" + uuid.uuid4().hex
     pipeline = write_test_pipeline(tmp_path, {"name": "fail", "fn": "t_fail", "inputs": {"numbers": "numbers"},
-                                              "params": {"message": "no luck with seed ${seed}"}})
-    done = run_cli(["-m", f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,5"], outputs)
+                                              "params": {"message": "no luck with seed ${seed}, token ${custom.api_token}"}})
+    done = run_cli(["-m", f"pipeline={pipeline}", "runner.plugins=[tests.support.stages]", "seed=1,5",
+                    "+custom.api_token=${oc.env:JOB_ERROR_TOKEN}"], outputs, JOB_ERROR_TOKEN=secret)
     assert done.returncode == 1, done.stdout + done.stderr
     for job, seed in enumerate((1, 5)):
         lines = [line for line in done.stdout.splitlines() if f"job {job} (seed={seed}): " in line]
         assert len(lines) == 1, done.stdout
-        assert "error: stage 'fail' failed" in lines[0] and f"no luck with seed {seed}" in lines[0], lines[0]
+        assert "error: stage 'fail' failed" in lines[0] and f"no luck with seed {seed}, token " in lines[0], lines[0]
+    records = [json.loads(p.read_text()) for p in sorted((outputs / "multirun").glob("*/*/*/job_result.json"))]
+    assert [r["error"].split("failed: ")[0] for r in records] == ["error: stage 'fail' ", "error: stage 'fail' "]
+    assert secret not in done.stdout + done.stderr and not any(secret in r["error"] for r in records)
 
 
 def test_sigterm_mid_stage_ends_runs_killed_and_keeps_no_partial_result(outputs, tmp_path):
