@@ -201,8 +201,23 @@ class MlflowRun:
                          tags=[InputTag("mlflow.data.context", context), InputTag("kind", d.kind)])
             for d in datasets
         ]
-        if inputs:
-            self.client.log_inputs(self.run_id, datasets=inputs)
+        if not inputs:
+            return
+        # MLflow's SQL store looks a dataset up by (experiment, name, digest) and inserts it when absent,
+        # not atomically: the jobs of a sweep logging the same tokens at once collide on the table's
+        # unique key (seen with 4 joblib jobs on one SQLite store). Under the store's lock locally; a
+        # server's workers can race the same way, and a retry then finds the row the other one wrote.
+        from mlflow.exceptions import MlflowException
+
+        with store_lock(self.tracking.uri):
+            for attempt in range(3):
+                try:
+                    self.client.log_inputs(self.run_id, datasets=inputs)
+                    return
+                except MlflowException as error:
+                    if attempt == 2 or "UNIQUE constraint" not in str(error) and "Duplicate entry" not in str(error):
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
 
     def log_model(self, name: str, value: Any, saved: Path | None) -> dict[str, str]:
         """Log a model or SAE(s) as a pyfunc model (tracking/logged_models.py) within ``tracking.max_model_mb``;
